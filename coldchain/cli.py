@@ -1,0 +1,176 @@
+"""The `coldchain` command. The only place where errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import options
+from .config import BASES, IMAGES, KIT_LABEL, LOCKS, Project
+from .errors import ColdchainError
+
+log = logging.getLogger("coldchain")
+
+
+def _setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr, format="coldchain: %(message)s")
+
+
+def command(function):
+    """Shared plumbing: logging flags, project discovery, and turning ColdchainError into an exit code."""
+
+    @options.verbose
+    @options.quiet
+    @options.project
+    @functools.wraps(function)
+    def wrapper(verbose: int, quiet: int, project: Path | None, **kwargs):
+        _setup_logging(verbose, quiet)
+        try:
+            return function(Project.find(project), **kwargs)
+        except ColdchainError as error:
+            click.echo(f"coldchain: error: {error.message}", err=True)
+            if error.log_tail:
+                click.echo("  --- log tail ---", err=True)
+                click.echo("\n".join(f"  | {line}" for line in error.log_tail.splitlines()), err=True)
+            if error.fix:
+                click.echo(f"  fix: {error.fix}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("coldchain: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _engine():
+    from .docker_engine import DockerEngine
+
+    engine = DockerEngine()
+    engine.ping()
+    return engine
+
+
+def _emit(data, as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=None, version=__import__("coldchain").__version__)
+def main():
+    """coldchain: a frozen ResNet v1 50 from the training container to the inference container,
+    environment captured to the byte."""
+
+
+@main.command("lock")
+@options.lock_names
+@options.upgrade
+@command
+def lock_command(project: Project, only: tuple[str, ...], upgrade: bool):
+    """Resolve every requirements*.in into its hashed lock (pip-compile)."""
+    from .locks import compile_lock
+
+    for name in only or [n for n in LOCKS]:
+        log.info("resolving %s -> %s", LOCKS[name].source, LOCKS[name].lock)
+        compile_lock(project, LOCKS[name], upgrade=upgrade)
+
+
+@main.command("lock-check")
+@options.json_output
+@command
+def lock_check_command(project: Project, as_json: bool):
+    """Fail, naming the file, when a lock is stale, unhashed, or disagrees with its partner."""
+    from .locks import check_all
+
+    locks = check_all(project)
+    summary = {name: {"lock": str(lock.path.relative_to(project.root)), "sha256": lock.sha256,
+                      "packages": len(lock.pins)} for name, lock in locks.items()}
+    _emit(summary, as_json, "\n".join(f"ok  {v['lock']}  ({v['packages']} pins)" for v in summary.values()))
+
+
+@main.command("wheels")
+@options.lock_names
+@command
+def wheels_command(project: Project, only: tuple[str, ...]):
+    """Fetch and verify the wheels each image lock pins."""
+    from .locks import check_all
+    from .wheelhouse import Wheelhouse
+
+    names = only or [spec.lock for spec in IMAGES.values()]
+    for name in dict.fromkeys(names):
+        lock = check_all(project, [name])[name]
+        wheels = Wheelhouse(project, BASES["bookworm"]).ensure(LOCKS[name], lock)
+        log.info("%s: %d wheels verified", LOCKS[name].lock, len(wheels))
+
+
+@main.command("base")
+@options.suite
+@options.base_image
+@options.no_pull
+@options.json_output
+@command
+def base_command(project: Project, suite: str, base_image: str | None, no_pull: bool, as_json: bool):
+    """Make sure the base image exists: pulled where a registry answers, else built locally."""
+    from .base import resolve_base
+
+    resolved = resolve_base(_engine(), project, BASES[suite], base_image, allow_pull=not no_pull)
+    _emit(resolved.__dict__, as_json, f"{resolved.ref}  {resolved.image_id}  ({resolved.source}, "
+                                      f"Python {resolved.python_version})")
+
+
+@main.command("images")
+@options.image_names
+@options.device
+@options.prefix
+@options.base_image
+@options.no_pull
+@options.force
+@options.json_output
+@command
+def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str,
+                   base_image: str | None, no_pull: bool, force: bool, as_json: bool):
+    """Build the train and infer images for a device from their locks."""
+    from .images import BuildOptions, build_image
+
+    engine = _engine()
+    chosen = images or tuple(name for name, spec in IMAGES.items() if spec.device == device)
+    build_options = BuildOptions(prefix=prefix, base_image=base_image, allow_pull=not no_pull, force=force)
+    results = []
+    for name in chosen:
+        built = build_image(engine, project, IMAGES[name], build_options)
+        results.append({"image": name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
+                        "reused": built.reused, "base": built.base.ref, "labels": built.info.labels})
+    _emit(results, as_json, "\n".join(f"{r['tag']}  {r['id'][:19]}  {r['size'] / 1e9:.2f} GB"
+                                      f"{'  (up to date)' if r['reused'] else ''}" for r in results))
+
+
+@main.command("clean")
+@options.prefix
+@click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
+@command
+def clean_command(project: Project, prefix: str, everything: bool):
+    """Remove the kit's containers and images (found by label), and build leftovers."""
+    import shutil
+
+    engine = _engine()
+    removed = engine.remove_containers(KIT_LABEL)
+    images = [image for image in engine.list_images(KIT_LABEL)
+              if everything or "io.coldchain.role" in image.labels]
+    for image in images:
+        engine.remove_image(image.id)
+    shutil.rmtree(project.build_dir, ignore_errors=True)
+    if everything:
+        shutil.rmtree(project.wheelhouse, ignore_errors=True)
+    log.info("removed %d containers and %d images", removed, len(images))
+
+
+if __name__ == "__main__":
+    main()

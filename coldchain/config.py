@@ -1,0 +1,130 @@
+"""Typed, frozen configuration: which locks exist, which bases and images are built from them.
+Everything the kit builds is declared here once; commands receive these objects, never flags."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+KIT_LABEL = "io.coldchain.kit"
+RUN_LABEL = "io.coldchain.run"
+
+
+@dataclass(frozen=True)
+class LockSpec:
+    name: str
+    source: str  # the .in file, relative to the project root
+    lock: str  # the generated lock, relative to the project root
+    python: str  # the Python (major.minor) the lock is resolved for and installed into
+    # locks whose pins this one must share, version for version
+    agrees_with: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    name: str  # e.g. "bookworm"
+    suite: str  # Debian suite for debootstrap
+    python: str  # the python3 that suite ships
+    official_image: str  # used when a registry answers
+    glibc: str  # newest manylinux tag the suite's glibc accepts
+
+    @property
+    def local_image(self) -> str:
+        return f"coldchain-base:{self.name}"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    role: str  # "train" or "infer"
+    device: str  # "cpu" or "cuda"
+    lock: str  # LockSpec name
+    base: str  # BaseSpec name
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.device}"
+
+    @property
+    def dockerfile(self) -> str:
+        return f"Dockerfile.{self.role}"
+
+    def tag(self, prefix: str = "coldchain") -> str:
+        return f"{prefix}-{self.role}:{self.device}"
+
+
+LOCKS: dict[str, LockSpec] = {
+    spec.name: spec
+    for spec in (
+        LockSpec("host", "requirements-host.in", "requirements-host.lock", "3.11"),
+        LockSpec("train-cpu", "requirements.in", "requirements.lock", "3.11"),
+        LockSpec("infer-cpu", "requirements-infer.in", "requirements-infer.lock", "3.11",
+                 agrees_with=("train-cpu",)),
+        LockSpec("train-cuda", "requirements-cuda.in", "requirements-cuda.lock", "3.11",
+                 agrees_with=("train-cpu",)),
+        LockSpec("infer-cuda", "requirements-infer-cuda.in", "requirements-infer-cuda.lock", "3.11",
+                 agrees_with=("train-cuda", "infer-cpu")),
+    )
+}
+
+BASES: dict[str, BaseSpec] = {
+    spec.name: spec
+    for spec in (
+        BaseSpec("bookworm", "bookworm", "3.11", "python:3.11-slim-bookworm", "2_36"),
+        BaseSpec("bullseye", "bullseye", "3.9", "python:3.9-slim-bullseye", "2_31"),
+        BaseSpec("trixie", "trixie", "3.13", "python:3.13-slim-trixie", "2_41"),
+    )
+}
+
+IMAGES: dict[str, ImageSpec] = {
+    spec.name: spec
+    for spec in (
+        ImageSpec("train", "cpu", "train-cpu", "bookworm"),
+        ImageSpec("infer", "cpu", "infer-cpu", "bookworm"),
+        ImageSpec("train", "cuda", "train-cuda", "bookworm"),
+        ImageSpec("infer", "cuda", "infer-cuda", "bookworm"),
+    )
+}
+
+# Packages that only the host or the build tooling need; they never count as drift.
+CPU_IMAGES = ("train-cpu", "infer-cpu")
+CUDA_IMAGES = ("train-cuda", "infer-cuda")
+
+
+def pick(kind: str, name: str, choices: dict) -> object:
+    """Look `name` up in `choices`, or fail naming the nearest valid value."""
+    try:
+        return choices[name]
+    except KeyError:
+        near = difflib.get_close_matches(name, list(choices), n=1)
+        hint = f"did you mean '{near[0]}'?" if near else f"choose one of: {', '.join(sorted(choices))}"
+        raise UsageError(f"unknown {kind} '{name}'", fix=hint) from None
+
+
+@dataclass(frozen=True)
+class Project:
+    """Where the kit's files live; every path the host side touches derives from here."""
+
+    root: Path
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def wheelhouse(self) -> Path:
+        return self.root / "wheelhouse"
+
+    @property
+    def build_dir(self) -> Path:
+        return self.root / "build"
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Project":
+        here = (start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / "requirements.in").is_file() and (candidate / "coldchain").is_dir():
+                return cls(candidate)
+        raise UsageError(f"{here} is not inside a coldchain checkout (no requirements.in found)",
+                         fix="run coldchain from the project directory, or pass --project DIR")

@@ -1,0 +1,126 @@
+"""Building the train and infer images (CPU or CUDA) from their lock, base and wheelhouse."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .base import ResolvedBase, resolve_base
+from .config import BASES, KIT_LABEL, LOCKS, ImageSpec, Project
+from .context import BuildContext
+from .engine import Engine, ImageInfo
+from .errors import BuildError
+from .locks import check_all
+from .wheelhouse import Wheelhouse
+
+log = logging.getLogger(__name__)
+CONTAINER_SCRIPTS = "scripts/incontainer"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    prefix: str = "coldchain"
+    base_image: str | None = None  # an explicit base; otherwise chosen automatically
+    allow_pull: bool = True
+    force: bool = False  # build even when an image of the same inputs exists
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    spec: ImageSpec
+    tag: str
+    info: ImageInfo
+    base: ResolvedBase
+    reused: bool
+
+
+def git_revision(root: Path) -> str:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False, shell=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> dict[str, str]:
+    lock_spec = LOCKS[spec.lock]
+    return {
+        "org.opencontainers.image.title": f"coldchain-{spec.role}",
+        "org.opencontainers.image.description": f"coldchain {spec.role} image ({spec.device})",
+        "org.opencontainers.image.version": __version__,
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.base.name": base.ref,
+        "org.opencontainers.image.base.digest": base.image_id,
+        KIT_LABEL: "coldchain",
+        "io.coldchain.role": spec.role,
+        "io.coldchain.device": spec.device,
+        "io.coldchain.lock.file": lock_spec.lock,
+        "io.coldchain.lock.sha256": lock.sha256,
+        "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
+        "io.coldchain.numpy.version": lock.version("numpy") or "",
+        "io.coldchain.python.version": base.python_version,
+    }
+
+
+def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions) -> BuiltImage:
+    lock_spec = LOCKS[spec.lock]
+    lock = check_all(project, [spec.lock])[spec.lock]
+    base_spec = BASES[spec.base]
+    base = resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
+    wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
+
+    context = BuildContext()
+    context.add_file(spec.dockerfile, project.path(spec.dockerfile))
+    context.add_file(lock_spec.lock, project.path(lock_spec.lock))
+    context.add_tree(CONTAINER_SCRIPTS, project.path(CONTAINER_SCRIPTS))
+    known = {}
+    for wheel in wheels:
+        arcname = f"wheels/{wheel.path.name}"
+        context.add_file(arcname, wheel.path)
+        known[arcname] = sorted(wheel.pin.hashes)[0] + wheel.path.name  # verified against the lock above
+
+    buildargs = {
+        "BASE_IMAGE": base.image_id,
+        "LOCK": lock_spec.lock,
+        "DEVICE": spec.device,
+        "EXPECT_PYTHON": base_spec.python,
+        "EXPECT_TENSORFLOW": lock.version("tensorflow") or "",
+        "EXPECT_NUMPY": lock.version("numpy") or "",
+    }
+    labels = image_labels(spec, lock, base, git_revision(project.root))
+    fingerprint = context.fingerprint(known)
+    labels["io.coldchain.context.sha256"] = fingerprint
+    tag = spec.tag(options.prefix)
+
+    existing = engine.inspect_image(tag)
+    if existing and not options.force and all(existing.labels.get(k) == v for k, v in labels.items()):
+        log.info("%s is up to date (%s)", tag, existing.id[:19])
+        return BuiltImage(spec, tag, existing, base, reused=True)
+
+    project.build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{spec.name}-") as tmp:
+        tarball = Path(tmp) / "context.tar"
+        context.write(tarball)
+        log.info("building %s from %s on %s (%d wheels)", tag, lock_spec.lock, base.ref, len(wheels))
+        try:
+            info = engine.build(tarball, dockerfile=spec.dockerfile, buildargs=buildargs, labels=labels,
+                                tag=tag, log=lambda line: log.debug("%s | %s", spec.name, line))
+        except BuildError as error:
+            error.fix = error.fix or _hint(error.log_tail or "", lock_spec.lock)
+            if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):
+                error.fix = (f"a wheel does not match {lock_spec.lock}; if you edited the lock, run 'make lock', "
+                             "otherwise delete the wheel from wheelhouse/ and rerun")
+            raise
+    log.info("built %s (%s, %.2f GB)", tag, info.id[:19], info.size / 1e9)
+    return BuiltImage(spec, tag, info, base, reused=False)
+
+
+def _hint(log_tail: str, lock_file: str) -> str:
+    if "environment check failed" in log_tail:
+        return f"the image's environment does not match {lock_file}; see the check's message above"
+    return "read the log tail; the failing step is the last 'Step' line"

@@ -1,0 +1,30 @@
+"""Every CLI option, defined once and shared by the commands that take it (as pip-tools does)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .config import BASES, IMAGES, LOCKS
+
+verbose = click.option("-v", "--verbose", count=True, help="More log output (repeat for build logs).")
+quiet = click.option("-q", "--quiet", count=True, help="Less log output.")
+project = click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
+                       help="The coldchain checkout (default: found from the current directory).")
+json_output = click.option("--json", "as_json", is_flag=True, help="Write the result as JSON on stdout.")
+prefix = click.option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
+                      help="Image name prefix; tests use a unique one per run.")
+base_image = click.option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
+                          help="Use this base image instead of choosing one.")
+no_pull = click.option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
+                       help="Never try a registry; build the local Debian base instead.")
+force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
+device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+role = click.option("--role", type=click.Choice(["train", "infer", "all"]), default="all", show_default=True)
+lock_names = click.option("--only", "only", multiple=True, type=click.Choice(sorted(LOCKS)),
+                          help="Restrict to these locks (repeatable).")
+upgrade = click.option("--upgrade", is_flag=True, help="Re-resolve every pin to the newest allowed version.")
+suite = click.option("--suite", type=click.Choice(sorted(BASES)), default="bookworm", show_default=True)
+image_names = click.option("--image", "images", multiple=True, type=click.Choice(sorted(IMAGES)),
+                           help="Which images (repeatable).")

@@ -1,0 +1,68 @@
+"""An in-memory Engine for unit tests: records what was asked, builds nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from coldchain.engine import Engine, ImageInfo, RunResult, RunSpec
+from coldchain.errors import BaseImageError, BuildError
+
+
+class FakeEngine(Engine):
+    def __init__(self, *, registry: bool = False, python_version: str = "3.11.2", fail_build: str | None = None):
+        self.images: dict[str, ImageInfo] = {}
+        self.registry = registry
+        self.python_version = python_version
+        self.fail_build = fail_build
+        self.builds: list[dict] = []
+        self.runs: list[RunSpec] = []
+        self.imports: list[str] = []
+
+    def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
+        info = ImageInfo(id="sha256:" + hashlib.sha256(ref.encode() + repr(sorted((labels or {}).items())).encode()).hexdigest(),
+                         tags=(ref,), labels=dict(labels or {}), size=123)
+        self.images[ref] = info
+        return info
+
+    def ping(self) -> str:
+        return "fake"
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        return self.images.get(ref)
+
+    def pull(self, ref: str) -> ImageInfo:
+        if not self.registry:
+            raise BaseImageError(f"could not pull {ref}: no registry")
+        return self._store(ref)
+
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+        self.imports.append(ref)
+        return self._store(ref)
+
+    def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log) -> ImageInfo:
+        self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
+                            "labels": labels, "tag": tag})
+        if self.fail_build:
+            raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
+        return self._store(tag, labels)
+
+    def tag(self, image_id: str, ref: str) -> None:
+        source = next(info for info in self.images.values() if info.id == image_id)
+        self.images[ref] = source
+
+    def run(self, spec: RunSpec) -> RunResult:
+        self.runs.append(spec)
+        return RunResult(0, self.python_version + "\n", "")
+
+    def remove_image(self, ref: str) -> None:
+        self.images.pop(ref, None)
+
+    def list_images(self, label: str) -> list[ImageInfo]:
+        return [info for info in self.images.values() if label in info.labels]
+
+    def remove_containers(self, label: str) -> int:
+        return 0
+
+    def gpu_runtime(self) -> bool:
+        return False

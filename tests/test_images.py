@@ -1,0 +1,101 @@
+"""build_image and resolve_base against the fake engine: which base, which args, which labels."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+
+from coldchain.base import resolve_base
+from coldchain.config import BASES, IMAGES, LOCKS, Project
+from coldchain.errors import BaseImageError, BuildError
+from coldchain.images import BuildOptions, build_image
+from coldchain.locks import _stamp, input_sha256
+from fake_engine import FakeEngine
+
+WHEELS = {"tensorflow-2.14.1-cp311-cp311-manylinux2014_x86_64.whl": b"tf", "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl": b"np"}
+
+
+@pytest.fixture
+def tiny_project(tmp_path, project):
+    """A checkout whose locks pin two fake wheels that are already in the wheelhouse."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for name in ("Dockerfile.train", "Dockerfile.infer"):
+        shutil.copy2(project.path(name), root / name)
+    shutil.copytree(project.path("scripts/incontainer"), root / "scripts/incontainer")
+    wheelhouse = root / "wheelhouse" / "cp311"
+    wheelhouse.mkdir(parents=True)
+    pins = ""
+    for filename, data in WHEELS.items():
+        (wheelhouse / filename).write_bytes(data)
+        name, version = filename.split("-")[:2]
+        pins += f"{name}=={version} \\\n    --hash=sha256:{hashlib.sha256(data).hexdigest()}\n"
+    tiny = Project(root)
+    for lock_name in ("train-cpu", "infer-cpu"):
+        spec = LOCKS[lock_name]
+        (root / spec.source).write_text("tensorflow\nnumpy\n")
+        (root / spec.lock).write_text(_stamp("#\n#    make lock\n#\n" + pins, input_sha256(tiny, spec)))
+    return tiny
+
+
+def test_local_base_is_built_when_no_registry_answers(tiny_project, monkeypatch):
+    engine = FakeEngine(registry=False)
+    monkeypatch.setattr("coldchain.base.build_local_base",
+                        lambda engine, project, spec: engine.import_rootfs(project.root, spec.local_image, []))
+    resolved = resolve_base(engine, tiny_project, BASES["bookworm"])
+    assert (resolved.ref, resolved.source) == ("coldchain-base:bookworm", "local")
+    assert engine.imports == ["coldchain-base:bookworm"]
+
+
+def test_official_base_is_used_when_the_registry_answers(tiny_project):
+    resolved = resolve_base(FakeEngine(registry=True), tiny_project, BASES["bookworm"])
+    assert (resolved.ref, resolved.source) == ("python:3.11-slim-bookworm", "official")
+
+
+def test_base_with_the_wrong_python_is_refused(tiny_project):
+    engine = FakeEngine(registry=True, python_version="3.12.1")
+    with pytest.raises(BaseImageError, match="runs Python 3.12.1"):
+        resolve_base(engine, tiny_project, BASES["bookworm"])
+
+
+def test_build_passes_lock_pins_and_labels(tiny_project):
+    engine = FakeEngine(registry=True)
+    built = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="t"))
+    call = engine.builds[0]
+    assert call["tag"] == "t-infer:cpu" and call["dockerfile"] == "Dockerfile.infer"
+    assert call["buildargs"]["EXPECT_TENSORFLOW"] == "2.14.1"
+    assert call["buildargs"]["LOCK"] == "requirements-infer.lock"
+    labels = built.info.labels
+    lock_sha = hashlib.sha256(tiny_project.path("requirements-infer.lock").read_bytes()).hexdigest()
+    assert labels["io.coldchain.lock.sha256"] == lock_sha
+    assert labels["io.coldchain.python.version"] == "3.11.2"
+    assert labels["io.coldchain.device"] == "cpu"
+    assert labels["org.opencontainers.image.base.digest"] == built.base.image_id
+    assert b"wheels/numpy-1.26.4" in call["context"]
+
+
+def test_unchanged_inputs_reuse_the_image(tiny_project):
+    engine = FakeEngine(registry=True)
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions())
+    again = build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions())
+    assert again.reused and len(engine.builds) == 1
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(force=True))
+    assert len(engine.builds) == 2
+
+
+def test_failed_build_is_not_tagged_and_explains_hash_mismatch(tiny_project):
+    engine = FakeEngine(registry=True, fail_build="ERROR: THESE PACKAGES DO NOT MATCH THE HASHES\n    six==1.17.0 from ...")
+    with pytest.raises(BuildError) as caught:
+        build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="t"))
+    assert "t-train:cpu" not in engine.images
+    assert "make lock" in caught.value.fix
+
+
+def test_unknown_image_name_suggests_the_nearest():
+    from coldchain.config import pick
+    from coldchain.errors import UsageError
+
+    with pytest.raises(UsageError, match="did you mean 'infer-cpu'"):
+        pick("image", "infer-cpi", IMAGES)
