@@ -138,18 +138,33 @@ def base_command(project: Project, suite: str, base_image: str | None, no_pull: 
 def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str,
                    base_image: str | None, no_pull: bool, force: bool, as_json: bool):
     """Build the train and infer images for a device from their locks."""
-    from .images import BuildOptions, build_image
+    from .images import BuildOptions, build_images
 
     engine = _engine()
     chosen = images or tuple(name for name, spec in IMAGES.items() if spec.device == device)
     build_options = BuildOptions(prefix=prefix, base_image=base_image, allow_pull=not no_pull, force=force)
     results = []
-    for name in chosen:
-        built = build_image(engine, project, IMAGES[name], build_options)
-        results.append({"image": name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
+    for built in build_images(engine, project, [IMAGES[name] for name in chosen], build_options):
+        results.append({"image": built.spec.name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
                         "reused": built.reused, "base": built.base.ref, "labels": built.info.labels})
     _emit(results, as_json, "\n".join(f"{r['tag']}  {r['id'][:19]}  {r['size'] / 1e9:.2f} GB"
                                       f"{'  (up to date)' if r['reused'] else ''}" for r in results))
+
+
+@main.command("bench")
+@click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), default=["cpu"],
+              show_default=True, help="Which images to measure (repeatable).")
+@click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
+@options.prefix
+@command
+def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, repeats: int, prefix: str):
+    """Measure cold and warm image builds and image sizes; write bench/results.json."""
+    from .bench import BenchOptions, bench_images, write_results
+
+    results = bench_images(_engine(), project, BenchOptions(devices=tuple(devices), cold=not no_cold,
+                                                            repeats=repeats, prefix=prefix))
+    click.echo(write_results(project, results))
 
 
 @main.command("clean")

@@ -59,14 +59,15 @@ class DockerEngine(Engine):
         return found
 
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
-              labels: dict[str, str], tag: str, log: LogSink) -> ImageInfo:
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False) -> ImageInfo:
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         image_id = None
         try:
             with context.open("rb") as handle:
                 stream = self.client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
                                                buildargs=buildargs, labels=labels, rm=True, forcerm=True,
-                                               pull=False, decode=True)
+                                               pull=False, decode=True, nocache=nocache,
+                                               network_mode="none")
                 for event in stream:
                     if "stream" in event:
                         for line in event["stream"].splitlines():

@@ -72,7 +72,7 @@ class Engine(ABC):
 
     @abstractmethod
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
-              labels: dict[str, str], tag: str, log: LogSink) -> ImageInfo:
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False) -> ImageInfo:
         """Build from a context tarball; tags only after the whole build succeeded.
         Raises BuildError with the log tail."""
 

@@ -27,6 +27,7 @@ class BuildOptions:
     base_image: str | None = None  # an explicit base; otherwise chosen automatically
     allow_pull: bool = True
     force: bool = False  # build even when an image of the same inputs exists
+    nocache: bool = False  # ignore Docker's layer cache too (cold-build benchmarks)
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,30 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
     }
 
 
-def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions) -> BuiltImage:
+def _build_log(name: str):
+    def sink(line: str) -> None:
+        # Step lines show progress at the default level; the rest of the build log is -v.
+        log.log(logging.INFO if line.startswith("Step ") else logging.DEBUG, "%s | %s", name, line)
+    return sink
+
+
+def build_images(engine: Engine, project: Project, specs: list[ImageSpec], options: BuildOptions) -> list[BuiltImage]:
+    bases: dict[str, ResolvedBase] = {}
+    built = []
+    for spec in specs:
+        if spec.base not in bases:
+            bases[spec.base] = resolve_base(engine, project, BASES[spec.base], options.base_image,
+                                            allow_pull=options.allow_pull)
+        built.append(build_image(engine, project, spec, options, bases[spec.base]))
+    return built
+
+
+def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
+                base: ResolvedBase | None = None) -> BuiltImage:
     lock_spec = LOCKS[spec.lock]
     lock = check_all(project, [spec.lock])[spec.lock]
     base_spec = BASES[spec.base]
-    base = resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
+    base = base or resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
     wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
 
     context = BuildContext()
@@ -98,7 +118,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
     tag = spec.tag(options.prefix)
 
     existing = engine.inspect_image(tag)
-    if existing and not options.force and all(existing.labels.get(k) == v for k, v in labels.items()):
+    if existing and not (options.force or options.nocache) and all(existing.labels.get(k) == v for k, v in labels.items()):
         log.info("%s is up to date (%s)", tag, existing.id[:19])
         return BuiltImage(spec, tag, existing, base, reused=True)
 
@@ -109,7 +129,8 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
         log.info("building %s from %s on %s (%d wheels)", tag, lock_spec.lock, base.ref, len(wheels))
         try:
             info = engine.build(tarball, dockerfile=spec.dockerfile, buildargs=buildargs, labels=labels,
-                                tag=tag, log=lambda line: log.debug("%s | %s", spec.name, line))
+                                tag=tag, log=_build_log(spec.name),
+                                nocache=options.nocache)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", lock_spec.lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):

@@ -40,7 +40,7 @@ class FakeEngine(Engine):
         self.imports.append(ref)
         return self._store(ref)
 
-    def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log) -> ImageInfo:
+    def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False) -> ImageInfo:
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
                             "labels": labels, "tag": tag})
         if self.fail_build:

@@ -1,0 +1,209 @@
+"""Freeze a training run into model.pb + manifest.json + golden.npz for a TF-only inference image."""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from .common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs,
+                     read_json_file, read_labels_file, run_main, sha256_bytes, write_deterministic_npz)
+from .manifest import (GOLDEN_FILENAME, INPUT_NODE, LOGITS_NODE, MANIFEST_FILENAME, MANIFEST_FORMAT, MODEL_FILENAME,
+                       PROBABILITIES_NODE, SCHEMA_VERSION, environment_fingerprint)
+
+
+@dataclass(frozen=True)
+class FreezeConfig:
+    run: str
+    out: str
+    keep_devices: bool = False
+    fold_batch_norm: bool = False
+    strip_unused: bool = False
+    golden_count: int = 4
+    golden_seed: int = 0
+
+
+def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
+    parser = argparse.ArgumentParser(prog="python -m incontainer.freeze", description=__doc__)
+    parser.add_argument("--run", required=True, help="training run directory (config.json, labels.txt, checkpoints)")
+    parser.add_argument("--out", required=True, help="model directory to write")
+    parser.add_argument("--keep-devices", action="store_true", help="keep device strings (default: cleared)")
+    parser.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into conv weights")
+    parser.add_argument("--strip-unused", action="store_true", help="drop nodes not needed for the outputs")
+    parser.add_argument("--golden-count", type=int, default=4)
+    parser.add_argument("--golden-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not 1 <= args.golden_count <= 64:
+        raise InsideError(f"--golden-count {args.golden_count}: choose between 1 and 64")
+    return FreezeConfig(run=args.run, out=args.out, keep_devices=args.keep_devices, fold_batch_norm=args.fold_batch_norm,
+                        strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed)
+
+
+def op_inventory(graph_def) -> dict:
+    """Op type -> attribute names used: what a runtime must understand to import this graph."""
+    attrs = collections.defaultdict(set)
+    for node in graph_def.node:
+        attrs[node.op].update(node.attr.keys())
+    for function in graph_def.library.function:
+        for node in function.node_def:
+            attrs[node.op].update(node.attr.keys())
+    return {op: sorted(names) for op, names in sorted(attrs.items())}
+
+
+def graph_stats(graph_def) -> dict:
+    counts = collections.Counter(node.op for node in graph_def.node)
+    return {"nodes": len(graph_def.node), "op_types": len(counts), "ops": dict(sorted(counts.items()))}
+
+
+def load_run(run_dir: str):
+    import tensorflow as tf
+
+    fix = "point --run at a directory written by `python -m incontainer.train`"
+    config = read_json_file(os.path.join(run_dir, "config.json"), "run config", fix)
+    labels = read_labels_file(os.path.join(run_dir, "labels.txt"))
+    checkpoint = tf.train.latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise InsideError(f"no checkpoint in {run_dir} (missing 'checkpoint' file or model.ckpt-*.index); {fix}")
+    try:
+        model = config["model"]
+        num_classes = int(model["num_classes"])
+        preprocessing = config["preprocessing"]
+        batch_norm = model["batch_norm"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise InsideError(f"run config {run_dir}/config.json lacks {error}; {fix}") from None
+    if len(labels) != num_classes:
+        raise InsideError(f"{run_dir}/labels.txt names {len(labels)} classes but config.json says {num_classes}; re-run train")
+    return config, labels, checkpoint, num_classes, preprocessing, batch_norm
+
+
+def freeze(config: FreezeConfig) -> dict:
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.tools import optimize_for_inference_lib, strip_unused_lib
+
+    from .golden import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs, tolerance_for
+    from .model import BLOCK_END_POINTS, BatchNormSettings, build_resnet_v1_50
+    from .preprocess import PreprocessSpec
+
+    run_config, labels, checkpoint, num_classes, preprocessing, batch_norm_json = load_run(config.run)
+    spec = PreprocessSpec.from_json(preprocessing, os.path.join(config.run, "config.json"))
+    batch_norm = BatchNormSettings(**batch_norm_json)
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [None, spec.height, spec.width, 3], name=INPUT_NODE)
+        logits, end_points = build_resnet_v1_50(images, num_classes, False, 0.0, batch_norm)
+        logits = tf.identity(logits, name=LOGITS_NODE)
+        tf.nn.softmax(logits, name=PROBABILITIES_NODE)
+        block_tensors = {name.rsplit("/", 1)[-1]: end_points[name].name for name in BLOCK_END_POINTS}
+        saver = tf.compat.v1.train.Saver()
+    block_nodes = [tensor.split(":")[0] for tensor in block_tensors.values()]
+    keep_nodes = [LOGITS_NODE, PROBABILITIES_NODE] + block_nodes
+
+    with tf.compat.v1.Session(graph=graph) as session:
+        try:
+            saver.restore(session, checkpoint)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
+            first_line = error.message.splitlines()[0]
+            raise InsideError(f"checkpoint {checkpoint} does not match the network in {config.run}/config.json "
+                              f"({first_line}); freeze the run that wrote it") from None
+        trained_graph_nodes = len(graph.as_graph_def().node)
+        graph_def = tf.compat.v1.graph_util.convert_variables_to_constants(
+            session, graph.as_graph_def(), keep_nodes)
+
+    stats = {"training_graph_nodes": trained_graph_nodes, "after_convert": graph_stats(graph_def)}
+    if not config.keep_devices:
+        for node in graph_def.node:
+            node.device = ""
+    if config.fold_batch_norm:
+        # The frozen variables are read through Identity nodes; fold_batch_norms wants bare Consts.
+        graph_def = tf.compat.v1.graph_util.remove_training_nodes(graph_def, protected_nodes=keep_nodes + [INPUT_NODE])
+        graph_def = optimize_for_inference_lib.fold_batch_norms(graph_def)
+        stats["after_fold_batch_norm"] = graph_stats(graph_def)
+    if config.strip_unused:
+        graph_def = strip_unused_lib.strip_unused(graph_def, [INPUT_NODE], keep_nodes, tf.float32.as_datatype_enum)
+        stats["after_strip_unused"] = graph_stats(graph_def)
+    for stage in [key for key in stats if key.startswith("after_")]:
+        log(f"freeze: {stage}: {stats[stage]['nodes']} nodes, {stats[stage]['op_types']} op types")
+
+    model_bytes = graph_def.SerializeToString(deterministic=True)
+    tensor_names = {"input": f"{INPUT_NODE}:0", "logits": f"{LOGITS_NODE}:0", "probabilities": f"{PROBABILITIES_NODE}:0",
+                    **block_tensors}
+
+    # Golden values come from the artifact itself (re-imported), not the training-side graph.
+    probe = golden_inputs(config.golden_seed, config.golden_count, spec.height, spec.width)
+    probe_graph = tf.Graph()
+    with probe_graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    output_keys = ["logits", "probabilities"] + list(block_tensors)
+    with tf.compat.v1.Session(graph=probe_graph) as session:
+        values = session.run([tensor_names[key] for key in output_keys], {tensor_names["input"]: probe})
+    golden_arrays = {"input": probe, **dict(zip(output_keys, values))}
+    golden_entries = []
+    for key in output_keys:
+        abs_tol, rel_tol = tolerance_for(key, golden_arrays[key])
+        golden_entries.append({
+            "key": key, "name": tensor_names[key], "shape": list(golden_arrays[key].shape), "dtype": "float32",
+            "abs_tol": abs_tol, "rel_tol": rel_tol, "role": OUTPUT_ROLE if key in ("logits", "probabilities") else BLOCK_ROLE,
+        })
+
+    os.makedirs(config.out, exist_ok=True)
+    write_deterministic_npz(os.path.join(config.out, GOLDEN_FILENAME), golden_arrays)
+    with open(os.path.join(config.out, GOLDEN_FILENAME), "rb") as handle:
+        golden_sha = sha256_bytes(handle.read())
+
+    train_section = run_config.get("train", {})
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "format": MANIFEST_FORMAT,
+        "model": {
+            "file": MODEL_FILENAME, "sha256": sha256_bytes(model_bytes), "size_bytes": len(model_bytes),
+            "architecture": "resnet_v1_50", "num_classes": num_classes,
+        },
+        "inputs": [{"name": INPUT_NODE, "tensor": f"{INPUT_NODE}:0", "shape": [None, spec.height, spec.width, 3],
+                    "dtype": "float32", "note": "already preprocessed, see preprocessing"}],
+        "outputs": [
+            {"name": LOGITS_NODE, "tensor": f"{LOGITS_NODE}:0", "shape": [None, num_classes], "dtype": "float32"},
+            {"name": PROBABILITIES_NODE, "tensor": f"{PROBABILITIES_NODE}:0", "shape": [None, num_classes], "dtype": "float32"},
+        ],
+        "block_outputs": block_tensors,
+        "preprocessing": spec.to_json(),
+        "labels": list(labels),
+        "graph": {
+            "producer": graph_def.versions.producer,
+            "min_consumer": graph_def.versions.min_consumer,
+            "op_inventory": op_inventory(graph_def),
+            "node_counts": stats,
+            "transforms": {"devices_cleared": not config.keep_devices, "fold_batch_norm": config.fold_batch_norm,
+                           "strip_unused": config.strip_unused},
+        },
+        "golden": {
+            "file": GOLDEN_FILENAME, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
+            "input_key": "input", "tensors": golden_entries,
+        },
+        "training": {
+            "checkpoint": os.path.basename(checkpoint),
+            "batch_norm": batch_norm_json,
+            "steps": run_config.get("schedule", {}).get("total_steps"),
+            "seed": train_section.get("seed"),
+            "deterministic": train_section.get("deterministic"),
+            "trained_with": run_config.get("trained_with"),
+        },
+        "environment": environment_fingerprint(),
+    }
+    # model.pb last-but-one and manifest last: a reader that sees the manifest sees a complete set.
+    atomic_write_bytes(os.path.join(config.out, MODEL_FILENAME), model_bytes)
+    atomic_write_json(os.path.join(config.out, MANIFEST_FILENAME), manifest)
+    log(f"freeze: wrote {config.out}/{MODEL_FILENAME} ({len(model_bytes)} bytes, sha256 {manifest['model']['sha256'][:12]}...)")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int | None:
+    quiet_tensorflow_logs()
+    freeze(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

@@ -1,0 +1,131 @@
+"""Real images from the real locks: labels, contents, cache, and hash enforcement.
+Marked `docker`: under CI=true a missing daemon fails these tests instead of skipping them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coldchain.config import IMAGES, KIT_LABEL
+from coldchain.context import BuildContext
+from coldchain.engine import RunSpec
+from coldchain.errors import BuildError
+from coldchain.images import BuildOptions, build_image, git_revision
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def cpu_images(docker_engine, project, run_id, session_tags):
+    built = {}
+    for name in ("train-cpu", "infer-cpu"):
+        session_tags.append(IMAGES[name].tag(run_id))  # registered before it can exist
+        built[name] = build_image(docker_engine, project, IMAGES[name], BuildOptions(prefix=run_id))
+    return built
+
+
+def run_in(engine, image: str, *command: str, run_id: str) -> str:
+    result = engine.run(RunSpec(image=image, command=command, labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_labels_record_the_environment(cpu_images, project):
+    for name, built in cpu_images.items():
+        labels = built.info.labels
+        lock_path = project.path(labels["io.coldchain.lock.file"])
+        assert labels["io.coldchain.lock.sha256"] == hashlib.sha256(lock_path.read_bytes()).hexdigest()
+        assert labels["io.coldchain.tensorflow.version"] == "2.14.1"
+        assert labels["io.coldchain.numpy.version"]
+        assert labels["io.coldchain.python.version"].startswith("3.11.")
+        assert labels["io.coldchain.device"] == "cpu"
+        assert labels["io.coldchain.role"] == name.split("-")[0]
+        assert labels["org.opencontainers.image.base.digest"] == built.base.image_id
+        assert labels["org.opencontainers.image.revision"].split("-")[0] == git_revision(project.root).split("-")[0]
+
+
+def test_recorded_environment_matches_the_labels(docker_engine, cpu_images, run_id):
+    for built in cpu_images.values():
+        environment = json.loads(run_in(docker_engine, built.tag, "cat", "/opt/coldchain/environment.json", run_id=run_id))
+        assert environment["versions"]["tensorflow"] == built.info.labels["io.coldchain.tensorflow.version"]
+        assert environment["versions"]["numpy"] == built.info.labels["io.coldchain.numpy.version"]
+        assert environment["versions"]["python"] == built.info.labels["io.coldchain.python.version"]
+        packages = run_in(docker_engine, built.tag, "cat", "/opt/coldchain/base-packages.txt", run_id=run_id)
+        assert any(line.startswith("python3\t") for line in packages.splitlines())
+
+
+def test_inference_image_is_non_root_and_has_no_slim(docker_engine, cpu_images, run_id):
+    probe = "import os, importlib.util as u; print(os.getuid(), u.find_spec('tf_slim') is None, u.find_spec('PIL') is not None)"
+    assert run_in(docker_engine, cpu_images["infer-cpu"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "True", "True"]
+    assert run_in(docker_engine, cpu_images["train-cpu"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "False", "True"]
+
+
+def test_images_hold_no_wheels_or_pip_cache(docker_engine, cpu_images, run_id):
+    probe = ("import glob; print(len(glob.glob('/tmp/coldchain/**', recursive=True)) + "
+             "len(glob.glob('/root/.cache/pip/**', recursive=True)) + len(glob.glob('/opt/**/*.whl', recursive=True)))")
+    assert run_in(docker_engine, cpu_images["infer-cpu"].tag, "python", "-c", probe, run_id=run_id).strip() == "0"
+
+
+def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog):
+    again = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id))
+    assert again.reused and again.info.id == cpu_images["infer-cpu"].info.id
+    caplog.set_level(logging.DEBUG, logger="coldchain.images")
+    forced = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id, force=True))
+    assert forced.info.id == cpu_images["infer-cpu"].info.id
+    lines = [r.getMessage() for r in caplog.records if r.name == "coldchain.images"]
+    steps = [i for i, line in enumerate(lines) if " | Step " in line and (" : RUN " in line or " : COPY " in line)]
+    assert len(steps) >= 5, "\n".join(lines)
+    assert all(lines[i + 1].endswith("---> Using cache") for i in steps), "\n".join(lines)
+
+
+def test_edited_hash_in_lock_fails_naming_the_package(project, run_id, tmp_path):
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for path in [*project.root.glob("requirements*"), *project.root.glob("Dockerfile.*")]:
+        shutil.copy2(path, copy / path.name)
+    shutil.copytree(project.path("coldchain"), copy / "coldchain")
+    shutil.copytree(project.path("scripts"), copy / "scripts")
+    (copy / "wheelhouse").symlink_to(project.wheelhouse)
+    lock = copy / "requirements-infer.lock"
+    lines = lock.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("six=="))
+    lines[at + 1] = "    --hash=sha256:" + "0" * 64 + (" \\" if lines[at + 1].endswith("\\") else "")
+    lock.write_text("\n".join(lines) + "\n")
+    result = subprocess.run([sys.executable, "-m", "coldchain", "images", "--image", "infer-cpu", "--prefix", run_id,
+                             "--project", str(copy)], capture_output=True, text=True, cwd=project.root)
+    assert result.returncode != 0
+    assert "six==" in result.stderr and "requirements-infer.lock" in result.stderr, result.stderr
+
+
+def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, cpu_images, run_id, tmp_path):
+    """Second line of defence: even a context that skipped the host check cannot install a wheel
+    whose hash the lock does not pin."""
+    spec = IMAGES["infer-cpu"]
+    context = BuildContext()
+    context.add_file(spec.dockerfile, project.path(spec.dockerfile))
+    context.add_file("requirements-infer.lock", project.path("requirements-infer.lock"))
+    context.add_tree("scripts/incontainer", project.path("scripts/incontainer"))
+    wheels = project.wheelhouse / "cp311"
+    for wheel in sorted(wheels.glob("*.whl")):
+        context.add_file(f"wheels/{wheel.name}", wheel)
+    six = next(name for name in context.files if name.startswith("wheels/six-"))
+    context.add_bytes(six, next(wheels.glob("termcolor-*.whl")).read_bytes())
+    del context.files[six]
+    tarball = tmp_path / "context.tar"
+    context.write(tarball)
+    tag = f"{run_id}-tampered:cpu"
+    with pytest.raises(BuildError) as caught:
+        docker_engine.build(tarball, dockerfile=spec.dockerfile, tag=tag, labels={KIT_LABEL: "coldchain"},
+                            buildargs={"BASE_IMAGE": cpu_images["infer-cpu"].base.image_id, "LOCK": "requirements-infer.lock"},
+                            log=lambda line: None)
+    assert "DO NOT MATCH THE HASHES" in caught.value.log_tail
+    assert "six==" in caught.value.log_tail
+    assert docker_engine.inspect_image(tag) is None, "a failed build must not be tagged"
