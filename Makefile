@@ -7,8 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 COLDCHAIN := $(VENV)/bin/python -m coldchain
 PYTEST_ARGS ?=
+OUT ?= out
+DEVICE ?= cpu
+DATA_ARGS ?=
+TRAIN_ARGS ?=
+FREEZE_ARGS ?=
+INFER_ARGS ?=
+CHECKPOINT ?=
+STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda test test-unit test-docker bench clean clean-all
+.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer test test-unit bench clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +47,31 @@ images: venv docker lock-check ## Build the CPU train and infer images
 
 images-cuda: venv docker lock-check ## Build the CUDA train and infer images (CUDA/cuDNN checked at build)
 	$(COLDCHAIN) images --device cuda
+
+data: $(OUT)/data/labels.txt ## Generate the default dataset into out/data (DATA_ARGS="--seed 1 ...")
+
+$(OUT)/data/labels.txt: | venv docker lock-check
+	$(call STEP,data) --out $(OUT)/data $(DATA_ARGS)
+
+train: $(OUT)/run/metrics.json ## Train ResNet v1 50 on out/data in the training container (TRAIN_ARGS=...)
+
+$(OUT)/run/metrics.json: $(OUT)/data/labels.txt | venv docker lock-check
+	$(call STEP,train) --data $(OUT)/data --out $(OUT)/run $(TRAIN_ARGS)
+
+finetune: venv docker lock-check ## Fine-tune from CHECKPOINT=path (file prefix or directory) into out/run
+	@test -n "$(CHECKPOINT)" || { echo "make finetune: set CHECKPOINT=path/to/resnet_v1_50.ckpt (a checkpoint prefix or directory)" >&2; exit 2; }
+	$(MAKE) --no-print-directory $(OUT)/data/labels.txt
+	$(call STEP,train) --data $(OUT)/data --out $(OUT)/run --checkpoint-path "$(CHECKPOINT)" $(TRAIN_ARGS)
+
+freeze: $(OUT)/model/manifest.json ## Freeze out/run into out/model (model.pb, manifest.json, golden.npz)
+
+$(OUT)/model/manifest.json: $(OUT)/run/metrics.json | venv docker lock-check
+	$(call STEP,freeze) --run $(OUT)/run --out $(OUT)/model $(FREEZE_ARGS)
+
+infer: $(OUT)/predictions.jsonl ## The whole chain: data, train, freeze, then infer on the held-out images
+
+$(OUT)/predictions.jsonl: $(OUT)/model/manifest.json | venv docker lock-check
+	$(call STEP,infer) --model $(OUT)/model --input $(OUT)/data/val --output $@ $(INFER_ARGS)
 
 test: venv docker lock-check ## All tests, the Docker ones included (they build and run real images)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

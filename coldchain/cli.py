@@ -151,6 +151,101 @@ def images_command(project: Project, images: tuple[str, ...], device: str, prefi
                                       f"{'  (up to date)' if r['reused'] else ''}" for r in results))
 
 
+def _step(project: Project, name: str, role: str, module: str, output: Path, inputs: dict, extra, *,
+          device: str, memory: str, prefix: str) -> str:
+    from .pipeline import StepConfig, ensure_images, run_step
+
+    engine = _engine()
+    image = ensure_images(engine, project, role, device, prefix)
+    step = StepConfig(name=name, role=role, module=module, output=output.resolve(), inputs=inputs,
+                      arguments=tuple(extra), device=device, memory=memory, prefix=prefix)
+    return run_step(engine, project, step, image)
+
+
+PASSTHROUGH = {"context_settings": {"ignore_unknown_options": True}}
+
+
+@main.command("data", **PASSTHROUGH)
+@options.out_dir
+@options.device
+@options.memory
+@options.prefix
+@options.passthrough
+@command
+def data_command(project: Project, out: Path, device: str, memory: str, prefix: str, extra):
+    """Generate the default dataset (deterministic from --seed, with a held-out split).
+    Extra arguments go to incontainer.make_data (e.g. --seed 1 --classes 5)."""
+    _step(project, "data", "train", "make_data", out, {}, extra, device=device, memory=memory, prefix=prefix)
+    log.info("dataset written to %s", out)
+
+
+@main.command("train", **PASSTHROUGH)
+@options.data_dir
+@options.out_dir
+@options.checkpoint
+@options.device
+@options.memory
+@options.prefix
+@options.passthrough
+@command
+def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path | None, device: str, memory: str,
+                  prefix: str, extra):
+    """Train (or, with --checkpoint-path, fine-tune) ResNet v1 50 in the training container.
+    Extra arguments go to incontainer.train (e.g. --max-steps 300 --image-size 64)."""
+    inputs = {"/data": data.resolve()}
+    arguments = ["--data", "/data", *extra]
+    if checkpoint_path is not None:
+        source = checkpoint_path.resolve()
+        # A checkpoint prefix names several files: mount their directory, point at the prefix.
+        directory = source if source.is_dir() else source.parent
+        inputs["/checkpoint"] = directory
+        arguments += ["--checkpoint-path", "/checkpoint" if source.is_dir() else f"/checkpoint/{source.name}"]
+        if not directory.exists():
+            from .errors import UsageError
+
+            raise UsageError(f"{checkpoint_path}: checkpoint not found", fix="pass a checkpoint file prefix or directory")
+    _step(project, "train", "train", "train", out, inputs, arguments, device=device, memory=memory, prefix=prefix)
+    metrics = out / "metrics.json"
+    if metrics.exists():
+        click.echo(metrics.read_text().strip())
+
+
+@main.command("freeze", **PASSTHROUGH)
+@options.run_dir
+@options.out_dir
+@options.device
+@options.memory
+@options.prefix
+@options.passthrough
+@command
+def freeze_command(project: Project, run: Path, out: Path, device: str, memory: str, prefix: str, extra):
+    """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container."""
+    _step(project, "freeze", "train", "freeze", out, {"/run": run.resolve()}, ["--run", "/run", *extra],
+          device=device, memory=memory, prefix=prefix)
+    log.info("frozen model written to %s", out)
+
+
+@main.command("infer", **PASSTHROUGH)
+@options.model_dir
+@click.option("--output", type=click.Path(path_type=Path), required=True, help="Predictions file (.jsonl or .csv).")
+@click.option("--input", "inputs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="An image file or a directory of images (repeatable).")
+@options.device
+@options.memory
+@options.prefix
+@options.passthrough
+@command
+def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], device: str, memory: str,
+                  prefix: str, extra):
+    """Predict in the inference container (no network, read-only model), after checking the model's
+    sha256, running pre-flight and the golden probe."""
+    mounts = {f"/inputs/{index}": path.resolve() for index, path in enumerate(inputs)}
+    fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
+    summary = _step(project, "infer", "infer", "infer", output, {"/model": model.resolve(), **mounts},
+                    ["--model", "/model", *fmt, *extra, *mounts], device=device, memory=memory, prefix=prefix)
+    click.echo(summary.strip())
+
+
 @main.command("bench")
 @click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), default=["cpu"],
               show_default=True, help="Which images to measure (repeatable).")

@@ -28,3 +28,16 @@ upgrade = click.option("--upgrade", is_flag=True, help="Re-resolve every pin to 
 suite = click.option("--suite", type=click.Choice(sorted(BASES)), default="bookworm", show_default=True)
 image_names = click.option("--image", "images", multiple=True, type=click.Choice(sorted(IMAGES)),
                            help="Which images (repeatable).")
+
+out_dir = click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+                       help="Where the step writes its result (replaced only when the step succeeds).")
+data_dir = click.option("--data", type=click.Path(path_type=Path), required=True,
+                        help="Dataset: one subfolder per class (JPEG/PNG), or slim TFRecords.")
+run_dir = click.option("--run", "run", type=click.Path(path_type=Path), required=True,
+                       help="A training run directory (checkpoints, config.json).")
+model_dir = click.option("--model", type=click.Path(path_type=Path), required=True,
+                         help="A frozen model directory (model.pb, manifest.json, golden.npz).")
+memory = click.option("--memory", default="8g", show_default=True, help="Container memory limit.")
+checkpoint = click.option("--checkpoint-path", type=click.Path(path_type=Path), default=None,
+                          help="Fine-tune from this checkpoint (file prefix or directory).")
+passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)

@@ -69,9 +69,13 @@ def test_inference_image_is_non_root_and_has_no_slim(docker_engine, cpu_images, 
 
 
 def test_images_hold_no_wheels_or_pip_cache(docker_engine, cpu_images, run_id):
-    probe = ("import glob; print(len(glob.glob('/tmp/coldchain/**', recursive=True)) + "
-             "len(glob.glob('/root/.cache/pip/**', recursive=True)) + len(glob.glob('/opt/**/*.whl', recursive=True)))")
-    assert run_in(docker_engine, cpu_images["infer-cpu"].tag, "python", "-c", probe, run_id=run_id).strip() == "0"
+    probe = ("import glob, os; print([p for pattern in ('/tmp/coldchain/**', '/root/.cache/pip/**', '/opt/**/*.whl') "
+             "for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)])")
+    for built in cpu_images.values():
+        # No tmpfs over /tmp here: the image's own /tmp is what is inspected.
+        result = docker_engine.run(RunSpec(image=built.tag, command=("python", "-c", probe), tmpfs={},
+                                           labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
+        assert result.exit_code == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog):
@@ -129,3 +133,19 @@ def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, cpu_im
     assert "DO NOT MATCH THE HASHES" in caught.value.log_tail
     assert "six==" in caught.value.log_tail
     assert docker_engine.inspect_image(tag) is None, "a failed build must not be tagged"
+
+
+def test_cuda_check_fails_clearly_without_cuda_wheels(docker_engine, cpu_images, run_id):
+    """The build-time CUDA check, run where the CUDA wheels are missing, names what is missing."""
+    result = docker_engine.run(RunSpec(image=cpu_images["train-cpu"].tag, labels={KIT_LABEL: "coldchain"},
+                                       command=("python", "-m", "incontainer.env_check", "--device", "cuda")))
+    assert result.exit_code == 2
+    assert "environment check failed" in result.stderr
+    assert "no CUDA wheel provides cuda_version 11.8" in result.stderr
+
+
+def test_version_mismatch_fails_the_check(docker_engine, cpu_images):
+    result = docker_engine.run(RunSpec(image=cpu_images["infer-cpu"].tag, labels={KIT_LABEL: "coldchain"},
+                                       command=("python", "-m", "incontainer.env_check", "--expect-tensorflow", "2.13.1")))
+    assert result.exit_code == 2
+    assert "tensorflow is 2.14.1, the lock/base promised 2.13.1" in result.stderr

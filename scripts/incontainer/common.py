@@ -170,3 +170,10 @@ def read_labels_file(path: str) -> list[str]:
             raise InsideError(f"labels file {path} has no name for class ids {missing[:5]}; list every id from 0")
         return [by_id[index] for index in range(count)]
     return [line.strip() for line in lines]
+
+
+def silence_tensorflow_deprecations() -> None:
+    """The v1 APIs we rely on on purpose log deprecation notices; they would bury our progress lines."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")

@@ -140,6 +140,10 @@ def _tfrecord_files(root: str) -> list[str]:
 def _tfrecord_examples(paths: Sequence[str]) -> Iterable[tuple[str, int, Callable]]:
     import tensorflow as tf  # only needed for this layout; keeps folder datasets TF-free
 
+    from .common import silence_tensorflow_deprecations
+
+    silence_tensorflow_deprecations()
+
     for path in paths:
         try:
             for index, record in enumerate(tf.compat.v1.io.tf_record_iterator(path)):

@@ -86,6 +86,7 @@ def freeze(config: FreezeConfig) -> dict:
     from .model import BLOCK_END_POINTS, BatchNormSettings, build_resnet_v1_50
     from .preprocess import PreprocessSpec
 
+    silence_tensorflow_deprecations()
     run_config, labels, checkpoint, num_classes, preprocessing, batch_norm_json = load_run(config.run)
     spec = PreprocessSpec.from_json(preprocessing, os.path.join(config.run, "config.json"))
     batch_norm = BatchNormSettings(**batch_norm_json)

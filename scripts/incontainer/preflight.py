@@ -128,6 +128,12 @@ def _node_findings(node, known_functions: set[str], available: set[str], allow_s
                 cause=f"{node.op} needs live variables; the graph was not frozen",
                 fix="freeze with convert_variables_to_constants (python -m incontainer.freeze)",
             ))
+        elif any(arg.is_ref for arg in list(op_def.input_arg) + list(op_def.output_arg)):
+            findings.append(Finding(
+                code="ref-dtype", node=node.name, op=node.op,
+                cause=f"{node.op} takes or returns a reference-typed tensor (a live variable)",
+                fix="freeze the variables to constants before export",
+            ))
         if node.op in BATCH_NORM_OPS and "is_training" in node.attr and node.attr["is_training"].b:
             findings.append(Finding(
                 code="batch-norm-training-mode", node=node.name, op=node.op,

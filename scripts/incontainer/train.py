@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .common import (InsideError, atomic_write_json, atomic_write_text, dataclass_to_json, log,
-                     parse_scope_list, quiet_tensorflow_logs, run_main)
+                     parse_scope_list, quiet_tensorflow_logs, silence_tensorflow_deprecations, run_main)
 
 DEFAULT_MAX_STEPS = 200
 OPTIMIZERS = ("momentum", "sgd", "adam")
@@ -259,6 +259,7 @@ def train(config: TrainConfig) -> dict:
         raise InsideError(f"run directory {config.out} already holds a training run; choose a new --out or remove it")
     os.makedirs(config.out, exist_ok=True)
 
+    silence_tensorflow_deprecations()
     random.seed(config.seed)
     np.random.seed(config.seed)
     if config.deterministic:
@@ -315,7 +316,7 @@ def train(config: TrainConfig) -> dict:
     flips = rng.uniform(size=(total_steps, config.batch_size)) < 0.5 if config.flip else None
     with graph.as_default():
         writer = tf.compat.v1.summary.FileWriter(os.path.join(config.out, "train"), graph)
-    window_loss, window_images, window_start = [], 0, time.perf_counter()
+    window_loss, window_xent, window_images, window_start = [], [], 0, time.perf_counter()
     train_start = time.perf_counter()
     with tf.compat.v1.Session(graph=graph, config=session_config(config.deterministic)) as session:
         session.run(init)
@@ -330,21 +331,24 @@ def train(config: TrainConfig) -> dict:
             feed = {images: spec.normalize(batch), labels: dataset.train.labels[indices]}
             step_number = step_index + 1
             want_log = step_number % config.log_every == 0 or step_number == total_steps
-            fetches = [train_op, total_loss, learning_rate] + ([summaries] if want_log else [])
+            fetches = [train_op, total_loss, learning_rate, cross_entropy] + ([summaries] if want_log else [])
             results = session.run(fetches, feed_dict=feed)
             loss_value, lr_value = float(results[1]), float(results[2])
+            window_xent.append(float(results[3]))
             if not math.isfinite(loss_value):
                 raise InsideError(f"training diverged at step {step_number} (loss {loss_value}); lower --learning-rate "
                                   f"(now {config.learning_rate})")
             window_loss.append(loss_value)
             window_images += len(indices)
             if want_log:
-                writer.add_summary(results[3], step_number)
+                writer.add_summary(results[4], step_number)
                 elapsed = time.perf_counter() - window_start
                 log(f"train: step {step_number}/{total_steps} loss {np.mean(window_loss):.4f} "
+                    f"(cross-entropy {np.mean(window_xent):.4f}) "
                     f"lr {lr_value:.5f} {window_images / max(elapsed, 1e-9):.1f} images/s")
                 last_window_loss = float(np.mean(window_loss))
-                window_loss, window_images, window_start = [], 0, time.perf_counter()
+                last_window_xent = float(np.mean(window_xent))
+                window_loss, window_xent, window_images, window_start = [], [], 0, time.perf_counter()
         train_seconds = time.perf_counter() - train_start
         checkpoint_prefix = saver.save(session, os.path.join(config.out, CHECKPOINT_BASENAME), global_step=total_steps)
     writer.close()
@@ -359,6 +363,7 @@ def train(config: TrainConfig) -> dict:
         "train_seconds": round(train_seconds, 3),
         "train_images_per_second": round(total_steps * config.batch_size / train_seconds, 2),
         "final_loss": round(last_window_loss, 6),
+        "final_cross_entropy": round(last_window_xent, 6),
         "checkpoint": os.path.basename(checkpoint_prefix),
         "skipped_images": list(dataset.skipped),
         "held_out": evaluation,

@@ -1,0 +1,268 @@
+"""Run a frozen coldchain model on images, after checking it is intact and computes the same numbers here."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from .common import (GoldenMismatch, InsideError, PreflightFailed, atomic_write_text, log, quiet_tensorflow_logs,
+                     run_main, sha256_bytes)
+from .images import BadImageError, decode_image_file, is_image_filename, list_image_files
+from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, load_manifest
+from .preprocess import PreprocessSpec
+
+FORMATS = ("jsonl", "csv")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    model: str
+    output: str | None
+    inputs: tuple[str, ...]
+    format: str = "jsonl"
+    top_k: int = 5
+    batch_size: int = 16
+    golden_only: bool = False
+    on_bad_image: str = "fail"
+
+
+def parse_args(argv: Sequence[str] | None) -> InferConfig:
+    parser = argparse.ArgumentParser(prog="python -m incontainer.infer", description=__doc__)
+    parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
+    parser.add_argument("--output", help="predictions file (JSON lines or CSV)")
+    parser.add_argument("--format", choices=FORMATS, default="jsonl")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--golden-only", action="store_true", help="only verify the golden probe")
+    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
+    args = parser.parse_args(argv)
+    if not args.golden_only:
+        if not args.inputs:
+            raise InsideError("no inputs: pass image files or directories (or --golden-only)")
+        if not args.output:
+            raise InsideError("--output FILE is required unless --golden-only")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise InsideError("--top-k and --batch-size must be >= 1")
+    return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
+                       top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
+                       on_bad_image=args.on_bad_image)
+
+
+def load_verified_graph_def(model_dir: str, manifest: dict):
+    from .preflight import parse_graph_def
+
+    path = os.path.join(model_dir, manifest["model"].get("file", MODEL_FILENAME))
+    if os.path.basename(path) != path.split(os.sep)[-1] or ".." in manifest["model"].get("file", ""):
+        raise InsideError(f"manifest model.file must be a plain file name; re-run freeze")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise InsideError(f"model file not found: {path}; copy model.pb next to manifest.json") from None
+    except OSError as error:
+        raise InsideError(f"cannot read model file {path} ({error.strerror}); check permissions") from None
+    actual = sha256_bytes(data)
+    expected = manifest["model"]["sha256"]
+    if actual != expected:
+        try:
+            parse_graph_def(data, path)
+            state = "it still parses, so it was modified or replaced"
+        except InsideError:
+            state = "it does not even parse as a GraphDef: corrupt or truncated"
+        raise InsideError(f"{path} sha256 {actual[:16]}... does not match manifest {expected[:16]}... "
+                          f"({len(data)} bytes, manifest says {manifest['model'].get('size_bytes')}); {state} - "
+                          "copy the model directory again or re-run freeze")
+    return parse_graph_def(data, path)
+
+
+def check_interface(graph_def, manifest: dict, path: str) -> tuple[str, str, str]:
+    nodes = {node.name: node for node in graph_def.node}
+    input_entry = manifest["inputs"][0]
+    input_node = nodes.get(input_entry["name"])
+    if input_node is None:
+        raise InsideError(f"{path} has no input node {input_entry['name']!r} named in the manifest; re-run freeze")
+    if input_node.op != "Placeholder":
+        raise InsideError(f"{path} node {input_entry['name']!r} is a {input_node.op}, not a Placeholder; re-run freeze")
+    if "shape" in input_node.attr and not input_node.attr["shape"].shape.unknown_rank:
+        graph_shape = [dim.size if dim.size >= 0 else None for dim in input_node.attr["shape"].shape.dim]
+        if graph_shape != list(input_entry["shape"]):
+            raise InsideError(f"{path} input {input_entry['name']!r} has shape {graph_shape} but the manifest says "
+                              f"{input_entry['shape']}; model and manifest come from different freezes")
+    output_names = {entry["name"] for entry in manifest["outputs"]}
+    for name in sorted(output_names):
+        if name not in nodes:
+            raise InsideError(f"{path} has no output node {name!r} named in the manifest; re-run freeze (without "
+                              "changing output names)")
+    probabilities = "probabilities" if "probabilities" in output_names else None
+    if probabilities is None:
+        raise InsideError(f"manifest lists no 'probabilities' output; re-run freeze")
+    return f"{input_entry['name']}:0", "logits:0", "probabilities:0"
+
+
+def run_golden(session, model_dir: str, manifest: dict, input_tensor: str) -> dict:
+    import numpy as np
+
+    from .golden import compare, top1_agreement
+
+    golden = manifest["golden"]
+    path = os.path.join(model_dir, golden.get("file", GOLDEN_FILENAME))
+    try:
+        with open(path, "rb") as handle:
+            golden_bytes = handle.read()
+    except FileNotFoundError:
+        raise InsideError(f"golden probe file not found: {path}; copy golden.npz with the model") from None
+    if golden.get("sha256") and sha256_bytes(golden_bytes) != golden["sha256"]:
+        raise InsideError(f"{path} does not match the sha256 in the manifest; copy the model directory again")
+    try:
+        with np.load(io.BytesIO(golden_bytes), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise InsideError(f"golden probe file not found: {path}; copy golden.npz with the model") from None
+    except (OSError, ValueError) as error:
+        raise InsideError(f"golden probe {path} is unreadable ({error}); copy the model directory again") from None
+    entries = golden["tensors"]
+    missing = [entry["key"] for entry in entries if entry["key"] not in arrays] + \
+        ([golden["input_key"]] if golden["input_key"] not in arrays else [])
+    if missing:
+        raise InsideError(f"golden probe {path} lacks arrays {missing}; copy the model directory again")
+    graph = session.graph
+    for entry in entries:
+        try:
+            graph.get_tensor_by_name(entry["name"])
+        except (KeyError, ValueError):
+            raise InsideError(f"model has no tensor {entry['name']} recorded in the golden probe; model and manifest "
+                              "come from different freezes") from None
+    start = time.perf_counter()
+    values = session.run([entry["name"] for entry in entries], {input_tensor: arrays[golden["input_key"]]})
+    seconds = time.perf_counter() - start
+    results = [compare(entry["key"], arrays[entry["key"]], value, entry["abs_tol"], entry["rel_tol"])
+               for entry, value in zip(entries, values)]
+    by_key = {entry["key"]: value for entry, value in zip(entries, values)}
+    logits_entry = next(entry for entry in entries if entry["key"] == "logits")
+    agreement = top1_agreement(arrays["logits"], by_key["logits"], logits_entry["abs_tol"])
+    ok = all(result["ok"] for result in results) and agreement["ok"]
+    summary = {"ok": ok, "tensors": results, "top1": agreement, "seconds": round(seconds, 4)}
+    if not ok:
+        # Blocks are listed in network order, so the first failing one localises the divergence.
+        ordered = sorted(results, key=lambda r: (not r["key"].startswith("block"), r["key"]))
+        first = next((result for result in ordered if not result["ok"]), None)
+        where = (f"first divergence at {first['key']} (max abs diff {first.get('max_abs_diff', float('nan')):.3g}, "
+                 f"{first.get('worst_fraction_of_tolerance', float('nan')):.3g}x tolerance)") if first else \
+            f"top-1 disagrees on {agreement['decisive_disagreements']} of {agreement['count']} probes"
+        raise GoldenMismatch(f"golden probe of {model_dir} failed on this runtime: {where}; this TF/CPU computes "
+                             "different numbers than the freezing environment (compare manifest environment)")
+    return summary
+
+
+def collect_inputs(inputs: Sequence[str]) -> list[str]:
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = list_image_files(item)
+            if not found:
+                log(f"infer: directory {item} holds no image files")
+            paths.extend(found)
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            raise InsideError(f"input not found: {item}; pass existing image files or directories")
+    return paths
+
+
+def write_predictions(config: InferConfig, rows: list[dict]) -> None:
+    if config.format == "jsonl":
+        text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path"] + [f"{kind}_{rank}" for rank in range(1, config.top_k + 1) for kind in ("label", "probability")])
+        for row in rows:
+            cells = [row["path"]]
+            for entry in row["top_k"]:
+                cells += [entry["label"], f"{entry['probability']:.6f}"]
+            writer.writerow(cells)
+        text = buffer.getvalue()
+    atomic_write_text(config.output, text)
+
+
+def infer(config: InferConfig) -> dict:
+    model_dir = config.model
+    if os.path.isfile(model_dir):
+        model_dir = os.path.dirname(model_dir) or "."
+    manifest = load_manifest(model_dir)
+    spec = PreprocessSpec.from_json(manifest["preprocessing"], os.path.join(model_dir, "manifest.json"))
+    labels = manifest["labels"]
+    graph_def = load_verified_graph_def(model_dir, manifest)
+
+    from .preflight import blocking, check_graph_def, summarize
+
+    findings = check_graph_def(graph_def, allow_soft_placement=True)
+    errors = blocking(findings)
+    if errors:
+        raise PreflightFailed(f"{model_dir}/model.pb cannot run on this TensorFlow: {summarize(errors)}")
+    input_tensor, _, probabilities_tensor = check_interface(graph_def, manifest, os.path.join(model_dir, MODEL_FILENAME))
+
+    import numpy as np
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        try:
+            tf.compat.v1.import_graph_def(graph_def, name="")
+        except (ValueError, tf.errors.OpError) as error:
+            raise PreflightFailed(f"importing {model_dir}/model.pb failed: {str(error).splitlines()[0]}") from None
+    session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    summary: dict = {"model": manifest["model"]["sha256"], "preflight_warnings": [asdict(f) for f in findings]}
+    with tf.compat.v1.Session(graph=graph, config=session_config) as session:
+        summary["golden"] = run_golden(session, model_dir, manifest, input_tensor)
+        log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} top-1 agree)")
+        if config.golden_only:
+            return summary
+        paths = collect_inputs(config.inputs)
+        if not paths:
+            raise InsideError("no images found in the given inputs; pass image files or directories holding images")
+        top_k = min(config.top_k, len(labels))
+        rows, skipped = [], []
+        start = time.perf_counter()
+        for begin in range(0, len(paths), config.batch_size):
+            batch_paths, batch_arrays = [], []
+            for path in paths[begin:begin + config.batch_size]:
+                try:
+                    batch_arrays.append(spec.resize(decode_image_file(path)))
+                    batch_paths.append(path)
+                except BadImageError as error:
+                    if config.on_bad_image == "fail":
+                        raise BadImageError(f"{error} (or pass --on-bad-image skip)") from None
+                    log(f"infer: skipping: {error}")
+                    skipped.append(path)
+            if not batch_arrays:
+                continue
+            probabilities = session.run(probabilities_tensor, {input_tensor: spec.normalize(np.stack(batch_arrays))})
+            for path, row in zip(batch_paths, probabilities):
+                order = np.argsort(-row, kind="stable")[:top_k]
+                rows.append({"path": path, "top_k": [{"label": labels[i], "probability": round(float(row[i]), 6)}
+                                                     for i in order]})
+        seconds = time.perf_counter() - start
+    write_predictions(config, rows)
+    summary.update({"images": len(rows), "skipped": skipped, "seconds": round(seconds, 3),
+                    "images_per_second": round(len(rows) / max(seconds, 1e-9), 2), "output": config.output})
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int | None:
+    quiet_tensorflow_logs()
+    config = parse_args(argv)
+    summary = infer(config)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
