@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .common import InsideError, log, read_labels_file
-from .images import BadImageError, decode_image_bytes, decode_image_file, is_image_filename, list_image_files
+from .images import BadImageError, decode_image_bytes, decode_image_file, list_image_files
 from .preprocess import PreprocessSpec
 
 ON_BAD_IMAGE_CHOICES = ("fail", "skip")

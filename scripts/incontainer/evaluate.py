@@ -1,7 +1,6 @@
 """Held-out evaluation of a training checkpoint with is_training=False (uses moving averages)."""
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -9,12 +8,19 @@ import numpy as np
 from .common import InsideError
 
 
+def session_config(deterministic: bool):
+    import tensorflow as tf
+
+    if deterministic:
+        return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
+    return tf.compat.v1.ConfigProto()
+
+
 def evaluate_checkpoint(checkpoint: str, split, spec, num_classes: int, batch_norm, batch_size: int,
                         deterministic: bool, summary_dir: str | None = None, step: int = 0) -> dict:
     import tensorflow as tf
 
     from .model import build_resnet_v1_50
-    from .train import session_config
 
     if split is None or len(split) == 0:
         raise InsideError("no held-out images to evaluate; add DIR/val/<class>/ images or more training images per class")

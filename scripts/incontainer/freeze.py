@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs,
-                     read_json_file, read_labels_file, run_main, sha256_bytes, write_deterministic_npz)
+                     read_json_file, read_labels_file, run_main, silence_tensorflow_deprecations, sha256_bytes, write_deterministic_npz)
 from .manifest import (GOLDEN_FILENAME, INPUT_NODE, LOGITS_NODE, MANIFEST_FILENAME, MANIFEST_FORMAT, MODEL_FILENAME,
                        PROBABILITIES_NODE, SCHEMA_VERSION, environment_fingerprint)
 
@@ -78,7 +78,6 @@ def load_run(run_dir: str):
 
 
 def freeze(config: FreezeConfig) -> dict:
-    import numpy as np
     import tensorflow as tf
     from tensorflow.python.tools import optimize_for_inference_lib, strip_unused_lib
 

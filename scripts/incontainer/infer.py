@@ -6,14 +6,13 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from .common import (GoldenMismatch, InsideError, PreflightFailed, atomic_write_text, log, quiet_tensorflow_logs,
                      run_main, sha256_bytes)
-from .images import BadImageError, decode_image_file, is_image_filename, list_image_files
+from .images import BadImageError, decode_image_file, list_image_files
 from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, load_manifest
 from .preprocess import PreprocessSpec
 
@@ -58,9 +57,11 @@ def parse_args(argv: Sequence[str] | None) -> InferConfig:
 def load_verified_graph_def(model_dir: str, manifest: dict):
     from .preflight import parse_graph_def
 
-    path = os.path.join(model_dir, manifest["model"].get("file", MODEL_FILENAME))
-    if os.path.basename(path) != path.split(os.sep)[-1] or ".." in manifest["model"].get("file", ""):
-        raise InsideError(f"manifest model.file must be a plain file name; re-run freeze")
+    file_name = str(manifest["model"].get("file", MODEL_FILENAME))
+    # The manifest travels with untrusted copies; never let it point outside the model directory.
+    if os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        raise InsideError(f"manifest model.file {file_name!r} must be a plain file name; re-run freeze")
+    path = os.path.join(model_dir, file_name)
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -102,7 +103,7 @@ def check_interface(graph_def, manifest: dict, path: str) -> tuple[str, str, str
                               "changing output names)")
     probabilities = "probabilities" if "probabilities" in output_names else None
     if probabilities is None:
-        raise InsideError(f"manifest lists no 'probabilities' output; re-run freeze")
+        raise InsideError("manifest lists no 'probabilities' output; re-run freeze")
     return f"{input_entry['name']}:0", "logits:0", "probabilities:0"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -37,9 +36,6 @@ class Finding:
 
 
 def read_graph_def(path: str):
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
     try:
         with open(path, "rb") as handle:
             data = handle.read()

@@ -13,7 +13,7 @@ from typing import Sequence
 from .common import (InsideError, atomic_write_json, atomic_write_text, dataclass_to_json, log,
                      parse_scope_list, quiet_tensorflow_logs, silence_tensorflow_deprecations, run_main)
 
-DEFAULT_MAX_STEPS = 200
+DEFAULT_MAX_STEPS = 120
 OPTIMIZERS = ("momentum", "sgd", "adam")
 LR_SCHEDULES = ("cosine", "constant")
 CHECKPOINT_BASENAME = "model.ckpt"
@@ -211,14 +211,6 @@ def batch_indices(count: int, batch_size: int, steps: int, rng) -> list:
     return [flat[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
 
 
-def session_config(deterministic: bool):
-    import tensorflow as tf
-
-    if deterministic:
-        return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1)
-    return tf.compat.v1.ConfigProto()
-
-
 def learning_rate_tensor(config: TrainConfig, global_step, total_steps: int, warmup_steps: int):
     import tensorflow as tf
 
@@ -248,10 +240,9 @@ def make_optimizer(config: TrainConfig, learning_rate):
 def train(config: TrainConfig) -> dict:
     import numpy as np
     import tensorflow as tf
-    import tf_slim as slim
 
     from .data import load_dataset
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, session_config
     from .model import BatchNormSettings, build_resnet_v1_50
     from .preprocess import PreprocessSpec
 

@@ -1,0 +1,110 @@
+"""The main job for real: data -> train -> freeze in the training image, infer in the inference
+image, each in its own hardened container; and the clear failures of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from coldchain.config import IMAGES
+from coldchain.errors import ContainerError, UsageError
+from coldchain.images import BuildOptions, build_images
+from coldchain.pipeline import StepConfig, run_step
+
+pytestmark = pytest.mark.docker
+
+TINY_DATA = ("--classes", "3", "--train-per-class", "16", "--val-per-class", "6", "--size", "32", "--seed", "3")
+TINY_TRAIN = ("--image-size", "32", "--max-steps", "12", "--batch-size", "8", "--log-every", "4")
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine, project, run_id, session_tags):
+    specs = [IMAGES["train-cpu"], IMAGES["infer-cpu"]]
+    session_tags.extend(spec.tag(run_id) for spec in specs)
+    return {b.spec.role: b for b in build_images(docker_engine, project, specs, BuildOptions(prefix=run_id))}
+
+
+@pytest.fixture(scope="session")
+def chain(docker_engine, project, images, run_id, tmp_path_factory):
+    """One small run of the whole chain, shared by the tests below."""
+    work = tmp_path_factory.mktemp("chain")
+
+    def step(name, role, module, output, inputs, arguments):
+        config = StepConfig(name=name, role=role, module=module, output=output, inputs=inputs,
+                            arguments=arguments, run_id=run_id, prefix=run_id)
+        return run_step(docker_engine, project, config, images[role])
+
+    step("data", "train", "make_data", work / "data", {}, TINY_DATA)
+    step("train", "train", "train", work / "run", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN))
+    step("freeze", "train", "freeze", work / "model", {"/run": work / "run"}, ("--run", "/run"))
+    summary = step("infer", "infer", "infer", work / "predictions.jsonl",
+                   {"/model": work / "model", "/inputs/0": work / "data" / "val"},
+                   ("--model", "/model", "--top-k", "2", "/inputs/0"))
+    return {"work": work, "step": step, "summary": summary}
+
+
+def test_training_runs_slim_resnet_v1_50_in_the_training_image(chain):
+    run = chain["work"] / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 12
+    assert 0.0 <= metrics["held_out"]["top1"] <= 1.0
+    config = json.loads((run / "config.json").read_text())
+    assert "resnet_v1_50" in json.dumps(config)
+    assert any(p.name.startswith("events.out.tfevents") for p in run.rglob("*"))
+    assert any(p.suffix == ".index" for p in run.iterdir())
+
+
+def test_frozen_model_travels_with_its_manifest(chain, images):
+    model = chain["work"] / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    import hashlib
+
+    assert manifest["model"]["sha256"] == hashlib.sha256((model / "model.pb").read_bytes()).hexdigest()
+    fingerprint = json.dumps(manifest["environment"])
+    assert images["train"].info.labels["io.coldchain.lock.sha256"] in fingerprint
+    assert (model / "golden.npz").stat().st_size > 0
+
+
+def test_inference_writes_top_k_for_every_held_out_image(chain):
+    rows = [json.loads(line) for line in (chain["work"] / "predictions.jsonl").read_text().splitlines()]
+    val_images = [p for p in (chain["work"] / "data" / "val").rglob("*.png")]
+    assert len(rows) == len(val_images) == 18
+    assert all(len(row["top_k"]) == 2 for row in rows)
+    summary = json.loads(chain["summary"].strip().splitlines()[-1])
+    assert summary["golden"]["passed"] is True
+
+
+def test_tampered_model_is_refused_before_use(chain):
+    work = chain["work"]
+    tampered = work / "tampered"
+    shutil.copytree(work / "model", tampered)
+    data = bytearray((tampered / "model.pb").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tampered / "model.pb").write_bytes(bytes(data))
+    output = work / "tampered.jsonl"
+    with pytest.raises(ContainerError) as caught:
+        chain["step"]("infer", "infer", "infer", output, {"/model": tampered, "/inputs/0": work / "data" / "val"},
+                      ("--model", "/model", "/inputs/0"))
+    assert caught.value.container_exit == 2
+    assert "sha256" in caught.value.message
+    assert not output.exists(), "a failed step must leave no output behind"
+
+
+def test_non_image_input_is_named(chain):
+    work = chain["work"]
+    inputs = work / "junk"
+    inputs.mkdir()
+    (inputs / "notes.png").write_text("this is not a picture")
+    with pytest.raises(ContainerError) as caught:
+        chain["step"]("infer", "infer", "infer", work / "junk.jsonl", {"/model": work / "model", "/inputs/0": inputs},
+                      ("--model", "/model", "/inputs/0"))
+    assert caught.value.container_exit == 2
+    assert "notes.png" in caught.value.message
+
+
+def test_missing_input_is_a_usage_error_on_the_host(chain):
+    with pytest.raises(UsageError, match="not found"):
+        chain["step"]("infer", "infer", "infer", chain["work"] / "x.jsonl", {"/model": chain["work"] / "nope"},
+                      ("--model", "/model"))
