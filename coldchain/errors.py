@@ -17,6 +17,8 @@ class ColdchainError(Exception):
 
     def __str__(self) -> str:
         text = self.message
+        if self.log_tail:
+            text += "\n  --- log tail ---\n" + "\n".join(f"  | {line}" for line in self.log_tail.splitlines())
         if self.fix:
             text += f"\n  fix: {self.fix}"
         return text

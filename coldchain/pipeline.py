@@ -70,6 +70,7 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
     output_is_file = step.name == "infer"
     step.output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         mounts = [Mount(path.resolve(), target, read_only=True) for target, path in sorted(step.inputs.items())]
         mounts.append(Mount(staging.resolve(), "/out", read_only=False))

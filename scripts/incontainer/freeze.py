@@ -112,6 +112,8 @@ def freeze(config: FreezeConfig) -> dict:
         graph_def = tf.compat.v1.graph_util.convert_variables_to_constants(
             session, graph.as_graph_def(), keep_nodes)
 
+    converted_versions = type(graph_def.versions)()
+    converted_versions.CopyFrom(graph_def.versions)
     stats = {"training_graph_nodes": trained_graph_nodes, "after_convert": graph_stats(graph_def)}
     if not config.keep_devices:
         for node in graph_def.node:
@@ -124,6 +126,9 @@ def freeze(config: FreezeConfig) -> dict:
     if config.strip_unused:
         graph_def = strip_unused_lib.strip_unused(graph_def, [INPUT_NODE], keep_nodes, tf.float32.as_datatype_enum)
         stats["after_strip_unused"] = graph_stats(graph_def)
+    # fold_batch_norms/strip_unused build fresh GraphDefs and drop `versions`; a producer of 0 would
+    # misstate which TF made the graph, so carry the converter's versions over.
+    graph_def.versions.CopyFrom(converted_versions)
     for stage in [key for key in stats if key.startswith("after_")]:
         log(f"freeze: {stage}: {stats[stage]['nodes']} nodes, {stats[stage]['op_types']} op types")
 
@@ -137,7 +142,10 @@ def freeze(config: FreezeConfig) -> dict:
     with probe_graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
     output_keys = ["logits", "probabilities"] + list(block_tensors)
-    with tf.compat.v1.Session(graph=probe_graph) as session:
+    # Golden values are computed on CPU in float32 even in a GPU training image: cuDNN/TF32 results
+    # would bake GPU-specific rounding into the reference every CPU inference host is judged against.
+    cpu_only = tf.compat.v1.ConfigProto(device_count={"GPU": 0})
+    with tf.compat.v1.Session(graph=probe_graph, config=cpu_only) as session:
         values = session.run([tensor_names[key] for key in output_keys], {tensor_names["input"]: probe})
     golden_arrays = {"input": probe, **dict(zip(output_keys, values))}
     golden_entries = []
@@ -180,7 +188,7 @@ def freeze(config: FreezeConfig) -> dict:
         },
         "golden": {
             "file": GOLDEN_FILENAME, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
-            "input_key": "input", "tensors": golden_entries,
+            "input_key": "input", "tensors": golden_entries, "computed_on": "CPU",
         },
         "training": {
             "checkpoint": os.path.basename(checkpoint),
