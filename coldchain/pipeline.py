@@ -77,7 +77,8 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         target = f"/out/{step.output.name}" if output_is_file else "/out"
         environment = {"COLDCHAIN_IMAGE_ID": image.info.id,
                        "COLDCHAIN_IMAGE_LABELS": json.dumps(image.info.labels, sort_keys=True),
-                       "COLDCHAIN_LOCK_SHA256": image.info.labels.get("io.coldchain.lock.sha256", "")}
+                       "COLDCHAIN_LOCK_SHA256": image.info.labels.get("io.coldchain.lock.sha256", ""),
+                       "COLDCHAIN_PATH_MAP": json.dumps({target: str(path) for target, path in step.inputs.items()})}
         spec = RunSpec(image=image.tag, command=("python", "-m", f"incontainer.{step.module}", *_with_output(step, target)),
                        mounts=tuple(mounts), environment=environment, user=_user_for_outputs(staging),
                        mem_limit=step.memory, gpus=step.device == "cuda" and engine.gpu_runtime(),
@@ -121,6 +122,9 @@ def _step_error(step: StepConfig, spec: RunSpec, result) -> ContainerError:
     if result.oom_killed:
         meaning = f"killed for exceeding its memory limit ({step.memory})"
     message = ours[-1].removeprefix("coldchain: error: ") if ours else f"{step.name} {meaning} (exit {result.exit_code})"
+    # Name files as the user knows them, not by their mount points in the container.
+    for target, path in sorted(step.inputs.items(), key=lambda item: -len(item[0])):
+        message = message.replace(target, str(path))
     fix = {2: "fix the input the message names and rerun",
            3: "see the findings; 'coldchain doctor' explains each one",
            4: "the model computes different numbers here than where it was frozen; compare the environments"}.get(

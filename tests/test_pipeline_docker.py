@@ -71,9 +71,10 @@ def test_inference_writes_top_k_for_every_held_out_image(chain):
     rows = [json.loads(line) for line in (chain["work"] / "predictions.jsonl").read_text().splitlines()]
     val_images = [p for p in (chain["work"] / "data" / "val").rglob("*.png")]
     assert len(rows) == len(val_images) == 18
+    assert sorted(row["path"] for row in rows) == sorted(str(p) for p in val_images), "paths name the host's files"
     assert all(len(row["top_k"]) == 2 for row in rows)
     summary = json.loads(chain["summary"].strip().splitlines()[-1])
-    assert summary["golden"]["passed"] is True
+    assert summary["golden"]["ok"] is True
 
 
 def test_tampered_model_is_refused_before_use(chain):

@@ -177,6 +177,16 @@ def collect_inputs(inputs: Sequence[str]) -> list[str]:
     return paths
 
 
+def host_path(path: str) -> str:
+    """Name the file as the user knows it: the host mounts inputs at /inputs/N and says, in
+    COLDCHAIN_PATH_MAP, which host path each mount point stands for."""
+    mapping = json.loads(os.environ.get("COLDCHAIN_PATH_MAP") or "{}")
+    for mount, original in sorted(mapping.items(), key=lambda item: -len(item[0])):
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            return original + path[len(mount):]
+    return path
+
+
 def write_predictions(config: InferConfig, rows: list[dict]) -> None:
     if config.format == "jsonl":
         text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
@@ -251,7 +261,7 @@ def infer(config: InferConfig) -> dict:
             probabilities = session.run(probabilities_tensor, {input_tensor: spec.normalize(np.stack(batch_arrays))})
             for path, row in zip(batch_paths, probabilities):
                 order = np.argsort(-row, kind="stable")[:top_k]
-                rows.append({"path": path, "top_k": [{"label": labels[i], "probability": round(float(row[i]), 6)}
+                rows.append({"path": host_path(path), "top_k": [{"label": labels[i], "probability": round(float(row[i]), 6)}
                                                      for i in order]})
         seconds = time.perf_counter() - start
     write_predictions(config, rows)
