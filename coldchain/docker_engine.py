@@ -95,7 +95,7 @@ class DockerEngine(Engine):
         repository, _, tag = ref.partition(":")
         self.client.api.tag(image_id, repository, tag or "latest", force=True)
 
-    def run(self, spec: RunSpec) -> RunResult:
+    def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
         kwargs = dict(
             command=list(spec.command), detach=True, environment=spec.environment,
             network_mode=spec.network, read_only=spec.read_only_root, tmpfs=spec.tmpfs,
@@ -111,6 +111,15 @@ class DockerEngine(Engine):
         try:
             container = self.client.containers.create(spec.image, **kwargs)
             container.start()
+            if log is not None:
+                pending = b""
+                for chunk in container.logs(stdout=False, stderr=True, stream=True, follow=True):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        log(line.decode(errors="replace"))
+                if pending:
+                    log(pending.decode(errors="replace"))
             status = container.wait()
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
             stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")

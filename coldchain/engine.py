@@ -80,8 +80,9 @@ class Engine(ABC):
     def tag(self, image_id: str, ref: str) -> None: ...
 
     @abstractmethod
-    def run(self, spec: RunSpec) -> RunResult:
-        """Run to completion and remove the container, whatever happens."""
+    def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
+        """Run to completion and remove the container, whatever happens. `log` receives the
+        container's stderr line by line while it runs."""
 
     @abstractmethod
     def remove_image(self, ref: str) -> None: ...

@@ -20,6 +20,7 @@ from .images import BuildOptions, BuiltImage, build_images
 
 log = logging.getLogger(__name__)
 CONTAINER_USER = "10001:10001"
+STEP_PREFIXES = ("train:", "freeze:", "infer:", "make_data:", "preflight:", "data:", "coldchain:")
 EXIT_MEANINGS = {2: "bad input", 3: "pre-flight found problems", 4: "golden check failed",
                  137: "killed (out of memory or SIGKILL)", 130: "interrupted"}
 
@@ -84,10 +85,7 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
                        mem_limit=step.memory, gpus=step.device == "cuda" and engine.gpu_runtime(),
                        labels={KIT_LABEL: "coldchain", RUN_LABEL: step.run_id})
         log.info("%s: %s in %s", step.name, " ".join(spec.command[2:]), image.tag)
-        result = engine.run(spec)
-        if result.stderr.strip():
-            for line in result.stderr.rstrip().splitlines():
-                log.debug("%s | %s", step.name, line)
+        result = engine.run(spec, log=_progress(step.name))
         if result.exit_code != 0:
             raise _step_error(step, spec, result)
         produced = staging / step.output.name if output_is_file else staging
@@ -96,6 +94,15 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         return result.stdout
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _progress(name: str):
+    def sink(line: str) -> None:
+        # The steps' own progress lines are worth seeing; TF's C++ chatter only with -v.
+        level = logging.INFO if line.startswith(STEP_PREFIXES) \
+            else logging.DEBUG
+        log.log(level, "%s | %s", name, line)
+    return sink
 
 
 def _with_output(step: StepConfig, target: str) -> tuple[str, ...]:

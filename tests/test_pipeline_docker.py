@@ -109,3 +109,20 @@ def test_missing_input_is_a_usage_error_on_the_host(chain):
     with pytest.raises(UsageError, match="not found"):
         chain["step"]("infer", "infer", "infer", chain["work"] / "x.jsonl", {"/model": chain["work"] / "nope"},
                       ("--model", "/model"))
+
+
+def test_fine_tunes_from_an_official_layout_checkpoint(chain):
+    """A checkpoint laid out like the official resnet_v1_50 one (1000 classes) loads; the logits
+    are excluded because the class count differs. The official file cannot be downloaded here,
+    so the training image writes one with the same variable names and shapes."""
+    work = chain["work"]
+    chain["step"]("checkpoint", "train", "checkpoint_selftest", work / "official", {},
+                  ("--write-checkpoint-only", "--image-size", "32"))
+    assert (work / "official" / "resnet_v1_50.ckpt.index").exists()
+    chain["step"]("train", "train", "train", work / "finetuned",
+                  {"/data": work / "data", "/checkpoint": work / "official"},
+                  ("--data", "/data", "--checkpoint-path", "/checkpoint/resnet_v1_50.ckpt",
+                   "--trainable-scopes", "resnet_v1_50/logits", *TINY_TRAIN))
+    restored = json.loads((work / "finetuned" / "config.json").read_text())["checkpoint_init"]
+    assert restored["exclude_scopes"] == ["resnet_v1_50/logits"]
+    assert restored["restored_variables"] == 265

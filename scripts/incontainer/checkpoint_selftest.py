@@ -76,10 +76,18 @@ def run_selftest(work: str, data: str | None, steps: int) -> dict:
 def main(argv: Sequence[str] | None = None) -> int | None:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog="python -m incontainer.checkpoint_selftest", description=__doc__)
-    parser.add_argument("--work", required=True, help="scratch directory (must not hold a previous self-test)")
+    parser.add_argument("--work", "--out", dest="work", required=True,
+                        help="scratch directory (must not hold a previous self-test)")
+    parser.add_argument("--write-checkpoint-only", action="store_true",
+                        help="only write the official-layout checkpoint into --work (for fine-tuning tests)")
+    parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--data", default=None, help="dataset to fine-tune on (default: a tiny generated one)")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.write_checkpoint_only:
+        prefix = write_fake_official_checkpoint(args.work, args.image_size)
+        log(f"selftest: wrote official-layout checkpoint {prefix}")
+        return 0
     if os.path.exists(os.path.join(args.work, "run_finetune")):
         raise InsideError(f"{args.work} already holds a self-test; pass an empty --work directory")
     run_selftest(args.work, args.data, args.steps)

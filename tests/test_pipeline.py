@@ -1,0 +1,108 @@
+"""Pipeline steps against the fake engine: hardening of every container, outputs replaced only
+on success, and container failures turned into messages about the user's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coldchain.config import IMAGES
+from coldchain.engine import ImageInfo, RunResult
+from coldchain.errors import ContainerError, UsageError
+from coldchain.images import BuiltImage
+from coldchain.base import ResolvedBase
+from coldchain.pipeline import StepConfig, run_step
+from fake_engine import FakeEngine
+
+IMAGE = BuiltImage(IMAGES["infer-cpu"], "t-infer:cpu", ImageInfo("sha256:abc", ("t-infer:cpu",),
+                   {"io.coldchain.lock.sha256": "f00d"}, 1), ResolvedBase("b", "sha256:b", "local", "3.11.2"), False)
+
+
+def out_mount(spec) -> Path:
+    return next(m.source for m in spec.mounts if m.target == "/out")
+
+
+def writes(filename: str, text: str):
+    def handler(spec):
+        (out_mount(spec) / filename).write_text(text)
+        return RunResult(0, '{"ok": true}\n', "")
+    return handler
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "images").mkdir()
+    return tmp_path
+
+
+def infer_step(root, **changes):
+    config = dict(name="infer", role="infer", module="infer", output=root / "predictions.jsonl",
+                  inputs={"/model": root / "model", "/inputs/0": root / "images"},
+                  arguments=("--model", "/model", "/inputs/0"))
+    config.update(changes)
+    return StepConfig(**config)
+
+
+def test_every_container_is_hardened(project, inputs):
+    engine = FakeEngine()
+    engine.run_handler = writes("predictions.jsonl", "{}\n")
+    run_step(engine, project, infer_step(inputs), IMAGE)
+    (spec,) = engine.runs
+    assert spec.network == "none" and spec.read_only_root
+    assert spec.user and not spec.user.startswith("0:") and spec.user != "0"
+    assert spec.mem_limit and spec.pids_limit
+    assert {m.target: m.read_only for m in spec.mounts} == {"/model": True, "/inputs/0": True, "/out": False}
+    assert json.loads(spec.environment["COLDCHAIN_PATH_MAP"]) == {"/model": str(inputs / "model"),
+                                                                   "/inputs/0": str(inputs / "images")}
+    assert spec.environment["COLDCHAIN_LOCK_SHA256"] == "f00d"
+
+
+def test_output_appears_only_when_the_step_succeeds(project, inputs):
+    engine = FakeEngine()
+    engine.run_handler = writes("predictions.jsonl", "new\n")
+    output = inputs / "predictions.jsonl"
+    output.write_text("old\n")
+    run_step(engine, project, infer_step(inputs), IMAGE)
+    assert output.read_text() == "new\n"
+
+    def fails(spec):
+        (out_mount(spec) / "predictions.jsonl").write_text("half")
+        return RunResult(2, "", "coldchain: error: /inputs/0/cat.png is not an image (cannot identify image file)\n")
+
+    engine.run_handler = fails
+    with pytest.raises(ContainerError) as caught:
+        run_step(engine, project, infer_step(inputs), IMAGE)
+    assert output.read_text() == "new\n", "a failed step must not touch the previous result"
+    assert caught.value.exit_code == 2 and caught.value.container_exit == 2
+    assert caught.value.message == f"infer: {inputs / 'images'}/cat.png is not an image (cannot identify image file)"
+    assert not [p for p in inputs.iterdir() if p.name.startswith(".predictions")], "staging must be cleaned up"
+
+
+def test_directory_output_is_swapped_whole(project, inputs):
+    engine = FakeEngine()
+    engine.run_handler = writes("manifest.json", "{}")
+    output = inputs / "modelout"
+    output.mkdir()
+    (output / "stale.txt").write_text("old")
+    run_step(engine, project, StepConfig(name="freeze", role="train", module="freeze", output=output,
+                                         inputs={"/run": inputs / "model"}), IMAGE)
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.json"]
+
+
+def test_oom_kill_is_reported_as_such(project, inputs):
+    engine = FakeEngine()
+    engine.run_handler = lambda spec: RunResult(137, "", "Killed\n", oom_killed=True)
+    with pytest.raises(ContainerError) as caught:
+        run_step(engine, project, infer_step(inputs, memory="1g"), IMAGE)
+    assert "memory limit (1g)" in caught.value.message
+    assert "--memory" in caught.value.fix
+
+
+def test_missing_input_fails_before_any_container(project, inputs):
+    engine = FakeEngine()
+    with pytest.raises(UsageError, match="nope: not found"):
+        run_step(engine, project, infer_step(inputs, inputs={"/model": inputs / "nope"}), IMAGE)
+    assert engine.runs == []
