@@ -162,16 +162,17 @@ def _step(project: Project, name: str, role: str, module: str, output: Path, inp
     return run_step(engine, project, step, image)
 
 
-PASSTHROUGH = {"context_settings": {"ignore_unknown_options": True}}
+def step_command(name: str):
+    """The options every containerised step shares; arguments the host does not know go to the container."""
+    def decorate(function):
+        for option in (command, options.passthrough, options.prefix, options.memory, options.device):
+            function = option(function)
+        return main.command(name, context_settings={"ignore_unknown_options": True})(function)
+    return decorate
 
 
-@main.command("data", **PASSTHROUGH)
+@step_command("data")
 @options.out_dir
-@options.device
-@options.memory
-@options.prefix
-@options.passthrough
-@command
 def data_command(project: Project, out: Path, device: str, memory: str, prefix: str, extra):
     """Generate the default dataset (deterministic from --seed, with a held-out split).
     Extra arguments go to incontainer.make_data (e.g. --seed 1 --classes 5)."""
@@ -179,15 +180,10 @@ def data_command(project: Project, out: Path, device: str, memory: str, prefix: 
     log.info("dataset written to %s", out)
 
 
-@main.command("train", **PASSTHROUGH)
+@step_command("train")
 @options.data_dir
 @options.out_dir
 @options.checkpoint
-@options.device
-@options.memory
-@options.prefix
-@options.passthrough
-@command
 def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path | None, device: str, memory: str,
                   prefix: str, extra):
     """Train (or, with --checkpoint-path, fine-tune) ResNet v1 50 in the training container.
@@ -210,14 +206,9 @@ def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path
         click.echo(metrics.read_text().strip())
 
 
-@main.command("freeze", **PASSTHROUGH)
+@step_command("freeze")
 @options.run_dir
 @options.out_dir
-@options.device
-@options.memory
-@options.prefix
-@options.passthrough
-@command
 def freeze_command(project: Project, run: Path, out: Path, device: str, memory: str, prefix: str, extra):
     """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container."""
     _step(project, "freeze", "train", "freeze", out, {"/run": run.resolve()}, ["--run", "/run", *extra],
@@ -225,16 +216,11 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
     log.info("frozen model written to %s", out)
 
 
-@main.command("infer", **PASSTHROUGH)
+@step_command("infer")
 @options.model_dir
 @click.option("--output", type=click.Path(path_type=Path), required=True, help="Predictions file (.jsonl or .csv).")
 @click.option("--input", "inputs", multiple=True, required=True, type=click.Path(path_type=Path),
               help="An image file or a directory of images (repeatable).")
-@options.device
-@options.memory
-@options.prefix
-@options.passthrough
-@command
 def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], device: str, memory: str,
                   prefix: str, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's

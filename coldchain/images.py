@@ -102,7 +102,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
     for wheel in wheels:
         arcname = f"wheels/{wheel.path.name}"
         context.add_file(arcname, wheel.path)
-        known[arcname] = sorted(wheel.pin.hashes)[0] + wheel.path.name  # verified against the lock above
+        known[arcname] = wheel.sha256  # hashed while verifying against the lock; not read twice
 
     buildargs = {
         "BASE_IMAGE": base.image_id,

@@ -41,6 +41,7 @@ def wheel_identity(filename: str) -> tuple[str, str] | None:
 class Wheel:
     pin: Pin
     path: Path
+    sha256: str  # "sha256:<hex>" of this file, verified to be one the lock pins
 
 
 def platform_args(python: str, glibc: str) -> list[str]:
@@ -97,7 +98,7 @@ class Wheelhouse:
                 raise WheelhouseError(f"{pin.name}=={pin.version} from {spec.lock} has no wheel for "
                                       f"Python {self.base.python}",
                                       fix=f"pin a version that ships a wheel in {spec.source}, then '{REGENERATE_COMMAND}'")
-            wheels.append(Wheel(pin, candidates[0]))
+            wheels.append(Wheel(pin, candidates[0], self._hash(candidates[0])))
         return wheels
 
     def _download(self, spec: LockSpec, pins: list[Pin]) -> None:

@@ -3,8 +3,10 @@ image, each in its own hardened container; and the clear failures of bad input."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -59,8 +61,6 @@ def test_training_runs_slim_resnet_v1_50_in_the_training_image(chain):
 def test_frozen_model_travels_with_its_manifest(chain, images):
     model = chain["work"] / "model"
     manifest = json.loads((model / "manifest.json").read_text())
-    import hashlib
-
     assert manifest["model"]["sha256"] == hashlib.sha256((model / "model.pb").read_bytes()).hexdigest()
     fingerprint = json.dumps(manifest["environment"])
     assert images["train"].info.labels["io.coldchain.lock.sha256"] in fingerprint
@@ -75,6 +75,8 @@ def test_inference_writes_top_k_for_every_held_out_image(chain):
     assert all(len(row["top_k"]) == 2 for row in rows)
     summary = json.loads(chain["summary"].strip().splitlines()[-1])
     assert summary["golden"]["ok"] is True
+    truth = sum(row["top_k"][0]["label"] == Path(row["path"]).parent.name for row in rows) / len(rows)
+    assert summary["folder_accuracy"] == {"top1": round(truth, 4), "images": 18}
 
 
 def test_tampered_model_is_refused_before_use(chain):
@@ -126,3 +128,120 @@ def test_fine_tunes_from_an_official_layout_checkpoint(chain):
     restored = json.loads((work / "finetuned" / "config.json").read_text())["checkpoint_init"]
     assert restored["exclude_scopes"] == ["resnet_v1_50/logits"]
     assert restored["restored_variables"] == 265
+
+
+def test_same_seed_same_image_gives_identical_bytes(chain):
+    """Train and freeze again with the same seed in the same image: checkpoint and frozen graph
+    must match byte for byte (TF on this CPU allows it; see the README's reproducibility notes)."""
+    work = chain["work"]
+    chain["step"]("train", "train", "train", work / "run-again", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN))
+    chain["step"]("freeze", "train", "freeze", work / "model-again", {"/run": work / "run-again"}, ("--run", "/run"))
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    for name in ("model.ckpt-12.data-00000-of-00001", "model.ckpt-12.index"):
+        assert digest(work / "run" / name) == digest(work / "run-again" / name), name
+    for name in ("model.pb", "golden.npz", "manifest.json"):
+        assert digest(work / "model" / name) == digest(work / "model-again" / name), name
+
+
+ODD_IMAGES = r"""
+import io, os, sys
+from PIL import Image
+out = sys.argv[1]
+base = Image.new("RGB", (48, 40), (200, 30, 30))
+base.convert("L").save(os.path.join(out, "gray.png"))
+base.convert("P").save(os.path.join(out, "palette.png"))
+Image.new("RGBA", (40, 40), (0, 0, 255, 90)).save(os.path.join(out, "rgba.png"))
+base.convert("CMYK").save(os.path.join(out, "cmyk.jpg"))
+Image.new("I;16", (32, 32), 40000).save(os.path.join(out, "sixteen bit.png"))
+exif = Image.Exif(); exif[0x0112] = 6
+base.save(os.path.join(out, "rotated-ü.jpg"), exif=exif)
+"""
+
+
+def test_odd_but_valid_images_are_handled(docker_engine, chain, images, run_id, tmp_path):
+    from coldchain.config import KIT_LABEL
+    from coldchain.engine import Mount, RunSpec
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    odd.chmod(0o777)  # written by the image's non-root user
+    result = docker_engine.run(RunSpec(image=images["train"].tag, command=("python", "-c", ODD_IMAGES, "/odd"),
+                                       mounts=(Mount(odd, "/odd", read_only=False),), labels={KIT_LABEL: "coldchain"}))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    output = chain["work"] / "odd.csv"
+    chain["step"]("infer", "infer", "infer", output, {"/model": chain["work"] / "model", "/inputs/0": odd},
+                  ("--model", "/model", "--format", "csv", "/inputs/0"))
+    lines = output.read_text().splitlines()
+    assert lines[0].startswith("path,label_1,probability_1")
+    named = sorted(Path(line.split(",")[0]).name for line in lines[1:])
+    assert named == sorted(["gray.png", "palette.png", "rgba.png", "cmyk.jpg", "sixteen bit.png", "rotated-ü.jpg"])
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("no-manifest", "manifest"),
+    ("truncated-pb", "sha256"),
+    ("newer-schema", "schema"),
+])
+def test_broken_model_directories_are_refused(chain, breakage, expected):
+    work = chain["work"]
+    broken = work / f"broken-{breakage}"
+    shutil.copytree(work / "model", broken)
+    if breakage == "no-manifest":
+        (broken / "manifest.json").unlink()
+    elif breakage == "truncated-pb":
+        data = (broken / "model.pb").read_bytes()
+        (broken / "model.pb").write_bytes(data[: len(data) // 3])
+    else:
+        manifest = json.loads((broken / "manifest.json").read_text())
+        manifest["schema_version"] = 99
+        (broken / "manifest.json").write_text(json.dumps(manifest))
+    output = work / f"{breakage}.jsonl"
+    with pytest.raises(ContainerError) as caught:
+        chain["step"]("infer", "infer", "infer", output, {"/model": broken, "/inputs/0": work / "data" / "val"},
+                      ("--model", "/model", "/inputs/0"))
+    assert caught.value.container_exit == 2
+    assert expected in caught.value.message.lower()
+    assert str(broken) in caught.value.message, "the message names the user's file"
+    assert not output.exists()
+
+
+TO_TFRECORDS = r"""
+import os, sys
+import tensorflow as tf
+source, out = sys.argv[1], sys.argv[2]
+names = [line.strip() for line in open(os.path.join(source, "labels.txt")) if line.strip()]
+with open(os.path.join(out, "labels.txt"), "w") as handle:
+    handle.writelines(f"{index}:{name}\n" for index, name in enumerate(names))
+for split, slim_split in (("train", "train"), ("val", "validation")):
+    path = os.path.join(out, f"shapes_{slim_split}_00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for label, name in enumerate(names):
+            folder = os.path.join(source, split, name)
+            for filename in sorted(os.listdir(folder)):
+                encoded = open(os.path.join(folder, filename), "rb").read()
+                feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                           "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"png"])),
+                           "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+"""
+
+
+def test_trains_from_slim_format_tfrecords(docker_engine, chain, images, tmp_path):
+    from coldchain.config import KIT_LABEL
+    from coldchain.engine import Mount, RunSpec
+
+    records = tmp_path / "records"
+    records.mkdir()
+    records.chmod(0o777)
+    result = docker_engine.run(RunSpec(
+        image=images["train"].tag, command=("python", "-c", TO_TFRECORDS, "/data", "/records"),
+        mounts=(Mount(chain["work"] / "data", "/data"), Mount(records, "/records", read_only=False)),
+        labels={KIT_LABEL: "coldchain"}))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    run = chain["work"] / "run-tfrecords"
+    chain["step"]("train", "train", "train", run, {"/data": records}, ("--data", "/data", *TINY_TRAIN))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train_images"] == 48 and metrics["held_out"]["images"] == 18

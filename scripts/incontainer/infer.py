@@ -265,9 +265,21 @@ def infer(config: InferConfig) -> dict:
                                                      for i in order]})
         seconds = time.perf_counter() - start
     write_predictions(config, rows)
+    summary["folder_accuracy"] = folder_accuracy(rows, labels)
     summary.update({"images": len(rows), "skipped": skipped, "seconds": round(seconds, 3),
                     "images_per_second": round(len(rows) / max(seconds, 1e-9), 2), "output": config.output})
     return summary
+
+
+def folder_accuracy(rows: list[dict], labels: Sequence[str]) -> dict | None:
+    """Where every image sits in a folder named after a label (the held-out split's layout),
+    the frozen graph's own top-1 accuracy; None for unlabelled inputs."""
+    known = set(labels)
+    truths = [os.path.basename(os.path.dirname(row["path"])) for row in rows]
+    if not rows or not all(truth in known for truth in truths):
+        return None
+    hits = sum(row["top_k"][0]["label"] == truth for row, truth in zip(rows, truths))
+    return {"top1": round(hits / len(rows), 4), "images": len(rows)}
 
 
 def main(argv: Sequence[str] | None = None) -> int | None:
