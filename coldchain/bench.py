@@ -70,9 +70,13 @@ def bench_images(engine: Engine, project: Project, options: BenchOptions) -> dic
 
 
 def write_results(project: Project, results: dict, name: str = "results.json") -> Path:
-    results = dict(results)
+    """Merge into the existing results, so CPU and CUDA can be measured in separate runs."""
+    target = project.root / "bench" / name
+    merged = json.loads(target.read_text()) if target.exists() else {}
+    for section, values in results.items():
+        merged.setdefault(section, {}).update(values)
+    results = merged
     results["meta"] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": _cpu_model(),
                        "cores": __import__("os").cpu_count(), "python": platform.python_version()}
-    target = project.root / "bench" / name
     atomic_write_text(target, json.dumps(results, indent=2, sort_keys=True) + "\n")
     return target
