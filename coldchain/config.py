@@ -3,7 +3,6 @@ Everything the kit builds is declared here once; commands receive these objects,
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,20 +86,6 @@ IMAGES: dict[str, ImageSpec] = {
         ImageSpec("infer", "cuda", "infer-cuda", "bookworm"),
     )
 }
-
-# Packages that only the host or the build tooling need; they never count as drift.
-CPU_IMAGES = ("train-cpu", "infer-cpu")
-CUDA_IMAGES = ("train-cuda", "infer-cuda")
-
-
-def pick(kind: str, name: str, choices: dict) -> object:
-    """Look `name` up in `choices`, or fail naming the nearest valid value."""
-    try:
-        return choices[name]
-    except KeyError:
-        near = difflib.get_close_matches(name, list(choices), n=1)
-        hint = f"did you mean '{near[0]}'?" if near else f"choose one of: {', '.join(sorted(choices))}"
-        raise UsageError(f"unknown {kind} '{name}'", fix=hint) from None
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,3 @@ def test_failed_build_is_not_tagged_and_explains_hash_mismatch(tiny_project):
     assert "t-train:cpu" not in engine.images
     assert "make lock" in caught.value.fix
 
-
-def test_unknown_image_name_suggests_the_nearest():
-    from coldchain.config import pick
-    from coldchain.errors import UsageError
-
-    with pytest.raises(UsageError, match="did you mean 'infer-cpu'"):
-        pick("image", "infer-cpi", IMAGES)
