@@ -96,6 +96,8 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
             raise BaseImageError("debootstrap is not installed and there is no apt-get to install it",
                                  fix="install debootstrap, or pass --base-image")
         log.info("installing debootstrap")
+        # A new machine may have no package lists yet.
+        _run(["apt-get", "update", "-qq"], "apt-get update")
         _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap")
     mirror = os.environ.get("COLDCHAIN_DEBIAN_MIRROR")
     project.build_dir.mkdir(parents=True, exist_ok=True)
