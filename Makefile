@@ -13,10 +13,21 @@ DATA_ARGS ?=
 TRAIN_ARGS ?=
 FREEZE_ARGS ?=
 INFER_ARGS ?=
+DRIFT_ARGS ?=
+DOCTOR_ARGS ?=
+MODEL ?=
 CHECKPOINT ?=
 STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer test test-unit bench clean clean-all
+# A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
+KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS MODEL \
+	CHECKPOINT PYTEST_ARGS BENCH_ARGS
+UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
+ifneq ($(strip $(UNKNOWN_VARS)),)
+$(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
+endif
+
+.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer drift-test doctor test test-unit bench clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,6 +83,12 @@ infer: $(OUT)/predictions.jsonl ## The whole chain: data, train, freeze, then in
 
 $(OUT)/predictions.jsonl: $(OUT)/model/manifest.json | venv docker lock-check
 	$(call STEP,infer) --model $(OUT)/model --input $(OUT)/data/val --output $@ $(INFER_ARGS)
+
+drift-test: $(OUT)/model/manifest.json | venv docker lock-check ## Run the frozen model in every drift/matrix.toml environment (DRIFT_ARGS=...)
+	$(COLDCHAIN) drift-test --model $(OUT)/model --run $(OUT)/run --out $(OUT)/drift $(DRIFT_ARGS)
+
+doctor: $(OUT)/model/manifest.json | venv docker ## Diagnose MODEL (default out/model) for the inference runtime (DOCTOR_ARGS=--env NAME)
+	$(COLDCHAIN) doctor $(or $(MODEL),$(OUT)/model) $(DOCTOR_ARGS)
 
 test: venv docker lock-check ## All tests, the Docker ones included (they build and run real images)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

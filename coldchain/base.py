@@ -17,9 +17,6 @@ from .errors import BaseImageError
 
 log = logging.getLogger(__name__)
 
-# python3-venv brings ensurepip, which the image uses to make its virtualenv.
-DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv")
-
 
 @dataclass(frozen=True)
 class ResolvedBase:
@@ -103,7 +100,7 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
     project.build_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"rootfs-{spec.suite}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(DEBOOTSTRAP_PACKAGES)}", spec.suite, str(rootfs)]
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
         if mirror:
             command.append(mirror)
         log.info("debootstrap %s (about a minute)", spec.suite)
@@ -116,7 +113,8 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
         _run(["tar", "--sort=name", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."],
              "packing the root filesystem")
         changes = [
-            f'LABEL {KIT_LABEL}=coldchain io.coldchain.base.suite={spec.suite} io.coldchain.base.builder=debootstrap',
+            f'LABEL {KIT_LABEL}=coldchain io.coldchain.base.suite={spec.suite} io.coldchain.base.builder=debootstrap '
+            f'io.coldchain.base.name={spec.name}',
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
             'CMD ["/bin/bash"]',
         ]

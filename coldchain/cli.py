@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import options
-from .config import BASES, IMAGES, KIT_LABEL, LOCKS, Project
+from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
 from .errors import ColdchainError
 
 log = logging.getLogger("coldchain")
@@ -75,12 +75,18 @@ def main():
 @options.upgrade
 @command
 def lock_command(project: Project, only: tuple[str, ...], upgrade: bool):
-    """Resolve every requirements*.in into its hashed lock (pip-compile)."""
-    from .locks import compile_lock
+    """Resolve every requirements*.in into its hashed lock (pip-compile). Locks for another Python
+    than this host's are resolved inside their base image, under that base's python3."""
+    from .locks import compile_lock, host_python
+    from .resolver import compile_lock_in_base
 
     for name in only or [n for n in LOCKS]:
-        log.info("resolving %s -> %s", LOCKS[name].source, LOCKS[name].lock)
-        compile_lock(project, LOCKS[name], upgrade=upgrade)
+        spec = LOCKS[name]
+        log.info("resolving %s -> %s", spec.source, spec.lock)
+        if spec.python == host_python():
+            compile_lock(project, spec, upgrade=upgrade)
+        else:
+            compile_lock_in_base(_engine(), project, spec, upgrade=upgrade)
 
 
 @main.command("lock-check")
@@ -230,6 +236,81 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
     summary = _step(project, "infer", "infer", "infer", output, {"/model": model.resolve(), **mounts},
                     ["--model", "/model", *fmt, *extra, *mounts], device=device, memory=memory, prefix=prefix)
     click.echo(summary.strip())
+
+
+@main.command("drift-test")
+@options.matrix
+@click.option("--model", type=click.Path(path_type=Path), default=Path("out/model"), show_default=True,
+              help="The frozen model every environment must load (make freeze).")
+@click.option("--run", "run", type=click.Path(path_type=Path), default=Path("out/run"), show_default=True,
+              help="The training run the model variants are re-frozen from (make train).")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("out/drift"), show_default=True,
+              help="Report directory (JSON, Markdown, JUnit XML, heatmap PNG; variants in models/).")
+@options.cases
+@options.jobs
+@options.memory
+@options.prefix
+@options.json_output
+@command
+def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Path, out: Path, cases: tuple[str, ...],
+                       jobs: int, memory: str, prefix: str, as_json: bool):
+    """Run the frozen model in every environment of the drift matrix; fail unless every outcome is the
+    expected one. Exit 0: all as expected; 1: some case unexpected."""
+    import os
+    import uuid
+
+    from .drift import DriftOptions, default_jobs, render_heatmap, run_drift_test
+    from .matrix import load_matrix
+    from .report import write_reports
+
+    matrix = load_matrix(matrix_path if matrix_path.is_absolute() else project.root / matrix_path).select(cases)
+    engine = _engine()
+    run_id = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    drift_options = DriftOptions(model=model, run=run, out=out, prefix=prefix, run_id=run_id,
+                                 jobs=jobs or default_jobs(), memory=memory)
+    try:
+        report = run_drift_test(engine, project, matrix, drift_options)
+    finally:
+        engine.remove_containers(f"{RUN_LABEL}={run_id}")  # Ctrl-C or a crash leaves nothing running
+    paths = write_reports(report, out)
+    from .drift import heatmap_image
+
+    paths["heatmap"] = render_heatmap(engine, project, paths["json"], heatmap_image(engine, project, drift_options),
+                                      drift_options)
+    for kind, path in paths.items():
+        log.info("%s report: %s", kind, path)
+    counts = report["counts"]
+    _emit(report, as_json, f"drift test: {counts['as_expected']}/{counts['cases']} cases as expected"
+                           + ("" if report["ok"] else f"; {counts['unexpected']} UNEXPECTED (see {paths['markdown']})"))
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@main.command("doctor")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="manifest.json (default: the one beside the model).")
+@click.option("--env", "env_name", default=None, help="Diagnose for this drift-matrix environment's runtime.")
+@click.option("--image", "image_tag", default=None, help="Diagnose for the runtime in this image.")
+@click.option("--load-op-libraries", is_flag=True, help="Load the model's shipped custom-op libraries (runs their code).")
+@click.option("--allow-soft-placement", is_flag=True, help="Treat device pins as warnings.")
+@options.matrix
+@options.prefix
+@options.json_output
+@command
+def doctor_command(project: Project, model: Path, manifest: Path | None, env_name: str | None, image_tag: str | None,
+                   load_op_libraries: bool, allow_soft_placement: bool, matrix_path: Path, prefix: str, as_json: bool):
+    """List every problem that would stop a TensorFlow runtime from loading or running MODEL (a
+    model.pb or its directory), with cause and fix. Runs incontainer.doctor in the inference image
+    (or --env/--image); outside coldchain, `python -m incontainer.doctor` runs wherever TF imports.
+    Exit 0: loadable; 3: blocking problems."""
+    from .doctor import run_doctor
+
+    code, text = run_doctor(_engine(), project, model, manifest=manifest, env_name=env_name, image_tag=image_tag,
+                            matrix_path=matrix_path, prefix=prefix, load_op_libraries=load_op_libraries,
+                            allow_soft_placement=allow_soft_placement, as_json=as_json)
+    click.echo(text)
+    sys.exit(code)
 
 
 @main.command("bench")

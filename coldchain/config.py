@@ -20,6 +20,7 @@ class LockSpec:
     python: str  # the Python (major.minor) the lock is resolved for and installed into
     # locks whose pins this one must share, version for version
     agrees_with: tuple[str, ...] = ()
+    base: str = "bookworm"  # the base whose python3 the lock is for (and resolved in, off-host)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,12 @@ class BaseSpec:
     python: str  # the python3 that suite ships
     official_image: str  # used when a registry answers
     glibc: str  # newest manylinux tag the suite's glibc accepts
+    packages: tuple[str, ...] = ("python3", "python3-venv")  # what debootstrap installs
+    tag: str = ""  # local image tag; defaults to the name
 
     @property
     def local_image(self) -> str:
-        return f"coldchain-base:{self.name}"
+        return f"coldchain-base:{self.tag or self.name}"
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,18 @@ class ImageSpec:
     device: str  # "cpu" or "cuda"
     lock: str  # LockSpec name
     base: str  # BaseSpec name
+    env: str = ""  # a drift-test environment (drift/matrix.toml) built from its own lock
 
     @property
     def name(self) -> str:
-        return f"{self.role}-{self.device}"
+        return f"drift-{self.env}" if self.env else f"{self.role}-{self.device}"
 
     @property
     def dockerfile(self) -> str:
         return f"Dockerfile.{self.role}"
 
     def tag(self, prefix: str = "coldchain") -> str:
-        return f"{prefix}-{self.role}:{self.device}"
+        return f"{prefix}-drift:{self.env}" if self.env else f"{prefix}-{self.role}:{self.device}"
 
 
 LOCKS: dict[str, LockSpec] = {
@@ -65,6 +69,15 @@ LOCKS: dict[str, LockSpec] = {
                  agrees_with=("train-cpu",)),
         LockSpec("infer-cuda", "requirements-infer-cuda.in", "requirements-infer-cuda.lock", "3.11",
                  agrees_with=("train-cuda", "infer-cpu")),
+        LockSpec("bench", "requirements-bench.in", "requirements-bench.lock", "3.11", agrees_with=("train-cpu",)),
+        # Drift-test environments (drift/matrix.toml): resolved on their own on purpose, so they
+        # differ from the training lock the way real inference hosts do.
+        LockSpec("drift-tf2.21-py3.11", "drift/locks/tf2.21-py3.11.in", "drift/locks/tf2.21-py3.11.lock", "3.11"),
+        LockSpec("drift-tf2.17-py3.11", "drift/locks/tf2.17-py3.11.in", "drift/locks/tf2.17-py3.11.lock", "3.11"),
+        LockSpec("drift-tf2.7-py3.9", "drift/locks/tf2.7-py3.9.in", "drift/locks/tf2.7-py3.9.lock", "3.9",
+                 base="bullseye"),
+        LockSpec("drift-infer-numpy-drift", "drift/locks/infer-numpy-drift.in",
+                 "drift/locks/infer-numpy-drift.lock", "3.11"),
     )
 }
 
@@ -74,6 +87,9 @@ BASES: dict[str, BaseSpec] = {
         BaseSpec("bookworm", "bookworm", "3.11", "python:3.11-slim-bookworm", "2_36"),
         BaseSpec("bullseye", "bullseye", "3.9", "python:3.9-slim-bullseye", "2_31"),
         BaseSpec("trixie", "trixie", "3.13", "python:3.13-slim-trixie", "2_41"),
+        # For compiling custom TF ops against the training image's headers: bookworm plus g++.
+        BaseSpec("bookworm-devel", "bookworm", "3.11", "python:3.11-bookworm", "2_36",
+                 packages=("python3", "python3-venv", "g++")),
     )
 }
 

@@ -65,6 +65,7 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
         "io.coldchain.numpy.version": lock.version("numpy") or "",
         "io.coldchain.python.version": base.python_version,
+        **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
     }
 
 

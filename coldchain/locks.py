@@ -186,12 +186,12 @@ def compile_lock(project: Project, spec: LockSpec, *, upgrade: bool = False) -> 
                             fix=f"fix the requirement in {spec.source} that the log names, then rerun "
                                 f"'{REGENERATE_COMMAND}'")
         text = staging.read_text()
-        stamped = _stamp(text, input_sha256(project, spec))
+        stamped = stamp_lock(text, input_sha256(project, spec))
         atomic_write_text(target, stamped)
     return target
 
 
-def _stamp(text: str, digest: str) -> str:
+def stamp_lock(text: str, digest: str) -> str:
     lines = [line for line in text.splitlines() if not line.startswith(INPUT_HASH_MARK)]
     # Right after pip-compile's "by the following command" block, so the header stays one block.
     insert_at = next((i + 1 for i, line in enumerate(lines) if line.strip() == f"#    {REGENERATE_COMMAND}"), 0)

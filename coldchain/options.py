@@ -41,3 +41,9 @@ memory = click.option("--memory", default="8g", show_default=True, help="Contain
 checkpoint = click.option("--checkpoint-path", type=click.Path(path_type=Path), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
 passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+
+matrix = click.option("--matrix", "matrix_path", type=click.Path(dir_okay=False, path_type=Path),
+                      default=Path("drift/matrix.toml"), show_default=True, help="The drift matrix.")
+cases = click.option("--case", "cases", multiple=True, help="Run only these cases (repeatable).")
+jobs = click.option("--jobs", type=click.IntRange(0, 64), default=0, show_default=True,
+                    help="Cases run at once (0: one per two cores, at least one).")

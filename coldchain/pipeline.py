@@ -20,7 +20,8 @@ from .images import BuildOptions, BuiltImage, build_images
 
 log = logging.getLogger(__name__)
 CONTAINER_USER = "10001:10001"
-STEP_PREFIXES = ("train:", "freeze:", "infer:", "make_data:", "preflight:", "data:", "coldchain:")
+STEP_PREFIXES = ("train:", "freeze:", "infer:", "make_data:", "preflight:", "data:", "coldchain:", "reexport:",
+                  "doctor:", "probe:")
 EXIT_MEANINGS = {2: "bad input", 3: "pre-flight found problems", 4: "golden check failed",
                  137: "killed (out of memory or SIGKILL)", 130: "interrupted"}
 
@@ -39,6 +40,11 @@ class StepConfig:
     memory: str = "8g"
     prefix: str = "coldchain"
     run_id: str = "coldchain"
+    output_is_file: bool | None = None  # default: only infer writes a single file
+
+    @property
+    def writes_file(self) -> bool:
+        return self.name == "infer" if self.output_is_file is None else self.output_is_file
 
 
 def _user_for_outputs(staging: Path) -> str:
@@ -68,7 +74,7 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         if not host_path.exists():
             raise UsageError(f"{host_path}: not found (input of '{step.name}')",
                              fix=f"create it first, e.g. with 'make {'data' if step.name == 'train' else 'train'}'")
-    output_is_file = step.name == "infer"
+    output_is_file = step.writes_file
     step.output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
     staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
@@ -106,7 +112,7 @@ def _progress(name: str):
 
 
 def _with_output(step: StepConfig, target: str) -> tuple[str, ...]:
-    flag = "--output" if step.name == "infer" else "--out"
+    flag = "--output" if step.writes_file else "--out"
     return (flag, target, *step.arguments)
 
 

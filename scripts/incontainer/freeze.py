@@ -10,7 +10,7 @@ from typing import Sequence
 from .common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs,
                      read_json_file, read_labels_file, run_main, silence_tensorflow_deprecations, sha256_bytes, write_deterministic_npz)
 from .manifest import (GOLDEN_FILENAME, INPUT_NODE, LOGITS_NODE, MANIFEST_FILENAME, MANIFEST_FORMAT, MODEL_FILENAME,
-                       PROBABILITIES_NODE, SCHEMA_VERSION, environment_fingerprint)
+                       PROBABILITIES_NODE, SCHEMA_VERSION, TOP_K_NODE, environment_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,12 @@ class FreezeConfig:
     strip_unused: bool = False
     golden_count: int = 4
     golden_seed: int = 0
+    # Deliberate defects and extras, used by the drift test to make realistic broken models:
+    pin_device: str | None = None  # build the network under tf.device(...)
+    training_mode: bool = False  # build with is_training=True (a classic freezing mistake)
+    custom_op_library: str | None = None  # load this library and temperature-scale the logits with its op
+    temperature: float = 1.0
+    top_k_output: int = 0  # also export a `top_k` node (values, indices) for serving
 
 
 def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
@@ -33,11 +39,25 @@ def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
     parser.add_argument("--strip-unused", action="store_true", help="drop nodes not needed for the outputs")
     parser.add_argument("--golden-count", type=int, default=4)
     parser.add_argument("--golden-seed", type=int, default=0)
+    parser.add_argument("--pin-device", help="build the network under this device (e.g. /device:GPU:0); "
+                                             "kept in the graph only with --keep-devices")
+    parser.add_argument("--training-mode", action="store_true",
+                        help="freeze the training-mode network (batch statistics): a mistake, for drift tests")
+    parser.add_argument("--custom-op-library", help="a compiled op library providing ColdchainTemperatureScale; "
+                                                   "the logits are temperature-scaled with it and it ships in ops/")
+    parser.add_argument("--temperature", type=float, default=1.0, help="temperature for --custom-op-library")
+    parser.add_argument("--top-k-output", type=int, default=0,
+                        help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")
     args = parser.parse_args(argv)
     if not 1 <= args.golden_count <= 64:
         raise InsideError(f"--golden-count {args.golden_count}: choose between 1 and 64")
+    if args.temperature <= 0:
+        raise InsideError(f"--temperature {args.temperature}: must be > 0")
     return FreezeConfig(run=args.run, out=args.out, keep_devices=args.keep_devices, fold_batch_norm=args.fold_batch_norm,
-                        strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed)
+                        strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed,
+                        pin_device=args.pin_device, training_mode=args.training_mode,
+                        custom_op_library=args.custom_op_library, temperature=args.temperature,
+                        top_k_output=args.top_k_output)
 
 
 def op_inventory(graph_def) -> dict:
@@ -82,35 +102,51 @@ def freeze(config: FreezeConfig) -> dict:
     from tensorflow.python.tools import optimize_for_inference_lib, strip_unused_lib
 
     from .golden import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs, tolerance_for
+    from .oplibs import describe_library, load_op_library
     from .model import BLOCK_END_POINTS, BatchNormSettings, build_resnet_v1_50
-    from .preprocess import PreprocessSpec
+    from .preprocess import PreprocessSpec, preprocessing_probe
 
     silence_tensorflow_deprecations()
     run_config, labels, checkpoint, num_classes, preprocessing, batch_norm_json = load_run(config.run)
     spec = PreprocessSpec.from_json(preprocessing, os.path.join(config.run, "config.json"))
     batch_norm = BatchNormSettings(**batch_norm_json)
 
+    op_module = load_op_library(config.custom_op_library) if config.custom_op_library else None
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), tf.device(config.pin_device):
         images = tf.compat.v1.placeholder(tf.float32, [None, spec.height, spec.width, 3], name=INPUT_NODE)
-        logits, end_points = build_resnet_v1_50(images, num_classes, False, 0.0, batch_norm)
-        logits = tf.identity(logits, name=LOGITS_NODE)
-        tf.nn.softmax(logits, name=PROBABILITIES_NODE)
+        logits, end_points = build_resnet_v1_50(images, num_classes, config.training_mode, 0.0, batch_norm)
+        if op_module is not None:
+            logits = op_module.coldchain_temperature_scale(logits, temperature=config.temperature, name=LOGITS_NODE)
+        else:
+            logits = tf.identity(logits, name=LOGITS_NODE)
+        probabilities = tf.nn.softmax(logits, name=PROBABILITIES_NODE)
+        if config.top_k_output:
+            tf.math.top_k(probabilities, k=min(config.top_k_output, num_classes), name=TOP_K_NODE)
         block_tensors = {name.rsplit("/", 1)[-1]: end_points[name].name for name in BLOCK_END_POINTS}
         saver = tf.compat.v1.train.Saver()
     block_nodes = [tensor.split(":")[0] for tensor in block_tensors.values()]
-    keep_nodes = [LOGITS_NODE, PROBABILITIES_NODE] + block_nodes
+    keep_nodes = [LOGITS_NODE, PROBABILITIES_NODE] + block_nodes + ([TOP_K_NODE] if config.top_k_output else [])
 
-    with tf.compat.v1.Session(graph=graph) as session:
+    # Soft placement: a network pinned to a GPU (--pin-device) must still freeze on a CPU-only host.
+    with tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=True)) as session:
         try:
             saver.restore(session, checkpoint)
         except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as error:
             first_line = error.message.splitlines()[0]
             raise InsideError(f"checkpoint {checkpoint} does not match the network in {config.run}/config.json "
                               f"({first_line}); freeze the run that wrote it") from None
-        trained_graph_nodes = len(graph.as_graph_def().node)
+        source_graph_def = graph.as_graph_def()
+        trained_graph_nodes = len(source_graph_def.node)
+        if config.training_mode:
+            # The in-place moving-average updates hang off the outputs as control inputs and cannot
+            # become constants; drop them, as freezing a graph whose updates live in UPDATE_OPS does.
+            for node in source_graph_def.node:
+                kept = [name for name in node.input if not (name.startswith("^") and "AssignMovingAvg" in name)]
+                del node.input[:]
+                node.input.extend(kept)
         graph_def = tf.compat.v1.graph_util.convert_variables_to_constants(
-            session, graph.as_graph_def(), keep_nodes)
+            session, source_graph_def, keep_nodes)
 
     converted_versions = type(graph_def.versions)()
     converted_versions.CopyFrom(graph_def.versions)
@@ -144,10 +180,14 @@ def freeze(config: FreezeConfig) -> dict:
     output_keys = ["logits", "probabilities"] + list(block_tensors)
     # Golden values are computed on CPU in float32 even in a GPU training image: cuDNN/TF32 results
     # would bake GPU-specific rounding into the reference every CPU inference host is judged against.
-    cpu_only = tf.compat.v1.ConfigProto(device_count={"GPU": 0})
+    cpu_only = tf.compat.v1.ConfigProto(device_count={"GPU": 0}, allow_soft_placement=True)
     with tf.compat.v1.Session(graph=probe_graph, config=cpu_only) as session:
         values = session.run([tensor_names[key] for key in output_keys], {tensor_names["input"]: probe})
     golden_arrays = {"input": probe, **dict(zip(output_keys, values))}
+    # Raw images and what the training-side preprocessing makes of them: inference re-runs its own
+    # preprocessing on these and must land on the same tensor.
+    raw_images, raw_preprocessed = preprocessing_probe(spec, config.golden_seed)
+    golden_arrays.update(raw_images=raw_images, raw_preprocessed=raw_preprocessed)
     golden_entries = []
     for key in output_keys:
         abs_tol, rel_tol = tolerance_for(key, golden_arrays[key])
@@ -174,7 +214,8 @@ def freeze(config: FreezeConfig) -> dict:
         "outputs": [
             {"name": LOGITS_NODE, "tensor": f"{LOGITS_NODE}:0", "shape": [None, num_classes], "dtype": "float32"},
             {"name": PROBABILITIES_NODE, "tensor": f"{PROBABILITIES_NODE}:0", "shape": [None, num_classes], "dtype": "float32"},
-        ],
+        ] + ([{"name": TOP_K_NODE, "tensor": f"{TOP_K_NODE}:0", "shape": [None, min(config.top_k_output, num_classes)],
+               "dtype": "float32", "indices": f"{TOP_K_NODE}:1"}] if config.top_k_output else []),
         "block_outputs": block_tensors,
         "preprocessing": spec.to_json(),
         "labels": list(labels),
@@ -189,6 +230,8 @@ def freeze(config: FreezeConfig) -> dict:
         "golden": {
             "file": GOLDEN_FILENAME, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
             "input_key": "input", "tensors": golden_entries, "computed_on": "CPU",
+            "preprocessing_probe": {"raw_key": "raw_images", "expected_key": "raw_preprocessed",
+                                    "abs_tol": 2.0 / min(spec.std), "mean_abs_tol": 0.1 / min(spec.std)},
         },
         "training": {
             "checkpoint": os.path.basename(checkpoint),
@@ -199,7 +242,16 @@ def freeze(config: FreezeConfig) -> dict:
             "trained_with": run_config.get("trained_with"),
         },
         "environment": environment_fingerprint(),
+        "custom_ops": [],
     }
+    if config.custom_op_library:
+        library_bytes = open(config.custom_op_library, "rb").read()
+        shipped = f"ops/{os.path.basename(config.custom_op_library)}"
+        atomic_write_bytes(os.path.join(config.out, shipped), library_bytes)
+        manifest["custom_ops"].append({"library": shipped, **describe_library(library_bytes),
+                                       "loaded_from": config.custom_op_library})
+    if config.pin_device or config.training_mode:
+        manifest["graph"]["transforms"].update(pin_device=config.pin_device, training_mode=config.training_mode)
     # model.pb last-but-one and manifest last: a reader that sees the manifest sees a complete set.
     atomic_write_bytes(os.path.join(config.out, MODEL_FILENAME), model_bytes)
     atomic_write_json(os.path.join(config.out, MANIFEST_FILENAME), manifest)

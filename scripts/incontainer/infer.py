@@ -29,6 +29,7 @@ class InferConfig:
     batch_size: int = 16
     golden_only: bool = False
     on_bad_image: str = "fail"
+    load_op_libraries: bool = False
 
 
 def parse_args(argv: Sequence[str] | None) -> InferConfig:
@@ -40,6 +41,8 @@ def parse_args(argv: Sequence[str] | None) -> InferConfig:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--golden-only", action="store_true", help="only verify the golden probe")
     parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    parser.add_argument("--load-op-libraries", action="store_true",
+                        help="load the custom-op libraries shipped in the model's ops/ folder (runs their code)")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
     if not args.golden_only:
@@ -51,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> InferConfig:
         raise InsideError("--top-k and --batch-size must be >= 1")
     return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
                        top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
-                       on_bad_image=args.on_bad_image)
+                       on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries)
 
 
 def load_verified_graph_def(model_dir: str, manifest: dict):
@@ -107,10 +110,8 @@ def check_interface(graph_def, manifest: dict, path: str) -> tuple[str, str, str
     return f"{input_entry['name']}:0", "logits:0", "probabilities:0"
 
 
-def run_golden(session, model_dir: str, manifest: dict, input_tensor: str) -> dict:
+def load_golden(model_dir: str, manifest: dict) -> dict:
     import numpy as np
-
-    from .golden import compare, top1_agreement
 
     golden = manifest["golden"]
     path = os.path.join(model_dir, golden.get("file", GOLDEN_FILENAME))
@@ -124,15 +125,34 @@ def run_golden(session, model_dir: str, manifest: dict, input_tensor: str) -> di
     try:
         with np.load(io.BytesIO(golden_bytes), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InsideError(f"golden probe file not found: {path}; copy golden.npz with the model") from None
     except (OSError, ValueError) as error:
         raise InsideError(f"golden probe {path} is unreadable ({error}); copy the model directory again") from None
-    entries = golden["tensors"]
-    missing = [entry["key"] for entry in entries if entry["key"] not in arrays] + \
+    missing = [entry["key"] for entry in golden["tensors"] if entry["key"] not in arrays] + \
         ([golden["input_key"]] if golden["input_key"] not in arrays else [])
     if missing:
         raise InsideError(f"golden probe {path} lacks arrays {missing}; copy the model directory again")
+    return arrays
+
+
+def check_golden_preprocessing(manifest: dict, arrays: dict, spec: PreprocessSpec) -> dict | None:
+    """This runtime's preprocessing on the golden raw images; None for models frozen before the
+    raw probe existed."""
+    from .preprocess import check_preprocessing
+
+    probe = manifest["golden"].get("preprocessing_probe")
+    if not probe or probe["raw_key"] not in arrays or probe["expected_key"] not in arrays:
+        return None
+    reference = PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+    return check_preprocessing(spec, arrays[probe["raw_key"]], arrays[probe["expected_key"]], probe["abs_tol"],
+                               probe["mean_abs_tol"], reference)
+
+
+def evaluate_golden(session, manifest: dict, arrays: dict, input_tensor: str) -> dict:
+    """Run the golden inputs and compare every recorded tensor; never raises on a mismatch."""
+    from .golden import compare, top1_agreement
+
+    golden = manifest["golden"]
+    entries = golden["tensors"]
     graph = session.graph
     for entry in entries:
         try:
@@ -149,17 +169,41 @@ def run_golden(session, model_dir: str, manifest: dict, input_tensor: str) -> di
     logits_entry = next(entry for entry in entries if entry["key"] == "logits")
     agreement = top1_agreement(arrays["logits"], by_key["logits"], logits_entry["abs_tol"])
     ok = all(result["ok"] for result in results) and agreement["ok"]
-    summary = {"ok": ok, "tensors": results, "top1": agreement, "seconds": round(seconds, 4)}
-    if not ok:
-        # Blocks are listed in network order, so the first failing one localises the divergence.
-        ordered = sorted(results, key=lambda r: (not r["key"].startswith("block"), r["key"]))
-        first = next((result for result in ordered if not result["ok"]), None)
+    # Blocks are listed in network order, so the first failing one localises the divergence.
+    ordered = sorted(results, key=lambda r: (not r["key"].startswith("block"), r["key"]))
+    first = next((result["key"] for result in ordered if not result["ok"]), None)
+    bit_exact = all(result.get("max_abs_diff") == 0.0 for result in results)
+    return {"ok": ok, "bit_exact": bit_exact, "tensors": results, "top1": agreement, "first_divergence": first,
+            "seconds": round(seconds, 4)}
+
+
+def run_golden(session, model_dir: str, manifest: dict, input_tensor: str, spec: PreprocessSpec) -> dict:
+    arrays = load_golden(model_dir, manifest)
+    preprocessing = check_golden_preprocessing(manifest, arrays, spec)
+    if preprocessing is not None and not preprocessing["ok"]:
+        raise GoldenMismatch(preprocessing_message(model_dir, preprocessing))
+    summary = evaluate_golden(session, manifest, arrays, input_tensor)
+    summary["preprocessing"] = preprocessing
+    if not summary["ok"]:
+        first = next((r for r in summary["tensors"] if r["key"] == summary["first_divergence"]), None)
+        agreement = summary["top1"]
         where = (f"first divergence at {first['key']} (max abs diff {first.get('max_abs_diff', float('nan')):.3g}, "
                  f"{first.get('worst_fraction_of_tolerance', float('nan')):.3g}x tolerance)") if first else \
             f"top-1 disagrees on {agreement['decisive_disagreements']} of {agreement['count']} probes"
         raise GoldenMismatch(f"golden probe of {model_dir} failed on this runtime: {where}; this TF/CPU computes "
                              "different numbers than the freezing environment (compare manifest environment)")
     return summary
+
+
+def preprocessing_message(model_dir: str, result: dict) -> str:
+    fields = result.get("differing_fields") or {}
+    named = ", ".join(f"{key} {value['here']} (training: {value['training']})" for key, value in fields.items())
+    detail = result.get("reason") or (f"max abs diff {result['max_abs_diff']:.3g} on the [-1, 1] input scale, "
+                                      f"tolerance {result['abs_tol']:.3g}")
+    cause = f"the preprocessing here differs from training's: {named}" if named else \
+        "the same preprocessing spec gives different pixels here (image library version?)"
+    return (f"preprocessing mismatch for {model_dir}: {cause}; {detail}; use the manifest's preprocessing "
+            "spec unchanged (and the training image's Pillow) - the model itself was not run")
 
 
 def collect_inputs(inputs: Sequence[str]) -> list[str]:
@@ -212,10 +256,13 @@ def infer(config: InferConfig) -> dict:
     labels = manifest["labels"]
     graph_def = load_verified_graph_def(model_dir, manifest)
 
-    from .preflight import blocking, check_graph_def, summarize
+    from .doctor import DoctorOptions, diagnose
+    from .preflight import summarize
 
-    findings = check_graph_def(graph_def, allow_soft_placement=True)
-    errors = blocking(findings)
+    diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=config.load_op_libraries,
+                                       allow_soft_placement=True))
+    findings = diagnosis.findings
+    errors = diagnosis.blocking
     if errors:
         raise PreflightFailed(f"{model_dir}/model.pb cannot run on this TensorFlow: {summarize(errors)}")
     input_tensor, _, probabilities_tensor = check_interface(graph_def, manifest, os.path.join(model_dir, MODEL_FILENAME))
@@ -235,7 +282,7 @@ def infer(config: InferConfig) -> dict:
     session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
     summary: dict = {"model": manifest["model"]["sha256"], "preflight_warnings": [asdict(f) for f in findings]}
     with tf.compat.v1.Session(graph=graph, config=session_config) as session:
-        summary["golden"] = run_golden(session, model_dir, manifest, input_tensor)
+        summary["golden"] = run_golden(session, model_dir, manifest, input_tensor, spec)
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} top-1 agree)")
         if config.golden_only:
             return summary

@@ -19,6 +19,7 @@ GOLDEN_FILENAME = "golden.npz"
 INPUT_NODE = "input"
 LOGITS_NODE = "logits"
 PROBABILITIES_NODE = "probabilities"
+TOP_K_NODE = "top_k"
 HOST_ENV_VARS = ("COLDCHAIN_LOCK_SHA256", "COLDCHAIN_IMAGE_ID")
 HOST_JSON_ENV_VARS = ("COLDCHAIN_IMAGE_LABELS",)
 REQUIRED_KEYS = ("schema_version", "model", "inputs", "outputs", "preprocessing", "labels", "golden")

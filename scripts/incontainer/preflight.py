@@ -116,7 +116,9 @@ def _node_findings(node, known_functions: set[str], available: set[str], allow_s
             findings.append(Finding(
                 code="unknown-attr", node=node.name, op=node.op,
                 cause=f"attributes {unknown} are not in this TF's OpDef for {node.op} (graph made by a newer TF)",
-                fix="re-export with strip_default_attrs=True or freeze with the same TF version as this runtime",
+                fix="in the environment that froze it, re-export with default-valued attributes stripped "
+                    "(python -m incontainer.reexport --strip-default-attrs; works when these attributes hold their "
+                    "defaults), or freeze with this runtime's TensorFlow version",
             ))
         if node.op in TRAINING_OPS:
             findings.append(Finding(

@@ -81,3 +81,46 @@ class PreprocessSpec:
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         return ((uint8_batch.astype(np.float32) - mean) / std).astype(np.float32)
+
+
+def preprocessing_probe(spec: PreprocessSpec, seed: int, count: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Raw RGB images (larger than the model input, so resizing is exercised) and the tensor this
+    spec makes of them. Stored in golden.npz; inference must reproduce the tensor from the images."""
+    rng = np.random.default_rng([seed, 0x9E9B0C])
+    height, width = int(spec.height) * 3 // 2 + 7, int(spec.width) * 5 // 4 + 3
+    rows = np.linspace(0.0, 1.0, height)[:, None, None]
+    cols = np.linspace(0.0, 1.0, width)[None, :, None]
+    raw = []
+    for _ in range(count):
+        phase = rng.uniform(0, 2 * np.pi, size=(1, 1, 3))
+        smooth = 127.5 + 100 * np.sin(6 * rows + 4 * cols + phase) * np.cos(3 * cols - 5 * rows + phase[..., ::-1])
+        noisy = smooth + rng.normal(0, 12, size=(height, width, 3))
+        raw.append(np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
+    images = np.stack(raw)
+    return images, preprocess_arrays(spec, images)
+
+
+def preprocess_arrays(spec: PreprocessSpec, images: np.ndarray) -> np.ndarray:
+    return spec.normalize(np.stack([spec.resize(Image.fromarray(image, "RGB")) for image in images]))
+
+
+def check_preprocessing(spec: PreprocessSpec, raw: np.ndarray, expected: np.ndarray, abs_tol: float,
+                        mean_abs_tol: float, reference_spec: "PreprocessSpec | None" = None) -> dict:
+    """Re-run this runtime's preprocessing on the golden raw images. A mismatch is named as a
+    preprocessing problem (with the spec fields that differ), never as 'numbers differ'."""
+    actual = preprocess_arrays(spec, raw)
+    if actual.shape != expected.shape:
+        return {"ok": False, "reason": f"preprocessed shape {list(actual.shape)} != golden {list(expected.shape)}",
+                "differing_fields": _differing(spec, reference_spec)}
+    difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    max_abs, mean_abs = float(difference.max()), float(difference.mean())
+    ok = max_abs <= abs_tol and mean_abs <= mean_abs_tol
+    return {"ok": ok, "max_abs_diff": max_abs, "mean_abs_diff": mean_abs, "abs_tol": abs_tol,
+            "mean_abs_tol": mean_abs_tol, "differing_fields": _differing(spec, reference_spec)}
+
+
+def _differing(spec: PreprocessSpec, reference: "PreprocessSpec | None") -> dict:
+    if reference is None:
+        return {}
+    ours, theirs = spec.to_json(), reference.to_json()
+    return {key: {"here": ours[key], "training": theirs[key]} for key in ours if ours[key] != theirs[key]}

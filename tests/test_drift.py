@@ -1,0 +1,162 @@
+"""Drift matrix parsing, outcome comparison, reports and the host-side flow, without a daemon."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from coldchain.config import LOCKS
+from coldchain.drift import CaseResult, lock_drift, probe_command, tensorflow_summary
+from coldchain.errors import UsageError
+from coldchain.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches
+from coldchain.report import junit, markdown, write_reports
+
+MINIMAL = """
+schema = 1
+reference_env = "training"
+[envs.training]
+image = "train-cpu"
+[envs.newer]
+lock = "drift-tf2.21-py3.11"
+[[cases]]
+name = "one"
+env = "training"
+expect = "bit-exact"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "matrix.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_matrix_covers_what_the_issue_asks(project):
+    matrix = load_matrix(project.path("drift/matrix.toml"))
+    locks = {env.lock_name for env in matrix.envs.values()}
+    assert {"train-cpu", "infer-cpu", "infer-cuda", "drift-tf2.21-py3.11", "drift-tf2.7-py3.9"} <= locks
+    assert LOCKS["drift-tf2.7-py3.9"].python == "3.9" and LOCKS["drift-tf2.7-py3.9"].base == "bullseye"
+    expectations = {case.expect for case in matrix.cases}
+    for scenario in ("unregistered-op", "op-library-abi-mismatch", "device-unavailable", "batch-norm-training-mode",
+                     "preprocessing-mismatch", "lock-drift", "bit-exact"):
+        assert scenario in expectations
+    onednn = {case.settings.environment for case in matrix.cases if case.settings.environment}
+    assert (("TF_ENABLE_ONEDNN_OPTS", "1"),) in onednn and (("TF_ENABLE_ONEDNN_OPTS", "0"),) in onednn
+    assert matrix.envs[matrix.reference_env].image == "train-cpu"
+
+
+def test_minimal_matrix_parses_with_defaults(tmp_path):
+    matrix = load_matrix(write(tmp_path, MINIMAL))
+    assert matrix.envs["training"].must_match_training_lock  # kit images must share the training pins
+    assert not matrix.envs["newer"].must_match_training_lock
+    assert matrix.cases[0].variant == "default"
+
+
+@pytest.mark.parametrize("edit, message, hint", [
+    (('env = "training"', 'env = "trainig"'), "unknown environment 'trainig'", "did you mean 'training'?"),
+    (('expect = "bit-exact"', 'expect = "bit-exakt"'), "unknown outcome 'bit-exakt'", "did you mean 'bit-exact'?"),
+    (('image = "train-cpu"', 'image = "train-gpu"'), "unknown image 'train-gpu'", "did you mean 'train-cpu'?"),
+    (('lock = "drift-tf2.21-py3.11"', 'lock = "drift-tf2.22-py3.11"'), "unknown lock", "did you mean"),
+    (('[[cases]]\nname = "one"', '[[cases]]\nnmae = "x"\nname = "one"'), "unknown key 'nmae'", "did you mean 'name'?"),
+    (("schema = 1", "schema = 2"), "schema 2 is not 1", "schema = 1"),
+])
+def test_matrix_mistakes_name_the_file_and_the_nearest_valid_value(tmp_path, edit, message, hint):
+    path = write(tmp_path, MINIMAL.replace(*edit))
+    with pytest.raises(UsageError) as caught:
+        load_matrix(path)
+    assert str(path) in caught.value.message and message in caught.value.message
+    assert hint in caught.value.fix
+
+
+def test_broken_toml_and_duplicates(tmp_path):
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_matrix(write(tmp_path, MINIMAL + "\n[[cases]\n"))
+    twice = MINIMAL + '\n[[cases]]\nname = "one"\nenv = "training"\nexpect = "pass"\n'
+    with pytest.raises(UsageError, match="case names repeat: one"):
+        load_matrix(write(tmp_path, twice))
+    with pytest.raises(UsageError, match="exactly one of image"):
+        load_matrix(write(tmp_path, MINIMAL.replace('image = "train-cpu"', 'image = "train-cpu"\nlock = "train-cpu"')))
+
+
+def test_selecting_an_unknown_case_suggests_one(tmp_path):
+    matrix = load_matrix(write(tmp_path, MINIMAL))
+    with pytest.raises(UsageError) as caught:
+        matrix.select(("oen",))
+    assert "did you mean 'one'?" in caught.value.fix
+
+
+def test_outcome_matching():
+    assert outcome_matches("pass", "bit-exact") and outcome_matches("pass", "pass")
+    assert not outcome_matches("bit-exact", "pass")
+    assert not outcome_matches("pass", "golden-mismatch")
+    assert outcome_matches("unregistered-op", "unregistered-op")
+    assert not outcome_matches("unregistered-op", "load-error")
+    assert "lock-drift" in FAILURE_CLASSES
+
+
+def test_probe_command_carries_the_settings(tmp_path):
+    matrix = load_matrix(write(tmp_path, MINIMAL.replace(
+        'expect = "bit-exact"', 'expect = "pass"\nintra_op_threads = 1\nload_op_libraries = true\n'
+                                'allow_soft_placement = true\npreprocessing = ["channel_order=BGR"]')))
+    command = probe_command(matrix.cases[0])
+    assert command[:3] == ("python", "-m", "incontainer.probe")
+    for flag in ("--load-op-libraries", "--allow-soft-placement", "--intra-op-threads"):
+        assert flag in command
+    assert command[command.index("--preprocessing") + 1] == "channel_order=BGR"
+
+
+def test_lock_drift_lists_shared_pins_that_differ(project):
+    matrix = load_matrix(project.path("drift/matrix.toml"))
+    drifted = lock_drift(project, matrix.envs["infer-numpy-drift"])
+    assert any(line.startswith("numpy: requirements.lock has 1.26.4") and "1.25.2" in line for line in drifted)
+    assert lock_drift(project, matrix.envs["infer-cpu"]) == []
+
+
+def _result(matrix: Matrix, name: str, outcome: str, probe: dict | None) -> CaseResult:
+    case = next(case for case in matrix.cases if case.name == name)
+    ok = outcome_matches(case.expect, outcome)
+    return CaseResult(case=case, env=matrix.envs[case.env], image="img", image_labels={
+        "io.coldchain.tensorflow.version": "2.14.1", "io.coldchain.python.version": "3.11.2"},
+        expected=case.expect, outcome=outcome, ok=ok, probe=probe, lock_drift=[], seconds=1.5,
+        reasons=[] if ok else [f"expected {case.expect}, got {outcome}"])
+
+
+def _report(results: list[CaseResult]) -> dict:
+    return {"matrix": "drift/matrix.toml", "reference_env": "training", "model": "out/model", "model_sha256": "ab" * 32,
+            "ok": all(r.ok for r in results),
+            "counts": {"cases": len(results), "as_expected": sum(r.ok for r in results),
+                       "unexpected": sum(not r.ok for r in results)},
+            "environments": {"training": {"image": "img", "tensorflow": "2.14.1", "python": "3.11.2", "device": "cpu",
+                                          "lock": "requirements.lock", "size_bytes": 1.8e9}},
+            "cases": [r.to_json() for r in results], "tensorflow_versions": tensorflow_summary(results),
+            "timing": {"environments_s": 1.0, "variants_s": 2.0, "cases_s": 3.0, "total_s": 6.0, "jobs": 1},
+            "generated": "2026-11-25T00:00:00Z", "host_cpu": "test cpu"}
+
+
+GOLDEN = {"ok": True, "bit_exact": True, "first_divergence": None, "top1": {"agree": 4, "count": 4},
+          "tensors": [{"key": "logits", "max_abs_diff": 0.0, "max_rel_diff": 0.0, "ok": True}]}
+
+
+def test_reports_show_every_case_and_fail_the_unexpected_one(tmp_path, project):
+    matrix = load_matrix(project.path("drift/matrix.toml"))
+    unregistered = {"loaded": False, "outcome": "unregistered-op", "diagnosis": {"findings": [
+        {"code": "unregistered-op", "severity": "error", "cause": "op ColdchainTemperatureScale is not registered",
+         "fix": "load ops/libcoldchain_ops.so"}]}}
+    results = [_result(matrix, "training-env", "bit-exact", {"loaded": True, "outcome": "bit-exact", "golden": GOLDEN}),
+               _result(matrix, "custom-op-not-loaded", "unregistered-op", unregistered),
+               _result(matrix, "gpu-pinned", "bit-exact", {"loaded": True, "outcome": "bit-exact", "golden": GOLDEN})]
+    report = _report(results)
+    assert not report["ok"] and report["counts"]["unexpected"] == 1
+    suite = ElementTree.fromstring(junit(report)).find("testsuite")
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    failed = [case.get("name") for case in suite.findall("testcase") if case.find("failure") is not None]
+    assert failed == ["gpu-pinned"]
+    text = markdown(report)
+    assert "**UNEXPECTED**" in text and "load ops/libcoldchain_ops.so" in text
+    assert report["tensorflow_versions"][0]["bit_exact"] is True
+    paths = write_reports(report, tmp_path / "drift")
+    assert json.loads(paths["json"].read_text())["counts"]["unexpected"] == 1
+    assert not list((tmp_path / "drift").glob(".*tmp*"))  # no temp files left behind

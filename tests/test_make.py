@@ -1,0 +1,27 @@
+"""The Makefile refuses a mistyped variable instead of silently ignoring it (no daemon needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=False, shell=False)
+
+
+def test_a_typo_in_a_make_variable_names_the_nearest_one():
+    result = make("train", "TRIAN_ARGS=--max-steps 3 --lr=0.1")
+    assert result.returncode != 0
+    assert "unknown make variable TRIAN_ARGS (did you mean TRAIN_ARGS?)" in result.stderr
+
+
+def test_known_variables_with_spaces_and_equals_signs_pass():
+    result = make("help", "TRAIN_ARGS=--max-steps 3 --lr=0.1", "OUT=elsewhere", "DRIFT_ARGS=--case tf2.21")
+    assert result.returncode == 0, result.stderr
