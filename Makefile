@@ -96,8 +96,8 @@ test: venv docker lock-check ## All tests, the Docker ones included (they build 
 test-unit: venv ## Unit tests only (no Docker daemon needed)
 	$(VENV)/bin/python -m pytest -m "not docker" $(PYTEST_ARGS)
 
-bench: venv docker lock-check ## Measure image build times and sizes; writes bench/results.json
-	$(VENV)/bin/python -m coldchain bench
+bench: $(OUT)/run/metrics.json | venv docker lock-check ## Inference speed vs ONNX Runtime, roofline, threads, image costs -> bench/results.json (BENCH_ARGS=--quick)
+	$(COLDCHAIN) bench --run $(OUT)/run $(BENCH_ARGS)
 
 clean: ## Remove the kit's containers, images and build leftovers (found by label)
 	@if [ -x $(VENV)/bin/python ] && docker version >/dev/null 2>&1; then $(COLDCHAIN) clean; fi

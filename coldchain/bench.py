@@ -80,3 +80,193 @@ def write_results(project: Project, results: dict, name: str = "results.json") -
                        "cores": __import__("os").cpu_count(), "python": platform.python_version()}
     atomic_write_text(target, json.dumps(results, indent=2, sort_keys=True) + "\n")
     return target
+
+
+# --- inference speed -----------------------------------------------------------------------------
+
+FMA_PIPES_PER_CORE = 2  # Zen 2-4 and Intel server cores since Haswell issue two FMAs per cycle
+
+
+@dataclass(frozen=True)
+class InferenceBenchOptions:
+    run: Path  # training run to freeze the benchmark models from
+    out: Path  # bench models and raw results
+    input_size: int = 224
+    batches: tuple[int, ...] = (1, 8, 32)
+    repeats: int = 10
+    quick: bool = False  # CI: small input, batch 1-2, two repeats; checks the machinery, not the speed
+    prefix: str = "coldchain"
+    run_id: str = "coldchain-bench"
+
+
+def peak_fp32() -> dict:
+    """The FP32 ceiling from the CPU itself: cores x clock x SIMD lanes x 2 (an FMA is two FLOPs)
+    x FMA pipes. The clock is what /proc/cpuinfo reports (nominal on most VMs); vCPUs count as
+    cores, which overstates the peak where two vCPUs share one core (SMT)."""
+    import os
+
+    flags: set[str] = set()
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = float(line.split(":", 1)[1])
+    except OSError:
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags or "avx" in flags else 4
+    fma = 2 if "fma" in flags or "avx512f" in flags else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    gflops = cores * (mhz / 1e3) * lanes * fma * FMA_PIPES_PER_CORE
+    return {"gflops": round(gflops, 1), "cores": cores, "ghz": round(mhz / 1e3, 3), "fp32_lanes": lanes,
+            "fma": fma == 2, "fma_pipes_per_core": FMA_PIPES_PER_CORE,
+            "derivation": f"{cores} cores x {mhz / 1e3:.3f} GHz x {lanes} FP32 lanes x {fma} (FMA) x "
+                          f"{FMA_PIPES_PER_CORE} pipes"}
+
+
+def _json_from(result, what: str) -> dict:
+    from .errors import ContainerError
+
+    if result.exit_code != 0:
+        ours = [line for line in result.stderr.splitlines() if line.startswith("coldchain: error:")]
+        raise ContainerError(f"{what} failed: {ours[-1] if ours else f'exit {result.exit_code}'}",
+                             container_exit=result.exit_code, log_tail=result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bench_inference(engine: Engine, project: Project, options: InferenceBenchOptions) -> dict:
+    """TF (oneDNN on/off, folded graph) and ONNX Runtime on the same frozen graph, in one run."""
+    import os
+
+    from .config import BENCH_IMAGE, KIT_LABEL, RUN_LABEL
+    from .drift import image_identity, produce, _tree_fingerprint
+    from .engine import Mount, RunSpec
+    from .pipeline import StepConfig
+
+    if not (options.run / "config.json").is_file():
+        from .errors import UsageError
+
+        raise UsageError(f"{options.run}: no training run to freeze the benchmark model from",
+                         fix="run 'make train' first (make bench does)")
+    train, infer = build_images(engine, project, [IMAGES["train-cpu"], IMAGES["infer-cpu"]],
+                                BuildOptions(prefix=options.prefix))
+    (bench_image,) = build_images(engine, project, [BENCH_IMAGE], BuildOptions(prefix=options.prefix))
+    size = 64 if options.quick else options.input_size
+    run_fingerprint = _tree_fingerprint(options.run)
+    models = {}
+    for name, extra in (("plain", ()), ("folded", ("--fold-batch-norm", "--strip-unused"))):
+        arguments = ("--run", "/run", "--input-size", str(size), *extra)
+        step = StepConfig(name="freeze", role="train", module="freeze", output=(options.out / f"model-{size}-{name}").resolve(),
+                          inputs={"/run": options.run.resolve()}, arguments=arguments, prefix=options.prefix,
+                          run_id=options.run_id)
+        produce(engine, project, step, train, {"image": image_identity(train), "args": list(arguments),
+                                               "run": run_fingerprint})
+        models[name] = step.output
+    batches = (1, 2) if options.quick else options.batches
+    repeats = 2 if options.quick else options.repeats
+
+    def measure(label: str, image, model: str, runtime: str = "tensorflow", environment: dict | None = None,
+                threads: tuple[int, int] = (0, 0), sizes=batches, profile: bool = False) -> dict:
+        command = ["python", "-m", "incontainer.bench_infer", "--model", "/model", "--runtime", runtime,
+                   "--repeats", str(repeats), "--intra-op-threads", str(threads[0]),
+                   "--inter-op-threads", str(threads[1])] + [arg for b in sizes for arg in ("--batch", str(b))]
+        if profile:
+            command.append("--profile")
+        log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
+        result = engine.run(RunSpec(image=image.tag, command=tuple(command),
+                                    mounts=(Mount(models[model], "/model", read_only=True),),
+                                    environment=environment or {}, user="10001:10001",
+                                    labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
+        return _json_from(result, f"bench {label}")
+
+    variants = {
+        "tensorflow": measure("tensorflow", infer, "plain", profile=True),
+        "tensorflow_onednn_on": measure("tensorflow, oneDNN on", infer, "plain", environment={"TF_ENABLE_ONEDNN_OPTS": "1"}),
+        "tensorflow_onednn_off": measure("tensorflow, oneDNN off", infer, "plain", environment={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+        "tensorflow_folded": measure("tensorflow, folded + stripped graph", infer, "folded"),
+        "onnxruntime": measure("onnxruntime", bench_image, "plain", runtime="onnxruntime"),
+    }
+    cores = peak_fp32()["cores"]
+    thread_grid = [(1, 1), (cores, 1), (cores, 2), (0, 0)] if not options.quick else [(1, 1), (0, 0)]
+    middle = (8,) if not options.quick else (2,)
+    threads = {f"intra{intra}_inter{inter}": measure(f"threads intra={intra} inter={inter}", infer, "plain",
+                                                    threads=(intra, inter), sizes=middle)
+               for intra, inter in thread_grid}
+    first_prediction = _first_prediction(engine, infer, models["plain"], options)
+    return summarize_inference(variants, threads, size, first_prediction, peak_fp32(), os.cpu_count() or 1)
+
+
+def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenchOptions) -> dict:
+    """Container start to first prediction: `docker run` of incontainer.infer on one image."""
+    from .config import KIT_LABEL, RUN_LABEL
+    from .engine import Mount, RunSpec
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="coldchain-bench-") as tmp:
+        sample = Path(tmp) / "inputs"
+        sample.mkdir()
+        probe = Path(tmp) / "sample.png"
+        # A real PNG from the golden raw probe would need numpy on the host; a 1-pixel PNG is enough
+        # for the timing (it is resized like any image).
+        import base64
+
+        probe.write_bytes(base64.b64decode(
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"))
+        (sample / "sample.png").write_bytes(probe.read_bytes())
+        sample.chmod(0o755)
+        (sample / "sample.png").chmod(0o644)
+        timings = []
+        for _ in range(1 if options.quick else 3):
+            start = time.perf_counter()
+            result = engine.run(RunSpec(image=image.tag, command=("python", "-m", "incontainer.infer", "--model", "/model",
+                                                                  "--output", "/tmp/p.jsonl", "/inputs"),
+                                        mounts=(Mount(model, "/model", read_only=True), Mount(sample, "/inputs", read_only=True)),
+                                        user="10001:10001", labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
+            timings.append(time.perf_counter() - start)
+            _json_from(result, "first prediction")
+    return {"seconds_median": round(statistics.median(timings), 2), "runs": len(timings),
+            "what": "docker run -> TF import -> sha256 + doctor -> golden probe -> 1 image predicted -> exit"}
+
+
+def summarize_inference(variants: dict, threads: dict, size: int, first_prediction: dict, peak: dict, cores: int) -> dict:
+    gflops = variants["tensorflow"]["flops"]["gflops_per_image"]
+    table = {}
+    for name, report in variants.items():
+        rows = {}
+        for row in report.get("batches", []):
+            achieved = row["images_per_second"] * gflops
+            rows[str(row["batch"])] = {**row, "gflops_per_s": round(achieved, 1),
+                                       "fraction_of_peak": round(achieved / peak["gflops"], 3) if peak["gflops"] else None}
+        table[name] = {"golden_ok": report["golden"]["ok"], "batches": rows,
+                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "conversion_s") if key in report}}
+    best_threads = max(threads.items(), key=lambda item: item[1]["batches"][0]["images_per_second"]
+                       if item[1].get("batches") else 0.0)
+    ratio = None
+    tf8 = table["tensorflow"]["batches"].get("8") or next(iter(table["tensorflow"]["batches"].values()), None)
+    ort8 = table["onnxruntime"]["batches"].get("8") or next(iter(table["onnxruntime"]["batches"].values()), None)
+    if tf8 and ort8:
+        ratio = round(tf8["images_per_second"] / ort8["images_per_second"], 3)
+    return {
+        "input_size": size, "gflops_per_image": gflops, "flops_by_op": variants["tensorflow"]["flops"]["by_op"],
+        "peak_fp32": peak, "variants": table,
+        "tf_over_onnxruntime_at_batch_8": ratio,
+        "threads": {name: report["batches"][0] for name, report in threads.items() if report.get("batches")},
+        "recommended_threads": best_threads[0],
+        "tensorflow_profile_top_ops": variants["tensorflow"].get("profile", []),
+        "first_prediction": first_prediction,
+        "cores": cores,
+    }
+
+
+def drift_timing(project: Project) -> dict:
+    """The wall time of the last `make drift-test` (its report records it), cold or warm as it ran."""
+    report = project.root / "out" / "drift" / "drift-report.json"
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return {}
+    reused = all(env.get("reused") for env in data.get("environments", {}).values())
+    return {"last_run": {**data.get("timing", {}), "images_all_cached": reused, "generated": data.get("generated"),
+                         "cases": data.get("counts", {}).get("cases")}}

@@ -317,16 +317,34 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), default=["cpu"],
               show_default=True, help="Which images to measure (repeatable).")
 @click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
-@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
+@click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+@click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the machinery "
+                                           "and writes bench/results-quick.json, not the README's numbers.")
+@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Repeats of each build measurement.")
+@click.option("--run", "run", type=click.Path(path_type=Path), default=Path("out/run"), show_default=True,
+              help="Training run the benchmark models are frozen from.")
 @options.prefix
 @command
-def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, repeats: int, prefix: str):
-    """Measure cold and warm image builds and image sizes; write bench/results.json."""
-    from .bench import BenchOptions, bench_images, write_results
+def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
+                  quick: bool, repeats: int, run: Path, prefix: str):
+    """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
+    1/8/32 at 224 px; roofline; threads; start to first prediction) and the kit's own costs (cold and
+    warm builds, sizes); write bench/results.json."""
+    from .bench import BenchOptions, InferenceBenchOptions, bench_images, bench_inference, drift_timing, write_results
 
-    results = bench_images(_engine(), project, BenchOptions(devices=tuple(devices), cold=not no_cold,
-                                                            repeats=repeats, prefix=prefix))
-    click.echo(write_results(project, results))
+    engine = _engine()
+    results: dict = {}
+    if not no_images:
+        results.update(bench_images(engine, project, BenchOptions(devices=tuple(devices), cold=not (no_cold or quick),
+                                                                  repeats=1 if quick else repeats, prefix=prefix)))
+    if not no_inference:
+        results["inference"] = {"quick" if quick else "full": bench_inference(engine, project, InferenceBenchOptions(
+            run=run if run.is_absolute() else project.root / run, out=project.root / "out" / "bench",
+            quick=quick, prefix=prefix))}
+    results["drift_test"] = drift_timing(project)
+    click.echo(write_results(project, results, "results-quick.json" if quick else "results.json"))
 
 
 @main.command("clean")

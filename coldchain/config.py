@@ -45,6 +45,7 @@ class ImageSpec:
     lock: str  # LockSpec name
     base: str  # BaseSpec name
     env: str = ""  # a drift-test environment (drift/matrix.toml) built from its own lock
+    dockerfile_name: str = ""  # default: Dockerfile.<role>
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ class ImageSpec:
 
     @property
     def dockerfile(self) -> str:
-        return f"Dockerfile.{self.role}"
+        return self.dockerfile_name or f"Dockerfile.{self.role}"
 
     def tag(self, prefix: str = "coldchain") -> str:
         return f"{prefix}-drift:{self.env}" if self.env else f"{prefix}-{self.role}:{self.device}"
@@ -102,6 +103,10 @@ IMAGES: dict[str, ImageSpec] = {
         ImageSpec("infer", "cuda", "infer-cuda", "bookworm"),
     )
 }
+
+
+# The benchmark image: the inference environment plus tf2onnx and ONNX Runtime (make bench only).
+BENCH_IMAGE = ImageSpec("bench", "cpu", "bench", "bookworm", dockerfile_name="Dockerfile.infer")
 
 
 @dataclass(frozen=True)

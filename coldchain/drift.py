@@ -24,6 +24,7 @@ from .errors import BuildError, ColdchainError, UsageError
 from .images import BuildOptions, BuiltImage, build_image, build_images, git_revision
 from .locks import check_all, disagreements
 from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, VariantSpec, outcome_matches
+from .fsutil import atomic_write_text
 from .pipeline import StepConfig, run_step
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def build_opbuild_image(engine: Engine, project: Project, train: BuiltImage, pre
     context.add_file(OP_BUILD_DOCKERFILE, project.path(OP_BUILD_DOCKERFILE))
     context.add_tree("drift/ops", project.path("drift/ops"))
     labels = {KIT_LABEL: "coldchain", "io.coldchain.role": "opbuild", "io.coldchain.device": "cpu",
-              "io.coldchain.train.image": train.info.id, "io.coldchain.context.sha256": context.fingerprint(),
+              "io.coldchain.train.image": image_identity(train), "io.coldchain.context.sha256": context.fingerprint(),
               "io.coldchain.tensorflow.version": train.info.labels.get("io.coldchain.tensorflow.version", ""),
               "io.coldchain.python.version": train.info.labels.get("io.coldchain.python.version", ""),
               "org.opencontainers.image.revision": git_revision(project.root),
@@ -163,30 +164,42 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
                 opbuild_image = opbuild_image or build_opbuild_image(engine, project, train_image, options.prefix)
                 image = opbuild_image
             run_fingerprint = run_fingerprint or _tree_fingerprint(options.run)
-            key = {"kind": "freeze", "image": image.info.id, "args": list(variant.freeze_args), "run": run_fingerprint}
+            key = {"kind": "freeze", "image": image_identity(image), "args": list(variant.freeze_args), "run": run_fingerprint}
             step = StepConfig(name="freeze", role="train", module="freeze", output=target.resolve(),
                               inputs={"/run": options.run.resolve()}, arguments=("--run", "/run", *variant.freeze_args),
                               memory=options.memory, prefix=options.prefix, run_id=options.run_id)
         else:
             image = images[str(variant.reexport_env)]
             source = paths[variant.source]
-            key = {"kind": "reexport", "image": image.info.id, "strip": variant.strip_default_attrs,
+            key = {"kind": "reexport", "image": image_identity(image), "strip": variant.strip_default_attrs,
                    "model": _tree_fingerprint(source)}
             arguments = ("--model", "/model") + (("--strip-default-attrs",) if variant.strip_default_attrs else ())
             step = StepConfig(name="reexport", role="infer", module="reexport", output=target.resolve(),
                               inputs={"/model": source}, arguments=arguments, memory=options.memory,
                               prefix=options.prefix, run_id=options.run_id)
-        stamp = target / VARIANT_STAMP
-        if stamp.is_file() and json.loads(stamp.read_text()) == key:
-            log.info("variant %s is up to date", name)
-        else:
-            log.info("variant %s: %s in %s", name, step.module, image.tag)
-            run_step(engine, project, step, image)
-            from .fsutil import atomic_write_text
-
-            atomic_write_text(stamp, json.dumps(key, sort_keys=True))
+        log.info("variant %s: %s", name, "up to date" if produce(engine, project, step, image, key) is None
+                 else f"{step.module} in {image.tag}")
         paths[name] = target.resolve()
     return paths
+
+
+def image_identity(image: BuiltImage) -> str:
+    """What an image computes with: its inputs' fingerprint, not its id (which a new commit's
+    revision label changes without changing a byte that matters)."""
+    labels = image.info.labels
+    if "io.coldchain.context.sha256" not in labels:
+        return image.info.id
+    return labels["io.coldchain.context.sha256"] + labels.get("io.coldchain.train.image", "")
+
+
+def produce(engine: Engine, project: Project, step: StepConfig, image: BuiltImage, key: dict) -> Path | None:
+    """Run the step unless its output carries a stamp of the same inputs; None when reused."""
+    stamp = step.output / VARIANT_STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return None
+    run_step(engine, project, step, image)
+    atomic_write_text(stamp, json.dumps(key, sort_keys=True))
+    return step.output
 
 
 def lock_drift(project: Project, env: EnvSpec) -> list[str]:

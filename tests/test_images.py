@@ -11,7 +11,7 @@ from coldchain.base import resolve_base
 from coldchain.config import BASES, IMAGES, LOCKS, Project
 from coldchain.errors import BaseImageError, BuildError
 from coldchain.images import BuildOptions, build_image
-from coldchain.locks import _stamp, input_sha256
+from coldchain.locks import stamp_lock, input_sha256
 from fake_engine import FakeEngine
 
 WHEELS = {"tensorflow-2.14.1-cp311-cp311-manylinux2014_x86_64.whl": b"tf", "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl": b"np"}
@@ -36,7 +36,7 @@ def tiny_project(tmp_path, project):
     for lock_name in ("train-cpu", "infer-cpu"):
         spec = LOCKS[lock_name]
         (root / spec.source).write_text("tensorflow\nnumpy\n")
-        (root / spec.lock).write_text(_stamp("#\n#    make lock\n#\n" + pins, input_sha256(tiny, spec)))
+        (root / spec.lock).write_text(stamp_lock("#\n#    make lock\n#\n" + pins, input_sha256(tiny, spec)))
     return tiny
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -28,6 +29,7 @@ class FreezeConfig:
     custom_op_library: str | None = None  # load this library and temperature-scale the logits with its op
     temperature: float = 1.0
     top_k_output: int = 0  # also export a `top_k` node (values, indices) for serving
+    input_size: int = 0  # export at this square input size instead of the training size (fully convolutional)
 
 
 def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
@@ -46,6 +48,9 @@ def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
     parser.add_argument("--custom-op-library", help="a compiled op library providing ColdchainTemperatureScale; "
                                                    "the logits are temperature-scaled with it and it ships in ops/")
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature for --custom-op-library")
+    parser.add_argument("--input-size", type=int, default=0,
+                        help="export for this input size (e.g. 224) instead of the training size; the network "
+                             "is fully convolutional, so the same weights apply")
     parser.add_argument("--top-k-output", type=int, default=0,
                         help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")
     args = parser.parse_args(argv)
@@ -57,7 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
                         strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed,
                         pin_device=args.pin_device, training_mode=args.training_mode,
                         custom_op_library=args.custom_op_library, temperature=args.temperature,
-                        top_k_output=args.top_k_output)
+                        top_k_output=args.top_k_output, input_size=args.input_size)
 
 
 def op_inventory(graph_def) -> dict:
@@ -109,6 +114,10 @@ def freeze(config: FreezeConfig) -> dict:
     silence_tensorflow_deprecations()
     run_config, labels, checkpoint, num_classes, preprocessing, batch_norm_json = load_run(config.run)
     spec = PreprocessSpec.from_json(preprocessing, os.path.join(config.run, "config.json"))
+    if config.input_size:
+        if not 32 <= config.input_size <= 1024:
+            raise InsideError(f"--input-size {config.input_size}: choose between 32 and 1024")
+        spec = dataclasses.replace(spec, height=config.input_size, width=config.input_size)
     batch_norm = BatchNormSettings(**batch_norm_json)
 
     op_module = load_op_library(config.custom_op_library) if config.custom_op_library else None
