@@ -270,3 +270,14 @@ def drift_timing(project: Project) -> dict:
     reused = all(env.get("reused") for env in data.get("environments", {}).values())
     return {"last_run": {**data.get("timing", {}), "images_all_cached": reused, "generated": data.get("generated"),
                          "cases": data.get("counts", {}).get("cases")}}
+
+
+def recommended_threads(project: Project) -> str:
+    """INTRA,INTER for the manifest: the fastest setting `make bench` measured at batch 8 on this
+    machine class (bench/results.json), else TensorFlow's own choice."""
+    try:
+        name = json.loads((project.root / "bench" / "results.json").read_text())["inference"]["full"]["recommended_threads"]
+        intra, inter = name.removeprefix("intra").split("_inter")
+        return f"{int(intra)},{int(inter)}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "0,0"

@@ -217,7 +217,10 @@ def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path
 @options.out_dir
 def freeze_command(project: Project, run: Path, out: Path, device: str, memory: str, prefix: str, extra):
     """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container."""
-    _step(project, "freeze", "train", "freeze", out, {"/run": run.resolve()}, ["--run", "/run", *extra],
+    from .bench import recommended_threads
+
+    threads = [] if any(arg.startswith("--threads") for arg in extra) else ["--threads", recommended_threads(project)]
+    _step(project, "freeze", "train", "freeze", out, {"/run": run.resolve()}, ["--run", "/run", *threads, *extra],
           device=device, memory=memory, prefix=prefix)
     log.info("frozen model written to %s", out)
 

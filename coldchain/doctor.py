@@ -3,6 +3,7 @@ inference image, a drift-matrix environment, or any image), the model mounted re
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .config import IMAGES, KIT_LABEL, Project
@@ -58,13 +59,17 @@ def run_doctor(engine: Engine, project: Project, model: Path, *, manifest: Path 
     image = _image_for(engine, project, env_name, image_tag, matrix_path, prefix)
     result = engine.run(RunSpec(image=image, command=tuple(command), mounts=tuple(mounts), user="10001:10001",
                                 labels={KIT_LABEL: "coldchain"}))
-    # Name files as the user knows them.
-    text = result.stdout.replace("/manifest/", f"{manifest.parent}/" if manifest else "/manifest/")
-    text = text.replace("/model/", f"{directory}/").replace('"/model"', f'"{directory}"')
+    # Name files as the user knows them, not by their mount points.
+    def host_paths(text: str) -> str:
+        if manifest is not None:
+            text = re.sub(r"(?<![\w/])/manifest(?=/)", str(manifest.parent), text)
+        return re.sub(r"(?<![\w/])/model(?![\w-])", str(directory), text)
+
+    text = host_paths(result.stdout)
     if result.exit_code not in (0, 3):
         ours = [line for line in result.stderr.splitlines() if line.startswith("coldchain: error:")]
         message = ours[-1].removeprefix("coldchain: error: ") if ours else f"doctor failed (exit {result.exit_code})"
-        raise ContainerError(message.replace("/model/", f"{directory}/"), image=image, command=command,
+        raise ContainerError(host_paths(message), image=image, command=command,
                              container_exit=result.exit_code, log_tail=result.stderr[-2000:],
                              fix="check the path names a frozen model.pb or its directory")
     return result.exit_code, text.rstrip()

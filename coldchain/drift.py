@@ -281,9 +281,10 @@ def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: Dr
     t = time.perf_counter()
     results: list[CaseResult] = []
     jobs = max(1, options.jobs)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(run_case, engine, project, case, matrix.envs[case.env], images[case.env],
-                               models[case.variant], options): case for case in matrix.cases}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+    futures = {pool.submit(run_case, engine, project, case, matrix.envs[case.env], images[case.env],
+                           models[case.variant], options): case for case in matrix.cases}
+    try:
         for future in concurrent.futures.as_completed(futures):
             case = futures[future]
             try:
@@ -296,6 +297,14 @@ def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: Dr
             log.info("%-28s %-24s expected %-24s got %-24s %s", case.name, case.env, case.expect, result.outcome,
                      "ok" if result.ok else "UNEXPECTED")
             results.append(result)
+    except BaseException:
+        # Ctrl-C (or a crash): stop what is queued and kill what runs now, instead of waiting for it.
+        for future in futures:
+            future.cancel()
+        engine.remove_containers(f"{RUN_LABEL}={options.run_id}")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     phases["cases_s"] = round(time.perf_counter() - t, 1)
     order = {case.name: index for index, case in enumerate(matrix.cases)}
     results.sort(key=lambda r: order[r.case.name])

@@ -74,3 +74,9 @@ class ContainerError(ColdchainError):
         self.image = image
         self.command = command
         self.container_exit = container_exit
+
+
+class OutputError(ColdchainError):
+    """An output could not be written (disk full, read-only, permissions); nothing was replaced."""
+
+    exit_code = 8

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
+from .errors import OutputError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all; an existing file is kept if anything fails."""
+    try:
+        _atomic_write(path, data)
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        raise OutputError(f"cannot write {path}: {reason}; the previous {path.name} (if any) is unchanged",
+                          fix="free space (docker image prune removes dangling images) or choose another "
+                              "output directory, then rerun") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

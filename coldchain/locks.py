@@ -183,12 +183,36 @@ def compile_lock(project: Project, spec: LockSpec, *, upgrade: bool = False) -> 
         if result.returncode != 0:
             tail = "\n".join(result.stderr.strip().splitlines()[-15:])
             raise LockError(f"pip-compile could not resolve {spec.source}", log_tail=tail,
-                            fix=f"fix the requirement in {spec.source} that the log names, then rerun "
-                                f"'{REGENERATE_COMMAND}'")
+                            fix=nearest_version_hint(result.stderr, spec.source)
+                            or f"fix the requirement in {spec.source} that the log names, then rerun "
+                               f"'{REGENERATE_COMMAND}'")
         text = staging.read_text()
         stamped = stamp_lock(text, input_sha256(project, spec))
         atomic_write_text(target, stamped)
     return target
+
+
+_NO_VERSION_RE = re.compile(r"satisfies the requirement ([A-Za-z0-9._-]+)\s*==\s*([^\s)]+).*?\(from versions: ([^)]*)\)")
+
+
+def nearest_version_hint(stderr: str, source: str) -> str | None:
+    """For 'tensorflow==2.99' pip lists the versions it has; name the closest ones."""
+    match = _NO_VERSION_RE.search(stderr.replace("\n", " "))
+    if not match:
+        return None
+    name, wanted, available = match.group(1), match.group(2), [v.strip() for v in match.group(3).split(",") if v.strip()]
+    if not available:
+        return f"{name} has no release installable here; check the name in {source}"
+    release = [v for v in available if re.fullmatch(r"[0-9.]+", v)] or available
+
+    def key(version: str) -> tuple:
+        return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+    target = key(wanted)
+    closest = sorted(release, key=lambda v: (sum((a - b) ** 2 * 100 ** -i for i, (a, b) in
+                                                 enumerate(zip(key(v) + (0,) * 4, target + (0,) * 4))), v))[:3]
+    return (f"{name}=={wanted} does not exist on the index; nearest: {', '.join(closest)} (newest {release[-1]}); "
+            f"edit {source} and rerun '{REGENERATE_COMMAND}'")
 
 
 def stamp_lock(text: str, digest: str) -> str:

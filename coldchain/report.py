@@ -45,6 +45,13 @@ def _first_finding(case: dict) -> str:
     return ""
 
 
+def _levels(preprocessing: dict | None) -> str:
+    """Input differences in uint8 levels (the [-1, 1] input has 127.5 levels per unit)."""
+    if not preprocessing or "max_abs_diff" not in preprocessing:
+        return "-"
+    return f"{preprocessing['max_abs_diff'] * 127.5:.2g} / {preprocessing['mean_abs_diff'] * 127.5:.2g}"
+
+
 def markdown(report: dict) -> str:
     counts = report["counts"]
     lines = [
@@ -56,9 +63,9 @@ def markdown(report: dict) -> str:
         f"**{counts['as_expected']} of {counts['cases']} cases as expected**"
         + ("" if report["ok"] else f", **{counts['unexpected']} unexpected**") + ".",
         "",
-        "| case | env (TF / Python) | variant | expected | outcome | loaded | logits max abs | logits max rel | "
-        "top-1 | first divergence | latency ms (batch) | |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | env (TF / Python) | variant | expected | outcome | loaded | preprocessing max / mean (levels) | "
+        "logits max abs | logits max rel | top-1 | first divergence | latency ms (batch) | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in report["cases"]:
         logits = _tensor(case, "logits")
@@ -68,6 +75,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {case['name']} | {case['env']} ({case.get('tensorflow')} / {case.get('python')}) | {case['variant']} | "
             f"{case['expected']} | {case['outcome']} | {'yes' if case.get('loaded') else 'no'} | "
+            f"{_levels(case.get('preprocessing'))} | "
             f"{_fmt(logits.get('max_abs_diff'))} | {_fmt(logits.get('max_rel_diff'))} | "
             f"{top1.get('agree', '-')}/{top1.get('count', '-')} | {golden.get('first_divergence') or '-'} | "
             f"{_fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {'ok' if case['ok'] else '**UNEXPECTED**'} |")

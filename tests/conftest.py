@@ -62,3 +62,36 @@ def session_tags(docker_engine):
 @pytest.fixture(autouse=True)
 def _log_level(caplog):
     caplog.set_level(logging.INFO, logger="coldchain")
+
+
+TINY_DATA = ("--classes", "3", "--train-per-class", "12", "--val-per-class", "4", "--size", "32", "--seed", "5")
+TINY_TRAIN = ("--image-size", "32", "--max-steps", "4", "--batch-size", "8", "--log-every", "2")
+
+
+@pytest.fixture(scope="session")
+def kit_images(docker_engine, project, run_id, session_tags):
+    """The CPU train and infer images under this session's prefix (Docker's layer cache makes it quick)."""
+    from coldchain.config import IMAGES
+    from coldchain.images import BuildOptions, build_images
+
+    specs = [IMAGES["train-cpu"], IMAGES["infer-cpu"]]
+    session_tags.extend(spec.tag(run_id) for spec in specs)  # registered before building: cleaned up either way
+    train, infer = build_images(docker_engine, project, specs, BuildOptions(prefix=run_id))
+    return {"train": train, "infer": infer}
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(docker_engine, project, run_id, kit_images, tmp_path_factory):
+    """A 4-step training run on 32 px data and its frozen model: enough to make model variants from."""
+    from coldchain.pipeline import StepConfig, run_step
+
+    work = tmp_path_factory.mktemp("tiny")
+    for name, module, inputs, arguments in (
+            ("data", "make_data", {}, TINY_DATA),
+            ("train", "train", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN)),
+            ("freeze", "freeze", {"/run": work / "run"}, ("--run", "/run"))):
+        output = work / {"data": "data", "train": "run", "freeze": "model"}[name]
+        run_step(docker_engine, project, StepConfig(name=name, role="train", module=module, output=output, inputs=inputs,
+                                                    arguments=arguments, prefix=run_id, run_id=run_id),
+                 kit_images["train"])
+    return work

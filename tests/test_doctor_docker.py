@@ -12,43 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import IMAGES
 from coldchain.doctor import run_doctor
 from coldchain.drift import DriftOptions, drift_image_spec, make_variants
 from coldchain.images import BuildOptions, build_images
 from coldchain.matrix import load_matrix
-from coldchain.pipeline import StepConfig, run_step
 
 pytestmark = pytest.mark.docker
 
-TINY_DATA = ("--classes", "3", "--train-per-class", "12", "--val-per-class", "4", "--size", "32", "--seed", "5")
-TINY_TRAIN = ("--image-size", "32", "--max-steps", "4", "--batch-size", "8", "--log-every", "2")
 VARIANTS = ("custom-op", "gpu-pinned", "gpu-pinned-default-freeze", "training-mode", "top-k", "top-k-stripped")
 
 
 @pytest.fixture(scope="session")
-def broken_models(docker_engine, project, run_id, session_tags, tmp_path_factory):
+def broken_models(docker_engine, project, run_id, session_tags, kit_images, tiny_chain):
     matrix = load_matrix(project.path("drift/matrix.toml"))
-    work = tmp_path_factory.mktemp("doctor")
-    for tag in (IMAGES["train-cpu"].tag(run_id), IMAGES["infer-cpu"].tag(run_id), f"{run_id}-opbuild:cpu",
-                *(drift_image_spec(matrix.envs[name]).tag(run_id) for name in ("tf2.7-py3.9", "tf2.21-py3.11"))):
-        session_tags.append(tag)  # registered before building, so a failed run still cleans up
-    train, infer = build_images(docker_engine, project, [IMAGES["train-cpu"], IMAGES["infer-cpu"]],
-                                BuildOptions(prefix=run_id))
-    for name, inputs, arguments, output, image in (
-            ("data", {}, TINY_DATA, work / "data", train),
-            ("train", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN), work / "run", train),
-            ("freeze", {"/run": work / "run"}, ("--run", "/run"), work / "model", train)):
-        module = {"data": "make_data"}.get(name, name)
-        run_step(docker_engine, project, StepConfig(name=name, role="train", module=module, output=output,
-                                                    inputs=inputs, arguments=arguments, prefix=run_id, run_id=run_id),
-                 image)
-    envs = {"training": train, "tf2.21-py3.11": None}
-    (envs["tf2.21-py3.11"],) = build_images(docker_engine, project, [drift_image_spec(matrix.envs["tf2.21-py3.11"])],
-                                            BuildOptions(prefix=run_id))
-    options = DriftOptions(model=work / "model", run=work / "run", out=work / "drift", prefix=run_id, run_id=run_id)
-    paths = make_variants(docker_engine, project, matrix, options, set(VARIANTS) | {"default"}, envs)
-    return {"paths": paths, "work": work, "infer": infer}
+    session_tags.append(f"{run_id}-opbuild:cpu")
+    session_tags.extend(drift_image_spec(matrix.envs[name]).tag(run_id) for name in ("tf2.7-py3.9", "tf2.21-py3.11"))
+    (tf221,) = build_images(docker_engine, project, [drift_image_spec(matrix.envs["tf2.21-py3.11"])],
+                            BuildOptions(prefix=run_id))
+    options = DriftOptions(model=tiny_chain / "model", run=tiny_chain / "run", out=tiny_chain / "drift", prefix=run_id,
+                           run_id=run_id)
+    paths = make_variants(docker_engine, project, matrix, options, set(VARIANTS) | {"default"},
+                          {"training": kit_images["train"], "tf2.21-py3.11": tf221})
+    return {"paths": paths}
 
 
 def doctor(engine, project, run_id, model: Path, *, env: str | None = None, **flags) -> tuple[int, dict]:

@@ -160,3 +160,13 @@ def test_reports_show_every_case_and_fail_the_unexpected_one(tmp_path, project):
     paths = write_reports(report, tmp_path / "drift")
     assert json.loads(paths["json"].read_text())["counts"]["unexpected"] == 1
     assert not list((tmp_path / "drift").glob(".*tmp*"))  # no temp files left behind
+
+
+def GOOD_REPORT() -> dict:
+    """A one-case report, for tests elsewhere that need something real to write."""
+    from coldchain.config import Project
+    from conftest import ROOT
+
+    matrix = load_matrix(Project(ROOT).path("drift/matrix.toml"))
+    return _report([_result(matrix, "training-env", "bit-exact", {"loaded": True, "outcome": "bit-exact",
+                                                                 "golden": GOLDEN})])

@@ -78,6 +78,24 @@ def test_images_hold_no_wheels_or_pip_cache(docker_engine, cpu_images, run_id):
         assert result.exit_code == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
+def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, run_id):
+    """The build never needs the host's CA bundle or any credential (the wheelhouse is local), and
+    none may hide in a layer: not in the files, the environment, or the recorded build commands."""
+    suspicious = ("/etc/coldchain-ca.pem", "/root/.netrc", "/root/.pypirc", "/etc/pip.conf", "/root/.config/pip",
+                  "/root/.pip", "/root/.docker/config.json", "/tmp/.netrc")
+    probe = (f"import os, json; print(json.dumps({{'files': [p for p in {list(suspicious)!r} if os.path.exists(p)], "
+             "'env': sorted(k for k in os.environ if any(w in k.upper() for w in "
+             "('CERT', 'TOKEN', 'PASSWORD', 'SECRET', 'INDEX_URL', 'PROXY')))}))")
+    for built in cpu_images.values():
+        result = docker_engine.run(RunSpec(image=built.tag, command=("python", "-c", probe), tmpfs={},
+                                           labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
+        assert result.exit_code == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout) == {"files": [], "env": []}
+        history = " ".join(layer.get("CreatedBy", "") for layer in docker_engine.client.images.get(built.tag).history())
+        for word in ("PIP_CERT", "ca-certificates.crt", "--index-url", "TOKEN", "PASSWORD"):
+            assert word not in history, word
+
+
 def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog):
     again = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id))
     assert again.reused and again.info.id == cpu_images["infer-cpu"].info.id

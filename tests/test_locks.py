@@ -121,3 +121,18 @@ def test_lock_for_another_python_is_refused(project_copy):
     spec = write_demo(project_copy, python="3.9")
     with pytest.raises(LockError, match="targets Python 3.9"):
         compile_lock(project_copy, spec)
+
+
+def test_a_tensorflow_version_that_does_not_exist_gets_the_nearest(project_copy, monkeypatch):
+    import subprocess
+
+    from coldchain.locks import compile_lock, host_python
+
+    stderr = ("ERROR: Could not find a version that satisfies the requirement tensorflow==2.99.0 (from versions: "
+              "2.12.0, 2.12.1, 2.13.0, 2.14.1, 2.20.0, 2.21.0)\nERROR: No matching distribution found for tensorflow==2.99.0\n")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", stderr))
+    spec = LockSpec("t", "requirements.in", "requirements.lock", host_python())
+    with pytest.raises(LockError) as caught:
+        compile_lock(project_copy, spec)
+    assert "tensorflow==2.99.0 does not exist" in caught.value.fix
+    assert "nearest: 2.21.0" in caught.value.fix and "requirements.in" in caught.value.fix

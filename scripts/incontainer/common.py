@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -68,9 +69,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         # mkstemp creates 0600; artifacts are shared between containers running as other users.
         os.chmod(temp_path, 0o644)
         os.replace(temp_path, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temp_path):
             os.unlink(temp_path)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise InsideError(f"cannot write {path}: the disk is full ({len(data)} bytes needed); nothing was "
+                              "replaced - free space and rerun") from None
         raise
     _fsync_directory(directory)
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence
 
 from .common import InsideError, log, quiet_tensorflow_logs, read_json_file, run_main, sha256_bytes
-from .manifest import MANIFEST_FILENAME, MODEL_FILENAME
+from .manifest import MANIFEST_FILENAME, MODEL_FILENAME, check_model_size, not_a_frozen_model
 from .oplibs import OpLibraryError, abi_compatible, load_op_library, minor_version, read_marker
 from .preflight import ERROR, WARNING, Finding, blocking, check_graph_def, parse_graph_def
 
@@ -103,6 +103,10 @@ def diagnose(options: DoctorOptions) -> Diagnosis:
     diagnosis = Diagnosis(model=model_file, runtime=runtime_description())
     manifest = read_json_file(manifest_path, "manifest", "pass --manifest with the manifest.json written by freeze") \
         if manifest_path else None
+    hint = not_a_frozen_model(options.model) or (not os.path.exists(model_file) and not_a_frozen_model(model_dir))
+    if hint:
+        raise InsideError(hint)
+    check_model_size(model_file)
     try:
         with open(model_file, "rb") as handle:
             data = handle.read()

@@ -30,6 +30,7 @@ class FreezeConfig:
     temperature: float = 1.0
     top_k_output: int = 0  # also export a `top_k` node (values, indices) for serving
     input_size: int = 0  # export at this square input size instead of the training size (fully convolutional)
+    threads: tuple[int, int] = (0, 0)  # recommended intra-/inter-op threads for inference (0: TF's choice)
 
 
 def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
@@ -51,6 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
     parser.add_argument("--input-size", type=int, default=0,
                         help="export for this input size (e.g. 224) instead of the training size; the network "
                              "is fully convolutional, so the same weights apply")
+    parser.add_argument("--threads", default="0,0", metavar="INTRA,INTER",
+                        help="inference thread settings to record in the manifest (make bench measures them; 0 = TF's choice)")
     parser.add_argument("--top-k-output", type=int, default=0,
                         help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")
     args = parser.parse_args(argv)
@@ -62,7 +65,17 @@ def parse_args(argv: Sequence[str] | None) -> FreezeConfig:
                         strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed,
                         pin_device=args.pin_device, training_mode=args.training_mode,
                         custom_op_library=args.custom_op_library, temperature=args.temperature,
-                        top_k_output=args.top_k_output, input_size=args.input_size)
+                        top_k_output=args.top_k_output, input_size=args.input_size, threads=_threads(args.threads))
+
+
+def _threads(text: str) -> tuple[int, int]:
+    try:
+        intra, inter = (int(part) for part in text.split(","))
+    except ValueError:
+        raise InsideError(f"--threads {text!r}: expected INTRA,INTER, e.g. 2,1 (0 lets TensorFlow choose)") from None
+    if intra < 0 or inter < 0:
+        raise InsideError(f"--threads {text!r}: thread counts cannot be negative")
+    return intra, inter
 
 
 def op_inventory(graph_def) -> dict:
@@ -240,7 +253,9 @@ def freeze(config: FreezeConfig) -> dict:
             "file": GOLDEN_FILENAME, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
             "input_key": "input", "tensors": golden_entries, "computed_on": "CPU",
             "preprocessing_probe": {"raw_key": "raw_images", "expected_key": "raw_preprocessed",
-                                    "abs_tol": 2.0 / min(spec.std), "mean_abs_tol": 0.1 / min(spec.std)},
+                                    # One uint8 level is resampling round-off (Pillow releases differ there);
+                                    # a different spec moves most pixels by many levels.
+                                    "abs_tol": 2.0 / min(spec.std), "mean_abs_tol": 0.5 / min(spec.std)},
         },
         "training": {
             "checkpoint": os.path.basename(checkpoint),
@@ -252,6 +267,7 @@ def freeze(config: FreezeConfig) -> dict:
         },
         "environment": environment_fingerprint(),
         "custom_ops": [],
+        "inference": {"intra_op_threads": config.threads[0], "inter_op_threads": config.threads[1]},
     }
     if config.custom_op_library:
         library_bytes = open(config.custom_op_library, "rb").read()

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .common import InsideError, atomic_write_bytes, read_json_file, run_main
 
 COLUMNS = ("preprocessing", "block1", "block2", "block3", "block4", "logits", "probabilities")
-CELL_W, CELL_H, LABEL_W, HEADER_H, LEGEND_H = 92, 22, 430, 40, 46
+CELL_W, CELL_H, LABEL_W, HEADER_H, LEGEND_H = 92, 22, 480, 40, 46
 EXACT = (225, 225, 225)
 MISSING = (255, 255, 255)
 
@@ -27,7 +27,9 @@ def cell_value(case: dict, column: str) -> float | None:
         pre = case.get("preprocessing")
         if not pre or "max_abs_diff" not in pre:
             return None
-        return pre["max_abs_diff"] / pre["abs_tol"] if pre["abs_tol"] else 0.0
+        if not pre["max_abs_diff"]:
+            return 0.0
+        return max(pre["max_abs_diff"] / pre["abs_tol"], pre["mean_abs_diff"] / pre["mean_abs_tol"])
     golden = case.get("golden") or {}
     for tensor in golden.get("tensors", []):
         if tensor["key"] == column:
@@ -66,7 +68,7 @@ def render(report: dict) -> bytes:
         top = HEADER_H + row * CELL_H
         mark = "ok " if case.get("ok") else "XX "
         label = f"{mark}{case['name']} [{case.get('env')}, TF {case.get('tensorflow')}] -> {case.get('outcome')}"
-        draw.text((6, top + 5), label[:70], fill=(0, 0, 0) if case.get("ok") else (180, 0, 0), font=font)
+        draw.text((6, top + 5), label[:78], fill=(0, 0, 0) if case.get("ok") else (180, 0, 0), font=font)
         for index, column in enumerate(COLUMNS):
             value = cell_value(case, column)
             left = LABEL_W + index * CELL_W

@@ -13,7 +13,7 @@ from typing import Sequence
 from .common import (GoldenMismatch, InsideError, PreflightFailed, atomic_write_text, log, quiet_tensorflow_logs,
                      run_main, sha256_bytes)
 from .images import BadImageError, decode_image_file, list_image_files
-from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, load_manifest
+from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, check_model_size, load_manifest
 from .preprocess import PreprocessSpec
 
 FORMATS = ("jsonl", "csv")
@@ -65,6 +65,7 @@ def load_verified_graph_def(model_dir: str, manifest: dict):
     if os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
         raise InsideError(f"manifest model.file {file_name!r} must be a plain file name; re-run freeze")
     path = os.path.join(model_dir, file_name)
+    check_model_size(path)
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -279,7 +280,10 @@ def infer(config: InferConfig) -> dict:
             tf.compat.v1.import_graph_def(graph_def, name="")
         except (ValueError, tf.errors.OpError) as error:
             raise PreflightFailed(f"importing {model_dir}/model.pb failed: {str(error).splitlines()[0]}") from None
-    session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    threads = manifest.get("inference", {})
+    session_config = tf.compat.v1.ConfigProto(allow_soft_placement=True,
+                                              intra_op_parallelism_threads=int(threads.get("intra_op_threads", 0)),
+                                              inter_op_parallelism_threads=int(threads.get("inter_op_threads", 0)))
     summary: dict = {"model": manifest["model"]["sha256"], "preflight_warnings": [asdict(f) for f in findings]}
     with tf.compat.v1.Session(graph=graph, config=session_config) as session:
         summary["golden"] = run_golden(session, model_dir, manifest, input_tensor, spec)

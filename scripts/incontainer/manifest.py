@@ -83,9 +83,42 @@ def environment_fingerprint() -> dict:
     }
 
 
+PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot parse a message of 2 GiB or more
+
+
+def not_a_frozen_model(path: str) -> str | None:
+    """What the user passed instead of a coldchain model directory or frozen graph, if we can tell."""
+    name = os.path.basename(path.rstrip("/"))
+    if os.path.isdir(path):
+        entries = set(os.listdir(path))
+        if {"saved_model.pb", "saved_model.pbtxt"} & entries:
+            return (f"{path} is a SavedModel directory, not a frozen graph; freeze the training run instead "
+                    "(coldchain freeze --run DIR), or load it with tf.saved_model.load")
+        if "checkpoint" in entries or any(entry.endswith(".index") for entry in entries):
+            return f"{path} holds a training checkpoint, not a frozen graph; run coldchain freeze --run {path}"
+    elif name in ("saved_model.pb", "saved_model.pbtxt"):
+        return f"{path} is a SavedModel, not a frozen graph; freeze the training run instead (coldchain freeze --run DIR)"
+    elif name.endswith((".index", ".meta")) or ".data-" in name or name.startswith("model.ckpt"):
+        return f"{path} is a training checkpoint file, not a frozen graph; run coldchain freeze --run <its directory>"
+    return None
+
+
+def check_model_size(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return
+    if size > PROTOBUF_LIMIT:
+        raise InsideError(f"{path} is {size / 2**30:.2f} GiB, over protobuf's 2 GiB limit, so no TensorFlow can parse "
+                          "it as a GraphDef; a model this large must be shipped as a SavedModel (weights stored "
+                          "beside the graph), not a frozen graph")
+
+
 def load_manifest(model_dir: str) -> dict:
     path = os.path.join(model_dir, MANIFEST_FILENAME)
     fix = "re-run `python -m incontainer.freeze` to regenerate the model directory"
+    if not os.path.exists(path) and (hint := not_a_frozen_model(model_dir)):
+        raise InsideError(hint)
     manifest = read_json_file(path, "manifest", fix)
     if not isinstance(manifest, dict):
         raise InsideError(f"manifest {path} is not a JSON object; {fix}")

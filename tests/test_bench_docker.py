@@ -1,0 +1,39 @@
+"""`make bench` in its quick mode: it runs end to end and writes a valid result file. No speed is
+asserted (the machine is shared and noisy); speeds live in bench/results.json and the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.docker
+
+
+def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run_id, session_tags, kit_images,
+                                                    tiny_chain):
+    session_tags.append(f"{run_id}-bench:cpu")
+    result_file = ROOT / "bench" / "results-quick.json"
+    result_file.unlink(missing_ok=True)
+    environment = dict(os.environ, COLDCHAIN_PREFIX=run_id)
+    completed = subprocess.run(["make", "bench", f"OUT={tiny_chain}", "BENCH_ARGS=--quick --no-images"], cwd=ROOT,
+                               env=environment, capture_output=True, text=True, check=False, shell=False, timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(result_file.read_text())
+    quick = results["inference"]["quick"]
+    assert set(quick["variants"]) == {"tensorflow", "tensorflow_onednn_on", "tensorflow_onednn_off",
+                                      "tensorflow_folded", "onnxruntime"}
+    for name, variant in quick["variants"].items():
+        assert variant["golden_ok"], name  # a wrong answer is never timed
+        assert variant["batches"] and all(row["images_per_second"] > 0 for row in variant["batches"].values())
+    assert 0 < quick["variants"]["tensorflow"]["batches"]["1"]["fraction_of_peak"] < 2
+    assert quick["gflops_per_image"] > 0 and quick["peak_fp32"]["gflops"] > 0
+    assert quick["tf_over_onnxruntime_at_batch_8"] > 0
+    assert quick["recommended_threads"] in quick["threads"]
+    assert quick["first_prediction"]["seconds_median"] > 0
+    assert quick["tensorflow_profile_top_ops"] and quick["tensorflow_profile_top_ops"][0]["share"] > 0
+    assert results["meta"]["cores"] >= 1

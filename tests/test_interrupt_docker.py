@@ -1,0 +1,45 @@
+"""Ctrl-C during a drift test leaves no container running and no half-written report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from coldchain.config import KIT_LABEL
+from conftest import ROOT
+
+pytestmark = pytest.mark.docker
+
+
+def _ours(engine, prefix: str) -> list:
+    return [c for c in engine.client.containers.list(all=True, filters={"label": KIT_LABEL})
+            if c.name.startswith(f"{prefix}-")]
+
+
+def test_ctrl_c_kills_the_running_case_and_writes_no_report(docker_engine, run_id, kit_images, tiny_chain, tmp_path):
+    out = tmp_path / "drift"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coldchain", "drift-test", "--case", "onednn-off", "--case", "one-thread",
+         "--model", str(tiny_chain / "model"), "--run", str(tiny_chain / "run"), "--out", str(out)],
+        cwd=ROOT, env=dict(os.environ, COLDCHAIN_PREFIX=run_id), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, shell=False)
+    try:
+        deadline = time.monotonic() + 600
+        while not _ours(docker_engine, run_id):
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "no drift container started"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr
+    assert _ours(docker_engine, run_id) == []
+    assert not (out / "drift-report.json").exists() and not (out / "drift-junit.xml").exists()
