@@ -174,7 +174,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
         if profile:
             command.append("--profile")
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
-        result = engine.run(RunSpec(image=image.tag, command=tuple(command),
+        result = engine.run(RunSpec(image=image.info.id, command=tuple(command),
                                     mounts=(Mount(models[model], "/model", read_only=True),),
                                     environment=environment or {}, user="10001:10001",
                                     labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
@@ -220,7 +220,7 @@ def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenc
         timings = []
         for _ in range(1 if options.quick else 3):
             start = time.perf_counter()
-            result = engine.run(RunSpec(image=image.tag, command=("python", "-m", "incontainer.infer", "--model", "/model",
+            result = engine.run(RunSpec(image=image.info.id, command=("python", "-m", "incontainer.infer", "--model", "/model",
                                                                   "--output", "/tmp/p.jsonl", "/inputs"),
                                         mounts=(Mount(model, "/model", read_only=True), Mount(sample, "/inputs", read_only=True)),
                                         user="10001:10001", labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))

@@ -194,11 +194,17 @@ def image_identity(image: BuiltImage) -> str:
 
 def produce(engine: Engine, project: Project, step: StepConfig, image: BuiltImage, key: dict) -> Path | None:
     """Run the step unless its output carries a stamp of the same inputs; None when reused."""
+    import fcntl
+
     stamp = step.output / VARIANT_STAMP
-    if stamp.is_file() and json.loads(stamp.read_text()) == key:
-        return None
-    run_step(engine, project, step, image)
-    atomic_write_text(stamp, json.dumps(key, sort_keys=True))
+    step.output.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent runs in one checkout: the second waits, then finds the first one's stamp.
+    with open(step.output.parent / f".{step.output.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and json.loads(stamp.read_text()) == key:
+            return None
+        run_step(engine, project, step, image)
+        atomic_write_text(stamp, json.dumps(key, sort_keys=True))
     return step.output
 
 
@@ -231,7 +237,7 @@ def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, ima
              options: DriftOptions) -> CaseResult:
     started = time.perf_counter()
     drift = lock_drift(project, env)
-    spec = RunSpec(image=image.tag, command=probe_command(case), mounts=(Mount(model, "/model", read_only=True),),
+    spec = RunSpec(image=image.info.id, command=probe_command(case), mounts=(Mount(model, "/model", read_only=True),),
                    environment=dict(case.settings.environment), user="10001:10001", mem_limit=options.memory,
                    gpus=env.device == "cuda" and engine.gpu_runtime(),
                    labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id},

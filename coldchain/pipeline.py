@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,14 +87,15 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
                        "COLDCHAIN_IMAGE_LABELS": json.dumps(image.info.labels, sort_keys=True),
                        "COLDCHAIN_LOCK_SHA256": image.info.labels.get("io.coldchain.lock.sha256", ""),
                        "COLDCHAIN_PATH_MAP": json.dumps({target: str(path) for target, path in step.inputs.items()})}
-        spec = RunSpec(image=image.tag, command=("python", "-m", f"incontainer.{step.module}", *_with_output(step, target)),
+        # By id, not tag: another checkout may re-tag coldchain-*:* while this step runs.
+        spec = RunSpec(image=image.info.id, command=("python", "-m", f"incontainer.{step.module}", *_with_output(step, target)),
                        mounts=tuple(mounts), environment=environment, user=_user_for_outputs(staging),
                        mem_limit=step.memory, gpus=step.device == "cuda" and engine.gpu_runtime(),
                        labels={KIT_LABEL: "coldchain", RUN_LABEL: step.run_id})
         log.info("%s: %s in %s", step.name, " ".join(spec.command[2:]), image.tag)
         result = engine.run(spec, log=_progress(step.name))
         if result.exit_code != 0:
-            raise _step_error(step, spec, result)
+            raise _step_error(step, spec, result, image.tag)
         produced = staging / step.output.name if output_is_file else staging
         _restore_owner(produced)
         _replace(produced, step.output)
@@ -119,7 +121,8 @@ def _with_output(step: StepConfig, target: str) -> tuple[str, ...]:
 def _replace(produced: Path, destination: Path) -> None:
     """Swap the new output in; an older result is removed only after the new one is complete."""
     if destination.is_dir() and not destination.is_symlink():
-        old = destination.with_name(f".{destination.name}.old")
+        # A unique name: two runs finishing at once must not trip over each other's old copy.
+        old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(destination, old)
         os.replace(produced, destination)
@@ -128,7 +131,7 @@ def _replace(produced: Path, destination: Path) -> None:
         os.replace(produced, destination)
 
 
-def _step_error(step: StepConfig, spec: RunSpec, result) -> ContainerError:
+def _step_error(step: StepConfig, spec: RunSpec, result, tag: str) -> ContainerError:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     ours = [line for line in lines if line.startswith("coldchain: error:")]
     meaning = EXIT_MEANINGS.get(result.exit_code, "failed")
@@ -142,7 +145,7 @@ def _step_error(step: StepConfig, spec: RunSpec, result) -> ContainerError:
            3: "see the findings; 'coldchain doctor' explains each one",
            4: "the model computes different numbers here than where it was frozen; compare the environments"}.get(
         result.exit_code, f"raise the memory limit (--memory) and rerun" if result.oom_killed else None)
-    error = ContainerError(f"{step.name}: {message}", image=spec.image, command=list(spec.command),
+    error = ContainerError(f"{step.name}: {message}", image=tag, command=list(spec.command),
                            container_exit=result.exit_code, log_tail="\n".join(lines[-25:]), fix=fix)
     if result.exit_code in (2, 3, 4):
         error.exit_code = result.exit_code  # the in-container meaning carries through to the CLI

@@ -88,3 +88,38 @@ def test_empty_or_random_model_file_is_unreadable(docker_engine, project, run_id
     diagnosis = json.loads(text)
     assert code == 3 and diagnosis["outcome"] == "model-unreadable"
     assert "not a valid frozen GraphDef" in diagnosis["findings"][0]["cause"] or "empty GraphDef" in diagnosis["findings"][0]["cause"]
+
+
+def _train(engine, project, run_id, kit_images, data: Path, out: Path):
+    step = StepConfig(name="train", role="train", module="train", output=out, inputs={"/data": data},
+                      arguments=("--data", "/data", "--max-steps", "1", "--image-size", "32"), prefix=run_id, run_id=run_id)
+    return run_step(engine, project, step, kit_images["train"])
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ("one-class", "only one class (circle)"),
+    ("empty-class", "square"),
+    ("mismatched-labels", "that are not in"),
+])
+def test_unusable_datasets_are_refused(docker_engine, project, run_id, kit_images, tiny_chain, tmp_path, layout, expected):
+    import shutil
+
+    data = tmp_path / "data"
+    source = tiny_chain / "data"
+    classes = sorted(p.name for p in (source / "train").iterdir() if p.is_dir())
+    if layout == "one-class":
+        shutil.copytree(source / "train" / classes[0], data / "circle")
+    elif layout == "empty-class":
+        shutil.copytree(source / "train" / classes[0], data / classes[0])
+        shutil.copytree(source / "train" / classes[1], data / classes[1])
+        (data / "square").mkdir()
+    else:
+        # the held-out split names a class the training split does not have
+        for split, names in (("train", classes[:2]), ("val", [classes[0], "hexagon"])):
+            for name in names:
+                shutil.copytree(source / "train" / classes[0], data / split / name)
+    with pytest.raises(ContainerError) as caught:
+        _train(docker_engine, project, run_id, kit_images, data, tmp_path / "run")
+    assert caught.value.container_exit == 2
+    assert expected in caught.value.message and str(data) in caught.value.message
+    assert not (tmp_path / "run").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -43,3 +44,27 @@ def test_ctrl_c_kills_the_running_case_and_writes_no_report(docker_engine, run_i
     assert "interrupted" in stderr
     assert _ours(docker_engine, run_id) == []
     assert not (out / "drift-report.json").exists() and not (out / "drift-junit.xml").exists()
+
+
+def test_two_drift_tests_at_once_in_one_checkout_do_not_collide(docker_engine, run_id, kit_images, tiny_chain,
+                                                                tmp_path):
+    """Same checkout, same output directory, overlapping cases: both finish, both reports are whole."""
+    out = tmp_path / "drift"
+    command = [sys.executable, "-m", "coldchain", "drift-test", "--model", str(tiny_chain / "model"),
+               "--run", str(tiny_chain / "run"), "--out", str(out), "--json"]
+    environment = dict(os.environ, COLDCHAIN_PREFIX=run_id)
+    first = subprocess.Popen(command + ["--case", "infer-cpu", "--case", "onednn-off"], cwd=ROOT, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, shell=False)
+    second = subprocess.Popen(command + ["--case", "infer-cpu", "--case", "gpu-pinned"], cwd=ROOT, env=environment,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, shell=False)
+    outputs = [process.communicate(timeout=1500) for process in (first, second)]
+    for process, (stdout, stderr) in zip((first, second), outputs):
+        assert process.returncode == 0, stderr[-3000:]
+        report = json.loads(stdout)
+        assert report["ok"] and report["counts"]["cases"] == 2
+    final = json.loads((out / "drift-report.json").read_text())  # whichever finished last, whole
+    assert final["counts"]["cases"] == 2
+    assert (out / "models" / "gpu-pinned" / "model.pb").is_file()
+    assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
+    assert not [path.name for path in (out / "models").iterdir() if path.name.startswith(".") and ".lock" not in path.name]
+    assert _ours(docker_engine, run_id) == []
