@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -247,7 +248,10 @@ def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, ima
     result = engine.run(spec, log=lambda line: log.debug("%s | %s", case.name, line))
     if result.exit_code == 0:
         try:
-            probe = json.loads(result.stdout.strip().splitlines()[-1])
+            # Findings name /model; the report names the variant's directory on this host.
+            escaped = json.dumps(str(model))[1:-1]  # the path goes inside JSON strings
+            stdout = re.sub(r"(?<![\w/])/model(?![\w-])", lambda _: escaped, result.stdout.strip().splitlines()[-1])
+            probe = json.loads(stdout)
         except (json.JSONDecodeError, IndexError):
             error = f"probe printed no JSON (stdout: {result.stdout[-300:]!r})"
     else:

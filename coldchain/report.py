@@ -35,7 +35,9 @@ def _first_finding(case: dict) -> str:
     if blocking:
         return f"{blocking[0]['code']}: {blocking[0]['cause']} -- fix: {blocking[0]['fix']}"
     if case.get("lock_drift"):
-        return "lock drift: " + "; ".join(case["lock_drift"][:4])
+        drift = case["lock_drift"]
+        return f"{len(drift)} shared pins differ from requirements.lock: " + "; ".join(drift[:6]) + \
+            (f"; ... ({len(drift) - 6} more)" if len(drift) > 6 else "")
     pre = case.get("preprocessing")
     if pre and not pre.get("ok"):
         fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())

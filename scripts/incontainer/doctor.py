@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence
 
 from .common import InsideError, log, quiet_tensorflow_logs, read_json_file, run_main, sha256_bytes
-from .manifest import MANIFEST_FILENAME, MODEL_FILENAME, check_model_size, not_a_frozen_model
+from .manifest import MANIFEST_FILENAME, MODEL_FILENAME, not_a_frozen_model, read_model_bytes
 from .oplibs import OpLibraryError, abi_compatible, load_op_library, minor_version, read_marker
 from .preflight import ERROR, WARNING, Finding, blocking, check_graph_def, parse_graph_def
 
@@ -106,14 +106,7 @@ def diagnose(options: DoctorOptions) -> Diagnosis:
     hint = not_a_frozen_model(options.model) or (not os.path.exists(model_file) and not_a_frozen_model(model_dir))
     if hint:
         raise InsideError(hint)
-    check_model_size(model_file)
-    try:
-        with open(model_file, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise InsideError(f"model file not found: {model_file}; pass a frozen model.pb or its directory") from None
-    except OSError as error:
-        raise InsideError(f"cannot read model file {model_file} ({error.strerror}); check permissions") from None
+    data = read_model_bytes(model_file, "pass a frozen model.pb or its directory")
     if manifest and isinstance(manifest.get("model"), dict) and manifest["model"].get("sha256"):
         actual = sha256_bytes(data)
         if actual != manifest["model"]["sha256"]:

@@ -13,7 +13,7 @@ from typing import Sequence
 from .common import (GoldenMismatch, InsideError, PreflightFailed, atomic_write_text, log, quiet_tensorflow_logs,
                      run_main, sha256_bytes)
 from .images import BadImageError, decode_image_file, list_image_files
-from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, check_model_size, load_manifest
+from .manifest import GOLDEN_FILENAME, MODEL_FILENAME, load_manifest, read_model_bytes
 from .preprocess import PreprocessSpec
 
 FORMATS = ("jsonl", "csv")
@@ -65,14 +65,7 @@ def load_verified_graph_def(model_dir: str, manifest: dict):
     if os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
         raise InsideError(f"manifest model.file {file_name!r} must be a plain file name; re-run freeze")
     path = os.path.join(model_dir, file_name)
-    check_model_size(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise InsideError(f"model file not found: {path}; copy model.pb next to manifest.json") from None
-    except OSError as error:
-        raise InsideError(f"cannot read model file {path} ({error.strerror}); check permissions") from None
+    data = read_model_bytes(path, "copy model.pb next to manifest.json")
     actual = sha256_bytes(data)
     expected = manifest["model"]["sha256"]
     if actual != expected:

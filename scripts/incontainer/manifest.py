@@ -114,6 +114,20 @@ def check_model_size(path: str) -> None:
                           "beside the graph), not a frozen graph")
 
 
+def read_model_bytes(path: str, missing_fix: str) -> bytes:
+    """The frozen graph's bytes, after the size check; every failure named with its fix."""
+    check_model_size(path)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise InsideError(f"model file not found: {path}; {missing_fix}") from None
+    except IsADirectoryError:
+        raise InsideError(f"{path} is a directory; point at the model.pb file inside it") from None
+    except OSError as error:
+        raise InsideError(f"cannot read model file {path} ({error.strerror}); check permissions") from None
+
+
 def load_manifest(model_dir: str) -> dict:
     path = os.path.join(model_dir, MANIFEST_FILENAME)
     fix = "re-run `python -m incontainer.freeze` to regenerate the model directory"

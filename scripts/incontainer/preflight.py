@@ -36,16 +36,9 @@ class Finding:
 
 
 def read_graph_def(path: str):
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise InsideError(f"model file not found: {path}; point --model at a frozen model.pb") from None
-    except IsADirectoryError:
-        raise InsideError(f"{path} is a directory; point --model at the model.pb file inside it") from None
-    except OSError as error:
-        raise InsideError(f"cannot read model file {path} ({error.strerror}); check permissions") from None
-    return parse_graph_def(data, path)
+    from .manifest import read_model_bytes
+
+    return parse_graph_def(read_model_bytes(path, "point --model at a frozen model.pb"), path)
 
 
 def parse_graph_def(data: bytes, path: str):
