@@ -142,7 +142,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
     from .config import BENCH_IMAGE, KIT_LABEL, RUN_LABEL
     from .drift import image_identity, produce, _tree_fingerprint
     from .engine import Mount, RunSpec
-    from .pipeline import StepConfig
+    from .pipeline import StepConfig, container_user
 
     if not (options.run / "config.json").is_file():
         from .errors import UsageError
@@ -176,7 +176,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
         result = engine.run(RunSpec(image=image.info.id, command=tuple(command),
                                     mounts=(Mount(models[model], "/model", read_only=True),),
-                                    environment=environment or {}, user="10001:10001",
+                                    environment=environment or {}, user=container_user(),
                                     labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
         return _json_from(result, f"bench {label}")
 
@@ -200,6 +200,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
 def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenchOptions) -> dict:
     """Container start to first prediction: `docker run` of incontainer.infer on one image."""
     from .config import KIT_LABEL, RUN_LABEL
+    from .pipeline import container_user
     from .engine import Mount, RunSpec
 
     import tempfile
@@ -223,7 +224,7 @@ def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenc
             result = engine.run(RunSpec(image=image.info.id, command=("python", "-m", "incontainer.infer", "--model", "/model",
                                                                   "--output", "/tmp/p.jsonl", "/inputs"),
                                         mounts=(Mount(model, "/model", read_only=True), Mount(sample, "/inputs", read_only=True)),
-                                        user="10001:10001", labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
+                                        user=container_user(), labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
             timings.append(time.perf_counter() - start)
             _json_from(result, "first prediction")
     return {"seconds_median": round(statistics.median(timings), 2), "runs": len(timings),

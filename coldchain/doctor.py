@@ -10,6 +10,7 @@ from .config import IMAGES, KIT_LABEL, Project
 from .engine import Engine, Mount, RunSpec
 from .errors import ContainerError, UsageError
 from .images import BuildOptions, build_images
+from .pipeline import container_user
 
 
 def _image_for(engine: Engine, project: Project, env_name: str | None, image_tag: str | None, matrix_path: Path,
@@ -57,7 +58,7 @@ def run_doctor(engine: Engine, project: Project, model: Path, *, manifest: Path 
     if as_json:
         command.append("--json")
     image = _image_for(engine, project, env_name, image_tag, matrix_path, prefix)
-    result = engine.run(RunSpec(image=image, command=tuple(command), mounts=tuple(mounts), user="10001:10001",
+    result = engine.run(RunSpec(image=image, command=tuple(command), mounts=tuple(mounts), user=container_user(),
                                 labels={KIT_LABEL: "coldchain"}))
     # Name files as the user knows them, not by their mount points.
     def host_paths(text: str) -> str:

@@ -26,7 +26,7 @@ from .images import BuildOptions, BuiltImage, build_image, build_images, git_rev
 from .locks import check_all, disagreements
 from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, VariantSpec, outcome_matches
 from .fsutil import atomic_write_text
-from .pipeline import StepConfig, run_step
+from .pipeline import StepConfig, container_user, run_step
 
 log = logging.getLogger(__name__)
 TRAINING_LOCK = "train-cpu"
@@ -239,7 +239,7 @@ def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, ima
     started = time.perf_counter()
     drift = lock_drift(project, env)
     spec = RunSpec(image=image.info.id, command=probe_command(case), mounts=(Mount(model, "/model", read_only=True),),
-                   environment=dict(case.settings.environment), user="10001:10001", mem_limit=options.memory,
+                   environment=dict(case.settings.environment), user=container_user(), mem_limit=options.memory,
                    gpus=env.device == "cuda" and engine.gpu_runtime(),
                    labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id},
                    name=f"{options.run_id}-drift-{case.name}"[:120])

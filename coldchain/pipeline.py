@@ -58,6 +58,12 @@ def _user_for_outputs(staging: Path) -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
+def container_user() -> str:
+    """Who read-only containers run as: the caller (so their own files are readable), or the
+    images' unprivileged user when the caller is root."""
+    return CONTAINER_USER if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+
 def _restore_owner(path: Path) -> None:
     if os.geteuid() == 0:
         for item in (path, *path.rglob("*")) if path.is_dir() else (path,):

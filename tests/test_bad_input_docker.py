@@ -4,6 +4,7 @@ images (zero bytes, a decompression bomb, a symlink loop) and things that are no
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -79,15 +80,27 @@ def test_things_that_are_not_frozen_graphs(docker_engine, project, run_id, kit_i
 
 @pytest.mark.parametrize("content", [b"", os.urandom(4096)], ids=["empty", "random-bytes"])
 def test_empty_or_random_model_file_is_unreadable(docker_engine, project, run_id, kit_images, tmp_path, content):
-    (tmp_path / "model.pb").write_bytes(content)
-    code, text = run_doctor(docker_engine, project, tmp_path / "model.pb", manifest=None, env_name=None, image_tag=None,
+    model = tmp_path / "model"
+    model.mkdir(mode=0o755)
+    (model / "model.pb").write_bytes(content)
+    (model / "model.pb").chmod(0o644)
+    code, text = run_doctor(docker_engine, project, model / "model.pb", manifest=None, env_name=None, image_tag=None,
                             matrix_path=Path("drift/matrix.toml"), prefix=run_id, load_op_libraries=False,
                             allow_soft_placement=False, as_json=True)
-    import json
-
     diagnosis = json.loads(text)
     assert code == 3 and diagnosis["outcome"] == "model-unreadable"
-    assert "not a valid frozen GraphDef" in diagnosis["findings"][0]["cause"] or "empty GraphDef" in diagnosis["findings"][0]["cause"]
+    cause = diagnosis["findings"][0]["cause"]
+    assert "not a valid frozen GraphDef" in cause or "empty GraphDef" in cause
+
+
+def test_an_unreadable_model_directory_says_how_to_fix_it(docker_engine, project, run_id, kit_images, tmp_path):
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    (hidden / "model.pb").write_bytes(b"x")
+    if os.geteuid() != 0:
+        pytest.skip("the container runs as the caller, who can read their own directory")
+    message = doctor_error(docker_engine, project, run_id, hidden)
+    assert "permission denied" in message and "chmod o+rx" in message and str(hidden) in message
 
 
 def _train(engine, project, run_id, kit_images, data: Path, out: Path):
@@ -98,7 +111,7 @@ def _train(engine, project, run_id, kit_images, data: Path, out: Path):
 
 @pytest.mark.parametrize("layout, expected", [
     ("one-class", "only one class (circle)"),
-    ("empty-class", "square"),
+    ("empty-class", "unphotographed has no images"),
     ("mismatched-labels", "that are not in"),
 ])
 def test_unusable_datasets_are_refused(docker_engine, project, run_id, kit_images, tiny_chain, tmp_path, layout, expected):
@@ -112,7 +125,7 @@ def test_unusable_datasets_are_refused(docker_engine, project, run_id, kit_image
     elif layout == "empty-class":
         shutil.copytree(source / "train" / classes[0], data / classes[0])
         shutil.copytree(source / "train" / classes[1], data / classes[1])
-        (data / "square").mkdir()
+        (data / "unphotographed").mkdir()
     else:
         # the held-out split names a class the training split does not have
         for split, names in (("train", classes[:2]), ("val", [classes[0], "hexagon"])):

@@ -90,7 +90,11 @@ def not_a_frozen_model(path: str) -> str | None:
     """What the user passed instead of a coldchain model directory or frozen graph, if we can tell."""
     name = os.path.basename(path.rstrip("/"))
     if os.path.isdir(path):
-        entries = set(os.listdir(path))
+        try:
+            entries = set(os.listdir(path))
+        except PermissionError:
+            raise InsideError(f"cannot list {path}: permission denied; the container runs as uid {os.getuid()}, so "
+                              "make the directory readable by others (chmod o+rx) or pass a readable copy") from None
         if {"saved_model.pb", "saved_model.pbtxt"} & entries:
             return (f"{path} is a SavedModel directory, not a frozen graph; freeze the training run instead "
                     "(coldchain freeze --run DIR), or load it with tf.saved_model.load")
