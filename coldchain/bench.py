@@ -125,13 +125,14 @@ def peak_fp32() -> dict:
                           f"{FMA_PIPES_PER_CORE} pipes"}
 
 
-def _json_from(result, what: str) -> dict:
+def _json_from(result, what: str, spec) -> dict:
     from .errors import ContainerError
 
     if result.exit_code != 0:
         ours = [line for line in result.stderr.splitlines() if line.startswith("coldchain: error:")]
-        raise ContainerError(f"{what} failed: {ours[-1] if ours else f'exit {result.exit_code}'}",
-                             container_exit=result.exit_code, log_tail=result.stderr[-2000:])
+        raise ContainerError(f"{what} failed: {ours[-1] if ours else f'exit {result.exit_code}'}", image=spec.image,
+                             command=list(spec.command), container_exit=result.exit_code,
+                             log_tail="\n".join(result.stderr.splitlines()[-30:]))
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -140,6 +141,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
     import os
 
     from .config import BENCH_IMAGE, KIT_LABEL, RUN_LABEL
+    from .errors import ColdchainError
     from .drift import image_identity, produce, _tree_fingerprint
     from .engine import Mount, RunSpec
     from .pipeline import StepConfig, container_user
@@ -174,11 +176,15 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
         if profile:
             command.append("--profile")
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
-        result = engine.run(RunSpec(image=image.info.id, command=tuple(command),
-                                    mounts=(Mount(models[model], "/model", read_only=True),),
-                                    environment=environment or {}, user=container_user(),
-                                    labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
-        return _json_from(result, f"bench {label}")
+        spec = RunSpec(image=image.info.id, command=tuple(command), mounts=(Mount(models[model], "/model", read_only=True),),
+                       environment=environment or {}, user=container_user(),
+                       labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id})
+        try:
+            return _json_from(engine.run(spec), f"bench {label}", spec)
+        except ColdchainError as error:
+            # One broken runtime must not hide the others' numbers; the report names what failed.
+            log.warning("bench: %s failed: %s", label, error.message)
+            return {"error": error.message, "log_tail": error.log_tail, "golden": {"ok": False}, "batches": []}
 
     variants = {
         "tensorflow": measure("tensorflow", infer, "plain", profile=True),
@@ -221,18 +227,19 @@ def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenc
         timings = []
         for _ in range(1 if options.quick else 3):
             start = time.perf_counter()
-            result = engine.run(RunSpec(image=image.info.id, command=("python", "-m", "incontainer.infer", "--model", "/model",
-                                                                  "--output", "/tmp/p.jsonl", "/inputs"),
-                                        mounts=(Mount(model, "/model", read_only=True), Mount(sample, "/inputs", read_only=True)),
-                                        user=container_user(), labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id}))
+            spec = RunSpec(image=image.info.id, command=("python", "-m", "incontainer.infer", "--model", "/model",
+                                                         "--output", "/tmp/p.jsonl", "/inputs"),
+                           mounts=(Mount(model, "/model", read_only=True), Mount(sample, "/inputs", read_only=True)),
+                           user=container_user(), labels={KIT_LABEL: "coldchain", RUN_LABEL: options.run_id})
+            result = engine.run(spec)
             timings.append(time.perf_counter() - start)
-            _json_from(result, "first prediction")
+            _json_from(result, "first prediction", spec)
     return {"seconds_median": round(statistics.median(timings), 2), "runs": len(timings),
             "what": "docker run -> TF import -> sha256 + doctor -> golden probe -> 1 image predicted -> exit"}
 
 
 def summarize_inference(variants: dict, threads: dict, size: int, first_prediction: dict, peak: dict, cores: int) -> dict:
-    gflops = variants["tensorflow"]["flops"]["gflops_per_image"]
+    gflops = next(report["flops"]["gflops_per_image"] for report in variants.values() if "flops" in report)
     table = {}
     for name, report in variants.items():
         rows = {}
@@ -241,7 +248,7 @@ def summarize_inference(variants: dict, threads: dict, size: int, first_predicti
             rows[str(row["batch"])] = {**row, "gflops_per_s": round(achieved, 1),
                                        "fraction_of_peak": round(achieved / peak["gflops"], 3) if peak["gflops"] else None}
         table[name] = {"golden_ok": report["golden"]["ok"], "batches": rows,
-                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "conversion_s") if key in report}}
+                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "conversion_s", "error") if key in report}}
     best_threads = max(threads.items(), key=lambda item: item[1]["batches"][0]["images_per_second"]
                        if item[1].get("batches") else 0.0)
     ratio = None
@@ -250,7 +257,8 @@ def summarize_inference(variants: dict, threads: dict, size: int, first_predicti
     if tf8 and ort8:
         ratio = round(tf8["images_per_second"] / ort8["images_per_second"], 3)
     return {
-        "input_size": size, "gflops_per_image": gflops, "flops_by_op": variants["tensorflow"]["flops"]["by_op"],
+        "input_size": size, "gflops_per_image": gflops,
+        "flops_by_op": next(report["flops"]["by_op"] for report in variants.values() if "flops" in report),
         "peak_fp32": peak, "variants": table,
         "tf_over_onnxruntime_at_batch_8": ratio,
         "threads": {name: report["batches"][0] for name, report in threads.items() if report.get("batches")},
