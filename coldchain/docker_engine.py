@@ -82,10 +82,16 @@ class DockerEngine(Engine):
                                          image=tag, log_tail="\n".join(tail),
                                          fix="read the log tail above; the failing step is its last 'Step' line")
         except (APIError, DockerException, OSError) as error:
-            if isinstance(error, (ConnectionError, OSError)) or "Connection" in str(error):
-                raise DaemonUnavailable(f"the Docker daemon went away while building {tag}: {error}",
-                                        fix=DAEMON_FIX + "; then rerun, finished layers are cached") from None
-            raise BuildError(f"building {tag} failed: {error}", image=tag, log_tail="\n".join(tail)) from None
+            # requests' errors (APIError included) are OSErrors too: look at what the daemon said first.
+            if "no space left on device" in str(error):
+                raise BuildError(f"building {tag} failed: the Docker host's disk is full", image=tag,
+                                 log_tail="\n".join(tail + [str(error)]),
+                                 fix="free space: 'docker image prune' removes dangling images, 'make clean' the "
+                                     "kit's images; then rerun, finished layers are cached") from None
+            if isinstance(error, APIError):
+                raise BuildError(f"building {tag} failed: {error}", image=tag, log_tail="\n".join(tail)) from None
+            raise DaemonUnavailable(f"the Docker daemon went away while building {tag}: {error}",
+                                    fix=DAEMON_FIX + "; then rerun, finished layers are cached") from None
         if image_id is None:
             raise BuildError(f"building {tag} produced no image", image=tag, log_tail="\n".join(tail))
         self.tag(image_id, tag)
