@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import IMAGES, KIT_LABEL
+from coldchain.config import BASES, IMAGES, KIT_LABEL, LOCKS
 from coldchain.context import BuildContext
 from coldchain.engine import RunSpec
 from coldchain.errors import BuildError
 from coldchain.images import BuildOptions, build_image, git_revision
+from coldchain.locks import check_all
+from coldchain.wheelhouse import Wheelhouse
 
 pytestmark = pytest.mark.docker
 
@@ -135,9 +137,11 @@ def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, cpu_im
     context.add_file(spec.dockerfile, project.path(spec.dockerfile))
     context.add_file("requirements-infer.lock", project.path("requirements-infer.lock"))
     context.add_tree("scripts/incontainer", project.path("scripts/incontainer"))
+    # Only the wheels this lock pins: the shared wheelhouse also holds the CUDA and drift wheels.
+    lock = check_all(project, [spec.lock])[spec.lock]
+    for wheel in Wheelhouse(project, BASES[spec.base]).ensure(LOCKS[spec.lock], lock):
+        context.add_file(f"wheels/{wheel.path.name}", wheel.path)
     wheels = project.wheelhouse / "cp311"
-    for wheel in sorted(wheels.glob("*.whl")):
-        context.add_file(f"wheels/{wheel.name}", wheel)
     six = next(name for name in context.files if name.startswith("wheels/six-"))
     context.add_bytes(six, next(wheels.glob("termcolor-*.whl")).read_bytes())
     del context.files[six]
