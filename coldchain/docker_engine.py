@@ -136,14 +136,19 @@ class DockerEngine(Engine):
             raise ContainerError(f"image {spec.image} does not exist", image=spec.image,
                                  command=list(spec.command), container_exit=-1,
                                  fix="build it first ('make images')") from None
-        except (APIError, DockerException) as error:
+        except APIError as error:
             raise ContainerError(f"running {spec.image} failed: {error}", image=spec.image,
                                  command=list(spec.command), container_exit=-1) from None
+        except (DockerException, OSError) as error:
+            # The connection itself broke: the daemon stopped or died while the container ran.
+            raise DaemonUnavailable(f"the Docker daemon went away while running {' '.join(spec.command[:4])}: {error}",
+                                    fix=DAEMON_FIX + "; then rerun: finished steps are kept, this one starts "
+                                                     "again (its partial output was never moved into place)") from None
         finally:
             if container is not None:
                 try:
                     container.remove(force=True)
-                except (NotFound, APIError):
+                except (NotFound, APIError, DockerException, OSError):
                     pass
 
     def remove_image(self, ref: str) -> None:

@@ -99,3 +99,47 @@ def test_host_package_never_imports_tensorflow():
                  if any(line.strip().startswith(("import tensorflow", "from tensorflow", "import tf_slim"))
                         for line in path.read_text().splitlines())]
     assert importing == []
+
+
+def test_daemon_dying_mid_run_is_a_clear_error_and_leaves_no_output(tmp_path, monkeypatch):
+    """The connection breaks while a step runs: DaemonUnavailable with the fix, no staging left,
+    no output moved into place, so rerunning starts the step again cleanly."""
+    import requests
+
+    from coldchain.config import Project
+    from coldchain.docker_engine import DockerEngine
+    from coldchain.engine import RunSpec
+    from coldchain.errors import DaemonUnavailable
+    from coldchain.pipeline import StepConfig, run_step
+    from coldchain.images import BuiltImage
+    from coldchain.engine import ImageInfo
+
+    class DyingContainer:
+        def start(self):
+            pass
+
+        def logs(self, **kwargs):
+            raise requests.exceptions.ConnectionError("Connection aborted: daemon socket closed")
+
+        def remove(self, force=False):
+            raise requests.exceptions.ConnectionError("daemon socket closed")
+
+    class Client:
+        class containers:
+            @staticmethod
+            def create(image, **kwargs):
+                return DyingContainer()
+
+    engine = DockerEngine.__new__(DockerEngine)
+    engine.client = Client()
+    with pytest.raises(DaemonUnavailable) as caught:
+        engine.run(RunSpec(image="img", command=("python", "-m", "incontainer.freeze")), log=lambda line: None)
+    assert "went away while running python -m incontainer.freeze" in caught.value.message
+    assert "rerun" in caught.value.fix
+
+    monkeypatch.setattr(engine, "gpu_runtime", lambda: False)
+    image = BuiltImage(spec=None, tag="img", info=ImageInfo("sha256:x", ("img",), {}, 1), base=None, reused=True)
+    step = StepConfig(name="freeze", role="train", module="freeze", output=tmp_path / "model")
+    with pytest.raises(DaemonUnavailable):
+        run_step(engine, Project(tmp_path), step, image)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its staging directory
