@@ -28,7 +28,7 @@ class BenchOptions:
     prefix: str = "coldchain"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -76,7 +76,7 @@ def write_results(project: Project, results: dict, name: str = "results.json") -
     for section, values in results.items():
         merged.setdefault(section, {}).update(values)
     results = merged
-    results["meta"] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": _cpu_model(),
+    results["meta"] = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "cpu": cpu_model(),
                        "cores": __import__("os").cpu_count(), "python": platform.python_version()}
     atomic_write_text(target, json.dumps(results, indent=2, sort_keys=True) + "\n")
     return target
@@ -142,7 +142,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
 
     from .config import BENCH_IMAGE, KIT_LABEL, RUN_LABEL
     from .errors import ColdchainError
-    from .drift import image_identity, produce, _tree_fingerprint
+    from .drift import image_identity, produce, tree_fingerprint
     from .engine import Mount, RunSpec
     from .pipeline import StepConfig, container_user
 
@@ -155,7 +155,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
                                 BuildOptions(prefix=options.prefix))
     (bench_image,) = build_images(engine, project, [BENCH_IMAGE], BuildOptions(prefix=options.prefix))
     size = 64 if options.quick else options.input_size
-    run_fingerprint = _tree_fingerprint(options.run)
+    run_fingerprint = tree_fingerprint(options.run)
     models = {}
     for name, extra in (("plain", ()), ("folded", ("--fold-batch-norm", "--strip-unused"))):
         arguments = ("--run", "/run", "--input-size", str(size), *extra)

@@ -262,7 +262,7 @@ def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Pa
     import os
     import uuid
 
-    from .drift import DriftOptions, default_jobs, render_heatmap, run_drift_test
+    from .drift import DriftOptions, default_jobs, heatmap_image, render_heatmap, run_drift_test
     from .matrix import load_matrix
     from .report import write_reports
 
@@ -276,8 +276,6 @@ def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Pa
     finally:
         engine.remove_containers(f"{RUN_LABEL}={run_id}")  # Ctrl-C or a crash leaves nothing running
     paths = write_reports(report, out)
-    from .drift import heatmap_image
-
     paths["heatmap"] = render_heatmap(engine, project, paths["json"], heatmap_image(engine, project, drift_options),
                                       drift_options)
     for kind, path in paths.items():

@@ -24,12 +24,10 @@ def _image_for(engine: Engine, project: Project, env_name: str | None, image_tag
     spec = IMAGES["infer-cpu"]
     if env_name:
         from .drift import drift_image_spec
-        from .matrix import load_matrix
+        from .matrix import known, load_matrix
 
         matrix = load_matrix(matrix_path if matrix_path.is_absolute() else project.root / matrix_path)
-        from .matrix import _known
-
-        _known(matrix.path, "environment", env_name, matrix.envs, " (--env)")
+        known(matrix.path, "environment", env_name, matrix.envs, " (--env)")
         spec = drift_image_spec(matrix.envs[env_name])
     (built,) = build_images(engine, project, [spec], BuildOptions(prefix=prefix))
     return built.tag

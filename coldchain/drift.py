@@ -25,6 +25,7 @@ from .errors import BuildError, ColdchainError, UsageError
 from .images import BuildOptions, BuiltImage, build_image, build_images, git_revision
 from .locks import check_all, disagreements
 from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, VariantSpec, outcome_matches
+from .bench import cpu_model
 from .fsutil import atomic_write_text
 from .pipeline import StepConfig, container_user, run_step
 
@@ -127,7 +128,7 @@ def build_opbuild_image(engine: Engine, project: Project, train: BuiltImage, pre
     return BuiltImage(spec, tag, info, base, reused=False)
 
 
-def _tree_fingerprint(root: Path, skip_prefixes: tuple[str, ...] = ("events.out.tfevents", ".")) -> str:
+def tree_fingerprint(root: Path, skip_prefixes: tuple[str, ...] = ("events.out.tfevents", ".")) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.name.startswith(skip_prefixes):
@@ -164,7 +165,7 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
             if variant.freeze_in == OP_BUILD_ENV:
                 opbuild_image = opbuild_image or build_opbuild_image(engine, project, train_image, options.prefix)
                 image = opbuild_image
-            run_fingerprint = run_fingerprint or _tree_fingerprint(options.run)
+            run_fingerprint = run_fingerprint or tree_fingerprint(options.run)
             key = {"kind": "freeze", "image": image_identity(image), "args": list(variant.freeze_args), "run": run_fingerprint}
             step = StepConfig(name="freeze", role="train", module="freeze", output=target.resolve(),
                               inputs={"/run": options.run.resolve()}, arguments=("--run", "/run", *variant.freeze_args),
@@ -173,7 +174,7 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
             image = images[str(variant.reexport_env)]
             source = paths[variant.source]
             key = {"kind": "reexport", "image": image_identity(image), "strip": variant.strip_default_attrs,
-                   "model": _tree_fingerprint(source)}
+                   "model": tree_fingerprint(source)}
             arguments = ("--model", "/model") + (("--strip-default-attrs",) if variant.strip_default_attrs else ())
             step = StepConfig(name="reexport", role="infer", module="reexport", output=target.resolve(),
                               inputs={"/model": source}, arguments=arguments, memory=options.memory,
@@ -211,10 +212,9 @@ def produce(engine: Engine, project: Project, step: StepConfig, image: BuiltImag
 
 def lock_drift(project: Project, env: EnvSpec) -> list[str]:
     """Packages the environment's lock pins at another version than the training lock."""
-    names = list(dict.fromkeys([TRAINING_LOCK, env.lock_name]))
-    locks = check_all(project, names) if env.lock_name != TRAINING_LOCK else check_all(project, [TRAINING_LOCK])
     if env.lock_name == TRAINING_LOCK:
         return []
+    locks = check_all(project, [TRAINING_LOCK, env.lock_name])
     return disagreements(locks[TRAINING_LOCK], locks[env.lock_name])
 
 
@@ -340,7 +340,7 @@ def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: Dr
         "tensorflow_versions": tensorflow_summary(results),
         "timing": {**phases, "total_s": round(time.perf_counter() - started, 1), "jobs": jobs},
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "host_cpu": _cpu_model(),
+        "host_cpu": f"{cpu_model()} ({os.cpu_count()} cores)",
     }
 
 
@@ -379,16 +379,6 @@ def tensorflow_summary(results: list[CaseResult]) -> list[dict]:
             "bit_exact": golden.get("bit_exact"),
         })
     return sorted(rows.values(), key=lambda row: [int(p) if p.isdigit() else 0 for p in row["tensorflow"].split(".")])
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"unknown ({os.cpu_count()} cores)"
 
 
 def default_jobs() -> int:

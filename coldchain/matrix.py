@@ -91,12 +91,12 @@ class Matrix:
         if not names:
             return self
         for name in names:
-            _known(self.path, "case", name, [case.name for case in self.cases])
+            known(self.path, "case", name, [case.name for case in self.cases])
         return Matrix(self.path, self.reference_env, self.envs, self.variants,
                       tuple(case for case in self.cases if case.name in names))
 
 
-def _known(path: Path, what: str, value: str, valid, where: str = "") -> str:
+def known(path: Path, what: str, value: str, valid, where: str = "") -> str:
     valid = list(valid)
     if value in valid:
         return value
@@ -113,7 +113,7 @@ def _table(path: Path, data: Any, where: str) -> dict:
 
 def _check_keys(path: Path, data: dict, allowed: tuple[str, ...], where: str) -> None:
     for key in data:
-        _known(path, "key", key, allowed, f" in {where}")
+        known(path, "key", key, allowed, f" in {where}")
 
 
 def load_matrix(path: Path) -> Matrix:
@@ -136,11 +136,11 @@ def load_matrix(path: Path) -> Matrix:
         variants[name] = _variant(path, name, _table(path, value, f"[variants.{name}]"), envs)
     for variant in variants.values():
         if variant.reexport_env:
-            source = _known(path, "variant", variant.source, variants, f" (source of [variants.{variant.name}])")
+            source = known(path, "variant", variant.source, variants, f" (source of [variants.{variant.name}])")
             if variants[source].reexport_env:
                 raise UsageError(f"{path}: [variants.{variant.name}] re-exports {source}, itself a re-export",
                                  fix="re-export the default model or a freeze variant")
-    reference = _known(path, "environment", str(raw.get("reference_env", "")), envs, " (reference_env)")
+    reference = known(path, "environment", str(raw.get("reference_env", "")), envs, " (reference_env)")
     cases_raw = raw.get("cases", [])
     if not isinstance(cases_raw, list) or not cases_raw:
         raise UsageError(f"{path}: no cases", fix="add [[cases]] entries pairing an env with a variant")
@@ -162,11 +162,11 @@ def _env(path: Path, name: str, data: dict) -> EnvSpec:
                          fix=f"kit images: {', '.join(sorted(IMAGES))}; drift locks: "
                              f"{', '.join(sorted(n for n in LOCKS if n.startswith('drift-')))}")
     if image:
-        _known(path, "image", image, IMAGES, f" in {where}")
+        known(path, "image", image, IMAGES, f" in {where}")
     if lock:
-        _known(path, "lock", lock, LOCKS, f" in {where}")
+        known(path, "lock", lock, LOCKS, f" in {where}")
     device = data.get("device", IMAGES[image].device if image else "cpu")
-    _known(path, "device", device, ("cpu", "cuda"), f" in {where}")
+    known(path, "device", device, ("cpu", "cuda"), f" in {where}")
     return EnvSpec(name=name, description=str(data.get("description", "")), image=image, lock=lock, device=device,
                    must_match_training_lock=bool(data.get("must_match_training_lock", bool(image))))
 
@@ -185,9 +185,9 @@ def _variant(path: Path, name: str, data: dict, envs: dict) -> VariantSpec:
     if freeze is not None and not (isinstance(freeze, list) and all(isinstance(a, str) for a in freeze)):
         raise UsageError(f"{path}: {where} freeze must be a list of strings", fix='e.g. freeze = ["--training-mode"]')
     if reexport is not None:
-        _known(path, "environment", reexport, envs, f" in {where}")
+        known(path, "environment", reexport, envs, f" in {where}")
     freeze_in = data.get("in", "train")
-    _known(path, "build environment", freeze_in, ("train", OP_BUILD_ENV), f" in {where}")
+    known(path, "build environment", freeze_in, ("train", OP_BUILD_ENV), f" in {where}")
     source = str(data.get("source", DEFAULT_VARIANT))
     return VariantSpec(name=name, description=str(data.get("description", "")), freeze_args=tuple(freeze or ()),
                        freeze_in=freeze_in, reexport_env=reexport, source=source,
@@ -202,9 +202,9 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
     for key in ("name", "env", "expect"):
         if key not in data:
             raise UsageError(f"{path}: {where} has no {key}", fix=f"add {key} = ...")
-    env = _known(path, "environment", str(data["env"]), envs, f" in {where}")
-    variant = _known(path, "variant", str(data.get("variant", DEFAULT_VARIANT)), variants, f" in {where}")
-    expect = _known(path, "outcome", str(data["expect"]), OUTCOMES, f" (expect) in {where}")
+    env = known(path, "environment", str(data["env"]), envs, f" in {where}")
+    variant = known(path, "variant", str(data.get("variant", DEFAULT_VARIANT)), variants, f" in {where}")
+    expect = known(path, "outcome", str(data["expect"]), OUTCOMES, f" (expect) in {where}")
     environment = data.get("environment", {})
     if not isinstance(environment, dict) or not all(isinstance(v, str) for v in environment.values()):
         raise UsageError(f"{path}: {where} environment must map names to strings",

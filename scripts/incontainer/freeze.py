@@ -270,7 +270,8 @@ def freeze(config: FreezeConfig) -> dict:
         "inference": {"intra_op_threads": config.threads[0], "inter_op_threads": config.threads[1]},
     }
     if config.custom_op_library:
-        library_bytes = open(config.custom_op_library, "rb").read()
+        with open(config.custom_op_library, "rb") as handle:
+            library_bytes = handle.read()
         shipped = f"ops/{os.path.basename(config.custom_op_library)}"
         atomic_write_bytes(os.path.join(config.out, shipped), library_bytes)
         manifest["custom_ops"].append({"library": shipped, **describe_library(library_bytes),
