@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import IMAGES, Project
-from .engine import Engine
+from .engine import Engine, ImageInfo
 from .fsutil import atomic_write_text
 from .images import BuildOptions, build_image, build_images
 
@@ -44,6 +44,15 @@ def _timed(action) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
+def _drop_if_orphaned(engine: Engine, previous: ImageInfo | None) -> None:
+    """A cold build makes new layers of everything; the image it replaced is a full copy nobody tags."""
+    if previous is None:
+        return
+    now = engine.inspect_image(previous.id)
+    if now is not None and not now.tags:
+        engine.remove_image(previous.id)
+
+
 def bench_images(engine: Engine, project: Project, options: BenchOptions) -> dict:
     results: dict = {"images": {}}
     for device in options.devices:
@@ -52,9 +61,11 @@ def bench_images(engine: Engine, project: Project, options: BenchOptions) -> dic
         for spec in specs:
             entry: dict = {}
             if options.cold:
+                previous = engine.inspect_image(spec.tag(options.prefix))
                 seconds, built = _timed(lambda: build_image(engine, project, spec,
                                                             BuildOptions(prefix=options.prefix, nocache=True)))
                 entry["cold_build_s"] = round(seconds, 1)
+                _drop_if_orphaned(engine, previous)
             warm = [_timed(lambda: build_image(engine, project, spec, BuildOptions(prefix=options.prefix, force=True)))[0]
                     for _ in range(options.repeats)]
             up_to_date = [_timed(lambda: build_image(engine, project, spec, BuildOptions(prefix=options.prefix)))[0]

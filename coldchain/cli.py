@@ -139,16 +139,18 @@ def base_command(project: Project, suite: str, base_image: str | None, no_pull: 
 @options.base_image
 @options.no_pull
 @options.force
+@options.keep_build_stages
 @options.json_output
 @command
 def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str,
-                   base_image: str | None, no_pull: bool, force: bool, as_json: bool):
+                   base_image: str | None, no_pull: bool, force: bool, keep_build_stages: bool, as_json: bool):
     """Build the train and infer images for a device from their locks."""
     from .images import BuildOptions, build_images
 
     engine = _engine()
     chosen = images or tuple(name for name, spec in IMAGES.items() if spec.device == device)
-    build_options = BuildOptions(prefix=prefix, base_image=base_image, allow_pull=not no_pull, force=force)
+    build_options = BuildOptions(prefix=prefix, base_image=base_image, allow_pull=not no_pull, force=force,
+                                 keep_stages=keep_build_stages)
     results = []
     for built in build_images(engine, project, [IMAGES[name] for name in chosen], build_options):
         results.append({"image": built.spec.name, "tag": built.tag, "id": built.info.id, "size": built.info.size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from pathlib import Path
 
@@ -15,6 +16,37 @@ from .errors import BaseImageError, BuildError, ContainerError, DaemonUnavailabl
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
 DAEMON_FIX = "run 'make docker' (scripts/ensure-docker.sh), which starts or installs a daemon where it can"
+
+
+_FROM_STEP = re.compile(r"^Step \d+/\d+ : FROM\b", re.IGNORECASE)
+_STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
+
+
+def earlier_stage_images(lines: list[str], *, finished: bool) -> list[str]:
+    """The (short) image IDs that ended each build stage but the final one, read from the classic
+    builder's log; with `finished` False (a failed build) the stage that failed is included.
+    FROM images (bases, other kit images) are never among them."""
+    tips: list[str] = []
+    from_images: set[str] = set()
+    current = None
+    stages = 0
+    after_from = False
+    for line in lines:
+        if _FROM_STEP.match(line.strip()):
+            if stages and current:
+                tips.append(current)
+            stages += 1
+            current, after_from = None, True
+            continue
+        match = _STEP_IMAGE.match(line)
+        if match:
+            if after_from:
+                from_images.add(match.group(1))
+                after_from = False
+            current = match.group(1)
+    if not finished and current:
+        tips.append(current)
+    return [tip for tip in dict.fromkeys(tips) if tip not in from_images]
 
 
 def _info(image) -> ImageInfo:
@@ -59,7 +91,22 @@ class DockerEngine(Engine):
         return found
 
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
-              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False) -> ImageInfo:
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
+              keep_stages: bool = False) -> ImageInfo:
+        steps: list[str] = []  # the Step and ---> lines: which image ended which stage
+        finished = False
+        try:
+            image_id = self._build(context, dockerfile=dockerfile, buildargs=buildargs, labels=labels, tag=tag,
+                                   log=log, nocache=nocache, steps=steps)
+            self.tag(image_id, tag)
+            finished = True
+        finally:
+            if not keep_stages:
+                self._remove_stage_images(earlier_stage_images(steps, finished=finished), tag)
+        return self.inspect_image(tag)  # type: ignore[return-value]
+
+    def _build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str], labels: dict[str, str],
+               tag: str, log: LogSink, nocache: bool, steps: list[str]) -> str:
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         image_id = None
         try:
@@ -74,6 +121,8 @@ class DockerEngine(Engine):
                             if line.strip():
                                 tail.append(line)
                                 log(line)
+                                if "--->" in line or line.startswith("Step "):
+                                    steps.append(line)
                     if "aux" in event and "ID" in event["aux"]:
                         image_id = event["aux"]["ID"]
                     if "error" in event:
@@ -87,15 +136,28 @@ class DockerEngine(Engine):
                 raise BuildError(f"building {tag} failed: the Docker host's disk is full", image=tag,
                                  log_tail="\n".join(tail + [str(error)]),
                                  fix="free space: 'docker image prune' removes dangling images, 'make clean' the "
-                                     "kit's images; then rerun, finished layers are cached") from None
+                                     "kit's images; then rerun") from None
             if isinstance(error, APIError):
                 raise BuildError(f"building {tag} failed: {error}", image=tag, log_tail="\n".join(tail)) from None
             raise DaemonUnavailable(f"the Docker daemon went away while building {tag}: {error}",
                                     fix=DAEMON_FIX + "; then rerun, finished layers are cached") from None
         if image_id is None:
             raise BuildError(f"building {tag} produced no image", image=tag, log_tail="\n".join(tail))
-        self.tag(image_id, tag)
-        return self.inspect_image(tag)  # type: ignore[return-value]
+        return image_id
+
+    def _remove_stage_images(self, short_ids: list[str], tag: str) -> None:
+        """The install stage holds the wheels and a second copy of the venv (7.6 GB for a CUDA lock);
+        the image needs neither. Only untagged images go, with their untagged parents; one another
+        build still uses is left alone (Docker refuses, and the next build cleans it up)."""
+        for short_id in short_ids:
+            try:
+                image = self.client.api.inspect_image(short_id)
+                if image.get("RepoTags"):
+                    continue
+                self.client.api.remove_image(image["Id"], force=False, noprune=False)
+                log.debug("removed build stage %s of %s", short_id, tag)
+            except (APIError, DockerException, OSError) as error:
+                log.debug("kept build stage %s of %s: %s", short_id, tag, error)
 
     def tag(self, image_id: str, ref: str) -> None:
         repository, _, tag = ref.partition(":")

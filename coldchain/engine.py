@@ -72,9 +72,11 @@ class Engine(ABC):
 
     @abstractmethod
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
-              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False) -> ImageInfo:
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
+              keep_stages: bool = False) -> ImageInfo:
         """Build from a context tarball; tags only after the whole build succeeded.
-        Raises BuildError with the log tail."""
+        Raises BuildError with the log tail. Unless `keep_stages`, the images that ended earlier
+        build stages (an install stage's wheels and venv) are removed afterwards, failed or not."""
 
     @abstractmethod
     def tag(self, image_id: str, ref: str) -> None: ...
@@ -88,7 +90,8 @@ class Engine(ABC):
     def remove_image(self, ref: str) -> None: ...
 
     @abstractmethod
-    def list_images(self, label: str) -> list[ImageInfo]: ...
+    def list_images(self, label: str) -> list[ImageInfo]:
+        """Images carrying `label` ("key" or "key=value")."""
 
     @abstractmethod
     def remove_containers(self, label: str) -> int:

@@ -28,6 +28,9 @@ class BuildOptions:
     allow_pull: bool = True
     force: bool = False  # build even when an image of the same inputs exists
     nocache: bool = False  # ignore Docker's layer cache too (cold-build benchmarks)
+    # Keep the install stage (wheels + a second venv): faster rebuilds after editing scripts/,
+    # at 2.2 GB per CPU lock and 7.6 GB per CUDA lock of disk.
+    keep_stages: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,27 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         "io.coldchain.python.version": base.python_version,
         **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
     }
+
+
+# The commit that built an image is recorded, but a new commit that changed no input (the context
+# fingerprint covers Dockerfile, lock, wheels and scripts) does not make a new image.
+NOT_AN_INPUT = frozenset({"org.opencontainers.image.revision"})
+
+
+def same_inputs(found: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(found.get(key) == value for key, value in wanted.items() if key not in NOT_AN_INPUT)
+
+
+def find_same_inputs(engine: Engine, tag: str, labels: dict[str, str]) -> ImageInfo | None:
+    """The image under `tag`, or any other image built from exactly these inputs (another prefix,
+    an earlier commit), so that a test session or a new clone tags it instead of building again."""
+    existing = engine.inspect_image(tag)
+    if existing is not None and same_inputs(existing.labels, labels):
+        return existing
+    fingerprint = labels["io.coldchain.context.sha256"]
+    twins = [info for info in engine.list_images(f"io.coldchain.context.sha256={fingerprint}")
+             if same_inputs(info.labels, labels)]
+    return min(twins, key=lambda info: info.id) if twins else None
 
 
 def _build_log(name: str):
@@ -118,10 +142,14 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
     labels["io.coldchain.context.sha256"] = fingerprint
     tag = spec.tag(options.prefix)
 
-    existing = engine.inspect_image(tag)
-    if existing and not (options.force or options.nocache) and all(existing.labels.get(k) == v for k, v in labels.items()):
-        log.info("%s is up to date (%s)", tag, existing.id[:19])
-        return BuiltImage(spec, tag, existing, base, reused=True)
+    if not (options.force or options.nocache):
+        reusable = find_same_inputs(engine, tag, labels)
+        if reusable is not None:
+            if tag not in reusable.tags:
+                engine.tag(reusable.id, tag)
+                reusable = engine.inspect_image(tag) or reusable
+            log.info("%s is up to date (%s)", tag, reusable.id[:19])
+            return BuiltImage(spec, tag, reusable, base, reused=True)
 
     project.build_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{spec.name}-") as tmp:
@@ -131,7 +159,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
         try:
             info = engine.build(tarball, dockerfile=spec.dockerfile, buildargs=buildargs, labels=labels,
                                 tag=tag, log=_build_log(spec.name),
-                                nocache=options.nocache)
+                                nocache=options.nocache, keep_stages=options.keep_stages)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", lock_spec.lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):

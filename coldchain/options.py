@@ -20,6 +20,10 @@ base_image = click.option("--base-image", default=None, envvar="COLDCHAIN_BASE_I
 no_pull = click.option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
                        help="Never try a registry; build the local Debian base instead.")
 force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
+keep_build_stages = click.option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
+                                 help="Keep each image's install stage (its wheels and a second copy of the venv): "
+                                      "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
+                                      "of disk per image.")
 device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 role = click.option("--role", type=click.Choice(["train", "infer", "all"]), default="all", show_default=True)
 lock_names = click.option("--only", "only", multiple=True, type=click.Choice(sorted(LOCKS)),

@@ -41,9 +41,10 @@ class FakeEngine(Engine):
         self.imports.append(ref)
         return self._store(ref)
 
-    def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False) -> ImageInfo:
+    def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False,
+              keep_stages=False) -> ImageInfo:
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
-                            "labels": labels, "tag": tag})
+                            "labels": labels, "tag": tag, "keep_stages": keep_stages})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
         return self._store(tag, labels)
@@ -62,7 +63,10 @@ class FakeEngine(Engine):
         self.images.pop(ref, None)
 
     def list_images(self, label: str) -> list[ImageInfo]:
-        return [info for info in self.images.values() if label in info.labels]
+        key, has_value, value = label.partition("=")
+        found = {info.id: info for info in self.images.values()
+                 if key in info.labels and (not has_value or info.labels[key] == value)}
+        return list(found.values())
 
     def remove_containers(self, label: str) -> int:
         return 0

@@ -85,6 +85,30 @@ def test_unchanged_inputs_reuse_the_image(tiny_project):
     assert len(engine.builds) == 2
 
 
+def test_an_image_of_the_same_inputs_is_tagged_instead_of_rebuilt(tiny_project, monkeypatch):
+    """A test session's prefix or a new commit finds the image another prefix built from the same inputs."""
+    engine = FakeEngine(registry=True)
+    first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    monkeypatch.setattr("coldchain.images.git_revision", lambda root: "f" * 40)
+    other = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="cctest-1"))
+    assert other.reused and len(engine.builds) == 1
+    assert engine.images["cctest-1-infer:cpu"].id == first.info.id
+    # A changed input is a different image: the lock edited, or another role's Dockerfile.
+    lock = tiny_project.path("requirements-infer.lock")
+    lock.write_text(lock.read_text() + "# an edit\n")
+    build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="cctest-2"))
+    assert len(engine.builds) == 2
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="cctest-1"))
+    assert len(engine.builds) == 3
+
+
+def test_install_stage_is_removed_unless_kept(tiny_project):
+    engine = FakeEngine(registry=True)
+    build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="a"))
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="a", keep_stages=True))
+    assert [call["keep_stages"] for call in engine.builds] == [False, True]
+
+
 def test_failed_build_is_not_tagged_and_explains_hash_mismatch(tiny_project):
     engine = FakeEngine(registry=True, fail_build="ERROR: THESE PACKAGES DO NOT MATCH THE HASHES\n    six==1.17.0 from ...")
     with pytest.raises(BuildError) as caught:
