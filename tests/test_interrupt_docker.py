@@ -22,13 +22,20 @@ def _ours(engine, prefix: str) -> list:
             if c.name.startswith(f"{prefix}-")]
 
 
+def _interruptible() -> None:
+    """A job started in the background by a non-interactive shell (as CI runners and `cmd &` do)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: give the child the
+    terminal's default, as a user pressing Ctrl-C has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_kills_the_running_case_and_writes_no_report(docker_engine, run_id, kit_images, tiny_chain, tmp_path):
     out = tmp_path / "drift"
     process = subprocess.Popen(
         [sys.executable, "-m", "coldchain", "drift-test", "--case", "onednn-off", "--case", "one-thread",
          "--model", str(tiny_chain / "model"), "--run", str(tiny_chain / "run"), "--out", str(out)],
         cwd=ROOT, env=dict(os.environ, COLDCHAIN_PREFIX=run_id), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, shell=False)
+        text=True, shell=False, preexec_fn=_interruptible)
     try:
         deadline = time.monotonic() + 600
         while not _ours(docker_engine, run_id):
