@@ -22,7 +22,7 @@ from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, ImageSpec, Proje
 from .context import BuildContext
 from .engine import Engine, ImageInfo, Mount, RunSpec
 from .errors import BuildError, ColdchainError, UsageError
-from .images import BuildOptions, BuiltImage, build_image, build_images, git_revision
+from .images import BuildOptions, BuiltImage, build_image, build_images, git_revision, same_inputs
 from .locks import check_all, disagreements
 from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, VariantSpec, outcome_matches
 from .bench import cpu_model
@@ -112,8 +112,7 @@ def build_opbuild_image(engine: Engine, project: Project, train: BuiltImage, pre
     tag = f"{prefix}-opbuild:cpu"
     existing = engine.inspect_image(tag)
     spec = ImageSpec("opbuild", "cpu", TRAINING_LOCK, "bookworm-devel")
-    if existing and all(existing.labels.get(key) == value for key, value in labels.items()
-                        if key != "org.opencontainers.image.revision"):
+    if existing and same_inputs(existing.labels, labels):
         log.info("%s is up to date (%s)", tag, existing.id[:19])
         return BuiltImage(spec, tag, existing, base, reused=True)
     project.build_dir.mkdir(parents=True, exist_ok=True)
