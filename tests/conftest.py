@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import Project
+from coldchain.config import KIT_LABEL, Project
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -51,11 +51,19 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
-def session_tags(docker_engine):
-    """Image tags created by this session; untagged at the end (shared layers stay cached)."""
+def session_tags(docker_engine, run_id):
+    """Image tags created by this session, removed at the end. An image that only this session's
+    tag holds is a kit image built from this checkout's inputs (a CUDA one is 5 GB and minutes of
+    building): it is kept under the kit's own name when that name is free, as `make images` would
+    have left it, so the next run finds it by its inputs instead of building it again."""
     tags: list[str] = []
     yield tags
     for tag in tags:
+        info = docker_engine.inspect_image(tag)
+        if info is not None and info.tags == (tag,) and info.labels.get(KIT_LABEL) == "coldchain":
+            kit_tag = "coldchain-" + tag.removeprefix(f"{run_id}-")
+            if docker_engine.inspect_image(kit_tag) is None:
+                docker_engine.tag(info.id, kit_tag)
         docker_engine.remove_image(tag)
 
 
