@@ -1,13 +1,16 @@
-"""One exception family for the whole kit. Library code raises these; only the CLI turns
-them into messages and exit codes."""
+"""One exception family for the whole kit. Library code raises these, with the context a user needs
+(image, command, exit code, log tail, fix); only the CLI turns them into messages and exit codes
+(contract.Exit, shared with the containers)."""
 
 from __future__ import annotations
+
+from .contract import Exit
 
 
 class ColdchainError(Exception):
     """Base class: `message` says what went wrong, `fix` says what the user should do."""
 
-    exit_code = 1
+    exit_code = Exit.UNEXPECTED
 
     def __init__(self, message: str, *, fix: str | None = None, log_tail: str | None = None):
         super().__init__(message)
@@ -27,7 +30,7 @@ class ColdchainError(Exception):
 class UsageError(ColdchainError):
     """Bad input from the user: a file, an option, a configuration value."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
 
 
 class LockError(UsageError):
@@ -37,25 +40,31 @@ class LockError(UsageError):
 class WheelhouseError(ColdchainError):
     """A wheel could not be fetched, or does not match the hash its lock pins."""
 
-    exit_code = 3
+    exit_code = Exit.WHEELHOUSE
 
 
 class DaemonUnavailable(ColdchainError):
     """No Docker daemon answers."""
 
-    exit_code = 4
+    exit_code = Exit.DAEMON
+
+
+class EngineError(ColdchainError):
+    """The container engine refused a request (an API error that is not the kit's fault or the user's input)."""
+
+    exit_code = Exit.ENGINE
 
 
 class BaseImageError(ColdchainError):
     """The base image could neither be pulled nor built locally."""
 
-    exit_code = 5
+    exit_code = Exit.BASE_IMAGE
 
 
 class BuildError(ColdchainError):
     """`docker build` failed; carries the image, the failing step and the log tail."""
 
-    exit_code = 6
+    exit_code = Exit.BUILD
 
     def __init__(self, message: str, *, image: str, fix: str | None = None, log_tail: str | None = None):
         super().__init__(message, fix=fix, log_tail=log_tail)
@@ -63,20 +72,29 @@ class BuildError(ColdchainError):
 
 
 class ContainerError(ColdchainError):
-    """A container exited non-zero; carries image, command, exit code and log tail,
-    like docker-py's ContainerError."""
+    """A container exited non-zero; carries image, command, exit code and log tail, like docker-py's
+    ContainerError. `exit_code` is the meaning the container reported (contract.Exit) where it is one
+    the kit knows, so a pre-flight or golden failure inside reaches the user as that code."""
 
-    exit_code = 7
+    exit_code = Exit.CONTAINER
 
     def __init__(self, message: str, *, image: str, command: list[str], container_exit: int,
-                 fix: str | None = None, log_tail: str | None = None):
+                 fix: str | None = None, log_tail: str | None = None, exit_code: int | None = None):
         super().__init__(message, fix=fix, log_tail=log_tail)
         self.image = image
         self.command = command
         self.container_exit = container_exit
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ContainerTimeout(ContainerError):
+    """A container ran past its time limit and was killed."""
+
+    exit_code = Exit.TIMEOUT
 
 
 class OutputError(ColdchainError):
     """An output could not be written (disk full, read-only, permissions); nothing was replaced."""
 
-    exit_code = 8
+    exit_code = Exit.OUTPUT

@@ -1,53 +1,82 @@
-"""Every CLI option, defined once and shared by the commands that take it (as pip-tools does)."""
+"""Every CLI option, defined once and shared by the commands that take it (as pip-tools does); the
+environment variable of each is shown in --help."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
 
 from .config import BASES, IMAGES, LOCKS
 
+option = partial(click.option, show_envvar=True)
+PathType = partial(click.Path, path_type=Path)
+
 verbose = click.option("-v", "--verbose", count=True, help="More log output (repeat for build logs).")
 quiet = click.option("-q", "--quiet", count=True, help="Less log output.")
-project = click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
-                       help="The coldchain checkout (default: found from the current directory).")
+project = option("--project", type=PathType(file_okay=False), default=None, envvar="COLDCHAIN_PROJECT",
+                 help="The coldchain checkout (default: found from the current directory).")
 json_output = click.option("--json", "as_json", is_flag=True, help="Write the result as JSON on stdout.")
-prefix = click.option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
-                      help="Image name prefix; tests use a unique one per run.")
-base_image = click.option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
-                          help="Use this base image instead of choosing one.")
-no_pull = click.option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
-                       help="Never try a registry; build the local Debian base instead.")
+prefix = option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
+                help="Image name prefix; tests use a unique one per run.")
+base_image = option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
+                    help="Use this base image instead of choosing one.")
+no_pull = option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
+                 help="Never try a registry; build the local Debian base instead.")
 force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
-keep_build_stages = click.option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
-                                 help="Keep each image's install stage (its wheels and a second copy of the venv): "
-                                      "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
-                                      "of disk per image.")
-device = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-role = click.option("--role", type=click.Choice(["train", "infer", "all"]), default="all", show_default=True)
+keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
+                           help="Keep each image's install stage (its wheels and a second copy of the venv): "
+                                "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
+                                "of disk per image.")
+device = option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                envvar="COLDCHAIN_DEVICE", help="Which images: CPU, or CUDA (the GPU is used where Docker has one).")
+devices = click.option("--device", "devices", multiple=True, type=click.Choice(["cpu", "cuda"]), default=["cpu"],
+                       show_default=True, help="Which images to measure (repeatable).")
 lock_names = click.option("--only", "only", multiple=True, type=click.Choice(sorted(LOCKS)),
                           help="Restrict to these locks (repeatable).")
 upgrade = click.option("--upgrade", is_flag=True, help="Re-resolve every pin to the newest allowed version.")
 suite = click.option("--suite", type=click.Choice(sorted(BASES)), default="bookworm", show_default=True)
 image_names = click.option("--image", "images", multiple=True, type=click.Choice(sorted(IMAGES)),
                            help="Which images (repeatable).")
+memory = option("--memory", default="8g", show_default=True, envvar="COLDCHAIN_MEMORY", help="Container memory limit.")
+timeout = option("--timeout", "timeout_s", type=click.FloatRange(1, None), default=None, envvar="COLDCHAIN_TIMEOUT",
+                 help="Kill a step's container after this many seconds (default: 4 h for train, 30 min otherwise).")
 
-out_dir = click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+out_dir = click.option("--out", "out", type=PathType(), required=True,
                        help="Where the step writes its result (replaced only when the step succeeds).")
-data_dir = click.option("--data", type=click.Path(path_type=Path), required=True,
+data_dir = click.option("--data", type=PathType(), required=True,
                         help="Dataset: one subfolder per class (JPEG/PNG), or slim TFRecords.")
-run_dir = click.option("--run", "run", type=click.Path(path_type=Path), required=True,
+run_dir = click.option("--run", "run", type=PathType(), required=True,
                        help="A training run directory (checkpoints, config.json).")
-model_dir = click.option("--model", type=click.Path(path_type=Path), required=True,
-                         help="A frozen model directory (model.pb, manifest.json, golden.npz).")
-memory = click.option("--memory", default="8g", show_default=True, help="Container memory limit.")
-checkpoint = click.option("--checkpoint-path", type=click.Path(path_type=Path), default=None,
+model_dir = click.option("--model", type=PathType(), required=True,
+                         help="A model directory (model.pb, manifest.json, golden.npz).")
+model_argument = click.argument("model", type=PathType())
+checkpoint = click.option("--checkpoint-path", type=PathType(), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
 passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+output_file = click.option("--output", type=PathType(), required=True, help="Predictions file (.jsonl or .csv).")
+inputs = click.option("--input", "inputs", multiple=True, required=True, type=PathType(),
+                      help="An image file or a directory of images (repeatable).")
+manifest = click.option("--manifest", type=PathType(dir_okay=False), default=None,
+                        help="manifest.json (default: the one beside the model).")
+load_op_libraries = click.option("--load-op-libraries", is_flag=True,
+                                 help="Load the model's shipped custom-op libraries (runs their code).")
+allow_soft_placement = click.option("--allow-soft-placement", is_flag=True,
+                                    help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
 
-matrix = click.option("--matrix", "matrix_path", type=click.Path(dir_okay=False, path_type=Path),
-                      default=Path("drift/matrix.toml"), show_default=True, help="The drift matrix.")
+matrix = option("--matrix", "matrix_path", type=PathType(dir_okay=False), default=Path("drift/matrix.toml"),
+                show_default=True, envvar="COLDCHAIN_MATRIX", help="The drift matrix.")
 cases = click.option("--case", "cases", multiple=True, help="Run only these cases (repeatable).")
-jobs = click.option("--jobs", type=click.IntRange(0, 64), default=0, show_default=True,
-                    help="Cases run at once (0: one per two cores, at least one).")
+jobs = option("--jobs", type=click.IntRange(0, 64), default=0, show_default=True, envvar="COLDCHAIN_JOBS",
+              help="Cases run at once (0: one per two cores, at least one).")
+drift_model = click.option("--model", type=PathType(), default=Path("out/model"), show_default=True,
+                           help="The model every environment must load: make freeze's, or one made by adopt.")
+drift_run = click.option("--run", "run", type=PathType(), default=None,
+                         help="The training run the re-frozen variants are made from (default: out/run when --model "
+                              "is out/model; none for an adopted model, whose re-frozen variants are then not "
+                              "applicable).")
+drift_out = click.option("--out", "out", type=PathType(), default=Path("out/drift"), show_default=True,
+                         help="Report directory (JSON, Markdown, JUnit XML, heatmap PNG; variants in models/).")
+env_name = click.option("--env", "env_name", default=None, help="A drift-matrix environment's runtime.")
+image_tag = click.option("--image", "image_tag", default=None, help="The runtime in this image (any local tag).")

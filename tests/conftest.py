@@ -36,7 +36,7 @@ def run_id() -> str:
 
 @pytest.fixture(scope="session")
 def docker_engine():
-    from coldchain.docker_engine import DockerEngine
+    from coldchain.engine.docker import DockerEngine
     from coldchain.errors import DaemonUnavailable
 
     try:
@@ -80,7 +80,7 @@ TINY_TRAIN = ("--image-size", "32", "--max-steps", "4", "--batch-size", "8", "--
 def kit_images(docker_engine, project, run_id, session_tags):
     """The CPU train and infer images under this session's prefix (Docker's layer cache makes it quick)."""
     from coldchain.config import IMAGES
-    from coldchain.images import BuildOptions, build_images
+    from coldchain.environments.images import BuildOptions, build_images
 
     specs = [IMAGES["train-cpu"], IMAGES["infer-cpu"]]
     session_tags.extend(spec.tag(run_id) for spec in specs)  # registered before building: cleaned up either way
@@ -91,11 +91,11 @@ def kit_images(docker_engine, project, run_id, session_tags):
 @pytest.fixture(scope="session")
 def tiny_chain(docker_engine, project, run_id, kit_images, tmp_path_factory):
     """A 4-step training run on 32 px data and its frozen model: enough to make model variants from."""
-    from coldchain.pipeline import StepConfig, run_step
+    from coldchain.steps.pipeline import StepConfig, run_step
 
     work = tmp_path_factory.mktemp("tiny")
     for name, module, inputs, arguments in (
-            ("data", "make_data", {}, TINY_DATA),
+            ("data", "data", {}, TINY_DATA),
             ("train", "train", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN)),
             ("freeze", "freeze", {"/run": work / "run"}, ("--run", "/run"))):
         output = work / {"data": "data", "train": "run", "freeze": "model"}[name]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.doctor import run_doctor
+from coldchain.steps.diagnose import DoctorRequest, run_doctor
 from coldchain.errors import ContainerError
-from coldchain.pipeline import StepConfig, run_step
+from coldchain.steps.pipeline import StepConfig, run_step
 
 pytestmark = pytest.mark.docker
 
@@ -55,9 +55,7 @@ def test_bad_images_are_named_and_nothing_is_written(docker_engine, project, run
 
 def doctor_error(engine, project, run_id, model: Path) -> str:
     with pytest.raises(ContainerError) as caught:
-        run_doctor(engine, project, model, manifest=None, env_name=None, image_tag=None,
-                   matrix_path=Path("drift/matrix.toml"), prefix=run_id, load_op_libraries=False,
-                   allow_soft_placement=False, as_json=True)
+        run_doctor(engine, project, DoctorRequest(model=model, prefix=run_id, as_json=True))
     assert caught.value.container_exit == 2
     return caught.value.message
 
@@ -84,9 +82,7 @@ def test_empty_or_random_model_file_is_unreadable(docker_engine, project, run_id
     model.mkdir(mode=0o755)
     (model / "model.pb").write_bytes(content)
     (model / "model.pb").chmod(0o644)
-    code, text = run_doctor(docker_engine, project, model / "model.pb", manifest=None, env_name=None, image_tag=None,
-                            matrix_path=Path("drift/matrix.toml"), prefix=run_id, load_op_libraries=False,
-                            allow_soft_placement=False, as_json=True)
+    code, text = run_doctor(docker_engine, project, DoctorRequest(model=model / "model.pb", prefix=run_id, as_json=True))
     diagnosis = json.loads(text)
     assert code == 3 and diagnosis["outcome"] == "model-unreadable"
     cause = diagnosis["findings"][0]["cause"]

@@ -1,16 +1,39 @@
-"""Benchmark bookkeeping without a daemon: the FP32 peak derivation and the summary arithmetic."""
+"""Benchmark bookkeeping without a daemon: the FP32 peak derived from a CPU description, the summary
+arithmetic, and results.json keeping every entry with its date and CPU."""
 
 from __future__ import annotations
 
-from coldchain.bench import peak_fp32, summarize_inference
+import json
+
+import pytest
+
+from coldchain import hostinfo
+from coldchain.bench import results as bench_results
+from coldchain.bench.inference import summarize_inference
+
+AVX2_CPU = ["processor\t: 0", "model name\t: AMD EPYC", "cpu MHz\t\t: 2445.000",
+            "flags\t\t: fpu sse2 avx avx2 fma"]
+VNNI_CPU = ["processor\t: 0", "model name\t: AMD EPYC", "flags\t\t: fpu avx avx2 fma avx512f avx512_vnni avx512_bf16"]
 
 
-def test_peak_is_derived_from_the_cpu_and_documented():
-    peak = peak_fp32()
-    assert peak["cores"] >= 1 and peak["fp32_lanes"] in (4, 8, 16)
-    expected = peak["cores"] * peak["ghz"] * peak["fp32_lanes"] * (2 if peak["fma"] else 1) * peak["fma_pipes_per_core"]
-    assert abs(peak["gflops"] - expected) <= 0.1 + 0.001 * expected
-    assert "cores" in peak["derivation"] and "lanes" in peak["derivation"]
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(hostinfo, "cores", lambda: 2)
+
+
+def test_peak_is_derived_from_the_cpu_description(monkeypatch, two_cores):
+    monkeypatch.setattr(hostinfo, "_cpuinfo", lambda: AVX2_CPU)
+    peak = hostinfo.derived_peak_fp32()
+    # 2 cores x 2.445 GHz x 8 FP32 lanes (AVX2) x 2 (FMA) x 2 pipes
+    assert peak["gflops"] == 156.5 and peak["fp32_lanes"] == 8 and "2.445 GHz" in peak["derivation"]
+    assert hostinfo.cpu_class() == "avx2" and hostinfo.numerics_flags() == ["avx", "avx2", "fma"]
+
+
+def test_a_cpu_without_a_clock_has_no_derived_peak(monkeypatch, two_cores):
+    monkeypatch.setattr(hostinfo, "_cpuinfo", lambda: VNNI_CPU)
+    peak = hostinfo.derived_peak_fp32()
+    assert peak["gflops"] is None and peak["fp32_lanes"] == 16 and "no clock" in peak["derivation"]
+    assert hostinfo.cpu_class() == "avx512-vnni"
 
 
 def _variant(rates: dict[int, float], ok: bool = True) -> dict:
@@ -31,3 +54,23 @@ def test_summary_sets_speed_against_peak_and_onnxruntime():
     assert summary["variants"]["tensorflow"]["batches"]["8"]["fraction_of_peak"] == 0.7  # 14 img/s x 7 GFLOP / 140
     assert summary["recommended_threads"] == "intra2_inter1"
     assert summary["gflops_per_image"] == 7.0
+    no_peak = summarize_inference(variants, threads, 224, {"seconds_median": 5.0}, {"gflops": None}, 2)
+    assert no_peak["variants"]["tensorflow"]["batches"]["8"]["fraction_of_peak"] is None
+
+
+def test_results_keep_every_entry_with_its_date_and_cpu(project_copy, monkeypatch):
+    """A later run that measures only some entries must not erase the others (the README's cold-build
+    and CUDA numbers came from separate runs), and each entry says when and where it was measured."""
+    (project_copy.root / "bench").mkdir()
+    monkeypatch.setattr(bench_results, "measured_on", lambda: {"date": "2026-11-01", "cpu_flags": ["avx2"]})
+    bench_results.write_results(project_copy, {"images": bench_results.stamp(
+        {"train-cuda": {"cold_build_s": 800.0}, "train-cpu": {"cold_build_s": 120.0}})})
+    monkeypatch.setattr(bench_results, "measured_on", lambda: {"date": "2026-11-28", "cpu_flags": ["avx512_vnni"]})
+    target = bench_results.write_results(project_copy, {"images": bench_results.stamp(
+        {"train-cpu": {"warm_rebuild_s": 80.0}})})
+    images = json.loads(target.read_text())["images"]
+    first = {"date": "2026-11-01", "cpu_flags": ["avx2"]}
+    assert images["train-cuda"] == {"cold_build_s": 800.0, "measured": {"cold_build_s": first}}
+    assert images["train-cpu"]["cold_build_s"] == 120.0 and images["train-cpu"]["warm_rebuild_s"] == 80.0
+    assert images["train-cpu"]["measured"] == {"cold_build_s": first, "warm_rebuild_s": {
+        "date": "2026-11-28", "cpu_flags": ["avx512_vnni"]}}

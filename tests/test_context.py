@@ -4,7 +4,7 @@ import os
 import tarfile
 import time
 
-from coldchain.context import BuildContext
+from coldchain.environments.context import BuildContext
 
 
 def make_context(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from coldchain.config import IMAGES, KIT_LABEL
 from coldchain.engine import RunSpec
-from coldchain.images import BuildOptions, build_images
+from coldchain.environments.images import BuildOptions, build_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.cuda]
 

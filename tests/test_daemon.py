@@ -77,7 +77,7 @@ def test_starts_dockerd_once_when_root_and_none_runs(stub_path):
 
 
 def test_engine_reports_a_missing_daemon_with_the_fix(tmp_path, monkeypatch):
-    from coldchain.docker_engine import DockerEngine
+    from coldchain.engine.docker import DockerEngine
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(DaemonUnavailable) as caught:
@@ -107,11 +107,11 @@ def test_daemon_dying_mid_run_is_a_clear_error_and_leaves_no_output(tmp_path, mo
     import requests
 
     from coldchain.config import Project
-    from coldchain.docker_engine import DockerEngine
+    from coldchain.engine.docker import DockerEngine
     from coldchain.engine import RunSpec
     from coldchain.errors import DaemonUnavailable
-    from coldchain.pipeline import StepConfig, run_step
-    from coldchain.images import BuiltImage
+    from coldchain.steps.pipeline import StepConfig, run_step
+    from coldchain.environments.images import BuiltImage
     from coldchain.engine import ImageInfo
 
     class DyingContainer:
@@ -129,6 +129,10 @@ def test_daemon_dying_mid_run_is_a_clear_error_and_leaves_no_output(tmp_path, mo
             @staticmethod
             def create(image, **kwargs):
                 return DyingContainer()
+
+        @staticmethod
+        def version():
+            raise requests.exceptions.ConnectionError("daemon socket closed")
 
     engine = DockerEngine.__new__(DockerEngine)
     engine.client = Client()

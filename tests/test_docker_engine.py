@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coldchain.docker_engine import earlier_stage_images
+from coldchain.engine.docker import earlier_stage_images
 
 TRAIN_LOG = """\
 Step 1/32 : ARG BASE_IMAGE=python:3.11-slim-bookworm

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.doctor import run_doctor
-from coldchain.drift import DriftOptions, drift_image_spec, make_variants
-from coldchain.images import BuildOptions, build_images
-from coldchain.matrix import load_matrix
+from coldchain.drift.matrix import load_matrix
+from coldchain.drift.runner import DriftOptions, make_variants
+from coldchain.environments.images import BuildOptions, build_images
+from coldchain.steps.diagnose import DoctorRequest, run_doctor
 
 pytestmark = pytest.mark.docker
 
@@ -26,8 +26,8 @@ VARIANTS = ("custom-op", "gpu-pinned", "gpu-pinned-default-freeze", "training-mo
 def broken_models(docker_engine, project, run_id, session_tags, kit_images, tiny_chain):
     matrix = load_matrix(project.path("drift/matrix.toml"))
     session_tags.append(f"{run_id}-opbuild:cpu")
-    session_tags.extend(drift_image_spec(matrix.envs[name]).tag(run_id) for name in ("tf2.7-py3.9", "tf2.21-py3.11"))
-    (tf221,) = build_images(docker_engine, project, [drift_image_spec(matrix.envs["tf2.21-py3.11"])],
+    session_tags.extend(matrix.envs[name].image_spec().tag(run_id) for name in ("tf2.7-py3.9", "tf2.21-py3.11"))
+    (tf221,) = build_images(docker_engine, project, [matrix.envs["tf2.21-py3.11"].image_spec()],
                             BuildOptions(prefix=run_id))
     options = DriftOptions(model=tiny_chain / "model", run=tiny_chain / "run", out=tiny_chain / "drift", prefix=run_id,
                            run_id=run_id)
@@ -37,10 +37,10 @@ def broken_models(docker_engine, project, run_id, session_tags, kit_images, tiny
 
 
 def doctor(engine, project, run_id, model: Path, *, env: str | None = None, **flags) -> tuple[int, dict]:
-    code, text = run_doctor(engine, project, model, manifest=None, env_name=env, image_tag=None,
-                            matrix_path=Path("drift/matrix.toml"), prefix=run_id,
-                            load_op_libraries=flags.get("load", False),
-                            allow_soft_placement=flags.get("soft", False), as_json=True)
+    code, text = run_doctor(engine, project, DoctorRequest(model=model, env_name=env, prefix=run_id,
+                                                           load_op_libraries=flags.get("load", False),
+                                                           allow_soft_placement=flags.get("soft", False),
+                                                           as_json=True))
     return code, json.loads(text)
 
 

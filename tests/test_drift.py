@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import LOCKS
-from coldchain.drift import CaseResult, lock_drift, probe_command, tensorflow_summary
+from coldchain.contract import MODULES, WARNING_CODES
+from coldchain.drift.runner import CaseResult, lock_drift, probe_arguments, tensorflow_summary
 from coldchain.errors import UsageError
-from coldchain.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches
-from coldchain.report import junit, markdown, write_reports
+from coldchain.drift.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches, resolve_expectation
+from coldchain.drift.report import junit, markdown, write_reports
 
 MINIMAL = """
 schema = 1
@@ -39,9 +40,9 @@ def test_the_shipped_matrix_covers_what_the_issue_asks(project):
     locks = {env.lock_name for env in matrix.envs.values()}
     assert {"train-cpu", "infer-cpu", "infer-cuda", "drift-tf2.21-py3.11", "drift-tf2.7-py3.9"} <= locks
     assert LOCKS["drift-tf2.7-py3.9"].python == "3.9" and LOCKS["drift-tf2.7-py3.9"].base == "bullseye"
-    expectations = {case.expect for case in matrix.cases}
+    expectations = {case.expect for case in matrix.cases} | {code for case in matrix.cases for code in case.expect_findings}
     for scenario in ("unregistered-op", "op-library-abi-mismatch", "device-unavailable", "batch-norm-training-mode",
-                     "preprocessing-mismatch", "lock-drift", "bit-exact"):
+                     "preprocessing-mismatch", "lock-drift", "as-reference"):
         assert scenario in expectations
     onednn = {case.settings.environment for case in matrix.cases if case.settings.environment}
     assert (("TF_ENABLE_ONEDNN_OPTS", "1"),) in onednn and (("TF_ENABLE_ONEDNN_OPTS", "0"),) in onednn
@@ -94,15 +95,16 @@ def test_outcome_matching():
     assert not outcome_matches("pass", "golden-mismatch")
     assert outcome_matches("unregistered-op", "unregistered-op")
     assert not outcome_matches("unregistered-op", "load-error")
-    assert "lock-drift" in FAILURE_CLASSES
+    # Lock drift is a finding reported beside the probe's real outcome, never an outcome of its own.
+    assert "lock-drift" in WARNING_CODES and "lock-drift" not in FAILURE_CLASSES
 
 
 def test_probe_command_carries_the_settings(tmp_path):
     matrix = load_matrix(write(tmp_path, MINIMAL.replace(
         'expect = "bit-exact"', 'expect = "pass"\nintra_op_threads = 1\nload_op_libraries = true\n'
                                 'allow_soft_placement = true\npreprocessing = ["channel_order=BGR"]')))
-    command = probe_command(matrix.cases[0])
-    assert command[:3] == ("python", "-m", "incontainer.probe")
+    command = probe_arguments(matrix.cases[0])
+    assert MODULES["probe"] == "incontainer.golden.probe"
     for flag in ("--load-op-libraries", "--allow-soft-placement", "--intra-op-threads"):
         assert flag in command
     assert command[command.index("--preprocessing") + 1] == "channel_order=BGR"
@@ -117,18 +119,19 @@ def test_lock_drift_lists_shared_pins_that_differ(project):
 
 def _result(matrix: Matrix, name: str, outcome: str, probe: dict | None) -> CaseResult:
     case = next(case for case in matrix.cases if case.name == name)
-    ok = outcome_matches(case.expect, outcome)
+    resolved = resolve_expectation(case.expect, [])  # as if computed with the golden's own numerics
+    ok = outcome_matches(resolved, outcome)
     return CaseResult(case=case, env=matrix.envs[case.env], image="img", image_labels={
         "io.coldchain.tensorflow.version": "2.14.1", "io.coldchain.python.version": "3.11.2"},
-        expected=case.expect, outcome=outcome, ok=ok, probe=probe, lock_drift=[], seconds=1.5,
-        reasons=[] if ok else [f"expected {case.expect}, got {outcome}"])
+        expected=case.expect, resolved=resolved, outcome=outcome, ok=ok, probe=probe, lock_drift=[], seconds=1.5,
+        reasons=[] if ok else [f"expected {resolved}, got {outcome}"])
 
 
 def _report(results: list[CaseResult]) -> dict:
     return {"matrix": "drift/matrix.toml", "reference_env": "training", "model": "out/model", "model_sha256": "ab" * 32,
             "ok": all(r.ok for r in results),
             "counts": {"cases": len(results), "as_expected": sum(r.ok for r in results),
-                       "unexpected": sum(not r.ok for r in results)},
+                       "unexpected": sum(not r.ok for r in results), "not_applicable": 0},
             "environments": {"training": {"image": "img", "tensorflow": "2.14.1", "python": "3.11.2", "device": "cpu",
                                           "lock": "requirements.lock", "size_bytes": 1.8e9}},
             "cases": [r.to_json() for r in results], "tensorflow_versions": tensorflow_summary(results),

@@ -30,7 +30,7 @@ def small_tmpfs(path: Path, size: str):
 
 
 def test_full_disk_keeps_the_previous_report_and_leaves_no_temp_file(tmp_path):
-    from coldchain.report import write_reports
+    from coldchain.drift.report import write_reports
     from test_drift import GOOD_REPORT
 
     with small_tmpfs(tmp_path / "disk", "96k") as disk:

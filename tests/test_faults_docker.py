@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coldchain.errors import ContainerError
-from coldchain.pipeline import StepConfig, run_step
+from coldchain.steps.pipeline import StepConfig, run_step
 from test_faults import small_tmpfs
 
 pytestmark = pytest.mark.docker

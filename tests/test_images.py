@@ -7,11 +7,11 @@ import shutil
 
 import pytest
 
-from coldchain.base import resolve_base
+from coldchain.environments.bases import resolve_base
 from coldchain.config import BASES, IMAGES, LOCKS, Project
 from coldchain.errors import BaseImageError, BuildError
-from coldchain.images import BuildOptions, build_image
-from coldchain.locks import stamp_lock, input_sha256
+from coldchain.environments.images import BuildOptions, build_image
+from coldchain.environments.locks import stamp_lock, input_sha256
 from fake_engine import FakeEngine
 
 WHEELS = {"tensorflow-2.14.1-cp311-cp311-manylinux2014_x86_64.whl": b"tf", "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl": b"np"}
@@ -42,7 +42,7 @@ def tiny_project(tmp_path, project):
 
 def test_local_base_is_built_when_no_registry_answers(tiny_project, monkeypatch):
     engine = FakeEngine(registry=False)
-    monkeypatch.setattr("coldchain.base.build_local_base",
+    monkeypatch.setattr("coldchain.environments.bases.build_local_base",
                         lambda engine, project, spec: engine.import_rootfs(project.root, spec.local_image, []))
     resolved = resolve_base(engine, tiny_project, BASES["bookworm"])
     assert (resolved.ref, resolved.source) == ("coldchain-base:bookworm", "local")
@@ -89,7 +89,7 @@ def test_an_image_of_the_same_inputs_is_tagged_instead_of_rebuilt(tiny_project, 
     """A test session's prefix or a new commit finds the image another prefix built from the same inputs."""
     engine = FakeEngine(registry=True)
     first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
-    monkeypatch.setattr("coldchain.images.git_revision", lambda root: "f" * 40)
+    monkeypatch.setattr("coldchain.environments.images.git_revision", lambda root: "f" * 40)
     other = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="cctest-1"))
     assert other.reused and len(engine.builds) == 1
     assert engine.images["cctest-1-infer:cpu"].id == first.info.id

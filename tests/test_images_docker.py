@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import BASES, IMAGES, KIT_LABEL, LOCKS
-from coldchain.context import BuildContext
+from coldchain.environments.context import BuildContext
 from coldchain.engine import RunSpec
 from coldchain.errors import BuildError
-from coldchain.images import BuildOptions, build_image, git_revision
-from coldchain.locks import check_all
-from coldchain.wheelhouse import Wheelhouse
+from coldchain.environments.images import BuildOptions, build_image, git_revision
+from coldchain.environments.locks import check_all
+from coldchain.environments.wheelhouse import Wheelhouse
 
 pytestmark = pytest.mark.docker
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import IMAGES
+from coldchain.contract import map_paths
 from coldchain.engine import ImageInfo, RunResult
 from coldchain.errors import ContainerError, UsageError
-from coldchain.images import BuiltImage
-from coldchain.base import ResolvedBase
-from coldchain.pipeline import StepConfig, run_step
+from coldchain.environments.images import BuiltImage
+from coldchain.environments.bases import ResolvedBase
+from coldchain.steps.pipeline import StepConfig, run_step
 from fake_engine import FakeEngine
 
 IMAGE = BuiltImage(IMAGES["infer-cpu"], "t-infer:cpu", ImageInfo("sha256:abc", ("t-infer:cpu",),
@@ -70,7 +71,10 @@ def test_output_appears_only_when_the_step_succeeds(project, inputs):
 
     def fails(spec):
         (out_mount(spec) / "predictions.jsonl").write_text("half")
-        return RunResult(2, "", "coldchain: error: /inputs/0/cat.png is not an image (cannot identify image file)\n")
+        # As a real container does: it names the user's files from the path map the host passed.
+        message = map_paths("/inputs/0/cat.png is not an image (cannot identify image file)",
+                            json.loads(spec.environment["COLDCHAIN_PATH_MAP"]))
+        return RunResult(2, "", f"coldchain: error: {message}\n")
 
     engine.run_handler = fails
     with pytest.raises(ContainerError) as caught:

@@ -12,8 +12,8 @@ import pytest
 
 from coldchain.config import IMAGES
 from coldchain.errors import ContainerError, UsageError
-from coldchain.images import BuildOptions, build_images
-from coldchain.pipeline import StepConfig, run_step
+from coldchain.environments.images import BuildOptions, build_images
+from coldchain.steps.pipeline import StepConfig, run_step
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +38,7 @@ def chain(docker_engine, project, images, run_id, tmp_path_factory):
                             arguments=arguments, run_id=run_id, prefix=run_id)
         return run_step(docker_engine, project, config, images[role])
 
-    step("data", "train", "make_data", work / "data", {}, TINY_DATA)
+    step("data", "train", "data", work / "data", {}, TINY_DATA)
     step("train", "train", "train", work / "run", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN))
     step("freeze", "train", "freeze", work / "model", {"/run": work / "run"}, ("--run", "/run"))
     summary = step("infer", "infer", "infer", work / "predictions.jsonl",
@@ -118,7 +118,7 @@ def test_fine_tunes_from_an_official_layout_checkpoint(chain):
     are excluded because the class count differs. The official file cannot be downloaded here,
     so the training image writes one with the same variable names and shapes."""
     work = chain["work"]
-    chain["step"]("checkpoint", "train", "checkpoint_selftest", work / "official", {},
+    chain["step"]("checkpoint", "train", "checkpoint", work / "official", {},
                   ("--write-checkpoint-only", "--image-size", "32"))
     assert (work / "official" / "resnet_v1_50.ckpt.index").exists()
     chain["step"]("train", "train", "train", work / "finetuned",

@@ -6,8 +6,8 @@ import pytest
 
 from coldchain.config import BASES, LockSpec
 from coldchain.errors import WheelhouseError
-from coldchain.locks import parse_lock
-from coldchain.wheelhouse import Wheelhouse, platform_args, wheel_identity
+from coldchain.environments.locks import parse_lock
+from coldchain.environments.wheelhouse import Wheelhouse, platform_args, wheel_identity
 
 
 def make_lock(project, wheel_bytes: bytes):

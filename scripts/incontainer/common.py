@@ -1,7 +1,6 @@
-"""Shared helpers with no TensorFlow dependency: errors, atomic writes, CLI plumbing."""
+"""Errors, atomic writes and CLI plumbing shared by every in-container module (no TensorFlow here)."""
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import io
@@ -9,51 +8,110 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 import zipfile
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-import numpy as np
+from .contract import ENV_PATH_MAP, Exit, error_line, map_paths
 
 
 class InsideError(Exception):
-    """A user-facing problem (bad input, bad flags). Printed as one line, never as a traceback."""
+    """A user-facing problem, printed as one error line (never a traceback). `code` is the finding
+    code when the problem is one the diagnosis names (contract.Code)."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
+
+    def __init__(self, message: str, code: Optional[str] = None):
+        super().__init__(message)
+        self.code = code
 
 
 class PreflightFailed(InsideError):
-    """The graph cannot run on this runtime; distinct exit code so the host can tell it apart."""
+    """This runtime cannot load or run the graph."""
 
-    exit_code = 3
+    exit_code = Exit.MODEL_BLOCKED
 
 
 class GoldenMismatch(InsideError):
-    """The frozen model computes different numbers here than where it was frozen."""
+    """The frozen model computes other numbers here than where its golden was made."""
 
-    exit_code = 4
+    exit_code = Exit.GOLDEN_MISMATCH
+
+
+class PreprocessingMismatch(InsideError):
+    """This runtime's preprocessing does not reproduce the tensor the golden was made from."""
+
+    exit_code = Exit.PREPROCESSING_MISMATCH
 
 
 def log(message: str) -> None:
     """Progress goes to stderr so stdout stays clean for machine-readable output."""
-    print(message, file=sys.stderr, flush=True)
+    print(host_paths(message), file=sys.stderr, flush=True)
 
 
-def run_main(entry: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI entry point, turning InsideError into a single stderr line and an exit code."""
+def path_map() -> dict:
+    """Mount point -> host path, as the host passed it; empty outside coldchain's containers."""
+    try:
+        mapping = json.loads(os.environ.get(ENV_PATH_MAP) or "{}")
+    except ValueError:
+        return {}
+    return mapping if isinstance(mapping, dict) else {}
+
+
+def host_paths(text: str) -> str:
+    """Name files as the user knows them: every mount point in `text` becomes its host path."""
+    mapping = path_map()
+    return map_paths(text, mapping) if mapping else text
+
+
+def _mapped(value: Any) -> Any:
+    if isinstance(value, str):
+        return host_paths(value)
+    if isinstance(value, dict):
+        return {key: _mapped(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mapped(item) for item in value]
+    return value
+
+
+def emit_json(value: Any, indent: Optional[int] = None) -> None:
+    """The machine-readable result: one JSON document on stdout, paths named as on the host."""
+    print(json.dumps(_mapped(value), sort_keys=True, indent=indent, default=str), flush=True)
+
+
+def run_main(entry: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Optional[Sequence[str]] = None) -> int:
+    """Run a CLI entry point: a known problem is one error line and its exit code; anything else
+    is an internal error, whose traceback goes to stderr before the error line."""
     try:
         code = entry(argv)
     except InsideError as error:
-        print(f"coldchain: error: {error}", file=sys.stderr, flush=True)
+        print(error_line(host_paths(str(error))), file=sys.stderr, flush=True)
         return error.exit_code
     except KeyboardInterrupt:
-        print("coldchain: error: interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0 if code is None else code
+        print(error_line("interrupted"), file=sys.stderr, flush=True)
+        return Exit.INTERRUPTED
+    except MemoryError:
+        print(error_line("out of memory; raise the container's memory limit (--memory)"), file=sys.stderr, flush=True)
+        return Exit.OUT_OF_MEMORY
+    except Exception as error:  # noqa: BLE001 - the last line of defence against a raw traceback
+        traceback.print_exc(file=sys.stderr)
+        print(error_line(host_paths(f"internal error: {type(error).__name__}: {error}; this is a coldchain bug, "
+                                    "please report it with the log above")), file=sys.stderr, flush=True)
+        return Exit.CONTAINER
+    return Exit.OK if code is None else code
 
 
 def quiet_tensorflow_logs() -> None:
-    """TF's C++ INFO/WARNING spam drowns our progress lines; keep errors only unless the user asked."""
+    """TF's C++ INFO/WARNING lines (CUDA factories, TensorRT, CPU features) drown the kit's own
+    progress lines; keep errors only unless the user asked for more."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def silence_tensorflow_deprecations() -> None:
+    """The v1 APIs the kit relies on on purpose log deprecation notices."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -106,8 +164,10 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_deterministic_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+def write_deterministic_npz(path: str, arrays: Mapping[str, Any]) -> None:
     """np.savez stamps the current time into each zip entry; fix the date so bytes are reproducible."""
+    import numpy as np
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key in sorted(arrays):
@@ -124,60 +184,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_json_file(path: str, what: str, fix: str) -> Any:
     try:
         with open(path, "r", encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
         raise InsideError(f"{what} not found: {path}; {fix}") from None
+    except IsADirectoryError:
+        raise InsideError(f"{what} {path} is a directory, not a JSON file; {fix}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InsideError(f"{what} {path} is not readable JSON ({error}); {fix}") from None
-
-
-def dataclass_to_json(config: Any) -> dict:
-    return dataclasses.asdict(config)
-
-
-def parse_scope_list(text: str | None) -> tuple[str, ...]:
-    """Comma-separated scope flags as slim writes them; blanks are ignored."""
-    if not text:
-        return ()
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def read_labels_file(path: str) -> list[str]:
-    """Accept our one-name-per-line labels.txt as well as slim's `id:name` lines."""
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            lines = [line.rstrip("\n\r") for line in handle]
-    except FileNotFoundError:
-        raise InsideError(f"labels file not found: {path}; write one class name per line (or slim's id:name)") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InsideError(f"cannot read labels file {path} ({error}); it must be UTF-8 text") from None
-    lines = [line for line in lines if line.strip()]
-    if lines and all(":" in line and line.split(":", 1)[0].strip().isdigit() for line in lines):
-        by_id = {}
-        for line in lines:
-            key, name = line.split(":", 1)
-            by_id[int(key)] = name.strip()
-        count = max(by_id) + 1
-        missing = [index for index in range(count) if index not in by_id]
-        if missing:
-            raise InsideError(f"labels file {path} has no name for class ids {missing[:5]}; list every id from 0")
-        return [by_id[index] for index in range(count)]
-    return [line.strip() for line in lines]
-
-
-def silence_tensorflow_deprecations() -> None:
-    """The v1 APIs we rely on on purpose log deprecation notices; they would bury our progress lines."""
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")

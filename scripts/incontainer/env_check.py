@@ -16,6 +16,8 @@ import platform
 import sys
 from importlib import metadata
 
+from .contract import Exit, error_line
+
 # (wheel distribution, build_info key, how many version components must agree)
 CUDA_WHEELS = (
     ("nvidia-cuda-runtime-cu11", "cuda_version", 2),
@@ -102,7 +104,7 @@ def smoke() -> dict:
     return {"gpus": gpus, "matmul": "ok", "device": "GPU" if gpus else "CPU"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--expect-python")
@@ -124,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             report["cuda"] = check_cuda()
         report["smoke"] = smoke()
     except EnvironmentMismatch as error:
-        print(f"coldchain: error: environment check failed: {error}", file=sys.stderr)
-        return 2
+        print(error_line(f"environment check failed: {error}"), file=sys.stderr)
+        return Exit.USAGE
     json.dump(report, sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

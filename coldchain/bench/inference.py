@@ -1,0 +1,154 @@
+"""Inference speed, measured in containers: TensorFlow (defaults, oneDNN forced on and off, a folded
+graph) and ONNX Runtime on the same frozen graph, in one run; every variant golden-checked before
+it is timed; the thread sweep; start to first prediction. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cache import image_identity, produce, tree_fingerprint
+from ..config import BENCH_IMAGE, IMAGES, Project
+from ..contract import ENV_ONEDNN, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_CONFIG_FILE
+from ..engine import Engine
+from ..environments.images import BuildOptions, build_images
+from ..errors import ColdchainError, UsageError
+from ..hostinfo import cores, derived_peak_fp32
+from ..steps.pipeline import StepConfig, run_step
+from ..steps.runner import Image, ModuleRun, last_json, run_module
+
+log = logging.getLogger(__name__)
+# A 1-pixel PNG: enough to time start-to-first-prediction (it is resized like any image).
+ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+@dataclass(frozen=True)
+class InferenceBenchOptions:
+    run: Path  # training run to freeze the benchmark models from
+    out: Path  # bench models and raw results
+    input_size: int = 224
+    batches: tuple[int, ...] = (1, 8, 32)
+    repeats: int = 10
+    quick: bool = False  # CI: small input, batch 1-2, two repeats; checks the machinery, not the speed
+    prefix: str = "coldchain"
+    run_id: str = "coldchain-bench"
+
+
+def bench_models(engine: Engine, project: Project, options: InferenceBenchOptions, train, size: int) -> dict[str, Path]:
+    """The plain and the folded+stripped graph at the benchmark size, frozen once per run and image."""
+    run_fingerprint = tree_fingerprint(options.run)
+    models = {}
+    for name, extra in (("plain", ()), ("folded", ("--fold-batch-norm", "--strip-unused"))):
+        arguments = ("--run", MOUNT_RUN, "--input-size", str(size), *extra)
+        step = StepConfig(name="freeze", role="train", module="freeze",
+                          output=(options.out / f"model-{size}-{name}").resolve(),
+                          inputs={MOUNT_RUN: options.run.resolve()}, arguments=arguments, prefix=options.prefix,
+                          run_id=options.run_id)
+        key = {"image": image_identity(train.info.labels, train.info.id), "args": list(arguments),
+               "run": run_fingerprint}
+        produce(step.output, key, lambda step=step: run_step(engine, project, step, train))
+        models[name] = step.output
+    return models
+
+
+def bench_inference(engine: Engine, project: Project, options: InferenceBenchOptions) -> dict:
+    if not (options.run / RUN_CONFIG_FILE).is_file():
+        raise UsageError(f"{options.run}: no training run to freeze the benchmark model from",
+                         fix="run 'make train' first (make bench does)")
+    train, infer = build_images(engine, project, [IMAGES["train-cpu"], IMAGES["infer-cpu"]],
+                                BuildOptions(prefix=options.prefix))
+    (bench_image,) = build_images(engine, project, [BENCH_IMAGE], BuildOptions(prefix=options.prefix))
+    size = 64 if options.quick else options.input_size
+    models = bench_models(engine, project, options, train, size)
+    batches = (1, 2) if options.quick else options.batches
+    repeats = 2 if options.quick else options.repeats
+
+    def measure(label: str, image, model: str, runtime: str = "tensorflow", environment: dict | None = None,
+                threads: tuple[int, int] = (0, 0), sizes=batches, profile: bool = False) -> dict:
+        arguments = ["--model", MOUNT_MODEL, "--runtime", runtime, "--repeats", str(repeats),
+                     "--intra-op-threads", str(threads[0]), "--inter-op-threads", str(threads[1])] + \
+            [arg for b in sizes for arg in ("--batch", str(b))] + (["--profile"] if profile else [])
+        log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
+        run = ModuleRun(image=Image.of(image), module="bench", arguments=tuple(arguments), what=f"bench {label}",
+                        inputs={MOUNT_MODEL: models[model]}, environment=environment or {}, run_id=options.run_id,
+                        timeout_s=3600.0)
+        try:
+            return last_json(run_module(engine, run), run)
+        except ColdchainError as error:
+            # One broken runtime must not hide the others' numbers; the report names what failed.
+            log.warning("bench: %s failed: %s", label, error.message)
+            return {"error": error.message, "log_tail": error.log_tail, "golden": {"ok": False}, "batches": []}
+
+    variants = {
+        "tensorflow": measure("tensorflow", infer, "plain", profile=True),
+        "tensorflow_onednn_on": measure("tensorflow, oneDNN on", infer, "plain", environment={ENV_ONEDNN: "1"}),
+        "tensorflow_onednn_off": measure("tensorflow, oneDNN off", infer, "plain", environment={ENV_ONEDNN: "0"}),
+        "tensorflow_folded": measure("tensorflow, folded + stripped graph", infer, "folded"),
+        "onnxruntime": measure("onnxruntime", bench_image, "plain", runtime="onnxruntime"),
+    }
+    count = cores()
+    thread_grid = [(1, 1), (count, 1), (count, 2), (0, 0)] if not options.quick else [(1, 1), (0, 0)]
+    middle = (8,) if not options.quick else (2,)
+    threads = {f"intra{intra}_inter{inter}": measure(f"threads intra={intra} inter={inter}", infer, "plain",
+                                                    threads=(intra, inter), sizes=middle)
+               for intra, inter in thread_grid}
+    first_prediction = _first_prediction(engine, infer, models["plain"], options)
+    return summarize_inference(variants, threads, size, first_prediction, derived_peak_fp32(), count)
+
+
+def _first_prediction(engine: Engine, image, model: Path, options: InferenceBenchOptions) -> dict:
+    """Container start to first prediction: `docker run` of the infer step on one image."""
+    with tempfile.TemporaryDirectory(prefix="coldchain-bench-") as tmp:
+        sample = Path(tmp) / "inputs"
+        sample.mkdir()
+        (sample / "sample.png").write_bytes(base64.b64decode(ONE_PIXEL_PNG))
+        sample.chmod(0o755)
+        (sample / "sample.png").chmod(0o644)
+        timings = []
+        inputs = f"{MOUNT_INPUTS}/0"
+        run = ModuleRun(image=Image.of(image), module="infer", what="first prediction",
+                        arguments=("--model", MOUNT_MODEL, "--output", "/tmp/p.jsonl", inputs),
+                        inputs={MOUNT_MODEL: model, inputs: sample}, run_id=options.run_id, timeout_s=600.0)
+        for _ in range(1 if options.quick else 3):
+            start = time.perf_counter()
+            last_json(run_module(engine, run), run)
+            timings.append(time.perf_counter() - start)
+    return {"seconds_median": round(statistics.median(timings), 2), "runs": len(timings),
+            "what": "docker run -> TF import -> sha256 + doctor -> golden probe -> 1 image predicted -> exit"}
+
+
+def summarize_inference(variants: dict, threads: dict, size: int, first_prediction: dict, peak: dict, count: int) -> dict:
+    gflops = next(report["flops"]["gflops_per_image"] for report in variants.values() if "flops" in report)
+    table = {}
+    for name, report in variants.items():
+        rows = {}
+        for row in report.get("batches", []):
+            achieved = row["images_per_second"] * gflops
+            rows[str(row["batch"])] = {**row, "gflops_per_s": round(achieved, 1),
+                                       "fraction_of_peak": round(achieved / peak["gflops"], 3) if peak.get("gflops")
+                                       else None}
+        table[name] = {"golden_ok": report["golden"]["ok"], "batches": rows, "numerics": report.get("numerics"),
+                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "conversion_s", "error") if key in report}}
+    best_threads = max(threads.items(), key=lambda item: item[1]["batches"][0]["images_per_second"]
+                       if item[1].get("batches") else 0.0)
+    ratio = None
+    tf8 = table["tensorflow"]["batches"].get("8") or next(iter(table["tensorflow"]["batches"].values()), None)
+    ort8 = table["onnxruntime"]["batches"].get("8") or next(iter(table["onnxruntime"]["batches"].values()), None)
+    if tf8 and ort8:
+        ratio = round(tf8["images_per_second"] / ort8["images_per_second"], 3)
+    return {
+        "input_size": size, "gflops_per_image": gflops,
+        "flops_by_op": next(report["flops"]["by_op"] for report in variants.values() if "flops" in report),
+        "peak_fp32": peak, "variants": table,
+        "tf_over_onnxruntime_at_batch_8": ratio,
+        "threads": {name: report["batches"][0] for name, report in threads.items() if report.get("batches")},
+        "recommended_threads": best_threads[0],
+        "tensorflow_profile_top_ops": variants["tensorflow"].get("profile", []),
+        "first_prediction": first_prediction,
+        "cores": count,
+    }

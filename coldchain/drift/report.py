@@ -1,0 +1,160 @@
+"""Drift-test reports: JSON (for tools), Markdown (for people), JUnit XML (so CI shows every case
+as a test). Each file is written to a temporary name and renamed, so a report is whole or absent.
+The heatmap PNG is drawn in the inference image (see runner.render_heatmap)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from ..contract import OUTCOME_NOT_APPLICABLE, SEVERITY_ERROR
+from ..fsutil import atomic_write_text
+
+REPORT_JSON = "drift-report.json"
+REPORT_MARKDOWN = "drift-report.md"
+REPORT_JUNIT = "drift-junit.xml"
+REPORT_HEATMAP = "drift-heatmap.png"
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "0" if value == 0.0 else f"{value:.{digits}g}"
+    return str(value)
+
+
+def _tensor(case: dict, key: str) -> dict:
+    golden = case.get("golden") or {}
+    return next((tensor for tensor in golden.get("tensors", []) if tensor["key"] == key), {})
+
+
+def _first_finding(case: dict) -> str:
+    if case.get("outcome") == OUTCOME_NOT_APPLICABLE:
+        return "; ".join(case.get("reasons") or [])
+    findings = (case.get("diagnosis") or {}).get("findings") or []
+    blocking = [finding for finding in findings if finding.get("severity") == SEVERITY_ERROR]
+    if blocking:
+        first = blocking[0]
+        nodes = f" (x{first['count']})" if first.get("count", 1) > 1 else ""
+        return f"{first['code']}{nodes}: {first['cause']} -- fix: {first['fix']}"
+    if case.get("lock_drift"):
+        drift = case["lock_drift"]
+        return f"{len(drift)} shared pins differ from requirements.lock: " + "; ".join(drift[:6]) + \
+            (f"; ... ({len(drift) - 6} more)" if len(drift) > 6 else "")
+    pre = case.get("preprocessing")
+    if pre and not pre.get("ok"):
+        fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())
+        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {_fmt(pre.get('max_abs_diff'))})"
+    if case.get("error"):
+        return case["error"].splitlines()[0]
+    return ""
+
+
+def _levels(preprocessing: dict | None) -> str:
+    """Input differences in uint8 levels (the probe records how much one level is in input units)."""
+    if not preprocessing or "max_abs_diff" not in preprocessing:
+        return "-"
+    level = preprocessing.get("level") or 1 / 127.5
+    return f"{preprocessing['max_abs_diff'] / level:.2g} / {preprocessing['mean_abs_diff'] / level:.2g}"
+
+
+def _expected(case: dict) -> str:
+    resolved = case.get("resolved_expectation") or case["expected"]
+    text = case["expected"] if resolved == case["expected"] else f"{case['expected']} -> {resolved}"
+    findings = case.get("expected_findings") or []
+    return text + (f" + {', '.join(findings)}" if findings else "")
+
+
+def _verdict(case: dict) -> str:
+    if case.get("outcome") == OUTCOME_NOT_APPLICABLE:
+        return "n/a"
+    return "ok" if case["ok"] else "**UNEXPECTED**"
+
+
+def markdown(report: dict) -> str:
+    counts = report["counts"]
+    lines = [
+        "# coldchain drift test",
+        "",
+        f"Matrix `{report['matrix']}`, model sha256 `{(report.get('model_sha256') or '')[:16]}...`, "
+        f"{report['generated']}, {report['host_cpu']}.",
+        "",
+        f"**{counts['as_expected']} of {counts['cases'] - counts.get('not_applicable', 0)} applicable cases as "
+        "expected**" + ("" if report["ok"] else f", **{counts['unexpected']} unexpected**")
+        + (f"; {counts['not_applicable']} not applicable to this model" if counts.get("not_applicable") else "") + ".",
+        "",
+        f"Host CPU flags that decide the numerics: {', '.join(report.get('host_cpu_flags') or []) or '-'} "
+        f"(class {report.get('host_cpu_class', '-')}). The golden was computed with "
+        f"{report.get('reference_numerics_summary', '-')}.",
+        "",
+        "| case | env (TF / Python) | variant | expected | outcome | numerics | loaded | preprocessing max / mean "
+        "(levels) | logits max abs | logits max rel | top-1 | first divergence | latency ms (batch) | |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in report["cases"]:
+        logits = _tensor(case, "logits")
+        golden = case.get("golden") or {}
+        top1 = golden.get("top1") or {}
+        latency = case.get("latency") or {}
+        lines.append(
+            f"| {case['name']} | {case['env']} ({case.get('tensorflow')} / {case.get('python')}) | {case['variant']} | "
+            f"{_expected(case)} | {case['outcome']} | {case.get('numerics_summary') or '-'} | "
+            f"{'yes' if case.get('loaded') else 'no'} | "
+            f"{_levels(case.get('preprocessing'))} | "
+            f"{_fmt(logits.get('max_abs_diff'))} | {_fmt(logits.get('max_rel_diff'))} | "
+            f"{top1.get('agree', '-')}/{top1.get('count', '-')} | {golden.get('first_divergence') or '-'} | "
+            f"{_fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {_verdict(case)} |")
+    lines += ["", "## Diagnoses", ""]
+    for case in report["cases"]:
+        detail = _first_finding(case)
+        if detail or not case["ok"]:
+            lines.append(f"- **{case['name']}** ({case['scenario'] or case['variant']}): {detail or '-'}"
+                         + ("" if case["ok"] else f" -- UNEXPECTED: {'; '.join(case['reasons'])}"))
+    lines += ["", "## Which TensorFlow versions load the frozen graph", "",
+              "| TensorFlow | Python | env | loads | outcome | logits max abs diff | bit-exact |", "|---|---|---|---|---|---|---|"]
+    for row in report.get("tensorflow_versions", []):
+        lines.append(f"| {row['tensorflow']} | {row['python']} | {row['env']} | {'yes' if row['loads'] else 'no'} | "
+                     f"{row['outcome']} | {_fmt(row['logits_max_abs_diff'])} | {row['bit_exact']} |")
+    lines += ["", "## Environments", "", "| env | image | TF | Python | device | lock | size GB |", "|---|---|---|---|---|---|---|"]
+    for name, env in report["environments"].items():
+        lines.append(f"| {name} | `{env['image']}` | {env['tensorflow']} | {env['python']} | {env['device']} | "
+                     f"`{env['lock']}` | {env['size_bytes'] / 1e9:.2f} |")
+    timing = report["timing"]
+    lines += ["", f"Timing: environments {timing['environments_s']} s, variants {timing['variants_s']} s, "
+                  f"cases {timing['cases_s']} s ({timing['jobs']} at a time), total {timing['total_s']} s.", ""]
+    return "\n".join(lines)
+
+
+def junit(report: dict) -> str:
+    cases = report["cases"]
+    suite = ElementTree.Element("testsuite", {
+        "name": "coldchain.drift", "tests": str(len(cases)),
+        "failures": str(sum(not case["ok"] for case in cases)), "errors": "0",
+        "skipped": str(sum(case.get("outcome") == OUTCOME_NOT_APPLICABLE for case in cases)),
+        "time": f"{report['timing']['total_s']:.1f}", "timestamp": report["generated"]})
+    for case in cases:
+        element = ElementTree.SubElement(suite, "testcase", {
+            "classname": f"drift.{case['env']}", "name": case["name"], "time": f"{case['seconds']:.2f}"})
+        summary = f"expected {_expected(case)}, got {case['outcome']}"
+        if case.get("outcome") == OUTCOME_NOT_APPLICABLE:
+            ElementTree.SubElement(element, "skipped", {"message": _first_finding(case)})
+        elif not case["ok"]:
+            failure = ElementTree.SubElement(element, "failure", {"message": summary, "type": "UnexpectedOutcome"})
+            failure.text = "\n".join(case["reasons"]) + "\n" + _first_finding(case)
+        output = ElementTree.SubElement(element, "system-out")
+        output.text = f"{summary}\n{_first_finding(case)}\n"
+    root = ElementTree.Element("testsuites")
+    root.append(suite)
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+def write_reports(report: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / REPORT_JSON, "markdown": out / REPORT_MARKDOWN, "junit": out / REPORT_JUNIT}
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(paths["markdown"], markdown(report))
+    atomic_write_text(paths["junit"], junit(report))
+    return paths

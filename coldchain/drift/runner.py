@@ -1,0 +1,375 @@
+"""The drift test on the host: build every environment of the matrix from its lock, make the model
+variants (re-freezes in the training image, re-exports in other environments), run every case in
+its environment (the probe), compare each outcome and its findings with the expected ones, and
+assemble the report. The host never imports TensorFlow; all numbers come back as JSON."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..cache import image_identity, produce, tree_fingerprint
+from ..config import IMAGES, LOCKS, RUN_LABEL, Project
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, GOLDEN_LOGITS_KEY, MANIFEST_FILE,
+                        MOUNT_MODEL, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, RUN_CONFIG_FILE, SEVERITY_WARNING,
+                        Code, ProbeReport, describe_numerics, numerics_differences)
+from ..engine import Engine
+from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..environments.locks import check_all, disagreements
+from ..environments.opbuild import build_opbuild_image
+from ..errors import ColdchainError, UsageError
+from ..hostinfo import cpu_class, cpu_description, numerics_flags
+from ..steps.pipeline import StepConfig, run_step
+from ..steps.runner import Image, ModuleRun, run_module
+from .report import REPORT_HEATMAP
+from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, resolve_expectation
+
+log = logging.getLogger(__name__)
+TRAINING_LOCK = "train-cpu"
+CASE_TIMEOUT_S = 900.0
+VARIANT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    model: Path  # the default variant: make freeze's (or adopt's) model directory
+    run: Path | None  # the training run freeze variants are made from; None for an adopted model
+    out: Path  # report directory; variants go to out/models
+    prefix: str = "coldchain"
+    run_id: str = "coldchain"
+    jobs: int = 1
+    memory: str = "8g"
+
+
+@dataclass
+class CaseResult:
+    case: CaseSpec
+    env: EnvSpec
+    image: str
+    image_labels: dict
+    expected: str  # as the matrix says it
+    resolved: str  # what it means for this case (as-reference -> bit-exact or pass)
+    outcome: str | None
+    ok: bool
+    probe: dict | None
+    lock_drift: list[str]
+    seconds: float
+    error: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)  # the host's own (lock drift)
+    reference_numerics: dict | None = None
+    numerics_differences: list[str] | None = None
+    container_s: float | None = None
+
+    def to_json(self) -> dict:
+        probe = self.probe or {}
+        timing = dict(probe.get("timing") or {})
+        if self.container_s is not None:
+            timing["container_s"] = round(self.container_s, 3)
+            inside = probe.get("seconds") or 0.0
+            timing["start_and_stop_s"] = round(max(0.0, self.container_s - inside), 3)
+        return {
+            "name": self.case.name, "scenario": self.case.scenario, "description": self.case.description,
+            "env": self.env.name, "variant": self.case.variant, "settings": asdict(self.case.settings),
+            "image": self.image, "tensorflow": self.image_labels.get("io.coldchain.tensorflow.version"),
+            "python": self.image_labels.get("io.coldchain.python.version"),
+            "device": self.env.device, "expected": self.expected, "resolved_expectation": self.resolved,
+            "expected_findings": list(self.case.expect_findings), "outcome": self.outcome, "ok": self.ok,
+            "reasons": self.reasons, "error": self.error, "lock_drift": self.lock_drift,
+            "findings": self.findings, "loaded": probe.get("loaded"), "runtime_outcome": probe.get("outcome"),
+            "diagnosis": probe.get("diagnosis"), "load_error": probe.get("load_error"),
+            "preprocessing": probe.get("preprocessing"), "golden": probe.get("golden"),
+            "latency": probe.get("latency"), "numerics": probe.get("numerics"),
+            "reference_numerics": self.reference_numerics, "numerics_differences": self.numerics_differences,
+            "numerics_summary": describe_numerics(probe.get("numerics")), "timing": timing,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def needed(matrix: Matrix) -> tuple[set[str], set[str]]:
+    variants = {case.variant for case in matrix.cases}
+    envs = {case.env for case in matrix.cases} | \
+        {str(matrix.variants[v].reexport_env) for v in variants if matrix.variants[v].reexport_env}
+    return envs, variants
+
+
+def build_environments(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions,
+                       names: set[str]) -> dict[str, BuiltImage]:
+    """Every environment image the selected cases and variants need, each from its own lock."""
+    built: dict[str, BuiltImage] = {}
+    for name in sorted(names):
+        env = matrix.envs[name]
+        spec = env.image_spec()
+        log.info("environment %s: %s", name, f"kit image {env.image}" if env.image else LOCKS[spec.lock].lock)
+        (built[name],) = build_images(engine, project, [spec], BuildOptions(prefix=options.prefix))
+    return built
+
+
+def make_variants(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions,
+                  names: set[str], images: dict[str, BuiltImage]) -> dict[str, Path | str]:
+    """Model directory per variant, made only when its inputs changed since the last run; a variant
+    that needs a training run this model does not have is the reason it is not applicable."""
+    made: dict[str, Path | str] = {}
+    if not (options.model / MANIFEST_FILE).is_file():
+        raise UsageError(f"{options.model}: no {MANIFEST_FILE} (not a coldchain model directory)",
+                         fix="run 'make freeze' first, adopt your own graph with 'coldchain adopt MODEL.pb --out DIR', "
+                             "or pass --model DIR")
+    made[DEFAULT_VARIANT] = options.model.resolve()
+    has_run = options.run is not None and (options.run / RUN_CONFIG_FILE).is_file()
+    run_fingerprint = None
+    train_image = opbuild_image = None
+    wanted = set(names) | {matrix.variants[name].source for name in names if matrix.variants[name].reexport_env}
+    # Freezes first: a re-export may start from one of them.
+    for name in sorted(wanted - {DEFAULT_VARIANT}, key=lambda n: (matrix.variants[n].kind == "reexport", n)):
+        variant = matrix.variants[name]
+        target = (options.out / "models" / name).resolve()
+        if variant.needs_training_run(matrix.variants) and not has_run:
+            made[name] = ("it re-freezes the kit's training run, and this model has none (an adopted model); pass "
+                          "--run DIR to make it from a training run")
+            continue
+        if variant.kind == "freeze":
+            if train_image is None:
+                train_image = build_images(engine, project, [IMAGES["train-cpu"]], BuildOptions(prefix=options.prefix))[0]
+            image = train_image
+            if variant.freeze_in == OP_BUILD_ENV:
+                opbuild_image = opbuild_image or build_opbuild_image(engine, project, train_image,
+                                                                     BuildOptions(prefix=options.prefix))
+                image = opbuild_image
+            run_fingerprint = run_fingerprint or tree_fingerprint(options.run)
+            key = {"kind": "freeze", "image": image_identity(image.info.labels, image.info.id),
+                   "args": list(variant.freeze_args), "run": run_fingerprint}
+            step = StepConfig(name="freeze", role="train", module="freeze", output=target,
+                              inputs={MOUNT_RUN: options.run.resolve()},
+                              arguments=("--run", MOUNT_RUN, *variant.freeze_args), memory=options.memory,
+                              prefix=options.prefix, run_id=options.run_id, timeout_s=VARIANT_TIMEOUT_S)
+        else:
+            image = images[str(variant.reexport_env)]
+            source = made[variant.source]
+            if isinstance(source, str):
+                made[name] = f"its source variant {variant.source} is not applicable: {source}"
+                continue
+            key = {"kind": "reexport", "image": image_identity(image.info.labels, image.info.id),
+                   "strip": variant.strip_default_attrs, "model": tree_fingerprint(source)}
+            arguments = ("--model", MOUNT_MODEL) + (("--strip-default-attrs",) if variant.strip_default_attrs else ())
+            step = StepConfig(name="reexport", role="infer", module="reexport", output=target,
+                              inputs={MOUNT_MODEL: source}, arguments=arguments, memory=options.memory,
+                              prefix=options.prefix, run_id=options.run_id, timeout_s=VARIANT_TIMEOUT_S)
+        ran = produce(target, key, lambda step=step, image=image: run_step(engine, project, step, image))
+        log.info("variant %s: %s", name, f"{step.name} in {image.tag}" if ran else "up to date")
+        made[name] = target
+    return made
+
+
+def lock_drift(project: Project, env: EnvSpec) -> list[str]:
+    """Packages the environment's lock pins at another version than the training lock."""
+    if env.lock_name == TRAINING_LOCK:
+        return []
+    locks = check_all(project, [TRAINING_LOCK, env.lock_name])
+    return disagreements(locks[TRAINING_LOCK], locks[env.lock_name])
+
+
+def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
+    settings = case.settings
+    arguments = ["--model", MOUNT_MODEL]
+    if settings.load_op_libraries:
+        arguments.append(FLAG_LOAD_OP_LIBRARIES)
+    if settings.allow_soft_placement:
+        arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
+    if settings.intra_op_threads:
+        arguments += ["--intra-op-threads", str(settings.intra_op_threads)]
+    if settings.inter_op_threads:
+        arguments += ["--inter-op-threads", str(settings.inter_op_threads)]
+    for item in settings.preprocessing:
+        arguments += ["--preprocessing", item]
+    return tuple(arguments)
+
+
+def reference_numerics(model: Path) -> dict | None:
+    try:
+        return json.loads((model / MANIFEST_FILE).read_text())["golden"].get("numerics")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differences: list[str] | None
+          ) -> tuple[str, bool, list[str]]:
+    """(resolved expectation, ok, reasons): the outcome must match and every expected finding be there."""
+    resolved = resolve_expectation(case.expect, differences)
+    reasons = []
+    if not outcome_matches(resolved, outcome):
+        why = f" ({'same numerics' if differences == [] else 'numerics differ: ' + '; '.join(differences or ['unknown'])})" \
+            if resolved != case.expect else ""
+        reasons.append(f"expected {resolved}{why}, got {outcome}")
+    missing = [code for code in case.expect_findings if code not in finding_codes]
+    if missing:
+        reasons.append(f"expected findings {missing} are missing")
+    return resolved, not reasons, reasons
+
+
+def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, image: BuiltImage, model: Path | str,
+             options: DriftOptions) -> CaseResult:
+    started = time.perf_counter()
+    common = dict(case=case, env=env, image=image.tag, image_labels=image.info.labels, expected=case.expect)
+    if isinstance(model, str):
+        return CaseResult(**common, resolved=case.expect, outcome=OUTCOME_NOT_APPLICABLE, ok=True, probe=None,
+                          lock_drift=[], seconds=0.0, reasons=[f"not applicable: variant {case.variant}: {model}"])
+    drift = lock_drift(project, env)
+    findings = []
+    if env.must_match_training_lock and drift:
+        findings.append({"code": Code.LOCK_DRIFT, "severity": SEVERITY_WARNING, "stage": "environment",
+                         "cause": f"{len(drift)} pins shared with requirements.lock differ: " + "; ".join(drift),
+                         "fix": f"constrain {LOCKS[env.lock_name].source} with '-c requirements.lock' and run "
+                                "'make lock'"})
+    run = ModuleRun(image=Image.of(image), module="probe", arguments=probe_arguments(case),
+                    what=f"drift case {case.name}", inputs={MOUNT_MODEL: model},
+                    environment=dict(case.settings.environment), memory=options.memory, timeout_s=CASE_TIMEOUT_S,
+                    gpus=env.device == "cuda" and engine.gpu_runtime(), run_id=options.run_id,
+                    name=f"{options.run_id}-drift-{case.name}"[:120])
+    probe, error, container_s = None, None, None
+    try:
+        result = run_module(engine, run)
+        container_s = result.seconds
+        probe = ProbeReport.from_json(result.stdout.strip().splitlines()[-1]).to_dict()
+    except (ValueError, IndexError):
+        error = "the probe printed no whole report"
+    except ColdchainError as failure:
+        error = failure.message
+    outcome = probe.get("outcome") if probe else "error"
+    codes = {item["code"] for item in findings} | \
+        {item["code"] for item in ((probe or {}).get("diagnosis") or {}).get("findings", [])}
+    reference = reference_numerics(model)
+    differences = numerics_differences(reference, (probe or {}).get("numerics"))
+    resolved, ok, reasons = judge(case, outcome, codes, differences)
+    if not ok and error:
+        reasons.append(error)
+    elif not ok and probe and (probe.get("diagnosis") or {}).get("findings"):
+        first = probe["diagnosis"]["findings"][0]
+        reasons.append(f"{first['code']}: {first['cause']}")
+    return CaseResult(**common, resolved=resolved, outcome=outcome, ok=ok, probe=probe, lock_drift=drift,
+                      seconds=time.perf_counter() - started, error=error, reasons=reasons, findings=findings,
+                      reference_numerics=reference, numerics_differences=differences, container_s=container_s)
+
+
+def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions,
+              images: dict[str, BuiltImage], models: dict[str, Path | str]) -> list[CaseResult]:
+    results: list[CaseResult] = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
+    futures = {pool.submit(run_case, engine, project, case, matrix.envs[case.env], images[case.env],
+                           models[case.variant], options): case for case in matrix.cases}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            log.info("%-28s %-24s expected %-24s got %-24s %s", result.case.name, result.case.env, result.resolved,
+                     result.outcome, "ok" if result.ok else "UNEXPECTED")
+            results.append(result)
+    except BaseException:
+        # Ctrl-C (or a crash): stop what is queued and kill what runs now, instead of waiting for it.
+        for future in futures:
+            future.cancel()
+        engine.remove_containers(f"{RUN_LABEL}={options.run_id}")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    order = {case.name: index for index, case in enumerate(matrix.cases)}
+    return sorted(results, key=lambda r: order[r.case.name])
+
+
+def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions) -> dict:
+    started = time.perf_counter()
+    env_names, variant_names = needed(matrix)
+    phases = {}
+    mark = time.perf_counter()
+    images = build_environments(engine, project, matrix, options, env_names)
+    phases["environments_s"] = round(time.perf_counter() - mark, 1)
+    mark = time.perf_counter()
+    models = make_variants(engine, project, matrix, options, variant_names, images)
+    phases["variants_s"] = round(time.perf_counter() - mark, 1)
+    mark = time.perf_counter()
+    results = run_cases(engine, project, matrix, options, images, models)
+    phases["cases_s"] = round(time.perf_counter() - mark, 1)
+    return assemble_report(project, matrix, options, images, models, results, env_names,
+                           {**phases, "total_s": round(time.perf_counter() - started, 1), "jobs": max(1, options.jobs)})
+
+
+def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, images: dict, models: dict,
+                    results: list[CaseResult], env_names: set[str], timing: dict) -> dict:
+    environments = {}
+    for name in sorted(env_names):
+        env, image = matrix.envs[name], images[name]
+        environments[name] = {"description": env.description, "image": image.tag, "image_id": image.info.id,
+                              "size_bytes": image.info.size, "reused": image.reused,
+                              "lock": LOCKS[env.image_spec().lock].lock, "device": env.device,
+                              "tensorflow": image.info.labels.get("io.coldchain.tensorflow.version"),
+                              "python": image.info.labels.get("io.coldchain.python.version"),
+                              "must_match_training_lock": env.must_match_training_lock}
+    applicable = [result for result in results if result.outcome != OUTCOME_NOT_APPLICABLE]
+    return {
+        "matrix": str(matrix.path.relative_to(project.root)) if matrix.path.is_relative_to(project.root)
+        else str(matrix.path),
+        "reference_env": matrix.reference_env,
+        "model": str(options.model), "model_sha256": _manifest_sha(options.model),
+        "reference_numerics": reference_numerics(options.model),
+        "reference_numerics_summary": describe_numerics(reference_numerics(options.model)),
+        "ok": all(result.ok for result in results),
+        "counts": {"cases": len(results), "as_expected": sum(r.ok for r in applicable),
+                   "unexpected": sum(not r.ok for r in results),
+                   "not_applicable": len(results) - len(applicable)},
+        "environments": environments,
+        "variants": {name: str(path) if isinstance(path, Path) else f"not applicable: {path}"
+                     for name, path in sorted(models.items())},
+        "cases": [result.to_json() for result in results],
+        "tensorflow_versions": tensorflow_summary(results),
+        "timing": timing,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host_cpu": cpu_description(),
+        "host_cpu_flags": numerics_flags(),
+        "host_cpu_class": cpu_class(),
+    }
+
+
+def _manifest_sha(model: Path) -> str | None:
+    try:
+        return json.loads((model / MANIFEST_FILE).read_text())["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def tensorflow_summary(results: list[CaseResult]) -> list[dict]:
+    """Which TF versions load the default frozen graph and how far their logits move."""
+    rows = {}
+    for result in results:
+        if result.case.variant != DEFAULT_VARIANT or result.case.settings.environment or result.case.settings.preprocessing:
+            continue
+        probe = result.probe or {}
+        golden = probe.get("golden") or {}
+        logits = next((t for t in golden.get("tensors", []) if t["key"] == GOLDEN_LOGITS_KEY), {})
+        version = result.image_labels.get("io.coldchain.tensorflow.version") or "?"
+        rows.setdefault(version, {
+            "tensorflow": version, "python": result.image_labels.get("io.coldchain.python.version"),
+            "env": result.env.name, "loads": bool(probe.get("loaded")), "outcome": probe.get("outcome"),
+            "logits_max_abs_diff": logits.get("max_abs_diff"), "logits_max_rel_diff": logits.get("max_rel_diff"),
+            "bit_exact": golden.get("bit_exact"),
+        })
+    return sorted(rows.values(), key=lambda row: [int(p) if p.isdigit() else 0 for p in row["tensorflow"].split(".")])
+
+
+def default_jobs() -> int:
+    """One TF process already uses every core for a batch; run two at once only with four or more."""
+    return max(1, (os.cpu_count() or 1) // 2) if (os.cpu_count() or 1) >= 4 else 1
+
+
+def render_heatmap(engine: Engine, project: Project, report_json: Path, options: DriftOptions) -> Path:
+    """The heatmap PNG, drawn in the inference image (Pillow lives there, the host needs none)."""
+    image = build_images(engine, project, [IMAGES["infer-cpu"]], BuildOptions(prefix=options.prefix))[0]
+    target = report_json.with_name(REPORT_HEATMAP)
+    step = StepConfig(name="heatmap", role="infer", module="heatmap", output=target.resolve(),
+                      inputs={MOUNT_REPORT: report_json.parent.resolve()},
+                      arguments=("--report", f"{MOUNT_REPORT}/{report_json.name}"), memory="1g",
+                      prefix=options.prefix, run_id=options.run_id, output_is_file=True)
+    run_step(engine, project, step, image)
+    return target

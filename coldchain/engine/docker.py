@@ -1,0 +1,327 @@
+"""The Engine over the Docker SDK for Python: every Docker error becomes one of the kit's errors, every
+container has a time limit, and cleanup never hides the error that caused it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from ..errors import BaseImageError, BuildError, ContainerError, DaemonUnavailable, EngineError
+from .engine import Engine, ImageInfo, LogSink, RunResult, RunSpec
+
+log = logging.getLogger(__name__)
+LOG_TAIL_LINES = 40
+DAEMON_FIX = "run 'make docker' (scripts/ensure-docker.sh), which starts or installs a daemon where it can"
+
+
+_FROM_STEP = re.compile(r"^Step \d+/\d+ : FROM\b", re.IGNORECASE)
+_STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
+
+
+def earlier_stage_images(lines: list[str], *, finished: bool) -> list[str]:
+    """The (short) image IDs that ended each build stage but the final one, read from the classic
+    builder's log; with `finished` False (a failed build) the stage that failed is included.
+    FROM images (bases, other kit images) are never among them."""
+    tips: list[str] = []
+    from_images: set[str] = set()
+    current = None
+    stages = 0
+    after_from = False
+    for line in lines:
+        if _FROM_STEP.match(line.strip()):
+            if stages and current:
+                tips.append(current)
+            stages += 1
+            current, after_from = None, True
+            continue
+        match = _STEP_IMAGE.match(line)
+        if match:
+            if after_from:
+                from_images.add(match.group(1))
+                after_from = False
+            current = match.group(1)
+    if not finished and current:
+        tips.append(current)
+    return [tip for tip in dict.fromkeys(tips) if tip not in from_images]
+
+
+def _info(image) -> ImageInfo:
+    attrs = image.attrs
+    return ImageInfo(id=image.id, tags=tuple(image.tags), labels=dict(attrs["Config"].get("Labels") or {}),
+                     size=int(attrs.get("Size", 0)))
+
+
+def _translated(what: str):
+    """Docker's errors as the kit's: a broken connection is the daemon going away, an API refusal
+    an EngineError naming what was asked and what Docker said."""
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (ImageNotFound, NotFound):
+                raise
+            except APIError as error:
+                raise EngineError(f"Docker refused to {what} {_subject(args)}: {_explanation(error)}",
+                                  fix=_fix_for(error)) from error
+            except (DockerException, OSError) as error:
+                raise DaemonUnavailable(f"the Docker daemon went away while asked to {what} {_subject(args)}: "
+                                        f"{error}", fix=DAEMON_FIX) from error
+        return wrapper
+    return decorate
+
+
+def _subject(args) -> str:
+    return str(args[0]) if args else ""
+
+
+def _explanation(error: APIError) -> str:
+    return str(getattr(error, "explanation", None) or error)
+
+
+def _fix_for(error: APIError) -> str:
+    text = _explanation(error).lower()
+    if "no space left" in text:
+        return "free space: 'docker image prune' removes dangling images, 'make clean' the kit's images; then rerun"
+    if getattr(error, "status_code", None) == 409:
+        return "another container or image still uses it (or is being removed): wait, then rerun 'make clean'"
+    return "read Docker's explanation above; 'docker info' shows the daemon's state"
+
+
+def _secondary(what: str, action) -> None:
+    """Cleanup after the real work: its failure is logged, never raised over the original outcome."""
+    try:
+        action()
+    except (APIError, DockerException, OSError) as error:
+        log.warning("cleanup: could not %s: %s", what, error)
+
+
+class DockerEngine(Engine):
+    def __init__(self, timeout: int = 600):
+        try:
+            self.client = docker.from_env(timeout=timeout)
+        except DockerException as error:
+            raise DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX) from None
+
+    def ping(self) -> str:
+        try:
+            return self.client.version()["Version"]
+        except (DockerException, OSError) as error:
+            raise DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX) from None
+
+    @_translated("inspect image")
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        try:
+            return _info(self.client.images.get(ref))
+        except (ImageNotFound, NotFound):
+            return None
+
+    def pull(self, ref: str) -> ImageInfo:
+        try:
+            return _info(self.client.images.pull(ref))
+        except (APIError, DockerException) as error:
+            raise BaseImageError(f"could not pull {ref}: {error.explanation if hasattr(error, 'explanation') else error}",
+                                 fix="check the registry, or let coldchain build a local base") from None
+
+    @_translated("import a root filesystem as")
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+        repository, _, tag = ref.partition(":")
+        with tarball.open("rb") as handle:
+            self.client.api.import_image_from_data(handle, repository=repository, tag=tag or "latest", changes=changes)
+        found = self.inspect_image(ref)
+        if found is None:
+            raise BaseImageError(f"docker import of {tarball} did not produce {ref}")
+        return found
+
+    def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
+              keep_stages: bool = False) -> ImageInfo:
+        steps: list[str] = []  # the Step and ---> lines: which image ended which stage
+        finished = False
+        try:
+            image_id = self._build(context, dockerfile=dockerfile, buildargs=buildargs, labels=labels, tag=tag,
+                                   log=log, nocache=nocache, steps=steps)
+            self.tag(image_id, tag)
+            finished = True
+        finally:
+            if not keep_stages:
+                self._remove_stage_images(earlier_stage_images(steps, finished=finished), tag)
+        info = self.inspect_image(tag)
+        if info is None:
+            raise BuildError(f"building {tag} reported success but the image is gone", image=tag)
+        return info
+
+    def _build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str], labels: dict[str, str],
+               tag: str, log: LogSink, nocache: bool, steps: list[str]) -> str:
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        image_id = None
+        try:
+            with context.open("rb") as handle:
+                stream = self.client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
+                                               buildargs=buildargs, labels=labels, rm=True, forcerm=True,
+                                               pull=False, decode=True, nocache=nocache,
+                                               network_mode="none")
+                for event in stream:
+                    if "stream" in event:
+                        for line in event["stream"].splitlines():
+                            if line.strip():
+                                tail.append(line)
+                                log(line)
+                                if "--->" in line or line.startswith("Step "):
+                                    steps.append(line)
+                    if "aux" in event and "ID" in event["aux"]:
+                        image_id = event["aux"]["ID"]
+                    if "error" in event:
+                        tail.append(event["error"].strip())
+                        raise BuildError(f"building {tag} failed: {event['error'].strip().splitlines()[-1]}",
+                                         image=tag, log_tail="\n".join(tail),
+                                         fix="read the log tail above; the failing step is its last 'Step' line")
+        except (APIError, DockerException, OSError) as error:
+            # requests' errors (APIError included) are OSErrors too: look at what the daemon said first.
+            if "no space left on device" in str(error):
+                raise BuildError(f"building {tag} failed: the Docker host's disk is full", image=tag,
+                                 log_tail="\n".join(tail + [str(error)]),
+                                 fix="free space: 'docker image prune' removes dangling images, 'make clean' the "
+                                     "kit's images; then rerun") from None
+            if isinstance(error, APIError):
+                raise BuildError(f"building {tag} failed: {error}", image=tag, log_tail="\n".join(tail)) from None
+            raise DaemonUnavailable(f"the Docker daemon went away while building {tag}: {error}",
+                                    fix=DAEMON_FIX + "; then rerun, finished layers are cached") from None
+        if image_id is None:
+            raise BuildError(f"building {tag} produced no image", image=tag, log_tail="\n".join(tail))
+        return image_id
+
+    def _remove_stage_images(self, short_ids: list[str], tag: str) -> None:
+        """The install stage holds the wheels and a second copy of the venv (7.6 GB for a CUDA lock);
+        the image needs neither. Only untagged images go, with their untagged parents; one another
+        build still uses is left alone (Docker refuses, and the next build cleans it up)."""
+        for short_id in short_ids:
+            try:
+                image = self.client.api.inspect_image(short_id)
+                if image.get("RepoTags"):
+                    continue
+                self.client.api.remove_image(image["Id"], force=False, noprune=False)
+                log.debug("removed build stage %s of %s", short_id, tag)
+            except (APIError, DockerException, OSError) as error:
+                log.debug("kept build stage %s of %s: %s", short_id, tag, error)
+
+    @_translated("tag image")
+    def tag(self, image_id: str, ref: str) -> None:
+        repository, _, tag = ref.partition(":")
+        self.client.api.tag(image_id, repository, tag or "latest", force=True)
+
+    def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
+        kwargs = dict(
+            command=list(spec.command), detach=True, environment=spec.environment,
+            network_mode=spec.network, read_only=spec.read_only_root, tmpfs=spec.tmpfs,
+            volumes={str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+            labels=spec.labels, name=spec.name, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            mem_limit=spec.mem_limit, pids_limit=spec.pids_limit,
+        )
+        if spec.user:
+            kwargs["user"] = spec.user
+        if spec.gpus:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        container = None
+        watchdog = None
+        expired = threading.Event()
+        started = time.perf_counter()
+        try:
+            container = self.client.containers.create(spec.image, **kwargs)
+            if spec.timeout_s:
+                watchdog = threading.Timer(spec.timeout_s, self._expire, (container, expired))
+                watchdog.daemon = True
+                watchdog.start()
+            container.start()
+            if log is not None:
+                self._follow(container, log)
+            status = container.wait()
+            seconds = time.perf_counter() - started
+            stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            return RunResult(int(status.get("StatusCode", -1)), stdout, stderr, oom, timed_out=expired.is_set(),
+                             seconds=seconds)
+        except ImageNotFound:
+            raise ContainerError(f"image {spec.image} does not exist", image=spec.image,
+                                 command=list(spec.command), container_exit=-1,
+                                 fix="build it first ('make images')") from None
+        except APIError as error:
+            raise EngineError(f"Docker refused to run {' '.join(spec.command[:4])} in {spec.image}: "
+                              f"{_explanation(error)}", fix=_fix_for(error)) from None
+        except (DockerException, OSError) as error:
+            # The connection itself broke: the daemon stopped or died while the container ran.
+            raise DaemonUnavailable(f"the Docker daemon went away while running {' '.join(spec.command[:4])}: {error}",
+                                    fix=DAEMON_FIX + "; then rerun: finished steps are kept, this one starts "
+                                                     "again (its partial output was never moved into place)") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if container is not None:
+                _secondary(f"remove container {getattr(container, 'short_id', spec.name or '')}",
+                           lambda: container.remove(force=True))
+
+    def _follow(self, container, sink: LogSink) -> None:
+        """Stream stderr lines to `log`. A step silent for longer than the client's read timeout ends
+        the stream, not the run: the container is then simply waited for."""
+        pending = b""
+        try:
+            for chunk in container.logs(stdout=False, stderr=True, stream=True, follow=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    sink(line.decode(errors="replace"))
+        except (DockerException, OSError) as error:
+            try:
+                self.ping()
+            except DaemonUnavailable:
+                raise error from None  # the daemon itself is gone: run() reports it as such
+            log.debug("log stream of %s ended early (%s); waiting for it", container.short_id, error)
+        if pending:
+            sink(pending.decode(errors="replace"))
+
+    @staticmethod
+    def _expire(container, expired: threading.Event) -> None:
+        expired.set()
+        _secondary(f"kill container {getattr(container, 'short_id', '')} after its time limit", container.kill)
+
+    @_translated("remove image")
+    def remove_image(self, ref: str) -> None:
+        try:
+            self.client.images.remove(ref, force=True)
+        except (ImageNotFound, NotFound):
+            pass
+
+    @_translated("list images labelled")
+    def list_images(self, label: str) -> list[ImageInfo]:
+        return [_info(image) for image in self.client.images.list(filters={"label": label})]
+
+    @_translated("list containers labelled")
+    def remove_containers(self, label: str) -> int:
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"label": label}):
+            try:
+                container.remove(force=True)
+                removed += 1
+            except NotFound:
+                pass  # it went away on its own meanwhile
+            except APIError as error:
+                # 409: already being removed (a run's own cleanup got there first).
+                log.warning("could not remove container %s: %s", container.short_id, _explanation(error))
+        return removed
+
+    def gpu_runtime(self) -> bool:
+        try:
+            runtimes = self.client.info().get("Runtimes", {})
+        except (DockerException, OSError):
+            return False
+        return "nvidia" in runtimes

@@ -1,0 +1,105 @@
+"""The one interface between coldchain and a container engine. Everything else talks to an
+Engine; DockerEngine implements it with the Docker SDK and tests use a fake."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+LogSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    size: int
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How one container runs. Defaults are the hardened ones; callers loosen them on purpose."""
+
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
+    environment: dict[str, str] = field(default_factory=dict)
+    network: str = "none"
+    user: str | None = None
+    read_only_root: bool = True
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=512m"})
+    mem_limit: str | None = "8g"
+    pids_limit: int | None = 512
+    gpus: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    timeout_s: float | None = None  # killed after this long; RunResult.timed_out says so
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    oom_killed: bool = False
+    timed_out: bool = False
+    seconds: float = 0.0  # wall time from create to exit
+
+
+class Engine(ABC):
+    @abstractmethod
+    def ping(self) -> str:
+        """The server version; raises DaemonUnavailable when nothing answers."""
+
+    @abstractmethod
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """The image, or None when it does not exist."""
+
+    @abstractmethod
+    def pull(self, ref: str) -> ImageInfo:
+        """Pull from a registry; raises BaseImageError when none answers."""
+
+    @abstractmethod
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+        """Create an image from a root filesystem tarball (docker import)."""
+
+    @abstractmethod
+    def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
+              labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
+              keep_stages: bool = False) -> ImageInfo:
+        """Build from a context tarball; tags only after the whole build succeeded.
+        Raises BuildError with the log tail. Unless `keep_stages`, the images that ended earlier
+        build stages (an install stage's wheels and venv) are removed afterwards, failed or not."""
+
+    @abstractmethod
+    def tag(self, image_id: str, ref: str) -> None: ...
+
+    @abstractmethod
+    def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
+        """Run to completion (or to spec.timeout_s, then kill it) and remove the container, whatever
+        happens. `log` receives the container's stderr line by line while it runs."""
+
+    @abstractmethod
+    def remove_image(self, ref: str) -> None: ...
+
+    @abstractmethod
+    def list_images(self, label: str) -> list[ImageInfo]:
+        """Images carrying `label` ("key" or "key=value")."""
+
+    @abstractmethod
+    def remove_containers(self, label: str) -> int:
+        """Force-remove every container carrying `label`; returns how many."""
+
+    @abstractmethod
+    def gpu_runtime(self) -> bool:
+        """Whether the daemon can hand GPUs to containers (NVIDIA runtime present)."""

@@ -1,0 +1,198 @@
+"""Images built only from their lock, base and verified wheelhouse (train, infer, CUDA, drift, bench),
+and the one rule that decides whether an image of the same inputs can be reused instead."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import __version__
+from .bases import ResolvedBase, resolve_base
+from ..config import BASES, KIT_LABEL, LOCKS, ImageSpec, Project
+from .context import BuildContext
+from ..engine import Engine, ImageInfo
+from ..errors import BuildError
+from .locks import check_all
+from .wheelhouse import Wheelhouse
+
+log = logging.getLogger(__name__)
+CONTAINER_SCRIPTS = "scripts/incontainer"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    prefix: str = "coldchain"
+    base_image: str | None = None  # an explicit base; otherwise chosen automatically
+    allow_pull: bool = True
+    force: bool = False  # build even when an image of the same inputs exists
+    nocache: bool = False  # ignore Docker's layer cache too (cold-build benchmarks)
+    # Keep the install stage (wheels + a second venv): faster rebuilds after editing scripts/,
+    # at 2.2 GB per CPU lock and 7.6 GB per CUDA lock of disk.
+    keep_stages: bool = False
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    spec: ImageSpec
+    tag: str
+    info: ImageInfo
+    base: ResolvedBase
+    reused: bool
+
+
+def git_revision(root: Path) -> str:
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False, shell=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> dict[str, str]:
+    lock_spec = LOCKS[spec.lock]
+    return {
+        "org.opencontainers.image.title": f"coldchain-{spec.role}",
+        "org.opencontainers.image.description": f"coldchain {spec.role} image ({spec.device})",
+        "org.opencontainers.image.version": __version__,
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.base.name": base.ref,
+        "org.opencontainers.image.base.digest": base.image_id,
+        KIT_LABEL: "coldchain",
+        "io.coldchain.role": spec.role,
+        "io.coldchain.device": spec.device,
+        "io.coldchain.lock.file": lock_spec.lock,
+        "io.coldchain.lock.sha256": lock.sha256,
+        "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
+        "io.coldchain.numpy.version": lock.version("numpy") or "",
+        "io.coldchain.python.version": base.python_version,
+        **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
+    }
+
+
+# The commit that built an image is recorded, but a new commit that changed no input (the context
+# fingerprint covers Dockerfile, lock, wheels and scripts) does not make a new image.
+NOT_AN_INPUT = frozenset({"org.opencontainers.image.revision"})
+
+
+def same_inputs(found: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(found.get(key) == value for key, value in wanted.items() if key not in NOT_AN_INPUT)
+
+
+def find_same_inputs(engine: Engine, tag: str, labels: dict[str, str]) -> ImageInfo | None:
+    """The image under `tag`, or any other image built from exactly these inputs (another prefix,
+    an earlier commit), so that a test session or a new clone tags it instead of building again."""
+    existing = engine.inspect_image(tag)
+    if existing is not None and same_inputs(existing.labels, labels):
+        return existing
+    fingerprint = labels["io.coldchain.context.sha256"]
+    twins = [info for info in engine.list_images(f"io.coldchain.context.sha256={fingerprint}")
+             if same_inputs(info.labels, labels)]
+    return min(twins, key=lambda info: info.id) if twins else None
+
+
+def _build_log(name: str):
+    def sink(line: str) -> None:
+        # Step lines show progress at the default level; the rest of the build log is -v.
+        log.log(logging.INFO if line.startswith("Step ") else logging.DEBUG, "%s | %s", name, line)
+    return sink
+
+
+def build_images(engine: Engine, project: Project, specs: list[ImageSpec], options: BuildOptions) -> list[BuiltImage]:
+    bases: dict[str, ResolvedBase] = {}
+    built = []
+    for spec in specs:
+        if spec.base not in bases:
+            bases[spec.base] = resolve_base(engine, project, BASES[spec.base], options.base_image,
+                                            allow_pull=options.allow_pull)
+        built.append(build_image(engine, project, spec, options, bases[spec.base]))
+    return built
+
+
+def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
+                base: ResolvedBase | None = None) -> BuiltImage:
+    lock_spec = LOCKS[spec.lock]
+    lock = check_all(project, [spec.lock])[spec.lock]
+    base_spec = BASES[spec.base]
+    base = base or resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
+    wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
+
+    context = BuildContext()
+    context.add_file(spec.dockerfile, project.path(spec.dockerfile))
+    context.add_file(lock_spec.lock, project.path(lock_spec.lock))
+    context.add_tree(CONTAINER_SCRIPTS, project.path(CONTAINER_SCRIPTS))
+    known = {}
+    for wheel in wheels:
+        arcname = f"wheels/{wheel.path.name}"
+        context.add_file(arcname, wheel.path)
+        known[arcname] = wheel.sha256  # hashed while verifying against the lock; not read twice
+
+    buildargs = {
+        "BASE_IMAGE": base.image_id,
+        "LOCK": lock_spec.lock,
+        "DEVICE": spec.device,
+        "EXPECT_PYTHON": base_spec.python,
+        "EXPECT_TENSORFLOW": lock.version("tensorflow") or "",
+        "EXPECT_NUMPY": lock.version("numpy") or "",
+    }
+    labels = image_labels(spec, lock, base, git_revision(project.root))
+    tag = spec.tag(options.prefix)
+    return build_context(engine, project, BuildRequest(spec=spec, tag=tag, context=context, labels=labels,
+                                                       buildargs=buildargs, fingerprint_files=known, base=base,
+                                                       description=f"{lock_spec.lock} on {base.ref} ({len(wheels)} "
+                                                                   "wheels)", hint_lock=lock_spec.lock), options)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image to make from a build context, unless an image of the same inputs exists."""
+
+    spec: ImageSpec
+    tag: str
+    context: BuildContext
+    labels: dict
+    buildargs: dict
+    base: ResolvedBase
+    description: str
+    fingerprint_files: dict = None  # arcname -> known sha256 (wheels hashed while verifying)
+    hint_lock: str = ""
+
+
+def build_context(engine: Engine, project: Project, request: BuildRequest, options: BuildOptions) -> BuiltImage:
+    labels = dict(request.labels)
+    labels["io.coldchain.context.sha256"] = request.context.fingerprint(request.fingerprint_files)
+    tag = request.tag
+    if not (options.force or options.nocache):
+        reusable = find_same_inputs(engine, tag, labels)
+        if reusable is not None:
+            if tag not in reusable.tags:
+                engine.tag(reusable.id, tag)
+                reusable = engine.inspect_image(tag) or reusable
+            log.info("%s is up to date (%s)", tag, reusable.id[:19])
+            return BuiltImage(request.spec, tag, reusable, request.base, reused=True)
+    project.build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
+        tarball = Path(tmp) / "context.tar"
+        request.context.write(tarball)
+        log.info("building %s from %s", tag, request.description)
+        try:
+            info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
+                                tag=tag, log=_build_log(request.spec.name),
+                                nocache=options.nocache, keep_stages=options.keep_stages)
+        except BuildError as error:
+            error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)
+            if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):
+                error.fix = (f"a wheel does not match {request.hint_lock}; if you edited the lock, run 'make lock', "
+                             "otherwise delete the wheel from wheelhouse/ and rerun")
+            raise
+    log.info("built %s (%s, %.2f GB)", tag, info.id[:19], info.size / 1e9)
+    return BuiltImage(request.spec, tag, info, request.base, reused=False)
+
+
+def _hint(log_tail: str, lock_file: str) -> str:
+    if "environment check failed" in log_tail and lock_file:
+        return f"the image's environment does not match {lock_file}; see the check's message above"
+    return "read the log tail; the failing step is the last 'Step' line"

@@ -1,0 +1,133 @@
+"""The wheelhouse: every wheel a lock pins, fetched on the host and checked against the lock's
+hashes, so images install with --no-index and never touch the network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import BaseSpec, LockSpec, Project
+from ..errors import WheelhouseError
+from .locks import REGENERATE_COMMAND, Lock, Pin, normalize
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def wheel_identity(filename: str) -> tuple[str, str] | None:
+    """(normalized name, version) from a wheel file name, or None for anything else."""
+    if not filename.endswith(".whl"):
+        return None
+    parts = filename[:-4].split("-")
+    if len(parts) < 5:
+        return None
+    return normalize(parts[0]), parts[1]
+
+
+@dataclass(frozen=True)
+class Wheel:
+    pin: Pin
+    path: Path
+    sha256: str  # "sha256:<hex>" of this file, verified to be one the lock pins
+
+
+def platform_args(python: str, glibc: str) -> list[str]:
+    """pip download flags for the image's interpreter and libc, not the host's."""
+    major, newest = (int(x) for x in glibc.split("_"))
+    tags = [f"manylinux_{major}_{minor}_x86_64" for minor in range(5, newest + 1)]
+    tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
+    for tag in tags:
+        args += ["--platform", tag]
+    return args
+
+
+class Wheelhouse:
+    def __init__(self, project: Project, base: BaseSpec):
+        self.base = base
+        self.directory = project.wheelhouse / f"cp{base.python.replace('.', '')}"
+        self._verified: dict[Path, str] = {}
+
+    def _hash(self, path: Path) -> str:
+        stat = path.stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        cached = self._verified.get(key)  # type: ignore[arg-type]
+        if cached is None:
+            cached = self._verified[key] = file_sha256(path)  # type: ignore[index]
+        return cached
+
+    def _present(self, pin: Pin) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if wheel_identity(p.name) == (pin.name, pin.version))
+
+    def verify(self, spec: LockSpec, lock: Lock, pin: Pin, path: Path) -> None:
+        actual = self._hash(path)
+        if actual not in pin.hashes:
+            raise WheelhouseError(
+                f"{pin.name}=={pin.version}: {path} has {actual}, which is not among the hashes "
+                f"{spec.lock} pins for {pin.name} (line {pin.line})",
+                fix=f"if you edited {spec.lock}, regenerate it with '{REGENERATE_COMMAND}'; if the wheel "
+                    f"was swapped, delete {path} and rerun so it is fetched again")
+
+    def ensure(self, spec: LockSpec, lock: Lock) -> list[Wheel]:
+        """Fetch what is missing, verify everything, return one wheel per pin."""
+        missing = [pin for pin in lock.pins.values() if not self._present(pin)]
+        if missing:
+            self._download(spec, missing)
+        wheels = []
+        for pin in sorted(lock.pins.values(), key=lambda p: p.name):
+            candidates = [p for p in self._present(pin) if self._hash(p) in pin.hashes]
+            if not candidates:
+                present = self._present(pin)
+                if present:
+                    self.verify(spec, lock, pin, present[0])
+                raise WheelhouseError(f"{pin.name}=={pin.version} from {spec.lock} has no wheel for "
+                                      f"Python {self.base.python}",
+                                      fix=f"pin a version that ships a wheel in {spec.source}, then '{REGENERATE_COMMAND}'")
+            wheels.append(Wheel(pin, candidates[0], self._hash(candidates[0])))
+        return wheels
+
+    def _download(self, spec: LockSpec, pins: list[Pin]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.directory.parent, prefix=".download-") as tmp:
+            requirements = Path(tmp) / "requirements.txt"
+            requirements.write_text("".join(
+                f"{pin.name}=={pin.version} " + " ".join(f"--hash={h}" for h in sorted(pin.hashes)) + "\n"
+                for pin in pins))
+            target = Path(tmp) / "wheels"
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+                       "--progress-bar", "off", "--dest", str(target), "-r", str(requirements),
+                       *platform_args(self.base.python, self.base.glibc)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False, shell=False,
+                                    env=dict(os.environ, PIP_FIND_LINKS=""))
+            if result.returncode != 0:
+                raise self._explain(spec, result.stdout + result.stderr)
+            for fetched in sorted(target.iterdir()):
+                os.replace(fetched, self.directory / fetched.name)
+
+    @staticmethod
+    def _explain(spec: LockSpec, output: str) -> WheelhouseError:
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        if "DO NOT MATCH THE HASHES" in output:
+            names = sorted(set(re.findall(r"^\s+([A-Za-z0-9._-]+)==\S+ from ", output, re.MULTILINE)))
+            return WheelhouseError(
+                f"{', '.join(names) or 'a package'}: the downloaded wheel does not match the hash in {spec.lock}",
+                fix=f"if you edited {spec.lock}, regenerate it with '{REGENERATE_COMMAND}'; otherwise the "
+                    "index served a different file than when the lock was made: investigate before trusting it",
+                log_tail=tail)
+        return WheelhouseError(f"pip could not download the wheels {spec.lock} pins", log_tail=tail,
+                               fix="check the network and the package index, then rerun")

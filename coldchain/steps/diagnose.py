@@ -1,0 +1,82 @@
+"""`coldchain doctor` on the host: run the container side's doctor in the runtime being asked about
+(the inference image, a drift-matrix environment, or any image), the model mounted read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import IMAGES, Project
+from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MOUNT_MANIFEST, MOUNT_MODEL, Exit
+from ..engine import Engine
+from ..environments.images import BuildOptions, build_images
+from ..errors import UsageError
+from .runner import Image, ModuleRun, failure, run_module, spec_for
+
+DOCTOR_TIMEOUT_S = 900.0
+DOCTOR_EXITS = (Exit.OK, Exit.MODEL_BLOCKED)
+
+
+@dataclass(frozen=True)
+class DoctorRequest:
+    model: Path
+    manifest: Path | None = None
+    env_name: str | None = None
+    image_tag: str | None = None
+    matrix_path: Path = Path("drift/matrix.toml")
+    prefix: str = "coldchain"
+    load_op_libraries: bool = False
+    allow_soft_placement: bool = False
+    run: bool = True
+    as_json: bool = False
+
+
+def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image:
+    if request.env_name and request.image_tag:
+        raise UsageError("pass either --env or --image, not both", fix="--env names a drift-matrix environment")
+    if request.image_tag:
+        info = engine.inspect_image(request.image_tag)
+        if info is None:
+            raise UsageError(f"image {request.image_tag} does not exist locally", fix="build or pull it first, or use --env")
+        return Image(info.id, request.image_tag, dict(info.labels))
+    spec = IMAGES["infer-cpu"]
+    if request.env_name:
+        from ..drift.matrix import known, load_matrix
+
+        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
+        matrix = load_matrix(path)
+        known(matrix.path, "environment", request.env_name, matrix.envs, " (--env)")
+        spec = matrix.envs[request.env_name].image_spec()
+    (built,) = build_images(engine, project, [spec], BuildOptions(prefix=request.prefix))
+    return Image.of(built)
+
+
+def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tuple[int, str]:
+    """(exit code, the doctor's report): 0 loadable, 3 blocking; anything else raises."""
+    model = request.model.resolve()
+    if not model.exists():
+        raise UsageError(f"{model}: not found", fix="pass a frozen model.pb or the model directory holding it")
+    directory = model if model.is_dir() else model.parent
+    inputs = {MOUNT_MODEL: directory}
+    arguments = [MOUNT_MODEL if model.is_dir() else f"{MOUNT_MODEL}/{model.name}"]
+    if request.manifest is not None:
+        manifest = request.manifest.resolve()
+        if not manifest.is_file():
+            raise UsageError(f"{manifest}: manifest not found", fix="pass the manifest.json written by freeze or adopt")
+        inputs[MOUNT_MANIFEST] = manifest.parent
+        arguments += ["--manifest", f"{MOUNT_MANIFEST}/{manifest.name}"]
+    if request.load_op_libraries:
+        arguments.append(FLAG_LOAD_OP_LIBRARIES)
+    if request.allow_soft_placement:
+        arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
+    if not request.run:
+        arguments.append("--no-run")
+    if request.as_json:
+        arguments.append("--json")
+    image = image_for(engine, project, request)
+    run = ModuleRun(image=image, module="doctor", arguments=tuple(arguments), what="doctor", inputs=inputs,
+                    timeout_s=DOCTOR_TIMEOUT_S)
+    result = run_module(engine, run, check=False)
+    if result.exit_code not in DOCTOR_EXITS:
+        raise failure(run, spec_for(run), result)
+    return result.exit_code, result.stdout.rstrip()

@@ -1,0 +1,111 @@
+"""The main job on the host side: each step (data, train, freeze, infer, adopt, reexport) runs in its
+own container from the locked images, hardened, with inputs mounted read-only and one writable
+output directory. Outputs are produced in a staging directory and renamed into place only when the
+step succeeds, so a failed step never leaves a half-written result behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import IMAGES, Project
+from ..contract import MOUNT_OUT
+from ..engine import Engine, Mount
+from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..errors import UsageError
+from .runner import CONTAINER_USER, DEFAULT_TIMEOUT_S, Image, ModuleRun, run_module
+
+log = logging.getLogger(__name__)
+# Which make target produces what a step reads, for the "not found" fix.
+PRODUCED_BY = {"train": "make data", "freeze": "make train", "infer": "make freeze"}
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """One containerised step: which image, what module, what goes in and where it comes out."""
+
+    name: str  # data | train | freeze | infer | adopt | reexport | ...
+    role: str  # train | infer: which image
+    module: str  # a key of contract.MODULES
+    output: Path  # host path of the output (a directory, or a file for infer)
+    inputs: dict = field(default_factory=dict)  # container path -> host path, read-only
+    arguments: tuple = ()
+    device: str = "cpu"
+    memory: str = "8g"
+    prefix: str = "coldchain"
+    run_id: str = "coldchain"
+    output_is_file: bool | None = None  # default: only infer writes a single file
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def writes_file(self) -> bool:
+        return self.name == "infer" if self.output_is_file is None else self.output_is_file
+
+
+def _user_for_outputs(staging: Path) -> str:
+    """Containers never run as root. As root on the host, hand the staging directory to the
+    image's user; otherwise run as the calling user so the outputs stay theirs."""
+    if os.geteuid() == 0:
+        for path in (staging, *staging.rglob("*")):
+            os.chown(path, 10001, 10001)
+        return CONTAINER_USER
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def _restore_owner(path: Path) -> None:
+    if os.geteuid() == 0:
+        for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
+            os.chown(item, 0, 0, follow_symlinks=False)
+
+
+def ensure_images(engine: Engine, project: Project, role: str, device: str, prefix: str) -> BuiltImage:
+    (built,) = build_images(engine, project, [IMAGES[f"{role}-{device}"]], BuildOptions(prefix=prefix))
+    return built
+
+
+def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltImage) -> str:
+    """Run the step; on success move its output into place and return the container's stdout."""
+    for host_path in step.inputs.values():
+        if not host_path.exists():
+            made_by = PRODUCED_BY.get(step.name)
+            raise UsageError(f"{host_path}: not found (input of '{step.name}')",
+                             fix=f"create it first{f', e.g. with {made_by!r}' if made_by else ''}, or pass the "
+                                 "right path")
+    step.output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
+    try:
+        target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
+        flag = "--output" if step.writes_file else "--out"
+        run = ModuleRun(image=Image.of(image), module=step.module, arguments=(flag, target, *step.arguments),
+                        what=step.name, inputs=dict(step.inputs), output=Mount(staging.resolve(), MOUNT_OUT, False),
+                        environment=dict(step.environment), memory=step.memory, timeout_s=step.timeout_s,
+                        gpus=step.device == "cuda" and engine.gpu_runtime(), run_id=step.run_id,
+                        user=_user_for_outputs(staging))
+        log.info("%s: %s in %s", step.name, " ".join(run.arguments), image.tag)
+        result = run_module(engine, run)
+        produced = staging / step.output.name if step.writes_file else staging
+        _restore_owner(produced)
+        _replace(produced, step.output)
+        return result.stdout
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace(produced: Path, destination: Path) -> None:
+    """Swap the new output in; an older result is removed only after the new one is complete."""
+    if destination.is_dir() and not destination.is_symlink():
+        # A unique name: two runs finishing at once must not trip over each other's old copy.
+        old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(destination, old)
+        os.replace(produced, destination)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(produced, destination)

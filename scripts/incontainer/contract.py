@@ -1,0 +1,286 @@
+"""The contract between the host (coldchain/) and the containers (incontainer/), written once.
+
+Everything both sides must agree on lives here and nowhere else: outcome and finding codes (in
+priority order), exit codes, environment variables, file, node and module names, mount points,
+the error-line format and the probe's JSON keys. The host loads this very file (coldchain/contract.py)
+and the images carry it inside incontainer/, so it must stay dependency-free and run on every
+Python the drift matrix covers (3.9+).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional
+
+# --- files a model directory and a training run hold --------------------------------------------
+MODEL_FILE = "model.pb"
+MANIFEST_FILE = "manifest.json"
+GOLDEN_FILE = "golden.npz"
+OPS_DIR = "ops"  # custom-op libraries shipped beside the model
+RUN_CONFIG_FILE = "config.json"
+RUN_LABELS_FILE = "labels.txt"
+RUN_METRICS_FILE = "metrics.json"
+MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_FORMAT = "coldchain.frozen_graph"
+
+# --- node names of a model the kit froze (adopted models name theirs in the manifest) -----------
+INPUT_NODE = "input"
+LOGITS_NODE = "logits"
+PROBABILITIES_NODE = "probabilities"
+TOP_K_NODE = "top_k"
+
+
+def tensor_name(node: str, index: int = 0) -> str:
+    return f"{node}:{index}"
+
+
+# Keys of golden.npz besides the per-tensor ones (which are the manifest's golden.tensors[].key).
+GOLDEN_INPUT_KEY = "input"
+GOLDEN_RAW_KEY = "raw_images"
+GOLDEN_RAW_PREPROCESSED_KEY = "raw_preprocessed"
+GOLDEN_LOGITS_KEY = "logits"
+GOLDEN_PROBABILITIES_KEY = "probabilities"
+
+# --- mount points in every container -------------------------------------------------------------
+MOUNT_MODEL = "/model"
+MOUNT_RUN = "/run"
+MOUNT_DATA = "/data"
+MOUNT_OUT = "/out"
+MOUNT_INPUTS = "/inputs"  # /inputs/0, /inputs/1, ...
+MOUNT_CHECKPOINT = "/checkpoint"
+MOUNT_MANIFEST = "/manifest"
+MOUNT_REPORT = "/report"
+MOUNT_LABELS = "/labels"
+MOUNT_IMAGES = "/images"
+
+# --- environment variables the host sets for the container --------------------------------------
+ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"
+ENV_IMAGE_LABELS = "COLDCHAIN_IMAGE_LABELS"  # JSON object
+ENV_LOCK_SHA256 = "COLDCHAIN_LOCK_SHA256"
+ENV_PATH_MAP = "COLDCHAIN_PATH_MAP"  # JSON object: mount point -> the host path it stands for
+ENV_ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; the kit records what TF made of it
+
+# --- in-container modules the host runs (python -m ...) -----------------------------------------
+MODULES = {
+    "data": "incontainer.steps.make_data",
+    "train": "incontainer.steps.train",
+    "freeze": "incontainer.steps.freeze",
+    "infer": "incontainer.steps.infer",
+    "adopt": "incontainer.steps.adopt",
+    "reexport": "incontainer.steps.reexport",
+    "checkpoint": "incontainer.steps.checkpoint_selftest",
+    "doctor": "incontainer.diagnosis.doctor",
+    "probe": "incontainer.golden.probe",
+    "bench": "incontainer.measure.speed",
+    "heatmap": "incontainer.measure.heatmap",
+    "sandbox": "incontainer.measure.sandbox",
+    "env-check": "incontainer.env_check",
+}
+# Flags both sides spell the same way.
+FLAG_LOAD_OP_LIBRARIES = "--load-op-libraries"
+FLAG_ALLOW_SOFT_PLACEMENT = "--allow-soft-placement"
+
+# --- the one error line a container prints before exiting non-zero ------------------------------
+ERROR_PREFIX = "coldchain: error: "
+
+
+def error_line(message: str) -> str:
+    return ERROR_PREFIX + " ".join(message.splitlines())
+
+
+def last_error(stderr: str) -> Optional[str]:
+    """The message of the last error line in a container's stderr, or None."""
+    found = None
+    for line in stderr.splitlines():
+        if line.startswith(ERROR_PREFIX):
+            found = line[len(ERROR_PREFIX):]
+    return found
+
+
+# --- exit codes: one meaning each, host and container ---------------------------------------------
+class Exit:
+    OK = 0
+    UNEXPECTED = 1  # drift-test: a case's outcome is not the expected one
+    USAGE = 2  # bad input: a file, an option, a configuration value
+    MODEL_BLOCKED = 3  # this runtime cannot load or run the model (doctor, pre-flight, import, run)
+    GOLDEN_MISMATCH = 4  # the model computes other numbers here than where its golden was made
+    PREPROCESSING_MISMATCH = 5  # this runtime's preprocessing does not reproduce the golden input
+    WHEELHOUSE = 11  # a wheel could not be fetched or does not match its lock's hash
+    DAEMON = 12  # no container engine answers
+    BASE_IMAGE = 13  # no base image could be pulled or built
+    BUILD = 14  # an image build failed
+    CONTAINER = 15  # a container failed in a way the kit does not classify
+    OUTPUT = 16  # an output could not be written; nothing was replaced
+    TIMEOUT = 17  # a container ran past its time limit and was killed
+    ENGINE = 18  # the container engine refused a request
+    OUT_OF_MEMORY = 19  # a container was killed for exceeding its memory limit
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS = {
+    Exit.OK: "success",
+    Exit.UNEXPECTED: "a drift case's outcome is not the expected one",
+    Exit.USAGE: "bad input (the message names the file or option, and the fix)",
+    Exit.MODEL_BLOCKED: "this runtime cannot load or run the model",
+    Exit.GOLDEN_MISMATCH: "the golden probe failed: the model computes other numbers here",
+    Exit.PREPROCESSING_MISMATCH: "this runtime's preprocessing does not reproduce the golden input",
+    Exit.WHEELHOUSE: "a wheel is missing or does not match its lock",
+    Exit.DAEMON: "no Docker daemon answers",
+    Exit.BASE_IMAGE: "no base image could be pulled or built",
+    Exit.BUILD: "an image build failed",
+    Exit.CONTAINER: "a container failed unexpectedly",
+    Exit.OUTPUT: "an output could not be written (nothing was replaced)",
+    Exit.TIMEOUT: "a container hung past its time limit and was killed",
+    Exit.ENGINE: "the Docker daemon refused a request",
+    Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+# --- outcomes of a drift case and finding codes of the doctor -------------------------------------
+OUTCOME_BIT_EXACT = "bit-exact"
+OUTCOME_PASS = "pass"
+PASS_OUTCOMES = (OUTCOME_BIT_EXACT, OUTCOME_PASS)
+# Bit-exact where the case's effective numerics equal the golden's, within tolerance where not.
+EXPECT_AS_REFERENCE = "as-reference"
+# A case whose model variant cannot exist for this model (an adopted model has no training run).
+OUTCOME_NOT_APPLICABLE = "not-applicable"
+
+
+class Code:
+    """Finding codes. FAILURE_CLASSES lists the ones that can block a model, most fundamental first."""
+
+    NOT_A_GRAPH = "not-a-frozen-graph"
+    MODEL_UNREADABLE = "model-unreadable"
+    SHA256_MISMATCH = "model-sha256-mismatch"
+    MANIFEST_INVALID = "manifest-invalid"
+    GRAPH_TOO_NEW = "graph-too-new"
+    GRAPH_TOO_OLD = "graph-too-old"
+    BAD_CONSUMER = "bad-consumer"
+    OP_LIBRARY_ABI = "op-library-abi-mismatch"
+    OP_LIBRARY_MISSING = "op-library-missing"
+    OP_LIBRARY_LOAD = "op-library-load-failed"
+    UNREGISTERED_OP = "unregistered-op"
+    UNKNOWN_ATTR = "unknown-attr"
+    BATCH_NORM_TRAINING = "batch-norm-training-mode"
+    TRAINING_OP = "training-op"
+    REF_DTYPE = "ref-dtype"
+    DEVICE_CLUSTER = "device-cluster"
+    DEVICE_UNAVAILABLE = "device-unavailable"
+    MISSING_NODE = "missing-node"
+    LOAD_ERROR = "load-error"
+    RUN_ERROR = "run-error"
+    PREPROCESSING_MISMATCH = "preprocessing-mismatch"
+    GOLDEN_MISMATCH = "golden-mismatch"
+    # Warnings only: they never decide an outcome.
+    NEWER_PRODUCER = "newer-producer"
+    ENVIRONMENT_DIFFERS = "environment-differs"
+    OP_LIBRARY_UNVERSIONED = "op-library-unversioned"
+    LOCK_DRIFT = "lock-drift"
+    NUMERICS_DIFFER = "numerics-differ"
+
+
+FAILURE_CLASSES = (
+    Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.GRAPH_TOO_NEW,
+    Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
+    Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR, Code.BATCH_NORM_TRAINING, Code.TRAINING_OP, Code.REF_DTYPE,
+    Code.DEVICE_CLUSTER, Code.DEVICE_UNAVAILABLE, Code.MISSING_NODE, Code.LOAD_ERROR, Code.RUN_ERROR,
+    Code.PREPROCESSING_MISMATCH, Code.GOLDEN_MISMATCH,
+)
+WARNING_CODES = (Code.NEWER_PRODUCER, Code.ENVIRONMENT_DIFFERS, Code.OP_LIBRARY_UNVERSIONED, Code.LOCK_DRIFT,
+                 Code.NUMERICS_DIFFER)
+OUTCOMES = PASS_OUTCOMES + FAILURE_CLASSES
+SEVERITY_ERROR = "error"
+SEVERITY_WARNING = "warning"
+# Which stage of the doctor found a finding.
+STAGE_STATIC = "static"
+STAGE_IMPORT = "import"
+STAGE_RUN = "run"
+STAGE_MANIFEST = "manifest"
+
+
+def most_fundamental(codes) -> Optional[str]:
+    """The outcome a set of blocking codes is named after."""
+    ranked = [code for code in codes if code in FAILURE_CLASSES]
+    return min(ranked, key=FAILURE_CLASSES.index) if ranked else None
+
+
+def exit_for_outcome(outcome: Optional[str]) -> int:
+    if outcome is None or outcome in PASS_OUTCOMES:
+        return Exit.OK
+    if outcome == Code.GOLDEN_MISMATCH:
+        return Exit.GOLDEN_MISMATCH
+    if outcome == Code.PREPROCESSING_MISMATCH:
+        return Exit.PREPROCESSING_MISMATCH
+    return Exit.MODEL_BLOCKED
+
+
+# --- what a drift case's probe prints (one JSON object on its last stdout line) -------------------
+@dataclass
+class ProbeReport:
+    outcome: Optional[str] = None
+    loaded: bool = False
+    load_error: Optional[str] = None
+    diagnosis: Optional[Dict[str, Any]] = None
+    preprocessing: Optional[Dict[str, Any]] = None
+    golden: Optional[Dict[str, Any]] = None
+    latency: Optional[Dict[str, Any]] = None
+    numerics: Optional[Dict[str, Any]] = None  # what this runtime computed with (numerics.effective())
+    timing: Optional[Dict[str, Any]] = None  # seconds per stage, import to latency
+    seconds: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProbeReport":
+        """Raises ValueError when the text is not a whole probe report."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the probe report is not a JSON object")
+        names = {field.name for field in fields(cls)}
+        missing = sorted(names - set(data))
+        if missing:
+            raise ValueError(f"the probe report lacks {', '.join(missing)}")
+        return cls(**{name: data[name] for name in names})
+
+
+# --- numerics: what decides the bits a run produces (runtime.effective_numerics records them) ---
+def numerics_differences(reference: Optional[dict], actual: Optional[dict]) -> Optional[List[str]]:
+    """What differs between two effective settings ([] = same); None when either is unknown, so
+    bit-exactness cannot be promised."""
+    if not reference or not actual:
+        return None
+    differences = []
+    for key in ("tensorflow", "isa", "threads_effective", "device", "machine"):
+        if reference.get(key) != actual.get(key):
+            differences.append(f"{key} {reference.get(key)} -> {actual.get(key)}")
+    ref_onednn, act_onednn = reference.get("onednn") or {}, actual.get("onednn") or {}
+    if ref_onednn.get("enabled") is None or act_onednn.get("enabled") is None:
+        return None
+    for key in ("enabled", "max_cpu_isa"):
+        if ref_onednn.get(key) != act_onednn.get(key):
+            differences.append(f"oneDNN {key} {ref_onednn.get(key)} -> {act_onednn.get(key)}")
+    return differences
+
+
+def describe_numerics(numerics: Optional[dict]) -> str:
+    if not numerics:
+        return "unknown numerics"
+    onednn = numerics.get("onednn") or {}
+    state = {True: "on", False: "off", None: "unknown"}[onednn.get("enabled")]
+    intra, inter = numerics.get("threads_effective") or ["?", "?"]
+    return f"TF {numerics.get('tensorflow')}, oneDNN {state} ({onednn.get('decided_by')}), threads {intra}/{inter}"
+
+
+
+# --- paths: containers name the host's files, never their mount points ---------------------------
+def map_paths(text: str, mapping: Dict[str, str]) -> str:
+    """Replace each mount point (at a path boundary) with the host path it stands for."""
+    for mount in sorted(mapping, key=len, reverse=True):
+        host = mapping[mount].rstrip("/") or "/"
+        text = re.sub(r"(?<![\w/.-])" + re.escape(mount.rstrip("/")) + r"(?![\w-])", lambda _: host, text)
+    return text

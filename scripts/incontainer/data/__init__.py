@@ -1,0 +1,1 @@
+"""Inputs: image files, preprocessing with slim's presets, labels files and datasets."""

@@ -1,0 +1,31 @@
+"""Labels files: one class name per line, or slim's `id:name` lines."""
+from __future__ import annotations
+
+from typing import List
+
+from ..common import InsideError
+
+
+def read_labels_file(path: str) -> List[str]:
+    """Accept our one-name-per-line labels.txt as well as slim's `id:name` lines."""
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            lines = [line.rstrip("\n\r") for line in handle]
+    except FileNotFoundError:
+        raise InsideError(f"labels file not found: {path}; write one class name per line (or slim's id:name)") from None
+    except IsADirectoryError:
+        raise InsideError(f"labels file {path} is a directory; pass the labels text file itself") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InsideError(f"cannot read labels file {path} ({error}); it must be UTF-8 text") from None
+    lines = [line for line in lines if line.strip()]
+    if lines and all(":" in line and line.split(":", 1)[0].strip().isdigit() for line in lines):
+        by_id = {}
+        for line in lines:
+            key, name = line.split(":", 1)
+            by_id[int(key)] = name.strip()
+        count = max(by_id) + 1
+        missing = [index for index in range(count) if index not in by_id]
+        if missing:
+            raise InsideError(f"labels file {path} has no name for class ids {missing[:5]}; list every id from 0")
+        return [by_id[index] for index in range(count)]
+    return [line.strip() for line in lines]

@@ -1,0 +1,1 @@
+"""The doctor: whether this runtime can load and run a graph, found in stages, with findings."""

@@ -1,0 +1,1 @@
+"""The golden probe: its inputs and comparisons, the check before predictions, the drift probe."""

@@ -1,0 +1,140 @@
+"""One drift-test case inside one environment: diagnose, import, check preprocessing, run the golden
+probe layer by layer, check batch invariance, time it, and record the numerics it computed with.
+Prints one contract.ProbeReport; the outcome is data, not an exit code, so the host can compare
+it with what the matrix expected. Exit 0 unless the probe itself breaks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Optional, Sequence
+
+from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, OUTCOME_BIT_EXACT, OUTCOME_PASS, Code,
+                        ProbeReport)
+from ..data.preprocess import PreprocessSpec, with_fields
+from ..diagnosis.doctor import DoctorOptions, diagnose
+from ..graph import manifest as manifests
+from ..graph.graphdef import classify_run_error, first_line
+from .check import (batch_invariance, batch_limit, evaluate, golden_tensors, in_batches, missing_tensors,
+                    preprocessing_result, session_runner)
+
+STARTED = time.perf_counter()
+
+
+def seconds_since_process_start() -> Optional[float]:
+    """How long this process has existed (interpreter start, imports), from /proc."""
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = float(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def parse_args(argv: Optional[Sequence[str]]):
+    parser = argparse.ArgumentParser(prog="python -m incontainer.golden.probe", description=__doc__)
+    parser.add_argument("--model", required=True, help="model directory")
+    parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
+                        help="load the model's shipped op libraries")
+    parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true")
+    parser.add_argument("--preprocessing", action="append", default=[], metavar="FIELD=VALUE",
+                        help="run this runtime's preprocessing with a field changed (simulates serving code that "
+                             "preprocesses differently)")
+    parser.add_argument("--intra-op-threads", type=int, default=0)
+    parser.add_argument("--inter-op-threads", type=int, default=0)
+    parser.add_argument("--latency-runs", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+def probe(args) -> ProbeReport:
+    import tensorflow as tf
+
+    from ..runtime import effective_numerics
+
+    timing = {"process_start_to_main_s": seconds_since_process_start()}
+    mark = time.perf_counter()
+    report = ProbeReport(numerics=effective_numerics(args.intra_op_threads, args.inter_op_threads), timing=timing)
+    timing["import_tensorflow_s"] = round(time.perf_counter() - mark, 3)
+    mark = time.perf_counter()
+    diagnosis = diagnose(DoctorOptions(model=args.model, load_shipped_op_libraries=args.load_op_libraries,
+                                       allow_soft_placement=args.allow_soft_placement, run=False))
+    timing["diagnosis_s"] = round(time.perf_counter() - mark, 3)
+    report.diagnosis = diagnosis.to_json()
+    if diagnosis.blocking:
+        report.outcome = diagnosis.outcome
+        return report
+    manifest = diagnosis.manifest
+    if manifest is None:
+        raise InsideError(f"{args.model} has no usable manifest; adopt the model first (coldchain adopt)")
+    report.loaded = True
+    mark = time.perf_counter()
+    arrays = manifests.load_golden_arrays(args.model, manifest)
+    spec = PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+    report.preprocessing = preprocessing_result(manifest, arrays, with_fields(spec, args.preprocessing,
+                                                                               "--preprocessing"))
+    timing["preprocessing_s"] = round(time.perf_counter() - mark, 3)
+    tensors = golden_tensors(manifest)
+    missing = missing_tensors(diagnosis.graph, list(tensors.values()))
+    if missing:
+        report.outcome, report.load_error = Code.MISSING_NODE, f"golden tensors {missing} are not in the graph"
+        return report
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    config = tf.compat.v1.ConfigProto(allow_soft_placement=args.allow_soft_placement,
+                                      intra_op_parallelism_threads=args.intra_op_threads,
+                                      inter_op_parallelism_threads=args.inter_op_threads)
+    input_tensor = manifests.tensor_of(manifest["inputs"][0])
+    with tf.compat.v1.Session(graph=diagnosis.graph, config=config) as session:
+        run = session_runner(session, tensors, input_tensor)
+        try:
+            mark = time.perf_counter()
+            report.golden = evaluate(run, manifest, arrays)
+            timing["golden_s"] = round(time.perf_counter() - mark, 3)
+            invariance = batch_invariance(run, manifest, arrays)
+            report.golden["batch_invariance"] = invariance
+        except tf.errors.OpError as error:
+            report.load_error = first_line(error)
+            report.outcome = classify_run_error(report.load_error)
+            return report
+        batch = arrays[manifest["golden"]["input_key"]]
+        output = manifests.tensor_of(manifests.output_entry(manifest, "probabilities")
+                                     or manifests.output_entry(manifest, "logits"))
+        timings = []
+        mark = time.perf_counter()
+        for _ in range(max(1, args.latency_runs)):
+            begin = time.perf_counter()
+            in_batches(lambda feed: {"out": session.run(output, {input_tensor: feed})}, batch,
+                       batch_limit(manifest))
+            timings.append(time.perf_counter() - begin)
+        timing["latency_s"] = round(time.perf_counter() - mark, 3)
+        median = statistics.median(timings)
+        report.latency = {"batch": int(batch.shape[0]), "runs": len(timings), "median_ms": round(median * 1e3, 3),
+                          "images_per_second": round(batch.shape[0] / median, 2),
+                          "input_shape": [int(dim) for dim in batch.shape]}
+    if report.preprocessing is not None and not report.preprocessing["ok"]:
+        report.outcome = Code.PREPROCESSING_MISMATCH
+    elif not report.golden["ok"]:
+        report.outcome = Code.GOLDEN_MISMATCH
+    elif invariance is not None and not invariance["ok"]:
+        report.outcome = Code.BATCH_NORM_TRAINING
+    else:
+        report.outcome = OUTCOME_BIT_EXACT if report.golden["bit_exact"] else OUTCOME_PASS
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
+    quiet_tensorflow_logs()
+    args = parse_args(argv)
+    report = probe(args)
+    report.seconds = round(time.perf_counter() - STARTED, 3)
+    log(f"probe: outcome {report.outcome}")
+    emit_json(report.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

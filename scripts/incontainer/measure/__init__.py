@@ -1,0 +1,1 @@
+"""Measurements made in containers: inference speed, the drift heatmap, the sandbox report."""

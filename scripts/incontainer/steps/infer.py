@@ -1,0 +1,271 @@
+"""The infer step: predict with a model directory on images, after checking the model is intact, can
+run here (doctor: manifest, static, import) and computes the golden numbers here."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..common import (InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
+                      quiet_tensorflow_logs, run_main)
+from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, MODEL_FILE, Code
+from ..data.image_files import BadImageError, decode_image_file, list_image_files
+from ..data.preprocess import PreprocessSpec
+from ..diagnosis.doctor import DoctorOptions, diagnose
+from ..diagnosis.findings import group, summarize
+from ..golden.check import batch_limit, golden_tensors, missing_tensors, run_golden, session_runner
+from ..graph import manifest as manifests
+from ..graph.graphdef import classify_run_error, first_line
+from ..runtime import effective_numerics
+
+FORMATS = ("jsonl", "csv")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    model: str
+    output: Optional[str]
+    inputs: tuple
+    format: str = "jsonl"
+    top_k: int = 5
+    batch_size: int = 16
+    golden_only: bool = False
+    on_bad_image: str = "fail"
+    load_op_libraries: bool = False
+    allow_soft_placement: bool = True
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
+    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.infer", description=__doc__)
+    parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
+    parser.add_argument("--output", help="predictions file (JSON lines or CSV)")
+    parser.add_argument("--format", choices=FORMATS, default="jsonl")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--golden-only", action="store_true", help="only verify the golden probe")
+    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
+                        help="load the custom-op libraries shipped in the model's ops/ folder (runs their code)")
+    parser.add_argument("--no-soft-placement", dest="allow_soft_placement", action="store_false",
+                        help="fail on device pins to absent devices instead of placing those nodes on the CPU")
+    parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
+    args = parser.parse_args(argv)
+    if not args.golden_only:
+        if not args.inputs:
+            raise InsideError("no inputs: pass image files or directories (or --golden-only)")
+        if not args.output:
+            raise InsideError("--output FILE is required unless --golden-only")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise InsideError("--top-k and --batch-size must be >= 1")
+    return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
+                       top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
+                       on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
+                       allow_soft_placement=args.allow_soft_placement)
+
+
+def check_interface(graph_def, manifest: dict, path: str) -> None:
+    """The manifest's input is a placeholder of the recorded shape and its outputs exist."""
+    from ..graph.graphdef import placeholder_shape
+
+    nodes = {node.name: node for node in graph_def.node}
+    entry = manifest["inputs"][0]
+    node = nodes.get(entry["name"])
+    if node is None:
+        raise InsideError(f"{path} has no input node {entry['name']!r} named in the manifest; manifest and model come "
+                          "from different freezes", code=Code.MISSING_NODE)
+    if node.op not in ("Placeholder", "PlaceholderV2"):
+        raise InsideError(f"{path} node {entry['name']!r} is a {node.op}, not a Placeholder; name the real input "
+                          "(coldchain adopt --input NAME)", code=Code.MISSING_NODE)
+    shape = placeholder_shape(node)
+    if shape is not None and "shape" in entry and shape != list(entry["shape"]):
+        raise InsideError(f"{path} input {entry['name']!r} has shape {shape} but the manifest says {entry['shape']}; "
+                          "model and manifest come from different freezes", code=Code.MANIFEST_INVALID)
+    for output in manifest["outputs"]:
+        if output["name"] not in nodes:
+            raise InsideError(f"{path} has no output node {output['name']!r} named in the manifest; re-freeze without "
+                              "changing output names, or re-adopt naming the graph's outputs", code=Code.MISSING_NODE)
+
+
+class Predictor:
+    """The model, verified, imported and checked against its golden, ready to predict batches."""
+
+    def __init__(self, model_dir: str, load_op_libraries: bool = False, allow_soft_placement: bool = True):
+        import tensorflow as tf
+
+        self.model_dir = model_dir
+        self.manifest = manifests.load_manifest(model_dir)
+        self.arrays = manifests.load_golden_arrays(model_dir, self.manifest)
+        problems = manifests.validate_directory(model_dir, self.manifest, self.arrays)
+        if problems:
+            raise manifests.ManifestInvalid(os.path.join(model_dir, MANIFEST_FILE), problems)
+        manifests.read_verified_model(model_dir, self.manifest)
+        self.spec = PreprocessSpec.from_json(self.manifest["preprocessing"], os.path.join(model_dir, MANIFEST_FILE))
+        diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=load_op_libraries,
+                                           allow_soft_placement=allow_soft_placement, run=False))
+        if diagnosis.blocking:
+            raise PreflightFailed(f"{os.path.join(model_dir, MODEL_FILE)} cannot run on this TensorFlow: "
+                                  f"{summarize(group(diagnosis.blocking))}", code=diagnosis.outcome)
+        self.warnings = [finding.to_json() for finding in group(diagnosis.findings)]
+        check_interface(diagnosis.graph_def, self.manifest, os.path.join(model_dir, MODEL_FILE))
+        threads = self.manifest.get("inference", {})
+        intra, inter = int(threads.get("intra_op_threads", 0)), int(threads.get("inter_op_threads", 0))
+        # TF32 (on by default on Ampere+ GPUs) rounds conv inputs to 10-bit mantissas, far outside the golden
+        # tolerances; inference keeps full float32 like the CPU-computed golden.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        config = tf.compat.v1.ConfigProto(allow_soft_placement=allow_soft_placement,
+                                          intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+        self.session = tf.compat.v1.Session(graph=diagnosis.graph, config=config)
+        self.numerics = effective_numerics(intra, inter)
+        tensors = golden_tensors(self.manifest)
+        missing = missing_tensors(diagnosis.graph, list(tensors.values()))
+        if missing:
+            raise InsideError(f"model has no tensors {missing} recorded in the golden probe; model and manifest come "
+                              "from different freezes", code=Code.MANIFEST_INVALID)
+        self.input_tensor = manifests.tensor_of(self.manifest["inputs"][0])
+        self.limit = batch_limit(self.manifest)
+        self.golden_run = self.guard(session_runner(self.session, tensors, self.input_tensor))
+        probabilities = manifests.output_entry(self.manifest, "probabilities")
+        self.output_tensor = manifests.tensor_of(probabilities or manifests.output_entry(self.manifest, "logits"))
+        self.softmax_needed = probabilities is None
+
+    def guard(self, run):
+        """Runtime errors (a device, a kernel) become the kit's message, never a traceback."""
+        import tensorflow as tf
+
+        def guarded(batch):
+            try:
+                return run(batch)
+            except tf.errors.OpError as error:
+                message = first_line(error)
+                code = classify_run_error(message)
+                raise PreflightFailed(f"{self.model_dir}: running the graph failed here ({code}): {message}",
+                                      code=code) from None
+        return guarded
+
+    def check_golden(self) -> dict:
+        return run_golden(self.golden_run, self.model_dir, self.manifest, self.arrays, self.spec)
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        from ..golden.check import in_batches
+
+        run = self.guard(lambda feed: {"out": self.session.run(self.output_tensor, {self.input_tensor: feed})})
+        values = in_batches(run, batch, self.limit)["out"]
+        values = values.reshape(values.shape[0], -1)
+        if self.softmax_needed:
+            shifted = np.exp(values - values.max(axis=1, keepdims=True))
+            values = shifted / shifted.sum(axis=1, keepdims=True)
+        return values
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def collect_inputs(inputs: Sequence[str]) -> list:
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = list_image_files(item)
+            if not found:
+                log(f"infer: directory {item} holds no image files")
+            paths.extend(found)
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            raise InsideError(f"input not found: {item}; pass existing image files or directories")
+    return paths
+
+
+def write_predictions(config: InferConfig, rows: list) -> None:
+    if config.format == "jsonl":
+        text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        top_k = max((len(row["top_k"]) for row in rows), default=config.top_k)
+        writer.writerow(["path"] + [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "probability")])
+        for row in rows:
+            cells = [row["path"]]
+            for entry in row["top_k"]:
+                cells += [entry["label"], f"{entry['probability']:.6f}"]
+            writer.writerow(cells)
+        text = buffer.getvalue()
+    atomic_write_text(config.output, text)
+
+
+def infer(config: InferConfig) -> dict:
+    model_dir = (os.path.dirname(config.model) or ".") if os.path.isfile(config.model) else config.model
+    predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement)
+    manifest = predictor.manifest
+    summary: dict = {"model": manifest["model"]["sha256"], "preflight_warnings": predictor.warnings,
+                     "numerics": predictor.numerics}
+    try:
+        summary["golden"] = predictor.check_golden()
+        log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
+            "top-1 agree)")
+        if config.golden_only:
+            return summary
+        paths = collect_inputs(config.inputs)
+        if not paths:
+            raise InsideError("no images found in the given inputs; pass image files or directories holding images")
+        classes = manifests.num_classes(manifest, predictor.arrays) or len(manifest["labels"])
+        top_k = min(config.top_k, classes)
+        rows, skipped = [], []
+        start = time.perf_counter()
+        spec = predictor.spec
+        for begin in range(0, len(paths), config.batch_size):
+            batch_paths, batch_arrays = [], []
+            for path in paths[begin:begin + config.batch_size]:
+                try:
+                    batch_arrays.append(spec.apply(decode_image_file(path, spec.orientation, spec.alpha_handling)))
+                    batch_paths.append(path)
+                except BadImageError as error:
+                    if config.on_bad_image == "fail":
+                        raise BadImageError(f"{error} (or pass --on-bad-image skip)") from None
+                    log(f"infer: skipping: {error}")
+                    skipped.append(host_paths(path))
+            if not batch_arrays:
+                continue
+            probabilities = predictor.probabilities(np.stack(batch_arrays))
+            for path, row in zip(batch_paths, probabilities):
+                order = np.argsort(-row, kind="stable")[:top_k]
+                rows.append({"path": host_paths(path), "top_k": [
+                    {"label": manifests.label_for(manifest, int(i)), "probability": round(float(row[i]), 6)}
+                    for i in order]})
+        seconds = time.perf_counter() - start
+    finally:
+        predictor.close()
+    write_predictions(config, rows)
+    summary["folder_accuracy"] = folder_accuracy(rows, manifest["labels"])
+    summary.update({"images": len(rows), "skipped": skipped, "seconds": round(seconds, 3),
+                    "images_per_second": round(len(rows) / max(seconds, 1e-9), 2), "output": config.output})
+    return summary
+
+
+def folder_accuracy(rows: list, labels: Sequence[str]) -> Optional[dict]:
+    """Where every image sits in a folder named after a label (the held-out split's layout),
+    the frozen graph's own top-1 accuracy; None for unlabelled inputs."""
+    known = set(labels)
+    truths = [os.path.basename(os.path.dirname(row["path"])) for row in rows]
+    if not rows or not all(truth in known for truth in truths):
+        return None
+    hits = sum(row["top_k"][0]["label"] == truth for row, truth in zip(rows, truths))
+    return {"top1": round(hits / len(rows), 4), "images": len(rows)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
+    quiet_tensorflow_logs()
+    emit_json(infer(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
