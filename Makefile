@@ -15,19 +15,22 @@ FREEZE_ARGS ?=
 INFER_ARGS ?=
 DRIFT_ARGS ?=
 DOCTOR_ARGS ?=
+ADOPT_ARGS ?=
+REEXPORT_ARGS ?=
 MODEL ?=
 CHECKPOINT ?=
 STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
-KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS MODEL \
-	CHECKPOINT PYTEST_ARGS BENCH_ARGS
+KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
+	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer drift-test doctor test test-unit bench clean clean-all
+.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport \
+	drift-test doctor test test-unit bench clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -84,11 +87,22 @@ infer: $(OUT)/predictions.jsonl ## The whole chain: data, train, freeze, then in
 $(OUT)/predictions.jsonl: $(OUT)/model/manifest.json | venv docker lock-check
 	$(call STEP,infer) --model $(OUT)/model --input $(OUT)/data/val --output $@ $(INFER_ARGS)
 
-drift-test: $(OUT)/model/manifest.json | venv docker lock-check ## Run the frozen model in every drift/matrix.toml environment (DRIFT_ARGS=...)
-	$(COLDCHAIN) drift-test --model $(OUT)/model --run $(OUT)/run --out $(OUT)/drift $(DRIFT_ARGS)
+# With MODEL=DIR (an adopted model) these targets need only the images, not the kit's own chain.
+MODEL_OR_CHAIN = $(if $(MODEL),,$(OUT)/model/manifest.json)
 
-doctor: $(OUT)/model/manifest.json | venv docker ## Diagnose MODEL (default out/model) for the inference runtime (DOCTOR_ARGS=--env NAME)
-	$(COLDCHAIN) doctor $(or $(MODEL),$(OUT)/model) $(DOCTOR_ARGS)
+adopt: venv docker lock-check ## Adopt a frozen graph made elsewhere: MODEL=path/to/frozen.pb [ADOPT_ARGS=--labels FILE ...] -> out/adopted
+	@test -n "$(MODEL)" || { echo "make adopt: set MODEL=path/to/frozen_graph.pb (ADOPT_ARGS: --labels, --preprocessing, --images, --requirements ...)" >&2; exit 2; }
+	$(COLDCHAIN) adopt "$(MODEL)" --out $(OUT)/adopted $(ADOPT_ARGS)
+
+reexport: venv docker lock-check ## Re-export MODEL with a fix: REEXPORT_ARGS="--clear-devices" (or --strip-default-attrs) -> out/reexported
+	@test -n "$(MODEL)" || { echo "make reexport: set MODEL=path/to/model (REEXPORT_ARGS=--clear-devices)" >&2; exit 2; }
+	$(COLDCHAIN) reexport "$(MODEL)" --out $(OUT)/reexported $(REEXPORT_ARGS)
+
+drift-test: $(MODEL_OR_CHAIN) | venv docker lock-check ## Run the model (MODEL=DIR, default out/model) in every drift/matrix.toml environment (DRIFT_ARGS=...)
+	$(COLDCHAIN) drift-test --model $(or $(MODEL),$(OUT)/model) $(if $(MODEL),,--run $(OUT)/run) --out $(OUT)/drift $(DRIFT_ARGS)
+
+doctor: $(MODEL_OR_CHAIN) | venv docker lock-check ## Diagnose MODEL (default out/model) for the inference runtime (DOCTOR_ARGS=--env NAME)
+	$(COLDCHAIN) doctor "$(or $(MODEL),$(OUT)/model)" $(DOCTOR_ARGS)
 
 test: venv docker lock-check ## All tests, the Docker ones included (they build and run real images)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

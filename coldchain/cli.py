@@ -298,6 +298,58 @@ def reexport_command(project: Project, model: Path, out: Path, clear_devices: bo
     log.info("re-exported model written to %s", out)
 
 
+@main.command("adopt")
+@options.model_argument
+@options.adopt_out
+@options.labels_file
+@options.labels_offset
+@options.own_images
+@options.preprocessing
+@options.preprocessing_fields
+@options.graph_input
+@options.graph_output
+@options.graph_logits
+@options.image_size
+@options.op_library
+@options.requirements
+@options.python_version
+@options.environment_name
+@options.reference_image
+@options.reference_env
+@options.matrix
+@options.memory
+@options.prefix
+@options.timeout
+@command
+def adopt_command(project: Project, model: Path, out: Path, labels: Path | None, labels_offset: int | None,
+                  images: Path | None, preprocessing: str, preprocessing_fields: tuple[str, ...], graph_input: str | None,
+                  graph_output: str | None, graph_logits: str | None, image_size: int | None,
+                  op_libraries: tuple[Path, ...], requirements: Path | None, python: str | None, environment_name: str,
+                  reference_image: str | None, reference_env: str | None, matrix_path: Path, memory: str, prefix: str,
+                  timeout_s: float | None):
+    """Adopt MODEL, a frozen graph made outside coldchain (slim's export_inference_graph.py, then
+    freeze_graph), into a model directory that infer, doctor and drift-test take like the kit's own.
+    The model's bytes are not changed; its manifest and golden outputs are computed in the reference
+    environment: your own (--requirements), an image, a matrix environment, or the kit's training image."""
+    from .steps.adopt import AdoptRequest, adopt
+
+    arguments = ["--preprocessing", preprocessing]
+    for field_value in preprocessing_fields:
+        arguments += ["--preprocessing-field", field_value]
+    for flag, value in (("--input", graph_input), ("--output", graph_output), ("--logits", graph_logits),
+                        ("--image-size", image_size), ("--labels-offset", labels_offset)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    request = AdoptRequest(model=model, out=out, labels=labels, images=images, op_libraries=op_libraries,
+                           requirements=requirements, python=python, environment_name=environment_name,
+                           reference_image=reference_image, reference_env=reference_env, matrix_path=matrix_path,
+                           arguments=tuple(arguments), prefix=prefix, memory=memory,
+                           timeout_s=timeout_s or STEP_TIMEOUT_S)
+    adopt(_engine(), project, request)
+    log.info("adopted model written to %s: coldchain infer --model %s ..., coldchain doctor %s, make drift-test "
+             "MODEL=%s", out, out, out, out)
+
+
 @main.command("drift-test")
 @options.matrix
 @options.drift_model

@@ -46,17 +46,24 @@ class ImageSpec:
     base: str  # BaseSpec name
     env: str = ""  # a drift-test environment (drift/matrix.toml) built from its own lock
     dockerfile_name: str = ""  # default: Dockerfile.<role>
+    lock_spec: LockSpec | None = None  # a lock outside LOCKS (a user's environment that travels with a model)
 
     @property
     def name(self) -> str:
         return f"drift-{self.env}" if self.env else f"{self.role}-{self.device}"
 
     @property
+    def locked(self) -> LockSpec:
+        return self.lock_spec or LOCKS[self.lock]
+
+    @property
     def dockerfile(self) -> str:
         return self.dockerfile_name or f"Dockerfile.{self.role}"
 
     def tag(self, prefix: str = "coldchain") -> str:
-        return f"{prefix}-drift:{self.env}" if self.env else f"{prefix}-{self.role}:{self.device}"
+        if self.env:
+            return f"{prefix}-{'drift' if self.role != 'reference' else 'reference'}:{self.env}"
+        return f"{prefix}-{self.role}:{self.device}"
 
 
 LOCKS: dict[str, LockSpec] = {

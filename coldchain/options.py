@@ -80,3 +80,38 @@ drift_out = click.option("--out", "out", type=PathType(), default=Path("out/drif
                          help="Report directory (JSON, Markdown, JUnit XML, heatmap PNG; variants in models/).")
 env_name = click.option("--env", "env_name", default=None, help="A drift-matrix environment's runtime.")
 image_tag = click.option("--image", "image_tag", default=None, help="The runtime in this image (any local tag).")
+
+adopt_out = click.option("--out", "out", type=PathType(), default=Path("out/adopted"), show_default=True,
+                         help="The model directory to write (model, manifest.json, golden.npz).")
+labels_file = click.option("--labels", type=PathType(dir_okay=False), default=None,
+                           help="The model's labels: one class name per line, or slim's id:name lines.")
+labels_offset = click.option("--labels-offset", type=click.IntRange(0, 1), default=None,
+                             help="1 when class 0 is slim's background (default: 1 exactly when the graph has one "
+                                  "class more than the labels file has names).")
+own_images = click.option("--images", type=PathType(file_okay=False), default=None,
+                          help="A few of your own images, added to the golden probe.")
+preprocessing = click.option("--preprocessing", default="vgg", show_default=True,
+                             help="Preprocessing preset as slim names it: vgg (resnet_v1's), inception, coldchain.")
+preprocessing_fields = click.option("--preprocessing-field", "preprocessing_fields", multiple=True,
+                                    metavar="FIELD=VALUE", help="Change one field of the preset (repeatable).")
+graph_input = click.option("--input", "graph_input", default=None,
+                           help="The input placeholder (default: the graph's only one).")
+graph_output = click.option("--output", "graph_output", default=None,
+                            help="The probabilities output (default: slim's resnet_v1_50/predictions/Reshape_1).")
+graph_logits = click.option("--logits", "graph_logits", default=None,
+                            help="The logits output (default: slim's SpatialSqueeze or logits/BiasAdd).")
+image_size = click.option("--image-size", type=click.IntRange(16, 4096), default=None,
+                          help="The image size where the placeholder leaves it open.")
+op_library = click.option("--op-library", "op_libraries", multiple=True, type=PathType(dir_okay=False),
+                          help="A custom-op library the graph needs (repeatable); it ships with the model.")
+requirements = option("--requirements", type=PathType(dir_okay=False), default=None, envvar="COLDCHAIN_REQUIREMENTS",
+                      help="The requirements of the environment that froze the model (pip freeze or "
+                           "requirements.txt): resolved into a hashed lock and built into the reference image.")
+python_version = click.option("--python", "python", default=None,
+                              help="The Python of --requirements' environment (default: 3.11, bookworm).")
+environment_name = click.option("--name", "environment_name", default="",
+                                help="A name for the --requirements environment (default: the output's name).")
+reference_image = click.option("--reference-image", default=None,
+                               help="Compute the golden in this image (any local tag).")
+reference_env = click.option("--reference-env", default=None,
+                             help="Compute the golden in this drift-matrix environment.")

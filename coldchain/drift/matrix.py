@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import IMAGES, LOCKS, ImageSpec
+from ..config import IMAGES, LOCKS, ImageSpec, LockSpec
 from ..contract import (EXPECT_AS_REFERENCE, FAILURE_CLASSES, OUTCOME_BIT_EXACT, OUTCOME_NOT_APPLICABLE, OUTCOME_PASS,
                         OUTCOMES, PASS_OUTCOMES, WARNING_CODES)
 from ..errors import UsageError
@@ -30,15 +30,22 @@ class EnvSpec:
     lock: str | None = None  # a lock (config.LOCKS) to build an inference image from
     device: str = "cpu"
     must_match_training_lock: bool = False  # shared pins must equal requirements.lock's
+    lock_spec: LockSpec | None = None  # a lock outside LOCKS: an adopted model's reference environment
 
     @property
     def lock_name(self) -> str:
+        if self.lock_spec is not None:
+            return self.lock_spec.name
         return IMAGES[self.image].lock if self.image else str(self.lock)
 
     def image_spec(self) -> ImageSpec:
-        """A kit image, or an inference image built from the environment's own lock."""
+        """A kit image, or an image built from the environment's own lock (the reference environment
+        of an adopted model with the training Dockerfile: it may hold tf-slim)."""
         if self.image:
             return IMAGES[self.image]
+        if self.lock_spec is not None:
+            return ImageSpec("reference", self.device, self.lock_spec.name, self.lock_spec.base, env=self.name,
+                             dockerfile_name="Dockerfile.train", lock_spec=self.lock_spec)
         return ImageSpec("infer", self.device, str(self.lock), LOCKS[str(self.lock)].base, env=self.name)
 
 
@@ -102,6 +109,10 @@ class Matrix:
             known(self.path, "case", name, [case.name for case in self.cases])
         return Matrix(self.path, self.reference_env, self.envs, self.variants,
                       tuple(case for case in self.cases if case.name in names))
+
+    def with_environment(self, env: EnvSpec, case: CaseSpec) -> "Matrix":
+        """The matrix plus one environment and its case (an adopted model's own reference environment)."""
+        return Matrix(self.path, self.reference_env, {**self.envs, env.name: env}, self.variants, (case,) + self.cases)
 
 
 def known(path: Path, what: str, value: str, valid, where: str = "") -> str:

@@ -14,20 +14,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
-from ..config import IMAGES, LOCKS, RUN_LABEL, Project
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, GOLDEN_LOGITS_KEY, MANIFEST_FILE,
+from ..config import IMAGES, RUN_LABEL, Project
+from ..contract import (EXPECT_AS_REFERENCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, GOLDEN_LOGITS_KEY,
+                        MANIFEST_FILE,
                         MOUNT_MODEL, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, RUN_CONFIG_FILE, SEVERITY_WARNING,
                         Code, ProbeReport, describe_numerics, numerics_differences)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_images
-from ..environments.locks import check_all, disagreements
+from ..environments.locks import check_all, check_fresh, disagreements
 from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError, UsageError
 from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.runner import Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
-from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, resolve_expectation
+from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches,
+                     resolve_expectation)
 
 log = logging.getLogger(__name__)
 TRAINING_LOCK = "train-cpu"
@@ -105,7 +107,7 @@ def build_environments(engine: Engine, project: Project, matrix: Matrix, options
     for name in sorted(names):
         env = matrix.envs[name]
         spec = env.image_spec()
-        log.info("environment %s: %s", name, f"kit image {env.image}" if env.image else LOCKS[spec.lock].lock)
+        log.info("environment %s: %s", name, f"kit image {env.image}" if env.image else spec.locked.lock)
         (built[name],) = build_images(engine, project, [spec], BuildOptions(prefix=options.prefix))
     return built
 
@@ -169,8 +171,37 @@ def lock_drift(project: Project, env: EnvSpec) -> list[str]:
     """Packages the environment's lock pins at another version than the training lock."""
     if env.lock_name == TRAINING_LOCK:
         return []
-    locks = check_all(project, [TRAINING_LOCK, env.lock_name])
-    return disagreements(locks[TRAINING_LOCK], locks[env.lock_name])
+    training = check_all(project, [TRAINING_LOCK])[TRAINING_LOCK]
+    other = check_fresh(project, env.lock_spec) if env.lock_spec else check_all(project, [env.lock_name])[env.lock_name]
+    return disagreements(training, other)
+
+
+REFERENCE_ENV = "reference"
+
+
+def with_model_environment(matrix: Matrix, model: Path) -> Matrix:
+    """An adopted model whose golden came from the user's own environment brings that environment's
+    lock: it joins the matrix as the environment 'reference', with a case that must reproduce the
+    golden there (bit-exact with the same numerics)."""
+    from ..environments.requirements import LOCK_NAME, SOURCE_NAME, UserEnvironment, base_for_python
+
+    try:
+        manifest = json.loads((model / MANIFEST_FILE).read_text())
+        environment = (manifest.get("adopted") or {}).get("environment") or {}
+        files = environment.get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return matrix
+    if LOCK_NAME not in files or SOURCE_NAME not in files or REFERENCE_ENV in matrix.envs:
+        return matrix
+    python = ".".join(str(environment.get("python", "")).split(".")[:2])
+    user = UserEnvironment(name=REFERENCE_ENV, directory=(model / files[LOCK_NAME]).resolve().parent, python=python,
+                           base=base_for_python(python).name)
+    env = EnvSpec(name=REFERENCE_ENV, description="the environment the adopted model's golden was computed in "
+                  f"(its own requirements: TensorFlow {environment.get('tensorflow')}, Python {python})",
+                  lock_spec=user.lock_spec())
+    case = CaseSpec(name="reference-env", env=REFERENCE_ENV, variant=DEFAULT_VARIANT, expect=EXPECT_AS_REFERENCE,
+                    scenario="reference", description="the golden reproduced where it was made")
+    return matrix.with_environment(env, case)
 
 
 def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
@@ -223,7 +254,7 @@ def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, ima
     if env.must_match_training_lock and drift:
         findings.append({"code": Code.LOCK_DRIFT, "severity": SEVERITY_WARNING, "stage": "environment",
                          "cause": f"{len(drift)} pins shared with requirements.lock differ: " + "; ".join(drift),
-                         "fix": f"constrain {LOCKS[env.lock_name].source} with '-c requirements.lock' and run "
+                         "fix": f"constrain {env.image_spec().locked.source} with '-c requirements.lock' and run "
                                 "'make lock'"})
     run = ModuleRun(image=Image.of(image), module="probe", arguments=probe_arguments(case),
                     what=f"drift case {case.name}", inputs={MOUNT_MODEL: model},
@@ -281,6 +312,7 @@ def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOp
 
 def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions) -> dict:
     started = time.perf_counter()
+    matrix = with_model_environment(matrix, options.model)
     env_names, variant_names = needed(matrix)
     phases = {}
     mark = time.perf_counter()
@@ -303,7 +335,7 @@ def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, ima
         env, image = matrix.envs[name], images[name]
         environments[name] = {"description": env.description, "image": image.tag, "image_id": image.info.id,
                               "size_bytes": image.info.size, "reused": image.reused,
-                              "lock": LOCKS[env.image_spec().lock].lock, "device": env.device,
+                              "lock": env.image_spec().locked.lock, "device": env.device,
                               "tensorflow": image.info.labels.get("io.coldchain.tensorflow.version"),
                               "python": image.info.labels.get("io.coldchain.python.version"),
                               "must_match_training_lock": env.must_match_training_lock}

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from .. import __version__
 from .bases import ResolvedBase, resolve_base
-from ..config import BASES, KIT_LABEL, LOCKS, ImageSpec, Project
+from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError
-from .locks import check_all
+from .locks import check_all, check_fresh
 from .wheelhouse import Wheelhouse
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def git_revision(root: Path) -> str:
 
 
 def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> dict[str, str]:
-    lock_spec = LOCKS[spec.lock]
+    lock_spec = spec.locked
     return {
         "org.opencontainers.image.title": f"coldchain-{spec.role}",
         "org.opencontainers.image.description": f"coldchain {spec.role} image ({spec.device})",
@@ -114,15 +114,18 @@ def build_images(engine: Engine, project: Project, specs: list[ImageSpec], optio
 
 def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
                 base: ResolvedBase | None = None) -> BuiltImage:
-    lock_spec = LOCKS[spec.lock]
-    lock = check_all(project, [spec.lock])[spec.lock]
+    lock_spec = spec.locked
+    # A lock outside LOCKS has no partner it must agree with; its freshness and hashes still count.
+    lock = check_fresh(project, lock_spec) if spec.lock_spec else check_all(project, [spec.lock])[spec.lock]
     base_spec = BASES[spec.base]
     base = base or resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
     wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
 
     context = BuildContext()
     context.add_file(spec.dockerfile, project.path(spec.dockerfile))
-    context.add_file(lock_spec.lock, project.path(lock_spec.lock))
+    # A lock that travels with a model lies outside the project: it enters the context under a fixed name.
+    lock_name = f"locks/{lock_spec.name}.lock" if Path(lock_spec.lock).is_absolute() else lock_spec.lock
+    context.add_file(lock_name, project.path(lock_spec.lock))
     context.add_tree(CONTAINER_SCRIPTS, project.path(CONTAINER_SCRIPTS))
     known = {}
     for wheel in wheels:
@@ -132,7 +135,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
 
     buildargs = {
         "BASE_IMAGE": base.image_id,
-        "LOCK": lock_spec.lock,
+        "LOCK": lock_name,
         "DEVICE": spec.device,
         "EXPECT_PYTHON": base_spec.python,
         "EXPECT_TENSORFLOW": lock.version("tensorflow") or "",

@@ -113,7 +113,9 @@ def input_sha256(project: Project, spec: LockSpec) -> str:
     """What the lock was resolved from: its .in, the files those include, and the target Python."""
     digest = hashlib.sha256(f"python {spec.python}\n".encode())
     for path in input_files(project, project.path(spec.source)):
-        digest.update(path.relative_to(project.root).as_posix().encode() + b"\0")
+        # A lock that travels with a model (adopt: an absolute source) is stamped by file name, not by where it lies.
+        name = path.name if Path(spec.source).is_absolute() else path.relative_to(project.root).as_posix()
+        digest.update(name.encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 

@@ -40,6 +40,9 @@ class Image:
 
     @classmethod
     def of(cls, built) -> "Image":
+        """From a BuiltImage (or an Image already)."""
+        if isinstance(built, Image):
+            return built
         return cls(built.info.id, built.tag, dict(built.info.labels))
 
 

@@ -35,6 +35,8 @@ def tensor_name(node: str, index: int = 0) -> str:
     return f"{node}:{index}"
 
 
+ENVIRONMENT_DIR = "environment"  # in an adopted model directory: the reference environment's lock
+
 # Keys of golden.npz besides the per-tensor ones (which are the manifest's golden.tensors[].key).
 GOLDEN_INPUT_KEY = "input"
 GOLDEN_RAW_KEY = "raw_images"
@@ -53,6 +55,7 @@ MOUNT_MANIFEST = "/manifest"
 MOUNT_REPORT = "/report"
 MOUNT_LABELS = "/labels"
 MOUNT_IMAGES = "/images"
+MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
 
 # --- environment variables the host sets for the container --------------------------------------
 ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"

@@ -59,7 +59,10 @@ def evaluate(run: Runner, manifest: dict, arrays: dict) -> dict:
                for entry in entries]
     decisive = next((entry for entry in entries if entry["key"] == GOLDEN_LOGITS_KEY), None) or \
         next(entry for entry in entries if entry["key"] == GOLDEN_PROBABILITIES_KEY)
-    agreement = top1_agreement(arrays[decisive["key"]], values[decisive["key"]], decisive["abs_tol"])
+    reference, actual = arrays[decisive["key"]], values[decisive["key"]]
+    # slim's outputs are [N, 1, 1, K]; the ranking is over the K classes of each image.
+    agreement = top1_agreement(reference.reshape(len(reference), -1), actual.reshape(len(actual), -1),
+                               decisive["abs_tol"])
     ok = all(result["ok"] for result in results) and agreement["ok"]
     # Blocks are listed in network order, so the first failing one localises the divergence.
     ordered = sorted(results, key=lambda r: (not r["key"].startswith(BLOCK_PREFIX), r["key"]))

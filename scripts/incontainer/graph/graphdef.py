@@ -3,12 +3,13 @@ and importing it into this TensorFlow with the importer's error classified."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 from typing import List, Optional, Tuple
 
 from ..common import InsideError
-from ..contract import MODEL_FILE, Code
+from ..contract import MANIFEST_FILE, MODEL_FILE, Code
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot parse a message of 2 GiB or more
 _SAVED_MODEL_FIX = ("freeze it first: load it and convert its variables to constants "
@@ -272,7 +273,16 @@ def first_line(error: BaseException) -> str:
 
 
 def model_path(model: str) -> Tuple[str, str]:
-    """(graph file, directory) from a file or directory argument."""
-    if os.path.isdir(model):
-        return os.path.join(model, MODEL_FILE), model
-    return model, os.path.dirname(model) or "."
+    """(graph file, directory) from a file or directory argument; in a model directory, the file its
+    manifest names (an adopted text-format graph keeps its .pbtxt)."""
+    if not os.path.isdir(model):
+        return model, os.path.dirname(model) or "."
+    name = MODEL_FILE
+    try:
+        with open(os.path.join(model, MANIFEST_FILE), encoding="utf-8") as handle:
+            recorded = json.load(handle).get("model", {}).get("file")
+        if isinstance(recorded, str) and os.path.basename(recorded) == recorded and recorded not in ("", ".", ".."):
+            name = recorded
+    except (OSError, ValueError, AttributeError):
+        pass
+    return os.path.join(model, name), model

@@ -186,7 +186,7 @@ def tensor_of(entry: dict) -> str:
 
 def num_classes(manifest: dict, arrays: Optional[dict] = None) -> Optional[int]:
     for role in ("probabilities", "logits"):
-        if arrays is not None and role in arrays and getattr(arrays[role], "ndim", 0) == 2:
+        if arrays is not None and role in arrays and getattr(arrays[role], "ndim", 0) >= 2:
             return int(arrays[role].shape[-1])
         entry = output_entry(manifest, role)
         if entry and isinstance(entry.get("shape"), list) and entry["shape"] and isinstance(entry["shape"][-1], int):

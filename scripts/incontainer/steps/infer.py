@@ -86,7 +86,9 @@ def check_interface(graph_def, manifest: dict, path: str) -> None:
         raise InsideError(f"{path} node {entry['name']!r} is a {node.op}, not a Placeholder; name the real input "
                           "(coldchain adopt --input NAME)", code=Code.MISSING_NODE)
     shape = placeholder_shape(node)
-    if shape is not None and "shape" in entry and shape != list(entry["shape"]):
+    recorded = list(entry.get("shape") or [])
+    if shape is not None and recorded and (len(shape) != len(recorded) or any(
+            known is not None and known != size for known, size in zip(shape, recorded))):
         raise InsideError(f"{path} input {entry['name']!r} has shape {shape} but the manifest says {entry['shape']}; "
                           "model and manifest come from different freezes", code=Code.MANIFEST_INVALID)
     for output in manifest["outputs"]:

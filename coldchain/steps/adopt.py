@@ -1,0 +1,129 @@
+"""`coldchain adopt` on the host: choose the reference environment (the user's own requirements,
+resolved into a lock and built into an image like the kit's; an image; a drift-matrix environment; or
+the kit's training image), then run the container side's adopt step in it, the graph, labels,
+images and op libraries mounted read-only."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import IMAGES, ImageSpec, Project
+from ..contract import MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL
+from ..engine import Engine
+from ..environments.images import BuildOptions, BuiltImage, build_image, build_images
+from ..errors import UsageError
+from .pipeline import StepConfig, run_step
+
+log = logging.getLogger(__name__)
+ADOPT_TIMEOUT_S = 1800.0
+REFERENCE_DOCKERFILE = "Dockerfile.train"  # the user's training environment may hold tf-slim; no --forbid
+
+
+@dataclass(frozen=True)
+class AdoptRequest:
+    model: Path
+    out: Path
+    labels: Path | None = None
+    images: Path | None = None
+    op_libraries: tuple[Path, ...] = ()
+    requirements: Path | None = None
+    python: str | None = None
+    environment_name: str = ""
+    reference_image: str | None = None
+    reference_env: str | None = None
+    matrix_path: Path = Path("drift/matrix.toml")
+    arguments: tuple[str, ...] = ()  # passed through to the container side (--preprocessing vgg, --input, ...)
+    prefix: str = "coldchain"
+    memory: str = "8g"
+    timeout_s: float = ADOPT_TIMEOUT_S
+
+
+def reference_image_from_requirements(engine: Engine, project: Project, request: AdoptRequest, directory: Path
+                                      ) -> tuple[BuiltImage, str]:
+    """The user's requirements as a lock and an image, built like every kit image."""
+    from ..environments.requirements import resolve
+
+    name = request.environment_name or request.out.resolve().name
+    environment = resolve(project, request.requirements, directory, name, request.python)
+    spec = ImageSpec("reference", "cpu", environment.lock_spec().name, environment.base, env=name,
+                     dockerfile_name=REFERENCE_DOCKERFILE, lock_spec=environment.lock_spec())
+    built = build_image(engine, project, spec, BuildOptions(prefix=request.prefix))
+    tensorflow = built.info.labels.get("io.coldchain.tensorflow.version") or "?"
+    return built, (f"{request.requirements.name} resolved into a lock (TensorFlow {tensorflow}, Python "
+                   f"{built.info.labels.get('io.coldchain.python.version')}) and built as {built.tag}")
+
+
+def reference_image(engine: Engine, project: Project, request: AdoptRequest) -> tuple[object, str]:
+    chosen = [flag for flag, value in (("--requirements", request.requirements), ("--reference-image",
+              request.reference_image), ("--reference-env", request.reference_env)) if value]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one reference environment, not {' and '.join(chosen)}",
+                         fix="--requirements FILE (your environment), --reference-image TAG, or --reference-env NAME")
+    if request.reference_image:
+        from .runner import Image
+
+        info = engine.inspect_image(request.reference_image)
+        if info is None:
+            raise UsageError(f"image {request.reference_image} does not exist locally", fix="build or load it first")
+        return Image(info.id, request.reference_image, dict(info.labels)), f"image {request.reference_image}"
+    if request.reference_env:
+        from ..drift.matrix import known, load_matrix
+
+        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
+        matrix = load_matrix(path)
+        env = matrix.envs[known(matrix.path, "environment", request.reference_env, matrix.envs, " (--reference-env)")]
+        (built,) = build_images(engine, project, [env.image_spec()], BuildOptions(prefix=request.prefix))
+        return built, f"drift-matrix environment {env.name} ({built.tag})"
+    (built,) = build_images(engine, project, [IMAGES["train-cpu"]], BuildOptions(prefix=request.prefix))
+    return built, f"the kit's training image {built.tag}"
+
+
+def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
+    model = request.model.resolve()
+    if not model.is_file():
+        raise UsageError(f"{request.model}: {'is a directory' if model.is_dir() else 'not found'}",
+                         fix="pass the frozen graph file itself (e.g. frozen_resnet_v1_50.pb)")
+    inputs = {MOUNT_MODEL: model.parent}
+    arguments = ["--model", f"{MOUNT_MODEL}/{model.name}"]
+    for flag, path, mount in (("--labels", request.labels, MOUNT_LABELS), ("--images", request.images, MOUNT_IMAGES)):
+        if path is None:
+            continue
+        path = path.resolve()
+        if not path.exists():
+            raise UsageError(f"{path}: not found ({flag})", fix=f"pass an existing {flag[2:]} path")
+        if flag == "--labels":
+            inputs[mount] = path.parent
+            arguments += [flag, f"{mount}/{path.name}"]
+        else:
+            inputs[mount] = path
+            arguments += [flag, mount]
+    for index, library in enumerate(request.op_libraries):
+        library = library.resolve()
+        if not library.is_file():
+            raise UsageError(f"{library}: op library not found", fix="pass the compiled .so the graph's custom ops need")
+        inputs[f"{MOUNT_INPUTS}/{index}"] = library.parent
+        arguments += ["--op-library", f"{MOUNT_INPUTS}/{index}/{library.name}"]
+    project.build_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="environment-"))
+    try:
+        if request.requirements is not None:
+            image, description = reference_image_from_requirements(engine, project, request, staging)
+            staging.chmod(0o755)
+            for path in staging.iterdir():
+                path.chmod(0o644)
+            inputs[MOUNT_ENVIRONMENT] = staging
+            arguments += ["--environment", MOUNT_ENVIRONMENT]
+        else:
+            image, description = reference_image(engine, project, request)
+        log.info("adopt: reference environment: %s", description)
+        step = StepConfig(name="adopt", role="reference", module="adopt", output=request.out.resolve(),
+                          inputs=inputs, arguments=(*arguments, "--reference", description, *request.arguments),
+                          memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s)
+        run_step(engine, project, step, image)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return request.out
