@@ -16,7 +16,8 @@ import click
 
 from . import __version__, options
 from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
-from .contract import EXIT_MEANINGS, MOUNT_CHECKPOINT, MOUNT_DATA, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, Exit
+from .contract import (EXIT_MEANINGS, MOUNT_CHECKPOINT, MOUNT_DATA, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN,
+                       RUN_METRICS_FILE, Exit, error_line)
 from .errors import ColdchainError, UsageError
 
 log = logging.getLogger("coldchain")
@@ -30,7 +31,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
 
 
 def _report(error: ColdchainError) -> None:
-    click.echo(f"coldchain: error: {error.message}", err=True)
+    click.echo(error_line(error.message), err=True)
     if error.log_tail:
         click.echo("  --- log tail ---", err=True)
         click.echo("\n".join(f"  | {line}" for line in error.log_tail.splitlines()), err=True)
@@ -58,7 +59,7 @@ def command(function):
         except Exception as error:  # noqa: BLE001 - a bug must still end in one line, not a traceback
             if verbose:
                 traceback.print_exc()
-            click.echo(f"coldchain: error: internal error: {type(error).__name__}: {error}", err=True)
+            click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
             click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
             sys.exit(Exit.UNEXPECTED)
 
@@ -227,7 +228,7 @@ def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path
         arguments += ["--checkpoint-path", MOUNT_CHECKPOINT if source.is_dir() else f"{MOUNT_CHECKPOINT}/{source.name}"]
     _step(project, "train", "train", out, inputs, arguments, device=device, memory=memory, prefix=prefix,
           timeout_s=timeout_s)
-    metrics = out / "metrics.json"
+    metrics = out / RUN_METRICS_FILE
     if metrics.exists():
         click.echo(metrics.read_text().strip())
 

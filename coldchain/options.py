@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .config import BASES, IMAGES, LOCKS
+from .contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -60,9 +61,9 @@ inputs = click.option("--input", "inputs", multiple=True, required=True, type=Pa
                       help="An image file or a directory of images (repeatable).")
 manifest = click.option("--manifest", type=PathType(dir_okay=False), default=None,
                         help="manifest.json (default: the one beside the model).")
-load_op_libraries = click.option("--load-op-libraries", is_flag=True,
+load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
                                  help="Load the model's shipped custom-op libraries (runs their code).")
-allow_soft_placement = click.option("--allow-soft-placement", is_flag=True,
+allow_soft_placement = click.option(FLAG_ALLOW_SOFT_PLACEMENT, is_flag=True,
                                     help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
 
 matrix = option("--matrix", "matrix_path", type=PathType(dir_okay=False), default=Path("drift/matrix.toml"),

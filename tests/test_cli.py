@@ -1,16 +1,30 @@
+"""The command line: options defined once with their environment variables shown, the exit-code table
+in the help, and failures as one message with the fix."""
+
 from __future__ import annotations
 
-import pytest
+import click
 from click.testing import CliRunner
 
 from coldchain.cli import main
+from coldchain.contract import EXIT_MEANINGS, Exit
 
 
-@pytest.mark.parametrize("command", sorted(main.commands))
-def test_every_command_documents_itself(command):
-    result = CliRunner().invoke(main, [command, "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output
+def test_every_environment_variable_is_shown_where_its_option_is():
+    runner = CliRunner()
+    for name, command in sorted(main.commands.items()):
+        shown = runner.invoke(main, [name, "--help"], terminal_width=200).output
+        for parameter in command.params:
+            if isinstance(parameter, click.Option) and parameter.envvar:
+                assert parameter.show_envvar, f"{name} {parameter.opts[0]}: {parameter.envvar} hidden from --help"
+                assert parameter.envvar in shown, f"{name} --help does not show {parameter.envvar}"
+
+
+def test_the_help_lists_every_exit_code_once():
+    text = CliRunner().invoke(main, ["--help"], terminal_width=400).output
+    for code, meaning in EXIT_MEANINGS.items():
+        assert f"{code} {meaning}" in " ".join(text.split()), code
+    assert len(EXIT_MEANINGS) == len([name for name in vars(Exit) if not name.startswith("_")])
 
 
 def test_outside_a_checkout_says_where_to_run(tmp_path, monkeypatch):
@@ -23,3 +37,15 @@ def test_outside_a_checkout_says_where_to_run(tmp_path, monkeypatch):
 def test_unknown_option_value_names_the_choices():
     result = CliRunner().invoke(main, ["images", "--image", "infer-cpi"])
     assert result.exit_code == 2 and "infer-cpu" in result.output
+
+
+def test_a_bug_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    from coldchain import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("coldchain.environments.locks.check_all", broken)
+    result = CliRunner().invoke(cli.main, ["lock-check"])
+    assert result.exit_code == Exit.UNEXPECTED
+    assert "internal error: RuntimeError: boom" in result.output and "Traceback" not in result.output

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .bases import resolve_base
 from ..config import BASES, KIT_LABEL, LOCKS, LockSpec, Project
+from ..contract import MOUNT_OUT
 from ..engine import Engine, Mount, RunSpec
 from ..errors import LockError
 from ..fsutil import atomic_write_text
@@ -30,7 +31,7 @@ python3 -m venv /tmp/resolver
 cd /project
 exec /tmp/resolver/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
     --no-emit-index-url --no-emit-find-links --no-emit-trusted-host --cache-dir /tmp/cache \
-    --output-file "/out/$3" "$2"
+    --output-file "$4/$3" "$2"
 """
 CA_BUNDLE_CANDIDATES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 
@@ -61,7 +62,7 @@ def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, up
         if target.exists() and not upgrade:
             shutil.copyfile(target, staging / target.name)
             (staging / target.name).chmod(0o666)
-        mounts = [Mount(project.root.resolve(), "/project", read_only=True), Mount(staging.resolve(), "/out", read_only=False)]
+        mounts = [Mount(project.root.resolve(), "/project", read_only=True), Mount(staging.resolve(), MOUNT_OUT, read_only=False)]
         environment = {"CUSTOM_COMPILE_COMMAND": REGENERATE_COMMAND, "HOME": "/tmp"}
         # Where HTTPS goes through an inspecting proxy, the container must trust what the host trusts.
         ca = _ca_bundle()
@@ -72,7 +73,7 @@ def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, up
             if os.environ.get(name):
                 environment[name] = os.environ[name]
         run = RunSpec(image=base.image_id, command=("sh", "-ec", _RESOLVE_SCRIPT, "resolve", pip_tools_version(project),
-                                                    spec.source, target.name),
+                                                    spec.source, target.name, MOUNT_OUT),
                       mounts=tuple(mounts), environment=environment, network="bridge", user="65534:65534",
                       tmpfs={"/tmp": "rw,exec,size=4g"}, labels={KIT_LABEL: "coldchain"})
         log.info("resolving %s with Python %s inside %s", spec.source, base.python_version, base.ref)

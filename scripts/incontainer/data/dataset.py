@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..common import InsideError, log, silence_tensorflow_deprecations
+from ..contract import LABELS_FILE
 from .image_files import BadImageError, decode_image_bytes, decode_image_file, list_image_files
 from .labels import read_labels_file
 from .preprocess import PreprocessSpec
@@ -177,7 +178,7 @@ def _read_tfrecords(root: str, files: list[str], spec: PreprocessSpec, collector
                           "name them like slim does: <name>_train_00000-of-00005.tfrecord")
     train = _make_split(*collector.collect(_tfrecord_examples(train_files, spec)), spec)
     val = _make_split(*collector.collect(_tfrecord_examples(val_files, spec)), spec) if val_files else None
-    labels_path = os.path.join(root, "labels.txt")
+    labels_path = os.path.join(root, LABELS_FILE)
     max_label = int(max(train.labels.max(initial=-1), val.labels.max(initial=-1) if val is not None else -1))
     if os.path.exists(labels_path):
         names = read_labels_file(labels_path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence
 
@@ -174,10 +175,11 @@ def _confirm(diagnosis: Diagnosis, code: str, message: str, stage: str) -> None:
     """The runtime refused the graph for `code`: static findings that explain it become errors
     confirmed by that stage; an unexplained refusal is a finding of its own, TF's words quoted."""
     explaining = (code,) + EXPLAINS.get(code, ())
+    named = set(referenced_nodes(message))
     matched = False
     findings = []
     for finding in diagnosis.findings:
-        if finding.code in explaining and finding.stage == STAGE_STATIC:
+        if finding.stage == STAGE_STATIC and (finding.code in explaining or named & set(finding.nodes)):
             matched = True
             finding = replace(finding.upgraded(f"confirmed by the {stage} stage"), detail=message)
         findings.append(finding)
@@ -185,6 +187,14 @@ def _confirm(diagnosis: Diagnosis, code: str, message: str, stage: str) -> None:
     if not matched:
         diagnosis.findings.append(Finding(code, f"this TensorFlow's {stage} refused the graph: {message}",
                                           _runtime_fix(code), stage=stage, detail=message))
+
+
+_NODE_IN_MESSAGE = re.compile(r"(?:\{\{node |[Nn]ode '?|node: )([A-Za-z0-9_./-]+)")
+
+
+def referenced_nodes(message: str) -> List[str]:
+    """The nodes TensorFlow names in an error ("Input 1 of node top was passed ...", "{{node x}}")."""
+    return [name.rstrip(".:'") for name in _NODE_IN_MESSAGE.findall(message)]
 
 
 def _runtime_fix(code: str) -> str:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from ..common import GoldenMismatch, PreprocessingMismatch
-from ..contract import Code, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY
+from ..contract import GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MANIFEST_FILE, Code
 from ..data.preprocess import PreprocessSpec, check_preprocessing
 from .compare import compare, top1_agreement
 
@@ -43,7 +43,7 @@ def preprocessing_result(manifest: dict, arrays: dict, spec: PreprocessSpec) -> 
     probe = manifest["golden"].get("preprocessing_probe")
     if not probe or probe["raw_key"] not in arrays or probe["expected_key"] not in arrays:
         return None
-    reference = PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+    reference = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
     return check_preprocessing(spec, arrays[probe["raw_key"]], arrays[probe["expected_key"]], probe["abs_tol"],
                                probe["mean_abs_tol"], reference)
 

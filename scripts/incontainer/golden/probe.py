@@ -12,8 +12,8 @@ import time
 from typing import Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, OUTCOME_BIT_EXACT, OUTCOME_PASS, Code,
-                        ProbeReport)
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, OUTCOME_BIT_EXACT,
+                        OUTCOME_PASS, Code, ProbeReport)
 from ..data.preprocess import PreprocessSpec, with_fields
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..graph import manifest as manifests
@@ -74,7 +74,7 @@ def probe(args) -> ProbeReport:
     report.loaded = True
     mark = time.perf_counter()
     arrays = manifests.load_golden_arrays(args.model, manifest)
-    spec = PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+    spec = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
     report.preprocessing = preprocessing_result(manifest, arrays, with_fields(spec, args.preprocessing,
                                                                                "--preprocessing"))
     timing["preprocessing_s"] = round(time.perf_counter() - mark, 3)

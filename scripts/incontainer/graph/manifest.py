@@ -130,9 +130,9 @@ def validate(manifest: Any) -> List[Problem]:
         from ..data.preprocess import PreprocessSpec
 
         try:
-            PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+            PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
         except InsideError as error:
-            problems.append(Problem("preprocessing", str(error).replace("in manifest.json", "").strip()))
+            problems.append(Problem("preprocessing", str(error).replace(f"in {MANIFEST_FILE}", "").strip()))
     golden = manifest.get("golden")
     if "golden" not in missing:
         problems += _validate_golden_section(golden)
@@ -266,11 +266,11 @@ def validate_directory(model_dir: str, manifest: dict, arrays: Optional[Dict[str
         problems.append(Problem("labels", f"{len(manifest['labels'])} names (labels_offset {offset}) for a model with "
                                           f"{classes} classes; pass the model's own labels file (1000 classes plus "
                                           "slim's background is labels_offset 1)"))
-    spec = PreprocessSpec.from_json(manifest["preprocessing"], "manifest.json")
+    spec = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
     recorded = golden_spec(arrays)
     if recorded is not None:
         try:
-            original = PreprocessSpec.from_json(recorded, "golden.npz")
+            original = PreprocessSpec.from_json(recorded, GOLDEN_FILE)
         except InsideError:
             original = None
         fields = differing_fields(spec, original) if original is not None else {}

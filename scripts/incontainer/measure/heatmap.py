@@ -13,7 +13,7 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from ..common import InsideError, atomic_write_bytes, read_json_file, run_main
-from ..contract import MODULES
+from ..contract import MODULES, OUTCOME_BIT_EXACT
 
 COLUMNS = ("preprocessing", "block1", "block2", "block3", "block4", "logits", "probabilities")
 CELL_W, CELL_H, LABEL_W, HEADER_H, LEGEND_H = 92, 22, 480, 40, 46
@@ -76,7 +76,7 @@ def render(report: dict) -> bytes:
             text = "-" if value is None else ("exact" if value == 0.0 else f"{value:.1e}")
             draw.text((left + 6, top + 5), text, fill=(0, 0, 0), font=font)
     legend_top = HEADER_H + CELL_H * len(cases) + 10
-    swatches = [(EXACT, "bit-exact"), (colour(1e-4), "1e-4 of tolerance"), (colour(0.9), "near tolerance"),
+    swatches = [(EXACT, OUTCOME_BIT_EXACT), (colour(1e-4), "1e-4 of tolerance"), (colour(0.9), "near tolerance"),
                 (colour(50.0), "beyond tolerance"), (MISSING, "- not run (failed earlier)")]
     left = 8
     for fill, text in swatches:

@@ -14,7 +14,7 @@ from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, q
 from ..contract import (GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY,
                         GOLDEN_RAW_PREPROCESSED_KEY, INPUT_NODE, LOGITS_NODE, MANIFEST_FILE, MANIFEST_FORMAT,
                         MANIFEST_SCHEMA_VERSION, MODEL_FILE, OPS_DIR, PROBABILITIES_NODE, RUN_CONFIG_FILE,
-                        RUN_LABELS_FILE, TOP_K_NODE, tensor_name)
+                        LABELS_FILE, TOP_K_NODE, tensor_name)
 from ..data.labels import read_labels_file
 from ..data.preprocess import PreprocessSpec
 from ..graph.graphdef import graph_stats, op_inventory
@@ -35,6 +35,7 @@ class FreezeConfig:
     custom_op_library: Optional[str] = None  # load this library and temperature-scale the logits with its op
     temperature: float = 1.0
     top_k_output: int = 0  # also export a `top_k` node (values, indices) for serving
+    top_k_int64: bool = False  # ... with an int64 k (TopKV2's Tk attr, which older TensorFlows lack)
     input_size: int = 0  # export at this square input size instead of the training size (fully convolutional)
     threads: tuple = (0, 0)  # recommended intra-/inter-op threads for inference (0: TF's choice)
 
@@ -72,6 +73,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
                         help="inference thread settings to record in the manifest (0 = TF's choice)")
     parser.add_argument("--top-k-output", type=int, default=0,
                         help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")
+    parser.add_argument("--top-k-int64", action="store_true",
+                        help="feed top_k an int64 k (a TopKV2 Tk attr that TF before 2.13 does not know)")
     args = parser.parse_args(argv)
     if not 1 <= args.golden_count <= 64:
         raise InsideError(f"--golden-count {args.golden_count}: choose between 1 and 64")
@@ -83,7 +86,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
                         strip_unused=args.strip_unused, golden_count=args.golden_count, golden_seed=args.golden_seed,
                         pin_device=args.pin_device, training_mode=args.training_mode,
                         custom_op_library=args.custom_op_library, temperature=args.temperature,
-                        top_k_output=args.top_k_output, input_size=args.input_size, threads=parse_threads(args.threads))
+                        top_k_output=args.top_k_output, top_k_int64=args.top_k_int64, input_size=args.input_size,
+                        threads=parse_threads(args.threads))
 
 
 def parse_threads(text: str) -> tuple:
@@ -102,7 +106,7 @@ def read_run(run_dir: str, input_size: int) -> TrainingRun:
 
     fix = "point --run at a directory written by the train step"
     config = read_json_file(os.path.join(run_dir, RUN_CONFIG_FILE), "run config", fix)
-    labels = read_labels_file(os.path.join(run_dir, RUN_LABELS_FILE))
+    labels = read_labels_file(os.path.join(run_dir, LABELS_FILE))
     checkpoint = tf.train.latest_checkpoint(run_dir)
     if checkpoint is None:
         raise InsideError(f"no checkpoint in {run_dir} (missing 'checkpoint' file or model.ckpt-*.index); {fix}")
@@ -113,7 +117,7 @@ def read_run(run_dir: str, input_size: int) -> TrainingRun:
     except (KeyError, TypeError, ValueError) as error:
         raise InsideError(f"run config {run_dir}/{RUN_CONFIG_FILE} lacks {error}; {fix}") from None
     if len(labels) != num_classes:
-        raise InsideError(f"{run_dir}/{RUN_LABELS_FILE} names {len(labels)} classes but {RUN_CONFIG_FILE} says "
+        raise InsideError(f"{run_dir}/{LABELS_FILE} names {len(labels)} classes but {RUN_CONFIG_FILE} says "
                           f"{num_classes}; re-run train")
     spec = PreprocessSpec.from_json(preprocessing, os.path.join(run_dir, RUN_CONFIG_FILE))
     if input_size:
@@ -141,7 +145,8 @@ def build_network(config: FreezeConfig, run: TrainingRun):
             logits = tf.identity(logits, name=LOGITS_NODE)
         probabilities = tf.nn.softmax(logits, name=PROBABILITIES_NODE)
         if config.top_k_output:
-            tf.math.top_k(probabilities, k=min(config.top_k_output, run.num_classes), name=TOP_K_NODE)
+            k = min(config.top_k_output, run.num_classes)
+            tf.math.top_k(probabilities, k=tf.constant(k, tf.int64) if config.top_k_int64 else k, name=TOP_K_NODE)
         blocks = {name.rsplit("/", 1)[-1]: end_points[name].name for name in BLOCK_END_POINTS}
         saver = tf.compat.v1.train.Saver()
     keep = [LOGITS_NODE, PROBABILITIES_NODE] + [tensor.split(":")[0] for tensor in blocks.values()] + \

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..common import InsideError, atomic_write_bytes, atomic_write_json, atomic_write_text, log, run_main
-from ..contract import RUN_LABELS_FILE
+from ..contract import LABELS_FILE
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "stripes", "checker", "dots")
 SPLIT_CODES = {"train": 1, "val": 2}
@@ -176,7 +176,7 @@ def make_dataset(config: MakeDataConfig) -> dict:
                 atomic_write_bytes(os.path.join(directory, f"{name}_{image_index:04d}.png"), data)
                 written += 1
         log(f"make_data: {split}: {per_class * len(names)} images")
-    atomic_write_text(os.path.join(config.out, RUN_LABELS_FILE), "".join(name + "\n" for name in names))
+    atomic_write_text(os.path.join(config.out, LABELS_FILE), "".join(name + "\n" for name in names))
     # Recorded without the output path so the file is identical wherever the data lands.
     recorded = dataclasses.asdict(config)
     recorded.pop("out")

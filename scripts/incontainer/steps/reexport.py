@@ -65,7 +65,11 @@ def reserialize(graph_def, model: str, load_op_libraries: bool):
     if diagnosis.graph is None or any(f.code in (Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR) for f in diagnosis.blocking):
         raise InsideError(f"cannot re-export {model} with TensorFlow {tf.__version__}: "
                           f"{summarize(diagnosis.blocking)}")
-    return diagnosis.graph.as_graph_def()
+    graph_def = diagnosis.graph.as_graph_def()
+    # The importer keeps the producer it was given; a graph this TensorFlow writes carries its own.
+    graph_def.versions.producer = tf.version.GRAPH_DEF_VERSION
+    graph_def.versions.min_consumer = max(graph_def.versions.min_consumer, tf.version.GRAPH_DEF_VERSION_MIN_CONSUMER)
+    return graph_def
 
 
 def reexport(model: str, out: str, strip: bool, clear: bool, load_op_libraries: bool) -> dict:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from ..common import (InsideError, atomic_write_json, atomic_write_text, log, quiet_tensorflow_logs, run_main,
                       silence_tensorflow_deprecations)
-from ..contract import ENV_ONEDNN, MODULES, RUN_CONFIG_FILE, RUN_LABELS_FILE, RUN_METRICS_FILE
+from ..contract import ENV_ONEDNN, MODULES, RUN_CONFIG_FILE, LABELS_FILE, RUN_METRICS_FILE
 
 DEFAULT_MAX_STEPS = 120
 OPTIMIZERS = ("momentum", "sgd", "adam")
@@ -468,7 +468,7 @@ def record_config(config, dataset, spec, batch_norm, total_steps, warmup_steps, 
 
     from .resnet import MODEL_NAME
 
-    atomic_write_text(os.path.join(config.out, RUN_LABELS_FILE), "".join(name + "\n" for name in dataset.class_names))
+    atomic_write_text(os.path.join(config.out, LABELS_FILE), "".join(name + "\n" for name in dataset.class_names))
     atomic_write_json(os.path.join(config.out, RUN_CONFIG_FILE), {
         "schema_version": 1,
         "train": dataclasses.asdict(config),

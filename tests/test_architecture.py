@@ -1,0 +1,146 @@
+"""The architecture, checked: one contract across the container boundary (no literal of it written
+elsewhere), no import cycles on either side, every file stating its one job in its first line."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from coldchain import contract
+from conftest import ROOT
+
+HOST = ROOT / "coldchain"
+CONTAINER = ROOT / "scripts" / "incontainer"
+CONTRACT_FILE = CONTAINER / "contract.py"
+
+
+def sources(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*.py") if "__pycache__" not in path.parts)
+
+
+def distinctive(value: str) -> bool:
+    """A name only the contract can mean (a file, a module, a mount point, a flag, an environment variable, a
+    code): plain words like 'input' or 'error' have other meanings too and are not claimed."""
+    return any(mark in value for mark in ".-/:") or value.startswith(("COLDCHAIN_", "TF_"))
+
+
+def contract_strings() -> dict[str, str]:
+    """Every distinctive string the contract defines (constants, Code, MODULES values), value -> its name."""
+    values: dict[str, str] = {}
+    for name, value in vars(contract).items():
+        if name.startswith("_") or not name.isupper():
+            continue
+        if isinstance(value, str):
+            values.setdefault(value, name)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, str):
+                    values.setdefault(item, f"{name}[{key!r}]")
+        elif isinstance(value, tuple):
+            continue  # tuples of codes are made of the Code constants below
+    for name, value in vars(contract.Code).items():
+        if not name.startswith("_") and isinstance(value, str):
+            values.setdefault(value, f"Code.{name}")
+    return {value: name for value, name in values.items() if distinctive(value)}
+
+
+TENSOR_NAME = re.compile(r"^(input|logits|probabilities|top_k):\d+$")
+
+
+def string_literals(path: Path):
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body and \
+                isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            docstrings.add(id(node.body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_no_contract_literal_is_written_outside_the_contract():
+    wanted = contract_strings()
+    offenders = []
+    for path in sources(HOST) + sources(CONTAINER):
+        if path == CONTRACT_FILE:
+            continue
+        for line, value in string_literals(path):
+            if value in wanted:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {value!r} is contract.{wanted[value]}")
+            elif TENSOR_NAME.match(value):
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {value!r} is contract.tensor_name(...)")
+    assert offenders == [], "\n".join(offenders)
+
+
+def _module_name(path: Path, root: Path, package: str) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([package, *parts])
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, at any depth of the file (function-level imports too)."""
+    modules = {_module_name(path, root, package): path for path in sources(root)}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if state.get(other) == "open":
+                found.append(stack[stack.index(other):] + [other])
+            elif other not in state:
+                visit(other)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+@pytest.mark.parametrize("root, package", [(HOST, "coldchain"), (CONTAINER, "incontainer")], ids=["host", "container"])
+def test_no_import_cycle(root, package):
+    assert cycles(import_graph(root, package)) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+@pytest.mark.parametrize("path", sources(HOST) + sources(CONTAINER), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_file_states_its_job_in_its_first_line(path):
+    tree = ast.parse(path.read_text())
+    docstring = ast.get_docstring(tree)
+    if path.name == "__main__.py":
+        return
+    assert docstring and len(docstring.splitlines()[0]) > 20, f"{path}: no docstring stating the file's job"

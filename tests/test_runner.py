@@ -1,0 +1,60 @@
+"""The one runner for in-container modules, against the fake engine: every failure becomes the kit's
+error with its exit code (a hang, a memory kill, the container's own error line, a crash)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coldchain.contract import ENV_PATH_MAP, MODULES, Exit, error_line
+from coldchain.engine import RunResult
+from coldchain.errors import ContainerError, ContainerTimeout
+from coldchain.steps.runner import Image, ModuleRun, run_module
+from fake_engine import FakeEngine
+
+IMAGE = Image("sha256:abc", "t-infer:cpu", {"io.coldchain.lock.sha256": "f00d"})
+
+
+def run(result: RunResult, **changes) -> ContainerError:
+    engine = FakeEngine()
+    engine.run_handler = lambda spec: result
+    module_run = ModuleRun(image=IMAGE, module="probe", what="drift case x", inputs={"/model": Path("/home/u/model")},
+                           timeout_s=5.0, **changes)
+    with pytest.raises(ContainerError) as caught:
+        run_module(engine, module_run)
+    (spec,) = engine.runs
+    assert spec.command[:3] == ("python", "-m", MODULES["probe"]) and spec.timeout_s == 5.0
+    assert json.loads(spec.environment[ENV_PATH_MAP]) == {"/model": "/home/u/model"}
+    return caught.value
+
+
+def test_a_hung_container_is_named_with_its_step_and_image():
+    error = run(RunResult(137, "", "probe: importing\n", timed_out=True))
+    assert isinstance(error, ContainerTimeout) and error.exit_code == Exit.TIMEOUT
+    assert "drift case x" in error.message and "t-infer:cpu" in error.message and "5 s" in error.message
+    assert "--timeout" in error.fix and "probe: importing" in error.log_tail
+
+
+def test_a_memory_kill_says_so():
+    error = run(RunResult(137, "", "", oom_killed=True), memory="96m")
+    assert error.exit_code == Exit.OUT_OF_MEMORY and "memory limit (96m)" in error.message
+
+
+def test_the_containers_error_line_and_exit_code_reach_the_user():
+    error = run(RunResult(Exit.GOLDEN_MISMATCH, "", "progress\n" + error_line("golden probe failed: first divergence "
+                                                                               "at block2") + "\n"))
+    assert error.exit_code == Exit.GOLDEN_MISMATCH and error.container_exit == Exit.GOLDEN_MISMATCH
+    assert error.message == "drift case x: golden probe failed: first divergence at block2"
+    assert error.log_tail is None, "a classified error is one message, not a log dump"
+
+
+def test_an_unclassified_crash_keeps_the_log_tail_and_its_own_code():
+    error = run(RunResult(139, "", "Segmentation fault\n"))
+    assert error.exit_code == Exit.CONTAINER and "exit 139" in error.message and "Segmentation fault" in error.log_tail
+
+
+def test_exit_codes_have_one_meaning_each():
+    codes = [value for name, value in vars(Exit).items() if not name.startswith("_")]
+    assert len(codes) == len(set(codes))
