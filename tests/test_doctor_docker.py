@@ -19,7 +19,8 @@ from coldchain.steps.diagnose import DoctorRequest, run_doctor
 
 pytestmark = pytest.mark.docker
 
-VARIANTS = ("custom-op", "gpu-pinned", "gpu-pinned-default-freeze", "training-mode", "top-k", "top-k-stripped")
+VARIANTS = ("custom-op", "gpu-pinned", "gpu-pinned-default-freeze", "training-mode", "top-k", "top-k-int64",
+            "top-k-stripped")
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +89,10 @@ def test_custom_op_library_missing_from_the_model_directory(docker_engine, proje
 def test_gpu_pinned_graph_on_a_cpu_host(docker_engine, project, run_id, broken_models):
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["gpu-pinned"])
     finding = blocking(diagnosis)["device-unavailable"]
-    assert code == 3 and "GPU" in finding["cause"]
-    assert "--keep-devices" in finding["fix"] and "soft_placement" in finding["fix"]
+    assert code == 3 and "GPU" in finding["cause"] and finding["confirmed"] == "confirmed by the run stage"
+    # The fix that works on any graph, whoever froze it: clear the device fields, with the command that does it.
+    assert "reexport" in finding["fix"] and "--clear-devices" in finding["fix"] and "soft placement" in finding["fix"]
+    assert finding["count"] > 100, "one finding for every pinned node, grouped"
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["gpu-pinned"], soft=True)
     assert code == 0 and {f["code"] for f in diagnosis["findings"]} == {"device-unavailable"}  # warnings only
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["gpu-pinned-default-freeze"])
@@ -104,11 +107,17 @@ def test_training_mode_graph(docker_engine, project, run_id, broken_models):
 
 
 def test_newer_attrs_in_older_tf_and_the_strip_fix(docker_engine, project, run_id, broken_models):
+    # TF 2.7 does not know TopKV2's Tk and index_type; holding their defaults, its importer ignores them.
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["top-k"], env="tf2.7-py3.9")
-    finding = blocking(diagnosis)["unknown-attr"]
-    assert code == 3 and finding["op"] == "TopKV2" and "Tk" in finding["cause"] and "index_type" in finding["cause"]
-    assert "--strip-default-attrs" in finding["fix"]
+    finding = next(f for f in diagnosis["findings"] if f["code"] == "unknown-attr")
+    assert code == 0 and finding["severity"] == "warning" and finding["op"] == "TopKV2"
+    assert "Tk" in finding["cause"] and "index_type" in finding["cause"] and "golden probe" in finding["confirmed"]
     assert diagnosis["runtime"]["tensorflow"].startswith("2.7.")
+    # With an int64 k the attribute matters, and TF 2.7's importer refuses the graph.
+    code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["top-k-int64"], env="tf2.7-py3.9")
+    finding = blocking(diagnosis)["unknown-attr"]
+    assert code == 3 and diagnosis["outcome"] == "unknown-attr" and finding["confirmed"] == "confirmed by the import stage"
+    assert "--strip-default-attrs" in finding["fix"]
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["top-k-stripped"], env="tf2.7-py3.9")
     assert code == 0 and not blocking(diagnosis)
 

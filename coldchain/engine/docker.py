@@ -222,7 +222,8 @@ class DockerEngine(Engine):
         kwargs = dict(
             command=list(spec.command), detach=True, environment=spec.environment,
             network_mode=spec.network, read_only=spec.read_only_root, tmpfs=spec.tmpfs,
-            volumes={str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
+            # A list, not docker-py's volumes dict: one host directory may be mounted at two places.
+            mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts],
             labels=spec.labels, name=spec.name, cap_drop=["ALL"], security_opt=["no-new-privileges"],
             mem_limit=spec.mem_limit, pids_limit=spec.pids_limit,
         )

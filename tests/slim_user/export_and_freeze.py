@@ -22,6 +22,17 @@ from tf_slim.nets import resnet_v1  # noqa: E402
 OUTPUT = "resnet_v1_50/predictions/Reshape_1"
 
 
+def calibrate_logits(session, graph, images, args) -> None:
+    """Random weights with batch norm's initial statistics blow activations up through 50 layers and
+    saturate the softmax; scale the classifier so logits spread like a trained model's (std ~2)."""
+    logits = graph.get_tensor_by_name("resnet_v1_50/logits/BiasAdd:0")
+    shape = [args.batch_size or 2, args.image_size, args.image_size, 3]
+    sample = np.random.default_rng(args.seed).uniform(-100, 100, shape).astype(np.float32)
+    spread = float(np.std(session.run(logits, {images: sample})))
+    weights = graph.get_tensor_by_name("resnet_v1_50/logits/weights:0")
+    session.run(tf.compat.v1.assign(weights, weights * (2.0 / max(spread, 1e-6))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -47,6 +58,7 @@ def main() -> int:
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session(config=tf.compat.v1.ConfigProto(allow_soft_placement=True)) as session:
             session.run(tf.compat.v1.global_variables_initializer())
+            calibrate_logits(session, graph, images, args)
             checkpoint = saver.save(session, os.path.join(args.out, "model.ckpt"))
     with open(os.path.join(args.out, "inference_graph.pb"), "wb") as handle:
         handle.write(graph_def.SerializeToString())

@@ -73,6 +73,24 @@ class Diagnosis:
     def outcome(self) -> Optional[str]:
         return outcome_of(self.findings)
 
+    @property
+    def blocking_before_running(self) -> List[Finding]:
+        """Blocking findings that running the graph cannot refute: stop before running it."""
+        return [finding for finding in self.blocking
+                if not (finding.stage == STAGE_STATIC and finding.code in REFUTABLE_BY_RUN)]
+
+    def confirm(self, code: str, message: str, stage: str) -> None:
+        """The runtime refused the graph: the static findings that explain it are confirmed errors."""
+        _confirm(self, code, message, stage)
+
+    def ran(self, how: str) -> None:
+        """The runtime ran the graph (and its outputs did not depend on the batch): static findings
+        that predicted it could not are refuted, kept as warnings."""
+        self.stages[STAGE_RUN] = "ran"
+        self.findings = [finding.downgraded(f"this TensorFlow {how}")
+                         if finding.code in REFUTABLE_BY_RUN and finding.stage == STAGE_STATIC
+                         and finding.severity == ERROR else finding for finding in self.findings]
+
     def to_json(self) -> dict:
         return {"model": self.model, "runtime": self.runtime, "outcome": self.outcome,
                 "blocking": len(self.blocking), "loaded_libraries": self.loaded_libraries, "stages": self.stages,
@@ -242,7 +260,10 @@ def _feed_for(diagnosis: Diagnosis):
 
 def _fetches(diagnosis: Diagnosis) -> List[str]:
     if diagnosis.manifest:
-        return [manifests.tensor_of(entry) for entry in diagnosis.manifest["outputs"]]
+        # A name the graph lacks is the manifest's finding (missing-node), not something to run.
+        names = {node.name for node in diagnosis.graph_def.node}
+        return [manifests.tensor_of(entry) for entry in diagnosis.manifest["outputs"]
+                if entry["name"] in names and manifests.tensor_of(entry).split(":")[0] in names]
     fetches = []
     for name in sinks(diagnosis.graph_def):
         operation = diagnosis.graph.get_operation_by_name(name)
@@ -281,11 +302,7 @@ def _run_stage(diagnosis: Diagnosis, options: DoctorOptions) -> None:
                      "predictions depend on the other images in the batch")
             _confirm(diagnosis, Code.BATCH_NORM_TRAINING, cause, STAGE_RUN)
             return
-    diagnosis.stages[STAGE_RUN] = "ran"
-    diagnosis.findings = [
-        finding.downgraded("this TensorFlow imported and ran the graph (outputs independent of the batch)")
-        if finding.code in REFUTABLE_BY_RUN and finding.stage == STAGE_STATIC and finding.severity == ERROR
-        else finding for finding in diagnosis.findings]
+    diagnosis.ran("imported and ran the graph" + (" (outputs independent of the batch)" if alone is not None else ""))
 
 
 def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Optional[dict], model_dir: str) -> dict:

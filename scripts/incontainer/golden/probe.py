@@ -13,12 +13,12 @@ from typing import Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, OUTCOME_BIT_EXACT,
-                        OUTCOME_PASS, Code, ProbeReport)
+                        OUTCOME_PASS, STAGE_RUN, Code, ProbeReport)
 from ..data.preprocess import PreprocessSpec, with_fields
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
-from .check import (batch_invariance, batch_limit, evaluate, golden_tensors, in_batches, missing_tensors,
+from .check import (BATCH_DEPENDENT_CAUSE, batch_invariance, batch_limit, evaluate, golden_tensors, in_batches, missing_tensors,
                     preprocessing_result, session_runner)
 
 STARTED = time.perf_counter()
@@ -65,7 +65,7 @@ def probe(args) -> ProbeReport:
                                        allow_soft_placement=args.allow_soft_placement, run=False))
     timing["diagnosis_s"] = round(time.perf_counter() - mark, 3)
     report.diagnosis = diagnosis.to_json()
-    if diagnosis.blocking:
+    if diagnosis.blocking_before_running:
         report.outcome = diagnosis.outcome
         return report
     manifest = diagnosis.manifest
@@ -98,7 +98,8 @@ def probe(args) -> ProbeReport:
             report.golden["batch_invariance"] = invariance
         except tf.errors.OpError as error:
             report.load_error = first_line(error)
-            report.outcome = classify_run_error(report.load_error)
+            diagnosis.confirm(classify_run_error(report.load_error), report.load_error, STAGE_RUN)
+            report.diagnosis, report.outcome = diagnosis.to_json(), diagnosis.outcome
             return report
         batch = arrays[manifest["golden"]["input_key"]]
         output = manifests.tensor_of(manifests.output_entry(manifest, "probabilities")
@@ -115,12 +116,19 @@ def probe(args) -> ProbeReport:
         report.latency = {"batch": int(batch.shape[0]), "runs": len(timings), "median_ms": round(median * 1e3, 3),
                           "images_per_second": round(batch.shape[0] / median, 2),
                           "input_shape": [int(dim) for dim in batch.shape]}
-    if report.preprocessing is not None and not report.preprocessing["ok"]:
+    if invariance is not None and not invariance["ok"]:
+        diagnosis.confirm(Code.BATCH_NORM_TRAINING, BATCH_DEPENDENT_CAUSE.format(
+            key=invariance["key"], diff=invariance["max_abs_diff"], ratio=invariance["worst_fraction_of_tolerance"]),
+            STAGE_RUN)
+    else:
+        diagnosis.ran("ran the golden probe" + (" (outputs independent of the batch)" if invariance else ""))
+    report.diagnosis = diagnosis.to_json()
+    if diagnosis.blocking:
+        report.outcome = diagnosis.outcome
+    elif report.preprocessing is not None and not report.preprocessing["ok"]:
         report.outcome = Code.PREPROCESSING_MISMATCH
     elif not report.golden["ok"]:
         report.outcome = Code.GOLDEN_MISMATCH
-    elif invariance is not None and not invariance["ok"]:
-        report.outcome = Code.BATCH_NORM_TRAINING
     else:
         report.outcome = OUTCOME_BIT_EXACT if report.golden["bit_exact"] else OUTCOME_PASS
     return report

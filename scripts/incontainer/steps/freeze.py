@@ -100,6 +100,10 @@ def parse_threads(text: str) -> tuple:
     return intra, inter
 
 
+def remote_job(device: Optional[str]) -> bool:
+    return bool(device) and "/job:" in device and "/job:localhost" not in device
+
+
 def read_run(run_dir: str, input_size: int) -> TrainingRun:
     """Stage 1: the run's config, labels and latest checkpoint, checked against each other."""
     import tensorflow as tf
@@ -135,7 +139,9 @@ def build_network(config: FreezeConfig, run: TrainingRun):
 
     op_module = load_op_library(config.custom_op_library) if config.custom_op_library else None
     graph = tf.Graph()
-    with graph.as_default(), tf.device(config.pin_device):
+    # A device of another job cannot even restore the checkpoint here; transform() writes it in instead.
+    local_pin = None if remote_job(config.pin_device) else config.pin_device
+    with graph.as_default(), tf.device(local_pin):
         images = tf.compat.v1.placeholder(tf.float32, [None, run.spec.height, run.spec.width, 3], name=INPUT_NODE)
         logits, end_points = build_resnet_v1_50(images, run.num_classes, is_training=config.training_mode,
                                                 weight_decay=0.0, batch_norm=BatchNormSettings(**run.batch_norm))
@@ -187,6 +193,10 @@ def transform(config: FreezeConfig, graph_def, keep: list, stats: dict):
     if not config.keep_devices:
         for node in graph_def.node:
             node.device = ""
+    elif remote_job(config.pin_device):
+        # What freeze_graph keeps of a graph built under a cluster's device setter.
+        for node in graph_def.node:
+            node.device = config.pin_device
     if config.fold_batch_norm:
         # The frozen variables are read through Identity nodes; fold_batch_norms wants bare Consts.
         graph_def = tf.compat.v1.graph_util.remove_training_nodes(graph_def, protected_nodes=keep + [INPUT_NODE])

@@ -113,10 +113,10 @@ class Predictor:
         self.spec = PreprocessSpec.from_json(self.manifest["preprocessing"], os.path.join(model_dir, MANIFEST_FILE))
         diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=load_op_libraries,
                                            allow_soft_placement=allow_soft_placement, run=False))
-        if diagnosis.blocking:
+        if diagnosis.blocking_before_running:
             raise PreflightFailed(f"{os.path.join(model_dir, MODEL_FILE)} cannot run on this TensorFlow: "
-                                  f"{summarize(group(diagnosis.blocking))}", code=diagnosis.outcome)
-        self.warnings = [finding.to_json() for finding in group(diagnosis.findings)]
+                                  f"{summarize(group(diagnosis.blocking_before_running))}", code=diagnosis.outcome)
+        self.diagnosis = diagnosis
         check_interface(diagnosis.graph_def, self.manifest, os.path.join(model_dir, MODEL_FILE))
         threads = self.manifest.get("inference", {})
         intra, inter = int(threads.get("intra_op_threads", 0)), int(threads.get("inter_op_threads", 0))
@@ -154,7 +154,15 @@ class Predictor:
         return guarded
 
     def check_golden(self) -> dict:
-        return run_golden(self.golden_run, self.model_dir, self.manifest, self.arrays, self.spec)
+        """The golden check; passing it is this runtime running the graph, which settles the static
+        findings that predicted it could not."""
+        summary = run_golden(self.golden_run, self.model_dir, self.manifest, self.arrays, self.spec)
+        self.diagnosis.ran("ran the golden probe")
+        return summary
+
+    @property
+    def warnings(self) -> list:
+        return [finding.to_json() for finding in group(self.diagnosis.findings)]
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         from ..golden.check import in_batches
@@ -207,10 +215,10 @@ def infer(config: InferConfig) -> dict:
     model_dir = (os.path.dirname(config.model) or ".") if os.path.isfile(config.model) else config.model
     predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement)
     manifest = predictor.manifest
-    summary: dict = {"model": manifest["model"]["sha256"], "preflight_warnings": predictor.warnings,
-                     "numerics": predictor.numerics}
+    summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics}
     try:
         summary["golden"] = predictor.check_golden()
+        summary["preflight_warnings"] = predictor.warnings
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
             "top-1 agree)")
         if config.golden_only:
