@@ -191,15 +191,19 @@ def with_model_environment(matrix: Matrix, model: Path) -> Matrix:
         files = environment.get("files") or {}
     except (OSError, ValueError, AttributeError):
         return matrix
-    if LOCK_NAME not in files or SOURCE_NAME not in files or REFERENCE_ENV in matrix.envs:
+    if LOCK_NAME not in files or SOURCE_NAME not in files:
         return matrix
     python = ".".join(str(environment.get("python", "")).split(".")[:2])
-    user = UserEnvironment(name=REFERENCE_ENV, directory=(model / files[LOCK_NAME]).resolve().parent, python=python,
+    # The name it was adopted under: the same lock, file name and name give the same image, reused.
+    name = str(environment.get("name") or REFERENCE_ENV)
+    if name in matrix.envs:
+        name = f"{name}-{REFERENCE_ENV}"
+    user = UserEnvironment(name=name, directory=(model / files[LOCK_NAME]).resolve().parent, python=python,
                            base=base_for_python(python).name)
-    env = EnvSpec(name=REFERENCE_ENV, description="the environment the adopted model's golden was computed in "
+    env = EnvSpec(name=name, description="the environment the adopted model's golden was computed in "
                   f"(its own requirements: TensorFlow {environment.get('tensorflow')}, Python {python})",
                   lock_spec=user.lock_spec())
-    case = CaseSpec(name="reference-env", env=REFERENCE_ENV, variant=DEFAULT_VARIANT, expect=EXPECT_AS_REFERENCE,
+    case = CaseSpec(name="reference-env", env=name, variant=DEFAULT_VARIANT, expect=EXPECT_AS_REFERENCE,
                     scenario="reference", description="the golden reproduced where it was made")
     return matrix.with_environment(env, case)
 

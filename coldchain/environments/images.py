@@ -54,6 +54,8 @@ def git_revision(root: Path) -> str:
 
 def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> dict[str, str]:
     lock_spec = spec.locked
+    # A lock that travels with a model is named by its file name: where it lies is not an input.
+    lock_file = Path(lock_spec.lock).name if Path(lock_spec.lock).is_absolute() else lock_spec.lock
     return {
         "org.opencontainers.image.title": f"coldchain-{spec.role}",
         "org.opencontainers.image.description": f"coldchain {spec.role} image ({spec.device})",
@@ -64,7 +66,7 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         KIT_LABEL: "coldchain",
         "io.coldchain.role": spec.role,
         "io.coldchain.device": spec.device,
-        "io.coldchain.lock.file": lock_spec.lock,
+        "io.coldchain.lock.file": lock_file,
         "io.coldchain.lock.sha256": lock.sha256,
         "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
         "io.coldchain.numpy.version": lock.version("numpy") or "",

@@ -22,13 +22,14 @@ from pathlib import Path
 from ..config import BASES, BaseSpec, LockSpec, Project
 from ..errors import LockError, UsageError
 from ..fsutil import atomic_write_text
-from .locks import INPUT_HASH_MARK, host_python, input_sha256, nearest_version_hint, parse_lock
+from .locks import INPUT_HASH_MARK, host_python, input_sha256, nearest_version_hint, normalize, parse_lock
 from .wheelhouse import platform_args
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "requirements.lock"
 SOURCE_NAME = "requirements.in"
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+KIT_NEEDS = ("pillow",)  # what the container side imports besides TensorFlow (and numpy, which TF brings)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ def _clean_requirements(source: Path) -> str:
         kept.append(line)
     if not kept:
         raise UsageError(f"{source}: no requirements in it", fix="pass a pip freeze or a requirements.txt with pins")
+    names = {normalize(_REQUIREMENT.match(line).group(1)) for line in kept}
+    for needed in KIT_NEEDS:
+        if needed not in names:
+            log.info("%s has no %s, which coldchain's own code needs in the image: adding it (unpinned)", source, needed)
+            kept.append(needed)
     return "\n".join(kept) + "\n"
 
 

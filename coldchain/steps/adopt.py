@@ -116,7 +116,8 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
             for path in staging.iterdir():
                 path.chmod(0o644)
             inputs[MOUNT_ENVIRONMENT] = staging
-            arguments += ["--environment", MOUNT_ENVIRONMENT]
+            arguments += ["--environment", MOUNT_ENVIRONMENT, "--environment-name",
+                          request.environment_name or request.out.resolve().name]
         else:
             image, description = reference_image(engine, project, request)
         log.info("adopt: reference environment: %s", description)

@@ -53,6 +53,7 @@ class AdoptConfig:
     allow_soft_placement: bool = True
     reference: str = ""  # how the host describes this environment (requirements, image, matrix env)
     environment: Optional[str] = None  # the resolved reference environment (lock + source) to ship with the model
+    environment_name: str = "reference"
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
@@ -82,6 +83,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
     parser.add_argument("--reference", default="", help=argparse.SUPPRESS)
     parser.add_argument("--environment", default=None,
                         help="a directory holding the reference environment's lock; copied into the model")
+    parser.add_argument("--environment-name", default="reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.golden_count <= 64:
         raise InsideError(f"--golden-count {args.golden_count}: choose between 1 and 64")
@@ -90,7 +92,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
                        image_size=args.image_size, labels=args.labels, labels_offset=args.labels_offset,
                        images=args.images, golden_count=args.golden_count, golden_seed=args.golden_seed,
                        op_libraries=tuple(args.op_library), allow_soft_placement=args.allow_soft_placement,
-                       reference=args.reference, environment=args.environment)
+                       reference=args.reference, environment=args.environment,
+                       environment_name=args.environment_name)
 
 
 def choose_input(graph_def, wanted: Optional[str], path: str):
@@ -318,7 +321,8 @@ def ship_environment(config: AdoptConfig) -> Optional[dict]:
             with open(source, "rb") as handle:
                 atomic_write_bytes(os.path.join(config.out, ENVIRONMENT_DIR, name), handle.read())
             shipped[name] = f"{ENVIRONMENT_DIR}/{name}"
-    return {"files": shipped, "python": platform.python_version(), "tensorflow": tf.__version__}
+    return {"name": config.environment_name, "files": shipped, "python": platform.python_version(),
+            "tensorflow": tf.__version__}
 
 
 def check_probabilities(values: dict, config: AdoptConfig, outputs: Dict[str, str]) -> None:
