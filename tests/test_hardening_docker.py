@@ -19,7 +19,8 @@ pytestmark = pytest.mark.docker
 
 def test_a_step_container_is_sandboxed_as_promised(docker_engine, kit_images, tiny_chain, tmp_path):
     out = tmp_path / "out"
-    out.mkdir(mode=0o777)
+    out.mkdir()
+    out.chmod(0o777)  # mkdir's mode is cut by the umask
     run = ModuleRun(image=Image.of(kit_images["infer"]), module="sandbox", arguments=(MOUNT_MODEL, MOUNT_OUT),
                     inputs={MOUNT_MODEL: tiny_chain / "model"}, output=Mount(out, MOUNT_OUT, read_only=False),
                     memory="768m", what="sandbox report")

@@ -13,6 +13,7 @@ import pytest
 
 from coldchain.config import KIT_LABEL
 from conftest import ROOT
+from pngread import read_png
 
 pytestmark = pytest.mark.docker
 
@@ -71,6 +72,12 @@ def test_two_drift_tests_at_once_in_one_checkout_do_not_collide(docker_engine, r
         assert report["ok"] and report["counts"]["cases"] == 2
     final = json.loads((out / "drift-report.json").read_text())  # whichever finished last, whole
     assert final["counts"]["cases"] == 2
+    # The heatmap shows the report: one row per case; infer-cpu, computed with the golden's own numerics,
+    # is bit-exact (grey) in every column from preprocessing to probabilities.
+    width, height, pixels = read_png(out / "drift-heatmap.png")
+    assert (width, height) == (480 + 92 * 7 + 10, 40 + 22 * 2 + 46)
+    assert final["cases"][0]["name"] == "infer-cpu" and final["cases"][0]["outcome"] == "bit-exact"
+    assert [pixels[40 + 11][480 + 46 + 92 * column] for column in range(7)] == [(225, 225, 225)] * 7
     assert (out / "models" / "gpu-pinned" / "model.pb").is_file()
     assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
     assert not [path.name for path in (out / "models").iterdir() if path.name.startswith(".") and ".lock" not in path.name]

@@ -138,7 +138,8 @@ def test_a_sha256_mismatch_shows_both_hashes_whole(docker_engine, project, run_i
 def test_files_that_are_not_binary_graphs_are_named_for_what_they_are(docker_engine, project, run_id, kit_images,
                                                                        tiny_chain, tmp_path):
     others = tmp_path / "others"
-    others.mkdir(mode=0o777)
+    others.mkdir()
+    others.chmod(0o777)  # mkdir's mode is cut by the umask
     in_training_image(docker_engine, kit_images["train"], OTHER_FILES, "/out",
                       mounts=(Mount(tiny_chain / "model", "/model"), Mount(others, "/out", False)))
     code, diagnosis = doctor(docker_engine, project, run_id, others / "text" / "model.pbtxt")

@@ -51,7 +51,12 @@ def test_training_runs_slim_resnet_v1_50_in_the_training_image(chain):
     run = chain["work"] / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 12
-    assert 0.0 <= metrics["held_out"]["top1"] <= 1.0
+    # The frozen graph, in the inference image, scores the held-out images exactly as training's own
+    # evaluation did: the same weights and preprocessing made it across.
+    summary = json.loads(chain["summary"].strip().splitlines()[-1])
+    assert metrics["held_out"]["images"] == summary["folder_accuracy"]["images"] == 18
+    assert round(metrics["held_out"]["top1"], 4) == summary["folder_accuracy"]["top1"]
+    assert metrics["numerics"]["onednn"]["enabled"] in (True, False) and metrics["numerics"]["threads_effective"]
     config = json.loads((run / "config.json").read_text())
     assert "resnet_v1_50" in json.dumps(config)
     assert any(p.name.startswith("events.out.tfevents") for p in run.rglob("*"))
@@ -151,6 +156,7 @@ import io, os, sys
 from PIL import Image
 out = sys.argv[1]
 base = Image.new("RGB", (48, 40), (200, 30, 30))
+base.paste((10, 220, 40), (0, 0, 8, 40))  # a green band on the left, to see where EXIF rotation puts it
 base.convert("L").save(os.path.join(out, "gray.png"))
 base.convert("P").save(os.path.join(out, "palette.png"))
 Image.new("RGBA", (40, 40), (0, 0, 255, 90)).save(os.path.join(out, "rgba.png"))
@@ -158,6 +164,18 @@ base.convert("CMYK").save(os.path.join(out, "cmyk.jpg"))
 Image.new("I;16", (32, 32), 40000).save(os.path.join(out, "sixteen bit.png"))
 exif = Image.Exif(); exif[0x0112] = 6
 base.save(os.path.join(out, "rotated-ü.jpg"), exif=exif)
+"""
+
+# What the kit decodes each odd image to: (width, height) and the RGB value of a pixel.
+DECODED = r"""
+import json, os, sys
+from incontainer.data.image_files import decode_image_file
+found = {}
+for name in sorted(os.listdir(sys.argv[1])):
+    image = decode_image_file(os.path.join(sys.argv[1], name))
+    found[name] = {"mode": image.mode, "size": list(image.size), "top_left": list(image.getpixel((0, 0))),
+                   "centre": list(image.getpixel((image.size[0] // 2, image.size[1] // 2)))}
+print(json.dumps(found))
 """
 
 
@@ -178,6 +196,21 @@ def test_odd_but_valid_images_are_handled(docker_engine, chain, images, run_id, 
     assert lines[0].startswith("path,label_1,probability_1")
     named = sorted(Path(line.split(",")[0]).name for line in lines[1:])
     assert named == sorted(["gray.png", "palette.png", "rgba.png", "cmyk.jpg", "sixteen bit.png", "rotated-ü.jpg"])
+    result = docker_engine.run(RunSpec(image=images["infer"].info.id, command=("python", "-c", DECODED, "/odd"),
+                                       mounts=(Mount(odd, "/odd"),), labels={KIT_LABEL: "coldchain"}))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    decoded = json.loads(result.stdout)
+    assert all(entry["mode"] == "RGB" for entry in decoded.values())
+    gray = round(0.299 * 200 + 0.587 * 30 + 0.114 * 30)  # ITU-R 601-2 luma, as Pillow converts to L
+    assert decoded["gray.png"]["centre"] == [gray, gray, gray]
+    assert decoded["palette.png"]["centre"] == [200, 30, 30]
+    # Alpha composited on white: 255 * (1 - 90/255) + colour * 90/255.
+    assert decoded["rgba.png"]["centre"] == [165, 165, 255]
+    assert all(abs(a - b) <= 6 for a, b in zip(decoded["cmyk.jpg"]["centre"], [200, 30, 30]))
+    assert decoded["sixteen bit.png"]["centre"] == [156, 156, 156], "16 bits scaled to 8, not clipped"
+    rotated = decoded["rotated-ü.jpg"]
+    assert rotated["size"] == [40, 48], "upright per EXIF orientation 6 (rotated 90 degrees)"
+    assert rotated["top_left"][1] > 150 and rotated["top_left"][0] < 80, "the green band is now at the top"
 
 
 @pytest.mark.parametrize("breakage, expected", [

@@ -1,7 +1,8 @@
 """What a runtime really does with each graph, without the kit's code: import it, run it on inputs of
-its placeholder's shape, and check that an image alone gives what it gives inside a batch.
+its placeholder's shape in a session with soft placement off (or on, with --soft; a TF 2 Session made
+without a config turns it on), and check that an image alone gives what it gives inside a batch.
 Prints {graph: "works" | "import fails" | "run fails" | "batch-dependent"} as JSON.
-Usage: python behaviour.py DIR"""
+Usage: python behaviour.py DIR [--soft]"""
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def behaviour(path):
+def behaviour(path, soft):
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as handle:
         graph_def.ParseFromString(handle.read())
@@ -29,7 +30,7 @@ def behaviour(path):
     dims = [d.size if d.size > 0 else 2 for d in placeholder.attr["shape"].shape.dim] or [2, 8, 8, 3]
     batch = np.random.default_rng(1).uniform(-1, 1, dims).astype(np.float32)
     try:
-        with tf.compat.v1.Session(graph=graph) as session:
+        with tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(allow_soft_placement=soft)) as session:
             together = session.run(outputs, {"input:0": batch})
             alone = session.run(outputs, {"input:0": batch[:1]})
     except Exception:  # noqa: BLE001
@@ -41,8 +42,8 @@ def behaviour(path):
 
 
 def main() -> int:
-    directory = sys.argv[1]
-    print(json.dumps({name[:-3]: behaviour(os.path.join(directory, name))
+    directory, soft = sys.argv[1], "--soft" in sys.argv[2:]
+    print(json.dumps({name[:-3]: behaviour(os.path.join(directory, name), soft)
                       for name in sorted(os.listdir(directory)) if name.endswith(".pb")}, sort_keys=True))
     return 0
 

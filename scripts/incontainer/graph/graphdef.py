@@ -267,9 +267,16 @@ def import_graph(graph_def):
     return graph
 
 
+# Lines TensorFlow puts before the one that says what went wrong.
+_PREAMBLE = re.compile(r"^(Graph execution error:|Detected at node|Node: |\s+File |\s*$)")
+
+
 def first_line(error: BaseException) -> str:
+    """The line of a TensorFlow error that says what went wrong (not "Graph execution error:")."""
     text = getattr(error, "message", None) or str(error)
-    return (text.strip().splitlines() or [type(error).__name__])[0][:500]
+    lines = [line.strip() for line in text.strip().splitlines()]
+    meaningful = [line for line in lines if line and not _PREAMBLE.match(line)]
+    return (meaningful or lines or [type(error).__name__])[0][:500]
 
 
 def model_path(model: str) -> Tuple[str, str]:
