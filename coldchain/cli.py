@@ -430,15 +430,18 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
                                            "and writes bench/results-quick.json, not the README's numbers.")
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Repeats of each build measurement.")
+@click.option("--no-reproducibility", is_flag=True,
+              help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
 @click.option("--run", "run", type=options.PathType(), default=Path("out/run"), show_default=True,
-              help="Training run the benchmark models are frozen from.")
+              help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 @options.prefix
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
-                  quick: bool, repeats: int, run: Path, prefix: str):
+                  no_reproducibility: bool, quick: bool, repeats: int, run: Path, prefix: str):
     """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
-    1/8/32 at 224 px; roofline; threads; start to first prediction) and the kit's own costs (cold and
-    warm builds, sizes); merge them, dated, into bench/results.json."""
+    1/8/32 at 224 px; roofline; threads; start to first prediction), the kit's own costs (cold and
+    warm builds, sizes) and whether training reproduces across CPU classes (simulated); merge them,
+    dated, into bench/results.json."""
     from .bench.images import ImageBenchOptions, bench_images
     from .bench.inference import InferenceBenchOptions, bench_inference
     from .bench.results import QUICK_RESULTS, RESULTS, drift_timing, stamp, write_results
@@ -452,6 +455,15 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
         results["inference"] = stamp({"quick" if quick else "full": bench_inference(engine, project, InferenceBenchOptions(
             run=run if run.is_absolute() else project.root / run, out=project.root / "out" / "bench",
             quick=quick, prefix=prefix))})
+    if not no_reproducibility:
+        from .bench.reproducibility import ReproducibilityOptions, bench_reproducibility
+
+        run_dir = run if run.is_absolute() else project.root / run
+        tiny = ("--max-steps", "4", "--batch-size", "8", "--log-every", "2") if quick else ()
+        results["reproducibility"] = stamp({"quick" if quick else "full": bench_reproducibility(
+            engine, project, ReproducibilityOptions(data=run_dir.parent / "data", out=project.root / "out" / "bench"
+                                                    / ("reproducibility-quick" if quick else "reproducibility"),
+                                                    train_args=tiny, prefix=prefix))})
     results["drift_test"] = drift_timing(project)
     click.echo(write_results(project, results, QUICK_RESULTS if quick else RESULTS))
 

@@ -87,8 +87,8 @@ adopt_out = click.option("--out", "out", type=PathType(), default=Path("out/adop
 labels_file = click.option("--labels", type=PathType(dir_okay=False), default=None,
                            help="The model's labels: one class name per line, or slim's id:name lines.")
 labels_offset = click.option("--labels-offset", type=click.IntRange(0, 1), default=None,
-                             help="1 when class 0 is slim's background (default: 1 exactly when the graph has one "
-                                  "class more than the labels file has names).")
+                             help="1 when class 0 is slim's background (default: 1 for slim's 1001 classes with "
+                                  "a 1000-name labels file).")
 own_images = click.option("--images", type=PathType(file_okay=False), default=None,
                           help="A few of your own images, added to the golden probe.")
 preprocessing = click.option("--preprocessing", default="vgg", show_default=True,

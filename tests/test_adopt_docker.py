@@ -44,9 +44,9 @@ def slim(docker_engine, kit_images, tmp_path_factory) -> Path:
 
 
 def adopted(engine, project, run_id, slim: Path, name: str, target: Path, **changes) -> Path:
-    request = AdoptRequest(model=slim / name / "frozen.pb", out=target, labels=slim / name / "labels.txt",
-                           images=slim / name / "images", arguments=("--preprocessing", "vgg"), prefix=run_id,
-                           **changes)
+    settings = dict(model=slim / name / "frozen.pb", out=target, labels=slim / name / "labels.txt",
+                    images=slim / name / "images", arguments=("--preprocessing", "vgg"), prefix=run_id)
+    request = AdoptRequest(**{**settings, **changes})
     adopt(engine, project, request)
     return target
 
@@ -162,6 +162,7 @@ def test_adopting_with_the_users_own_requirements(docker_engine, project, run_id
     ({"arguments": ("--input", "resnet_v1_50/conv1/weights")}, "is not a placeholder"),
 ])
 def test_adopt_refuses_bad_input_with_one_message(docker_engine, project, run_id, slim, tmp_path, change, message):
+    tmp_path.chmod(0o755)  # the container reads the labels file as an unprivileged user
     if change.get("labels") == "short":
         short = tmp_path / "labels.txt"
         short.write_text("".join(f"name_{index}\n" for index in range(999)))

@@ -37,3 +37,12 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     assert quick["first_prediction"]["seconds_median"] > 0
     assert quick["tensorflow_profile_top_ops"] and quick["tensorflow_profile_top_ops"][0]["share"] > 0
     assert results["meta"]["cores"] >= 1
+    # Portable training gives the same model under both simulated CPU classes; the default mode really
+    # computed differently under them (the forced oneDNN state shows in what each run recorded).
+    reproducibility = results["reproducibility"]["quick"]
+    assert reproducibility["identical_across_classes"]["portable"] is True
+    default = reproducibility["runs"]["default"]
+    assert "oneDNN off" in default["as-avx2"]["numerics"] and "oneDNN on" in default["as-avx512-vnni"]["numerics"]
+    portable = reproducibility["runs"]["portable"]
+    assert all("oneDNN off" in run["numerics"] and "threads 2/2" in run["numerics"] for run in portable.values())
+    assert reproducibility["measured"]["quick"]["cpu_flags"], "dated, with the CPU flags that measured it"

@@ -1,6 +1,7 @@
 """Labels files: one class name per line, or slim's `id:name` lines."""
 from __future__ import annotations
 
+import os
 from typing import List
 
 from ..common import InsideError
@@ -13,6 +14,9 @@ def read_labels_file(path: str) -> List[str]:
             lines = [line.rstrip("\n\r") for line in handle]
     except FileNotFoundError:
         raise InsideError(f"labels file not found: {path}; write one class name per line (or slim's id:name)") from None
+    except PermissionError:
+        raise InsideError(f"cannot read labels file {path}: permission denied; the container runs as uid {os.getuid()}, "
+                          "so make the file and its directory readable by others (chmod o+rx DIR, o+r FILE)") from None
     except IsADirectoryError:
         raise InsideError(f"labels file {path} is a directory; pass the labels text file itself") from None
     except (OSError, UnicodeDecodeError) as error:

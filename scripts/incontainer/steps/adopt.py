@@ -31,6 +31,7 @@ SLIM_LOGITS = (r"(^|/)SpatialSqueeze$", r"(^|/)logits/BiasAdd$", r"(^|/)logits/S
 SLIM_BLOCK = re.compile(r"^(?P<scope>.*/)?block(?P<block>\d+)/unit_(?P<unit>\d+)/bottleneck_v(?P<version>[12])/"
                         r"(?P<op>Relu|add)$")
 MAX_USER_IMAGES = 8
+SLIM_IMAGENET_CLASSES = 1001
 TEXT_MODEL_FILE = "model.pbtxt"
 
 
@@ -70,8 +71,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
     parser.add_argument("--image-size", type=int, default=0, help="where the placeholder leaves height/width open")
     parser.add_argument("--labels", help="labels file: one name per line, or slim's id:name lines")
     parser.add_argument("--labels-offset", type=int, default=None,
-                        help="1 when class 0 is slim's background (1001 classes, 1000 names); default: 1 exactly "
-                             "when the graph has one class more than the file has names")
+                        help="1 when class 0 is slim's background; default: 1 for slim's 1001 classes with 1000 names")
     parser.add_argument("--images", help="a directory of your own images to add to the golden probe")
     parser.add_argument("--golden-count", type=int, default=4)
     parser.add_argument("--golden-seed", type=int, default=0)
@@ -343,14 +343,15 @@ def choose_labels(config: AdoptConfig, classes: int, read_labels_file) -> tuple:
     labels = read_labels_file(config.labels)
     offset = config.labels_offset
     if offset is None:
-        offset = 1 if len(labels) + 1 == classes else 0
+        # Only slim's ImageNet convention is assumed: 1001 outputs, 1000 names, class 0 the background.
+        offset = 1 if (classes, len(labels)) == (SLIM_IMAGENET_CLASSES, SLIM_IMAGENET_CLASSES - 1) else 0
         if offset:
-            log(f"adopt: {config.labels} names {len(labels)} classes for a graph with {classes}: labels_offset 1 "
-                "(class 0 is slim's background class)")
+            log(f"adopt: {config.labels} names 1000 classes for a graph with 1001: labels_offset 1 (class 0 is "
+                "slim's background class)")
     if offset not in (0, 1) or len(labels) + offset != classes:
+        hint = " (if class 0 is a background class, pass --labels-offset 1)" if len(labels) + 1 == classes else ""
         raise InsideError(f"labels file {config.labels} names {len(labels)} classes (labels_offset {offset}), but the "
-                          f"graph has {classes}; pass the labels file the model was trained with (1000 names for a "
-                          "1001-class slim model is labels_offset 1)")
+                          f"graph has {classes}; pass the labels file the model was trained with{hint}")
     return labels, offset
 
 
