@@ -110,7 +110,7 @@ test: venv docker lock-check ## All tests, the Docker ones included (they build 
 test-unit: venv ## Unit tests only (no Docker daemon needed)
 	$(VENV)/bin/python -m pytest -m "not docker" $(PYTEST_ARGS)
 
-bench: $(OUT)/run/metrics.json | venv docker lock-check ## Inference speed vs ONNX Runtime, roofline, threads, image costs -> bench/results.json (BENCH_ARGS=--quick)
+bench: $(OUT)/model/manifest.json | venv docker lock-check ## Inference speed, image costs, adopt, reproducibility across CPU classes -> bench/results.json (BENCH_ARGS=--quick)
 	$(COLDCHAIN) bench --run $(OUT)/run $(BENCH_ARGS)
 
 clean: ## Remove the kit's containers, images and build leftovers (found by label)

@@ -430,6 +430,7 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
                                            "and writes bench/results-quick.json, not the README's numbers.")
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Repeats of each build measurement.")
+@click.option("--no-adopt", is_flag=True, help="Skip timing adopt (default environment, and your own requirements).")
 @click.option("--no-reproducibility", is_flag=True,
               help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
 @click.option("--run", "run", type=options.PathType(), default=Path("out/run"), show_default=True,
@@ -437,7 +438,7 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @options.prefix
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
-                  no_reproducibility: bool, quick: bool, repeats: int, run: Path, prefix: str):
+                  no_adopt: bool, no_reproducibility: bool, quick: bool, repeats: int, run: Path, prefix: str):
     """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
     1/8/32 at 224 px; roofline; threads; start to first prediction), the kit's own costs (cold and
     warm builds, sizes) and whether training reproduces across CPU classes (simulated); merge them,
@@ -464,6 +465,12 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
             engine, project, ReproducibilityOptions(data=run_dir.parent / "data", out=project.root / "out" / "bench"
                                                     / ("reproducibility-quick" if quick else "reproducibility"),
                                                     train_args=tiny, prefix=prefix))})
+    if not no_adopt:
+        from .bench.adopt import AdoptBenchOptions, bench_adopt
+
+        model = (run if run.is_absolute() else project.root / run).parent / "model"
+        results["adopt"] = stamp({"quick" if quick else "full": bench_adopt(engine, project, AdoptBenchOptions(
+            model=model, out=project.root / "out" / "bench" / "adopt", quick=quick, prefix=prefix))})
     results["drift_test"] = drift_timing(project)
     click.echo(write_results(project, results, QUICK_RESULTS if quick else RESULTS))
 

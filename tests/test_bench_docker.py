@@ -45,4 +45,4 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     assert "oneDNN off" in default["as-avx2"]["numerics"] and "oneDNN on" in default["as-avx512-vnni"]["numerics"]
     portable = reproducibility["runs"]["portable"]
     assert all("oneDNN off" in run["numerics"] and "threads 2/2" in run["numerics"] for run in portable.values())
-    assert reproducibility["measured"]["quick"]["cpu_flags"], "dated, with the CPU flags that measured it"
+    assert reproducibility["measured"]["runs"]["cpu_flags"], "dated, with the CPU flags that measured it"

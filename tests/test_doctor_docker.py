@@ -92,7 +92,8 @@ def test_gpu_pinned_graph_on_a_cpu_host(docker_engine, project, run_id, broken_m
     assert code == 3 and "GPU" in finding["cause"] and finding["confirmed"] == "confirmed by the run stage"
     # The fix that works on any graph, whoever froze it: clear the device fields, with the command that does it.
     assert "reexport" in finding["fix"] and "--clear-devices" in finding["fix"] and "soft placement" in finding["fix"]
-    assert finding["count"] > 100, "one finding for every pinned node, grouped"
+    groups = [f for f in diagnosis["findings"] if f["code"] == "device-unavailable"]
+    assert sum(f["count"] for f in groups) > 100 and len(groups) < 20, "hundreds of pinned nodes, grouped by op type"
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["gpu-pinned"], soft=True)
     assert code == 0 and {f["code"] for f in diagnosis["findings"]} == {"device-unavailable"}  # warnings only
     code, diagnosis = doctor(docker_engine, project, run_id, broken_models["paths"]["gpu-pinned-default-freeze"])

@@ -15,6 +15,7 @@ from coldchain.errors import UsageError
 from coldchain.drift.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches, resolve_expectation
 from coldchain.drift.report import junit, markdown, write_reports
 
+ROOT_MATRIX = Path(__file__).resolve().parent.parent / "drift" / "matrix.toml"
 MINIMAL = """
 schema = 1
 reference_env = "training"
@@ -173,3 +174,54 @@ def GOOD_REPORT() -> dict:
     matrix = load_matrix(Project(ROOT).path("drift/matrix.toml"))
     return _report([_result(matrix, "training-env", "bit-exact", {"loaded": True, "outcome": "bit-exact",
                                                                  "golden": GOLDEN})])
+
+
+def test_as_reference_resolves_by_the_effective_numerics():
+    from coldchain.drift.runner import judge
+
+    matrix_case = load_matrix(ROOT_MATRIX).select(("onednn-off",)).cases[0]
+    assert matrix_case.expect == "as-reference"
+    resolved, ok, reasons = judge(matrix_case, "pass", set(), [])
+    assert resolved == "bit-exact" and not ok and "same numerics" in reasons[0]
+    resolved, ok, _ = judge(matrix_case, "pass", set(), ["oneDNN enabled True -> False"])
+    assert resolved == "pass" and ok
+    resolved, ok, _ = judge(matrix_case, "bit-exact", set(), None)  # unknown numerics: within tolerance suffices
+    assert resolved == "pass" and ok
+
+
+def test_expected_findings_must_be_reported_beside_the_outcome():
+    from coldchain.drift.runner import judge
+
+    case = load_matrix(ROOT_MATRIX).select(("lock-drift",)).cases[0]
+    assert case.expect_findings == ("lock-drift",)
+    assert judge(case, "bit-exact", {"lock-drift"}, None)[1]
+    ok, reasons = judge(case, "bit-exact", set(), None)[1:]
+    assert not ok and "lock-drift" in reasons[0]
+    assert not judge(case, "golden-mismatch", {"lock-drift"}, None)[1], "the probe's real outcome still counts"
+
+
+def test_numerics_differences_name_what_differs():
+    from coldchain.contract import numerics_differences
+
+    base = {"tensorflow": "2.14.1", "isa": ["avx2"], "threads_effective": [2, 2], "device": "cpu", "machine": "x86_64",
+            "onednn": {"enabled": True, "max_cpu_isa": None}}
+    assert numerics_differences(base, dict(base)) == []
+    assert numerics_differences(base, {**base, "threads_effective": [1, 1]}) == ["threads_effective [2, 2] -> [1, 1]"]
+    assert numerics_differences(base, {**base, "onednn": {"enabled": None}}) is None
+    assert numerics_differences(None, base) is None
+
+
+def test_cases_share_a_container_unless_their_settings_would_leak():
+    from coldchain.drift.runner import group_cases
+
+    matrix = load_matrix(ROOT_MATRIX)
+    groups = group_cases(matrix.cases)
+    together = next(group for group in groups if any(case.name == "infer-cpu" for case in group))
+    names = {case.name for case in together}
+    assert {"infer-cpu", "one-thread", "gpu-pinned", "preprocessing-bgr", "custom-op-not-loaded"} <= names
+    # TF_ENABLE_ONEDNN_OPTS is read once per process; a loaded op library stays registered.
+    assert not names & {"onednn-on", "onednn-off", "custom-op-loaded"}
+    assert [case.name for group in groups for case in group if len(group) == 1 and case.settings.load_op_libraries] \
+        == ["custom-op-loaded", "custom-op-other-tf"]
+    assert sorted(case.name for group in groups for case in group) == sorted(case.name for case in matrix.cases)
+    assert len(groups) < 0.6 * len(matrix.cases)

@@ -104,13 +104,13 @@ def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, 
 def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog):
     again = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id))
     assert again.reused and again.info.id == cpu_images["infer-cpu"].info.id
-    caplog.set_level(logging.DEBUG, logger="coldchain.images")
+    caplog.set_level(logging.DEBUG, logger="coldchain.environments.images")
     forced = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id, force=True))
     # The install stage was removed after the first build, so pip ran again; the venv it made is
     # byte-identical (SOURCE_DATE_EPOCH), so every layer of the image comes from the cache.
     layers = lambda ref: docker_engine.client.images.get(ref).attrs["RootFS"]["Layers"]  # noqa: E731
     assert layers(forced.info.id) == layers(cpu_images["infer-cpu"].info.id)
-    lines = [r.getMessage().split(" | ", 1)[-1] for r in caplog.records if r.name == "coldchain.images"]
+    lines = [r.getMessage().split(" | ", 1)[-1] for r in caplog.records if r.name == "coldchain.environments.images"]
     froms = [i for i, line in enumerate(lines) if line.startswith("Step ") and " : FROM " in line]
     assert len(froms) == 2, "\n".join(lines)
     final_steps = [i for i, line in enumerate(lines) if i > froms[1] and line.startswith("Step ")

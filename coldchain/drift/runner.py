@@ -17,7 +17,7 @@ from ..cache import image_identity, produce, tree_fingerprint
 from ..config import IMAGES, RUN_LABEL, Project
 from ..contract import (EXPECT_AS_REFERENCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, GOLDEN_LOGITS_KEY,
                         MANIFEST_FILE,
-                        MOUNT_MODEL, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, RUN_CONFIG_FILE, SEVERITY_WARNING,
+                        MOUNT_MODEL, MOUNT_MODELS, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, RUN_CONFIG_FILE, SEVERITY_WARNING,
                         Code, ProbeReport, describe_numerics, numerics_differences)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_images
@@ -66,15 +66,15 @@ class CaseResult:
     findings: list[dict] = field(default_factory=list)  # the host's own (lock drift)
     reference_numerics: dict | None = None
     numerics_differences: list[str] | None = None
-    container_s: float | None = None
+    container_s: float | None = None  # the wall time of the container the case ran in
+    shared_with: int = 1  # how many cases that container ran
 
     def to_json(self) -> dict:
         probe = self.probe or {}
         timing = dict(probe.get("timing") or {})
+        timing["case_s"] = probe.get("seconds")
         if self.container_s is not None:
-            timing["container_s"] = round(self.container_s, 3)
-            inside = probe.get("seconds") or 0.0
-            timing["start_and_stop_s"] = round(max(0.0, self.container_s - inside), 3)
+            timing.update(container_s=round(self.container_s, 3), cases_in_container=self.shared_with)
         return {
             "name": self.case.name, "scenario": self.case.scenario, "description": self.case.description,
             "env": self.env.name, "variant": self.case.variant, "settings": asdict(self.case.settings),
@@ -208,9 +208,13 @@ def with_model_environment(matrix: Matrix, model: Path) -> Matrix:
     return matrix.with_environment(env, case)
 
 
+def model_mount(variant: str) -> str:
+    return f"{MOUNT_MODELS}/{variant}"
+
+
 def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
     settings = case.settings
-    arguments = ["--model", MOUNT_MODEL]
+    arguments = ["--model", model_mount(case.variant)]
     if settings.load_op_libraries:
         arguments.append(FLAG_LOAD_OP_LIBRARIES)
     if settings.allow_soft_placement:
@@ -222,6 +226,17 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
     for item in settings.preprocessing:
         arguments += ["--preprocessing", item]
     return tuple(arguments)
+
+
+def group_cases(cases) -> list[list[CaseSpec]]:
+    """Cases that can share one container: the same environment and environment variables (TensorFlow
+    reads them once, when it loads). A case that loads an op library runs alone: the ops it registers
+    would stay registered for the next case in the process."""
+    groups: dict[tuple, list[CaseSpec]] = {}
+    for case in cases:
+        alone = case.name if case.settings.load_op_libraries else ""
+        groups.setdefault((case.env, case.settings.environment, alone), []).append(case)
+    return list(groups.values())
 
 
 def reference_numerics(model: Path) -> dict | None:
@@ -246,62 +261,81 @@ def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differen
     return resolved, not reasons, reasons
 
 
-def run_case(engine: Engine, project: Project, case: CaseSpec, env: EnvSpec, image: BuiltImage, model: Path | str,
-             options: DriftOptions) -> CaseResult:
+def lock_findings(env: EnvSpec, drift: list[str]) -> list[dict]:
+    if not (env.must_match_training_lock and drift):
+        return []
+    return [{"code": Code.LOCK_DRIFT, "severity": SEVERITY_WARNING, "stage": "environment",
+             "cause": f"{len(drift)} pins shared with requirements.lock differ: " + "; ".join(drift),
+             "fix": f"constrain {env.image_spec().locked.source} with '-c requirements.lock' and run 'make lock'"}]
+
+
+def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvSpec, image: BuiltImage,
+              models: dict[str, Path | str], options: DriftOptions) -> list[CaseResult]:
+    """The group's cases in one container (one TensorFlow import); not-applicable ones need none."""
+    common = lambda case: dict(case=case, env=env, image=image.tag, image_labels=image.info.labels,  # noqa: E731
+                               expected=case.expect)
+    results = [CaseResult(**common(case), resolved=case.expect, outcome=OUTCOME_NOT_APPLICABLE, ok=True, probe=None,
+                          lock_drift=[], seconds=0.0, reasons=[f"not applicable: variant {case.variant}: "
+                                                               f"{models[case.variant]}"])
+               for case in group if isinstance(models[case.variant], str)]
+    runnable = [case for case in group if not isinstance(models[case.variant], str)]
+    if not runnable:
+        return results
     started = time.perf_counter()
-    common = dict(case=case, env=env, image=image.tag, image_labels=image.info.labels, expected=case.expect)
-    if isinstance(model, str):
-        return CaseResult(**common, resolved=case.expect, outcome=OUTCOME_NOT_APPLICABLE, ok=True, probe=None,
-                          lock_drift=[], seconds=0.0, reasons=[f"not applicable: variant {case.variant}: {model}"])
     drift = lock_drift(project, env)
-    findings = []
-    if env.must_match_training_lock and drift:
-        findings.append({"code": Code.LOCK_DRIFT, "severity": SEVERITY_WARNING, "stage": "environment",
-                         "cause": f"{len(drift)} pins shared with requirements.lock differ: " + "; ".join(drift),
-                         "fix": f"constrain {env.image_spec().locked.source} with '-c requirements.lock' and run "
-                                "'make lock'"})
-    run = ModuleRun(image=Image.of(image), module="probe", arguments=probe_arguments(case),
-                    what=f"drift case {case.name}", inputs={MOUNT_MODEL: model},
-                    environment=dict(case.settings.environment), memory=options.memory, timeout_s=CASE_TIMEOUT_S,
-                    gpus=env.device == "cuda" and engine.gpu_runtime(), run_id=options.run_id,
-                    name=f"{options.run_id}-drift-{case.name}"[:120])
-    probe, error, container_s = None, None, None
+    plan = [{"name": case.name, "args": list(probe_arguments(case))} for case in runnable]
+    first = runnable[0]
+    run = ModuleRun(image=Image.of(image), module="probe", arguments=("--plan", json.dumps(plan)),
+                    what=f"drift case{'s' if len(runnable) > 1 else ''} {', '.join(case.name for case in runnable)}",
+                    inputs={model_mount(case.variant): models[case.variant] for case in runnable},
+                    environment=dict(first.settings.environment), memory=options.memory,
+                    timeout_s=CASE_TIMEOUT_S * len(runnable), gpus=env.device == "cuda" and engine.gpu_runtime(),
+                    run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120])
+    probes, error, container_s = {}, None, None
     try:
         result = run_module(engine, run)
         container_s = result.seconds
-        probe = ProbeReport.from_json(result.stdout.strip().splitlines()[-1]).to_dict()
+        probes = {name: report.to_dict()
+                  for name, report in ProbeReport.many_from_json(result.stdout.strip().splitlines()[-1]).items()}
     except (ValueError, IndexError):
         error = "the probe printed no whole report"
     except ColdchainError as failure:
         error = failure.message
-    outcome = probe.get("outcome") if probe else "error"
-    codes = {item["code"] for item in findings} | \
-        {item["code"] for item in ((probe or {}).get("diagnosis") or {}).get("findings", [])}
-    reference = reference_numerics(model)
-    differences = numerics_differences(reference, (probe or {}).get("numerics"))
-    resolved, ok, reasons = judge(case, outcome, codes, differences)
-    if not ok and error:
-        reasons.append(error)
-    elif not ok and probe and (probe.get("diagnosis") or {}).get("findings"):
-        first = probe["diagnosis"]["findings"][0]
-        reasons.append(f"{first['code']}: {first['cause']}")
-    return CaseResult(**common, resolved=resolved, outcome=outcome, ok=ok, probe=probe, lock_drift=drift,
-                      seconds=time.perf_counter() - started, error=error, reasons=reasons, findings=findings,
-                      reference_numerics=reference, numerics_differences=differences, container_s=container_s)
+    seconds = time.perf_counter() - started
+    for case in runnable:
+        probe = probes.get(case.name)
+        findings = lock_findings(env, drift)
+        outcome = probe.get("outcome") if probe else "error"
+        codes = {item["code"] for item in findings} | \
+            {item["code"] for item in ((probe or {}).get("diagnosis") or {}).get("findings", [])}
+        reference = reference_numerics(models[case.variant])
+        differences = numerics_differences(reference, (probe or {}).get("numerics"))
+        resolved, ok, reasons = judge(case, outcome, codes, differences)
+        if not ok and error:
+            reasons.append(error)
+        elif not ok and probe and (probe.get("diagnosis") or {}).get("findings"):
+            first_finding = probe["diagnosis"]["findings"][0]
+            reasons.append(f"{first_finding['code']}: {first_finding['cause']}")
+        results.append(CaseResult(**common(case), resolved=resolved, outcome=outcome, ok=ok, probe=probe,
+                                  lock_drift=drift, seconds=seconds / len(runnable), error=error, reasons=reasons,
+                                  findings=findings, reference_numerics=reference,
+                                  numerics_differences=differences, container_s=container_s,
+                                  shared_with=len(runnable)))
+    return results
 
 
 def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions,
               images: dict[str, BuiltImage], models: dict[str, Path | str]) -> list[CaseResult]:
     results: list[CaseResult] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
-    futures = {pool.submit(run_case, engine, project, case, matrix.envs[case.env], images[case.env],
-                           models[case.variant], options): case for case in matrix.cases}
+    futures = [pool.submit(run_group, engine, project, group, matrix.envs[group[0].env], images[group[0].env], models,
+                           options) for group in group_cases(matrix.cases)]
     try:
         for future in concurrent.futures.as_completed(futures):
-            result = future.result()
-            log.info("%-28s %-24s expected %-24s got %-24s %s", result.case.name, result.case.env, result.resolved,
-                     result.outcome, "ok" if result.ok else "UNEXPECTED")
-            results.append(result)
+            for result in future.result():
+                log.info("%-28s %-24s expected %-24s got %-24s %s", result.case.name, result.case.env,
+                         result.resolved, result.outcome, "ok" if result.ok else "UNEXPECTED")
+                results.append(result)
     except BaseException:
         # Ctrl-C (or a crash): stop what is queued and kill what runs now, instead of waiting for it.
         for future in futures:

@@ -40,6 +40,7 @@ class AdoptRequest:
     prefix: str = "coldchain"
     memory: str = "8g"
     timeout_s: float = ADOPT_TIMEOUT_S
+    rebuild_environment: bool = False  # build the --requirements image even if one of the same inputs exists
 
 
 def reference_image_from_requirements(engine: Engine, project: Project, request: AdoptRequest, directory: Path
@@ -51,7 +52,7 @@ def reference_image_from_requirements(engine: Engine, project: Project, request:
     environment = resolve(project, request.requirements, directory, name, request.python)
     spec = ImageSpec("reference", "cpu", environment.lock_spec().name, environment.base, env=name,
                      dockerfile_name=REFERENCE_DOCKERFILE, lock_spec=environment.lock_spec())
-    built = build_image(engine, project, spec, BuildOptions(prefix=request.prefix))
+    built = build_image(engine, project, spec, BuildOptions(prefix=request.prefix, force=request.rebuild_environment))
     tensorflow = built.info.labels.get("io.coldchain.tensorflow.version") or "?"
     return built, (f"{request.requirements.name} resolved into a lock (TensorFlow {tensorflow}, Python "
                    f"{built.info.labels.get('io.coldchain.python.version')}) and built as {built.tag}")

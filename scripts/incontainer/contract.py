@@ -46,6 +46,7 @@ GOLDEN_PROBABILITIES_KEY = "probabilities"
 
 # --- mount points in every container -------------------------------------------------------------
 MOUNT_MODEL = "/model"
+MOUNT_MODELS = "/models"  # /models/<variant>: the drift probe's several models
 MOUNT_RUN = "/run"
 MOUNT_DATA = "/data"
 MOUNT_OUT = "/out"
@@ -249,6 +250,14 @@ class ProbeReport:
         if missing:
             raise ValueError(f"the probe report lacks {', '.join(missing)}")
         return cls(**{name: data[name] for name in names})
+
+    @classmethod
+    def many_from_json(cls, text: str) -> Dict[str, "ProbeReport"]:
+        """{case name: report}, as the probe prints them; ValueError when it is not whole."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the probe output is not a JSON object")
+        return {name: cls.from_json(json.dumps(report)) for name, report in data.items()}
 
 
 # --- numerics: what decides the bits a run produces (runtime.effective_numerics records them) ---

@@ -58,8 +58,9 @@ def device_finding(node, available: Set[str], allow_soft_placement: bool) -> Opt
     if kind and kind not in available:
         return Finding(code=Code.DEVICE_UNAVAILABLE, op=node.op, nodes=(node.name,),
                        cause=f"pinned to {node.device}, but this host has no {kind}",
-                       fix=f"{CLEAR_DEVICES}; or run with allow_soft_placement (coldchain doctor/infer "
-                           "--allow-soft-placement), which places such nodes on the CPU",
+                       fix=f"{CLEAR_DEVICES}; or run with soft placement (coldchain doctor/infer "
+                           "--allow-soft-placement, or allow_soft_placement=True in the session config), which "
+                           "places such nodes on the CPU",
                        severity=WARNING if allow_soft_placement else ERROR)
     return None
 

@@ -26,6 +26,8 @@ def evaluate_checkpoint(checkpoint: str, split, spec, num_classes: int, batch_no
     k = min(5, num_classes)
     graph = tf.Graph()
     with graph.as_default():
+        # The variables are restored, never initialised; op determinism still wants a seed for their initialisers.
+        tf.compat.v1.set_random_seed(0)
         images = tf.compat.v1.placeholder(tf.float32, [None, spec.height, spec.width, 3], name="images")
         logits, _ = build_resnet_v1_50(images, num_classes, is_training=False, weight_decay=0.0, batch_norm=batch_norm)
         saver = tf.compat.v1.train.Saver()

@@ -1,0 +1,98 @@
+"""Docker's errors become the kit's, without a daemon: an API refusal is an EngineError naming what
+was asked, a broken connection is the daemon going away, and cleanup never hides the real outcome."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from docker.errors import APIError, NotFound
+
+from coldchain.engine import RunSpec
+from coldchain.engine.docker import DockerEngine
+from coldchain.errors import DaemonUnavailable, EngineError
+
+
+class Response:
+    def __init__(self, status: int, reason: str):
+        self.status_code, self.reason, self.url = status, reason, "http://docker/x"
+
+    def json(self):
+        return {"message": self.reason}
+
+
+def refusing(status: int, text: str):
+    def raise_it(*args, **kwargs):
+        raise APIError(text, response=Response(status, text), explanation=text)
+    return raise_it
+
+
+def engine_with(client) -> DockerEngine:
+    engine = DockerEngine.__new__(DockerEngine)
+    engine.client = client
+    return engine
+
+
+class Images:
+    get = staticmethod(refusing(500, "layer does not exist"))
+    remove = staticmethod(refusing(409, "image is being used by running container abc"))
+    list = staticmethod(lambda **kwargs: (_ for _ in ()).throw(requests.exceptions.ConnectionError("socket closed")))
+
+
+class Client:
+    images = Images()
+
+
+def test_api_refusals_are_engine_errors_naming_the_request():
+    engine = engine_with(Client())
+    with pytest.raises(EngineError) as caught:
+        engine.inspect_image("coldchain-infer:cpu")
+    assert "inspect image coldchain-infer:cpu" in caught.value.message and "layer does not exist" in caught.value.message
+    with pytest.raises(EngineError) as caught:
+        engine.remove_image("sha256:abc")
+    assert "being used" in caught.value.message and "make clean" in caught.value.fix  # a 409, as in clean --all
+
+
+def test_a_broken_connection_is_the_daemon_going_away():
+    with pytest.raises(DaemonUnavailable) as caught:
+        engine_with(Client()).list_images("io.coldchain.kit")
+    assert "went away" in caught.value.message and "make docker" in caught.value.fix
+
+
+class FailingContainer:
+    short_id = "c0ffee"
+
+    def start(self):
+        raise APIError("cannot start", response=Response(500, "cannot start"), explanation="OCI runtime error")
+
+    def remove(self, force=False):
+        raise APIError("removal in progress", response=Response(409, "removal in progress"),
+                       explanation="removal of container c0ffee is already in progress")
+
+
+class RunClient:
+    class containers:
+        @staticmethod
+        def create(image, **kwargs):
+            return FailingContainer()
+
+        @staticmethod
+        def list(**kwargs):
+            return [FailingContainer()]
+
+
+def test_cleanup_errors_never_hide_the_real_one(caplog):
+    engine = engine_with(RunClient())
+    with pytest.raises(EngineError) as caught:
+        engine.run(RunSpec(image="img", command=("python", "-m", "x")))
+    assert "OCI runtime error" in caught.value.message, "the start failure, not the 409 of the cleanup after it"
+    assert "already in progress" in caplog.text, "the cleanup failure is logged"
+    assert engine.remove_containers("io.coldchain.kit") == 0  # a 409 while removing is reported, not raised
+
+
+def test_an_image_that_is_gone_is_none_not_an_error():
+    class Gone:
+        class images:
+            @staticmethod
+            def get(ref):
+                raise NotFound("no such image")
+    assert engine_with(Gone()).inspect_image("nothing:here") is None
