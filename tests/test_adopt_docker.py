@@ -23,7 +23,11 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.docker
 SLIM_USER = ROOT / "tests" / "slim_user"
-EXPORTS = {"plain": (), "batch1": ("--batch-size", "1", "--classes", "1001"), "pinned": ("--device", "/device:GPU:0")}
+# export_inference_graph.py's --image_size: 112 keeps the tests quick (224 is slim's default; the network
+# is the same, only its input is smaller).
+SIZE = "112"
+EXPORTS = {"plain": ("--image-size", SIZE), "batch1": ("--image-size", SIZE, "--batch-size", "1", "--classes", "1001"),
+           "pinned": ("--image-size", SIZE, "--device", "/device:GPU:0")}
 
 
 def in_training_image(engine, image, *command: str, mounts=()) -> str:
@@ -67,7 +71,7 @@ def infer(engine, project, run_id, kit_images, model: Path, images: Path, output
 def test_adopt_keeps_the_model_and_records_where_its_golden_came_from(plain, slim):
     manifest = json.loads((plain / "manifest.json").read_text())
     assert (plain / "model.pb").read_bytes() == (slim / "plain" / "frozen.pb").read_bytes(), "bytes unchanged"
-    assert manifest["inputs"][0]["name"] == "input" and manifest["inputs"][0]["shape"] == [None, 224, 224, 3]
+    assert manifest["inputs"][0]["name"] == "input" and manifest["inputs"][0]["shape"] == [None, 112, 112, 3]
     roles = {entry["role"]: entry["name"] for entry in manifest["outputs"]}
     assert roles == {"probabilities": "resnet_v1_50/predictions/Reshape_1", "logits": "resnet_v1_50/logits/BiasAdd"}
     assert sorted(manifest["block_outputs"]) == ["block1", "block2", "block3", "block4"]
@@ -79,7 +83,7 @@ def test_adopt_keeps_the_model_and_records_where_its_golden_came_from(plain, sli
 def test_infer_gives_what_slim_itself_computes(docker_engine, project, run_id, kit_images, slim, plain, tmp_path):
     ours = infer(docker_engine, project, run_id, kit_images, plain, slim / "plain" / "images", tmp_path / "p.jsonl")
     theirs = json.loads(in_training_image(docker_engine, kit_images["train"], "python", "/t/slim_predict.py",
-                                          "/s/frozen.pb", "/s/images", "224", "vgg",
+                                          "/s/frozen.pb", "/s/images", SIZE, "vgg",
                                           mounts=(Mount(slim / "plain", "/s"),)).strip().splitlines()[-1])
     assert sorted(ours) == sorted(theirs) == ["picture_0.png", "picture_1.png", "picture_2.png"]
     for name, top5 in theirs.items():
@@ -103,7 +107,7 @@ def test_drift_test_of_an_adopted_model_over_the_default_environments(docker_eng
 def test_a_batch_fixed_to_one_and_1001_classes(docker_engine, project, run_id, kit_images, slim, tmp_path):
     model = adopted(docker_engine, project, run_id, slim, "batch1", tmp_path / "batch1")
     manifest = json.loads((model / "manifest.json").read_text())
-    assert manifest["inputs"][0]["shape"] == [1, 224, 224, 3]
+    assert manifest["inputs"][0]["shape"] == [1, 112, 112, 3]
     assert manifest["labels_offset"] == 1 and len(manifest["labels"]) == 1000  # slim's background class 0
     rows = infer(docker_engine, project, run_id, kit_images, model, slim / "batch1" / "images", tmp_path / "b.jsonl")
     assert len(rows) == 3 and all(len(top5) == 5 for top5 in rows.values())
