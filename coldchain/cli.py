@@ -494,6 +494,7 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Repeats of each build measurement.")
 @click.option("--no-adopt", is_flag=True, help="Skip timing adopt (default environment, and your own requirements).")
+@click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from bench/results.json.")
 @click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, shared "
                                                 "containers, 2 and 3 shards side by side, merge).")
 @click.option("--no-reproducibility", is_flag=True,
@@ -504,15 +505,19 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
                   no_adopt: bool, no_drift: bool, no_reproducibility: bool, quick: bool, repeats: int, run: Path,
-                  prefix: str):
+                  prefix: str, page_only: bool):
     """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
     1/8/32 at 224 px; roofline; threads; start to first prediction), the kit's own costs (cold and
     warm builds, sizes) and whether training reproduces across CPU classes (simulated); merge them,
     dated, into bench/results.json."""
     from .bench.images import ImageBenchOptions, bench_images
     from .bench.inference import InferenceBenchOptions, bench_inference
+    from .bench.page import write_page
     from .bench.results import QUICK_RESULTS, RESULTS, drift_timing, stamp, write_results
 
+    if page_only:
+        click.echo(write_page(project, RESULTS))
+        return
     engine = _engine()
     results: dict = {}
     if not no_images:
@@ -545,6 +550,8 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
             model=model, out=project.root / "out" / "bench" / "drift", quick=quick, prefix=prefix))})
     results["drift_test"] = drift_timing(project)
     click.echo(write_results(project, results, QUICK_RESULTS if quick else RESULTS))
+    if not quick:
+        click.echo(write_page(project, RESULTS))
 
 
 @main.command("clean")

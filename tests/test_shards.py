@@ -203,48 +203,40 @@ def test_merge_refusals_name_the_file(matrix, tmp_path):
     refused([one, two], "3/3", "missing")
     refused([one, two, three, three], str(three), "again")
 
-    truncated = tmp_path / "t" / one.name
-    truncated.parent.mkdir()
-    truncated.write_text(one.read_text()[:-200])
+    def edited(path: Path, folder: str, change, as_text: bool = False) -> Path:
+        """A copy of a partial report, under its own name in another folder, changed."""
+        copy_path = tmp_path / folder / path.name
+        copy_path.parent.mkdir()
+        text = path.read_text()
+        copy_path.write_text(change(text) if as_text else json.dumps(change(json.loads(text))))
+        return copy_path
+
+    truncated = edited(one, "t", lambda text: text[:-200], as_text=True)
     refused([truncated, two, three], str(truncated), "truncated")
-
-    data = json.loads(two.read_text())
-    data["cases"] = data["cases"][:-1]  # a whole JSON document that lost a case
-    short = tmp_path / "s" / two.name
-    short.parent.mkdir()
-    short.write_text(json.dumps(data))
+    short = edited(two, "s", lambda data: {**data, "cases": data["cases"][:-1]})  # whole JSON, a case lost
     refused([one, short, three], str(short), "truncated or edited")
-
-    data = json.loads(two.read_text())
-    data["model_sha256"] = "cd" * 32
-    other_model = tmp_path / "m" / two.name
-    other_model.parent.mkdir()
-    other_model.write_text(json.dumps(data))
+    other_model = edited(two, "m", lambda data: {**data, "model_sha256": "cd" * 32})
     refused([one, other_model, three], str(other_model), "model")
-
-    data = json.loads(three.read_text())
-    data["matrix_sha256"] = "00" * 32
-    other_matrix = tmp_path / "x" / three.name
-    other_matrix.parent.mkdir()
-    other_matrix.write_text(json.dumps(data))
+    other_matrix = edited(three, "x", lambda data: {**data, "matrix_sha256": "00" * 32})
     refused([one, two, other_matrix], str(other_matrix), "matrix")
 
     # Shards split differently (another --costs): a case twice, and one in no shard.
-    data2, data3 = json.loads(two.read_text()), json.loads(three.read_text())
-    moved = data3["cases"][0]
-    data2["cases"].append(moved)
-    data2["shard"]["cases"].append(moved["name"])
-    data2["counts"]["cases"] += 1
-    twice = tmp_path / "d" / two.name
-    twice.parent.mkdir()
-    twice.write_text(json.dumps(data2))
+    moved = json.loads(three.read_text())["cases"][0]
+
+    def gain(data):
+        data["cases"].append(moved)
+        data["shard"]["cases"].append(moved["name"])
+        data["counts"]["cases"] += 1
+        return data
+
+    def lose(data):
+        data["cases"], data["shard"]["cases"] = data["cases"][1:], data["shard"]["cases"][1:]
+        data["counts"]["cases"] -= 1
+        return data
+
+    twice = edited(two, "d", gain)
     refused([one, twice, three], moved["name"], "also in")
-    data3["cases"] = data3["cases"][1:]
-    data3["shard"]["cases"] = data3["shard"]["cases"][1:]
-    data3["counts"]["cases"] -= 1
-    lost = tmp_path / "l" / three.name
-    lost.parent.mkdir()
-    lost.write_text(json.dumps(data3))
+    lost = edited(three, "l", lose)
     refused([one, two, lost], moved["name"], "in no partial report")
 
     other_total = partials(matrix, whole, 2, tmp_path / "b")[0]

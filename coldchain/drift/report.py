@@ -17,11 +17,14 @@ REPORT_JUNIT = "drift-junit.xml"
 REPORT_HEATMAP = "drift-heatmap.png"
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3) -> str:
+    """A number for a table: `digits` significant digits, whole numbers from 10**digits up."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "0" if value == 0.0 else f"{value:.{digits}g}"
+        if value == 0.0:
+            return "0"
+        return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
     return str(value)
 
 
@@ -46,7 +49,7 @@ def _first_finding(case: dict) -> str:
     pre = case.get("preprocessing")
     if pre and not pre.get("ok"):
         fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())
-        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {_fmt(pre.get('max_abs_diff'))})"
+        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {fmt(pre.get('max_abs_diff'))})"
     if case.get("error"):
         return case["error"].splitlines()[0]
     return ""
@@ -107,9 +110,9 @@ def markdown(report: dict) -> str:
             f"{_expected(case)} | {case['outcome']} | {case.get('numerics_summary') or '-'} | "
             f"{'yes' if case.get('loaded') else 'no'} | "
             f"{_levels(case.get('preprocessing'))} | "
-            f"{_fmt(logits.get('max_abs_diff'))} | {_fmt(logits.get('max_rel_diff'))} | "
+            f"{fmt(logits.get('max_abs_diff'))} | {fmt(logits.get('max_rel_diff'))} | "
             f"{top1.get('agree', '-')}/{top1.get('count', '-')} | {golden.get('first_divergence') or '-'} | "
-            f"{_fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {_verdict(case)} |")
+            f"{fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {_verdict(case)} |")
     lines += ["", "## Diagnoses", ""]
     for case in report["cases"]:
         detail = _first_finding(case)
@@ -120,7 +123,7 @@ def markdown(report: dict) -> str:
               "| TensorFlow | Python | env | loads | outcome | logits max abs diff | bit-exact |", "|---|---|---|---|---|---|---|"]
     for row in report.get("tensorflow_versions", []):
         lines.append(f"| {row['tensorflow']} | {row['python']} | {row['env']} | {'yes' if row['loads'] else 'no'} | "
-                     f"{row['outcome']} | {_fmt(row['logits_max_abs_diff'])} | {row['bit_exact']} |")
+                     f"{row['outcome']} | {fmt(row['logits_max_abs_diff'])} | {row['bit_exact']} |")
     lines += ["", "## Environments", "", "| env | image | TF | Python | device | lock | size GB |", "|---|---|---|---|---|---|---|"]
     for name, env in report["environments"].items():
         lines.append(f"| {name} | `{env['image']}` | {env['tensorflow']} | {env['python']} | {env['device']} | "
