@@ -23,14 +23,14 @@ STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
-	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS
+	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
 .PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport \
-	drift-test doctor test test-unit bench clean clean-all
+	drift-test drift-plan drift-merge doctor test test-unit bench clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -98,8 +98,15 @@ reexport: venv docker lock-check ## Re-export MODEL with a fix: REEXPORT_ARGS="-
 	@test -n "$(MODEL)" || { echo "make reexport: set MODEL=path/to/model (REEXPORT_ARGS=--clear-devices)" >&2; exit 2; }
 	$(COLDCHAIN) reexport "$(MODEL)" --out $(OUT)/reexported $(REEXPORT_ARGS)
 
-drift-test: $(MODEL_OR_CHAIN) | venv docker lock-check ## Run the model (MODEL=DIR, default out/model) in every drift/matrix.toml environment (DRIFT_ARGS=...)
-	$(COLDCHAIN) drift-test --model $(or $(MODEL),$(OUT)/model) $(if $(MODEL),,--run $(OUT)/run) --out $(OUT)/drift $(DRIFT_ARGS)
+drift-test: $(MODEL_OR_CHAIN) | venv docker lock-check ## Run the model (MODEL=DIR, default out/model) in every drift/matrix.toml environment (SHARD=I/N: one shard; DRIFT_ARGS=...)
+	$(COLDCHAIN) drift-test --model $(or $(MODEL),$(OUT)/model) $(if $(MODEL),,--run $(OUT)/run) --out $(OUT)/drift \
+		$(if $(SHARD),--shard $(SHARD)) $(DRIFT_ARGS)
+
+drift-plan: venv ## Print how SHARDS=N shards split the drift matrix, as JSON for a CI job matrix
+	@$(COLDCHAIN) drift-plan -q --shards $(or $(SHARDS),2) $(if $(MODEL),--model "$(MODEL)")
+
+drift-merge: venv docker ## Merge the shards' reports (PARTIALS=files or dirs, default out/drift) into out/drift
+	$(COLDCHAIN) drift-merge $(or $(PARTIALS),$(OUT)/drift) --out $(OUT)/drift
 
 doctor: $(MODEL_OR_CHAIN) | venv docker lock-check ## Diagnose MODEL (default out/model) for the inference runtime (DOCTOR_ARGS=--env NAME)
 	$(COLDCHAIN) doctor "$(or $(MODEL),$(OUT)/model)" $(DOCTOR_ARGS)

@@ -357,40 +357,103 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
 @options.drift_run
 @options.drift_out
 @options.cases
+@options.shard
+@options.costs
+@options.isolate
 @options.jobs
 @options.memory
 @options.prefix
 @options.json_output
 @command
 def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Path | None, out: Path,
-                       cases: tuple[str, ...], jobs: int, memory: str, prefix: str, as_json: bool):
+                       cases: tuple[str, ...], shard: str | None, costs: Path | None, isolate: bool, jobs: int,
+                       memory: str, prefix: str, as_json: bool):
     """Run the model in every environment of the drift matrix; fail unless every outcome (and every
     expected finding) is the expected one. Exit 0: all as expected; 1: some case unexpected."""
-    from .drift.matrix import load_matrix
     from .drift.report import write_reports
     from .drift.runner import DriftOptions, default_jobs, render_heatmap, run_drift_test
+    from .drift.shards import parse_shard, shard_from_environment
 
-    matrix = load_matrix(matrix_path if matrix_path.is_absolute() else project.root / matrix_path).select(cases)
+    matrix = _load_matrix(project, matrix_path, cases)
+    chosen = parse_shard(shard) if shard else shard_from_environment(os.environ)
     if run is None and model.resolve() == (project.root / "out" / "model").resolve():
         run = project.root / "out" / "run"
     engine = _engine()
     run_id = f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     drift_options = DriftOptions(model=model, run=run, out=out, prefix=prefix, run_id=run_id,
-                                 jobs=jobs or default_jobs(), memory=memory)
+                                 jobs=jobs or default_jobs(), memory=memory, shard=chosen, costs=costs,
+                                 isolate=isolate)
     try:
         report = run_drift_test(engine, project, matrix, drift_options)
     finally:
         engine.remove_containers(f"{RUN_LABEL}={run_id}")  # Ctrl-C or a crash leaves nothing running
-    paths = write_reports(report, out)
-    paths["heatmap"] = render_heatmap(engine, project, paths["json"], drift_options)
+    paths = write_reports(report, out, chosen.suffix if chosen else "")
+    if chosen is None:
+        paths["heatmap"] = render_heatmap(engine, project, paths["json"], drift_options)
+    _finish_drift(report, paths, as_json, f"shard {chosen}: " if chosen else "")
+
+
+def _load_matrix(project: Project, matrix_path: Path, cases: tuple[str, ...] = ()):
+    from .drift.matrix import load_matrix
+
+    return load_matrix(matrix_path if matrix_path.is_absolute() else project.root / matrix_path).select(cases)
+
+
+def _finish_drift(report: dict, paths: dict, as_json: bool, what: str) -> None:
     for kind, path in paths.items():
         log.info("%s report: %s", kind, path)
     counts = report["counts"]
-    _emit(report, as_json, f"drift test: {counts['as_expected']}/{counts['cases'] - counts['not_applicable']} cases as "
-                           "expected" + (f", {counts['not_applicable']} not applicable" if counts["not_applicable"] else "")
+    _emit(report, as_json, f"drift test: {what}{counts['as_expected']}/{counts['cases'] - counts['not_applicable']} "
+                           "cases as expected"
+          + (f", {counts['not_applicable']} not applicable" if counts["not_applicable"] else "")
           + ("" if report["ok"] else f"; {counts['unexpected']} UNEXPECTED (see {paths['markdown']})"))
     if not report["ok"]:
         sys.exit(Exit.UNEXPECTED)
+
+
+@main.command("drift-plan")
+@options.matrix
+@options.drift_model
+@options.cases
+@options.shards
+@options.costs
+@command
+def drift_plan_command(project: Project, matrix_path: Path, model: Path, cases: tuple[str, ...], shards: int,
+                       costs: Path | None):
+    """Print how drift-test --shard I/N splits the matrix, as one line of JSON a CI job matrix reads
+    (GitHub: matrix: ${{ fromJSON(needs.plan.outputs.shards) }}): each shard's cases, the
+    environments and images it needs, and its estimated seconds."""
+    from .drift.runner import with_model_environment
+    from .drift.shards import measured_costs, plan
+
+    matrix = with_model_environment(_load_matrix(project, matrix_path, cases), model)
+    click.echo(json.dumps(plan(matrix, shards, measured_costs(costs)), sort_keys=True))
+
+
+@main.command("drift-merge")
+@options.partials
+@options.merge_out
+@options.no_heatmap
+@options.prefix
+@options.json_output
+@command
+def drift_merge_command(project: Project, partials: tuple[Path, ...], out: Path, no_heatmap: bool, prefix: str,
+                        as_json: bool):
+    """Merge the shards' partial reports (files, or the directories holding them) into the report an
+    unsharded run writes: JSON, Markdown, JUnit XML and the heatmap. Refuses, naming the file, shards
+    of another model or matrix, a missing or repeated shard or case, a truncated report. Exit 1 when
+    any case is unexpected."""
+    from .drift.merge import merge
+    from .drift.report import write_reports
+    from .drift.runner import DriftOptions, render_heatmap
+
+    report = merge(list(partials))
+    paths = write_reports(report, out)
+    if not no_heatmap:
+        options_ = DriftOptions(model=Path(report.get("model") or "."), run=None, out=out, prefix=prefix,
+                                run_id=f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        paths["heatmap"] = render_heatmap(_engine(), project, paths["json"], options_)
+    _finish_drift(report, paths, as_json, f"{report['timing']['jobs']} shards merged: ")
 
 
 @main.command("doctor")
@@ -431,6 +494,9 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Repeats of each build measurement.")
 @click.option("--no-adopt", is_flag=True, help="Skip timing adopt (default environment, and your own requirements).")
+@click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from bench/results.json.")
+@click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, shared "
+                                                "containers, 2 and 3 shards side by side, merge).")
 @click.option("--no-reproducibility", is_flag=True,
               help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
 @click.option("--run", "run", type=options.PathType(), default=Path("out/run"), show_default=True,
@@ -438,15 +504,20 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @options.prefix
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
-                  no_adopt: bool, no_reproducibility: bool, quick: bool, repeats: int, run: Path, prefix: str):
+                  no_adopt: bool, no_drift: bool, no_reproducibility: bool, quick: bool, repeats: int, run: Path,
+                  prefix: str, page_only: bool):
     """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
     1/8/32 at 224 px; roofline; threads; start to first prediction), the kit's own costs (cold and
     warm builds, sizes) and whether training reproduces across CPU classes (simulated); merge them,
     dated, into bench/results.json."""
     from .bench.images import ImageBenchOptions, bench_images
     from .bench.inference import InferenceBenchOptions, bench_inference
+    from .bench.page import write_page
     from .bench.results import QUICK_RESULTS, RESULTS, drift_timing, stamp, write_results
 
+    if page_only:
+        click.echo(write_page(project, RESULTS))
+        return
     engine = _engine()
     results: dict = {}
     if not no_images:
@@ -471,8 +542,16 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
         model = (run if run.is_absolute() else project.root / run).parent / "model"
         results["adopt"] = stamp({"quick" if quick else "full": bench_adopt(engine, project, AdoptBenchOptions(
             model=model, out=project.root / "out" / "bench" / "adopt", quick=quick, prefix=prefix))})
+    if not no_drift:
+        from .bench.drift import DriftBenchOptions, bench_drift
+
+        model = (run if run.is_absolute() else project.root / run).parent / "model"
+        results["drift"] = stamp({"quick" if quick else "full": bench_drift(project, DriftBenchOptions(
+            model=model, out=project.root / "out" / "bench" / "drift", quick=quick, prefix=prefix))})
     results["drift_test"] = drift_timing(project)
     click.echo(write_results(project, results, QUICK_RESULTS if quick else RESULTS))
+    if not quick:
+        click.echo(write_page(project, RESULTS))
 
 
 @main.command("clean")

@@ -79,6 +79,25 @@ drift_run = click.option("--run", "run", type=PathType(), default=None,
                               "applicable).")
 drift_out = click.option("--out", "out", type=PathType(), default=Path("out/drift"), show_default=True,
                          help="Report directory (JSON, Markdown, JUnit XML, heatmap PNG; variants in models/).")
+shard = option("--shard", default=None, envvar="COLDCHAIN_SHARD", metavar="I/N",
+               help="Run only shard I of N (1-based), as drift-plan splits the matrix. Without it, a CI job "
+                    "matrix's own variables choose: CI_NODE_INDEX/CI_NODE_TOTAL (GitLab parallel, 1-based), or "
+                    "JOB_COMPLETION_INDEX (Kubernetes Indexed Job, 0-based) with COLDCHAIN_SHARDS=N. The "
+                    "partial report's names carry the index; drift-merge joins them.")
+shards = option("--shards", type=click.IntRange(1, 256), default=1, show_default=True, envvar="COLDCHAIN_SHARDS",
+                help="How many shards to split the matrix into.")
+costs = option("--costs", type=PathType(dir_okay=False), default=None, envvar="COLDCHAIN_COSTS",
+               help="Balance shards by the measured case times of this earlier drift-report.json (every shard "
+                    "and drift-plan must be given the same file); default: estimates.")
+isolate = click.option("--isolate", is_flag=True,
+                       help="One container per case. By default cases of one environment with the same environment "
+                            "variables share a container (one TensorFlow import); a case loading an op library "
+                            "always runs alone.")
+partials = click.argument("partials", nargs=-1, required=True, type=PathType())
+merge_out = click.option("--out", "out", type=PathType(), default=Path("out/drift"), show_default=True,
+                         help="Where the merged report goes (the names an unsharded run writes).")
+no_heatmap = click.option("--no-heatmap", is_flag=True,
+                          help="Skip the heatmap PNG (drawn in the inference image, which is built if missing).")
 env_name = click.option("--env", "env_name", default=None, help="A drift-matrix environment's runtime.")
 image_tag = click.option("--image", "image_tag", default=None, help="The runtime in this image (any local tag).")
 

@@ -74,3 +74,33 @@ def test_results_keep_every_entry_with_its_date_and_cpu(project_copy, monkeypatc
     assert images["train-cpu"]["cold_build_s"] == 120.0 and images["train-cpu"]["warm_rebuild_s"] == 80.0
     assert images["train-cpu"]["measured"] == {"cold_build_s": first, "warm_rebuild_s": {
         "date": "2026-11-28", "cpu_flags": ["avx512_vnni"]}}
+
+
+def test_the_benchmarks_page_is_written_from_the_results_files_only(project):
+    """bench/README.md is what render() makes of bench/results.json and bench/ci-*.json: a number
+    edited by hand on the page, or a results file changed without rewriting it, fails here."""
+    from coldchain.bench.page import PAGE, ci_runs, render
+
+    results = json.loads(project.path("bench/results.json").read_text())
+    assert project.path(f"bench/{PAGE}").read_text() == render(results, ci_runs(project.path("bench")))
+
+
+def test_the_benchmarks_page_shows_each_value_with_its_date_and_cpu():
+    from coldchain.bench.page import render
+    from coldchain.bench.results import stamp
+
+    drift = {"cases": 4, "isolated": {"wall_s": 80.0, "cases_s": 60.0, "ok": True,
+                                      "per_case": {"container_overhead_s": 4.0, "import_tensorflow_s": 3.0,
+                                                   "total_s": 15.0, "cases": 4, "containers": 4}},
+             "shared": {"wall_s": 40.0, "cases_s": 20.0, "ok": True,
+                        "per_case": {"container_overhead_s": 1.0, "import_tensorflow_s": 0.75, "total_s": 5.0,
+                                     "cases": 4, "containers": 1}},
+             "shards_2": {"side_by_side_wall_s": 33.0, "merge_wall_s": 1.5, "merge_s": 0.01, "ok": True,
+                          "shard_cases_s": [12.0, 14.0], "shard_cases": [2, 2]}}
+    page = render({"drift": stamp({"full": drift})}, [("ci-avx2.json", {
+        "date": "2026-11-28T00:00:00Z", "cpu_flags": "avx2", "docker_images_before": 0,
+        "stages_s": {"freeze": 600, "infer": 30, "drift-test": 900, "test": 1500}, "total_s": 3030, "commit": "abc"})])
+    assert "| isolated | 4 | 4 |" in page and "| shared | 1 | 1 |" in page
+    assert "| 2 | 33 | 12, 14 | 2, 2 | 0.01 (1.5) | ok |" in page
+    assert "50.5" in page  # 3030 s in minutes
+    assert "flags" in page and "date not recorded" not in page

@@ -10,7 +10,7 @@ import pytest
 
 from coldchain.config import LOCKS
 from coldchain.contract import MODULES, WARNING_CODES
-from coldchain.drift.runner import CaseResult, lock_drift, probe_arguments, tensorflow_summary
+from coldchain.drift.runner import CaseResult, lock_drift, probe_arguments, summarise
 from coldchain.errors import UsageError
 from coldchain.drift.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches, resolve_expectation
 from coldchain.drift.report import junit, markdown, write_reports
@@ -129,13 +129,12 @@ def _result(matrix: Matrix, name: str, outcome: str, probe: dict | None) -> Case
 
 
 def _report(results: list[CaseResult]) -> dict:
+    cases = [r.to_json() for r in results]
     return {"matrix": "drift/matrix.toml", "reference_env": "training", "model": "out/model", "model_sha256": "ab" * 32,
-            "ok": all(r.ok for r in results),
-            "counts": {"cases": len(results), "as_expected": sum(r.ok for r in results),
-                       "unexpected": sum(not r.ok for r in results), "not_applicable": 0},
+            **summarise(cases),
             "environments": {"training": {"image": "img", "tensorflow": "2.14.1", "python": "3.11.2", "device": "cpu",
                                           "lock": "requirements.lock", "size_bytes": 1.8e9}},
-            "cases": [r.to_json() for r in results], "tensorflow_versions": tensorflow_summary(results),
+            "cases": cases,
             "timing": {"environments_s": 1.0, "variants_s": 2.0, "cases_s": 3.0, "total_s": 6.0, "jobs": 1},
             "generated": "2026-11-25T00:00:00Z", "host_cpu": "test cpu"}
 
@@ -225,3 +224,4 @@ def test_cases_share_a_container_unless_their_settings_would_leak():
         == ["custom-op-loaded", "custom-op-other-tf"]
     assert sorted(case.name for group in groups for case in group) == sorted(case.name for case in matrix.cases)
     assert len(groups) < 0.6 * len(matrix.cases)
+    assert [len(group) for group in group_cases(matrix.cases, isolate=True)] == [1] * len(matrix.cases)

@@ -93,6 +93,13 @@ class CaseSpec:
     scenario: str = ""  # which drift scenario the case demonstrates, for the report
     expect_findings: tuple[str, ...] = ()  # finding codes the case's diagnosis must include (warnings too)
 
+    @property
+    def container_key(self) -> tuple:
+        """Cases with the same key can share one probe container: the same environment and environment
+        variables (TensorFlow reads them once, when it loads). A case that loads an op library runs
+        alone: the ops it registers would stay registered for the next case in the process."""
+        return (self.env, self.settings.environment, self.name if self.settings.load_op_libraries else "")
+
 
 @dataclass(frozen=True)
 class Matrix:

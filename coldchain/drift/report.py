@@ -17,11 +17,14 @@ REPORT_JUNIT = "drift-junit.xml"
 REPORT_HEATMAP = "drift-heatmap.png"
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3) -> str:
+    """A number for a table: `digits` significant digits, whole numbers from 10**digits up."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "0" if value == 0.0 else f"{value:.{digits}g}"
+        if value == 0.0:
+            return "0"
+        return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
     return str(value)
 
 
@@ -46,7 +49,7 @@ def _first_finding(case: dict) -> str:
     pre = case.get("preprocessing")
     if pre and not pre.get("ok"):
         fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())
-        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {_fmt(pre.get('max_abs_diff'))})"
+        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {fmt(pre.get('max_abs_diff'))})"
     if case.get("error"):
         return case["error"].splitlines()[0]
     return ""
@@ -93,6 +96,10 @@ def markdown(report: dict) -> str:
         "(levels) | logits max abs | logits max rel | top-1 | first divergence | latency ms (batch) | |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    shard = report.get("shard")
+    if shard:
+        lines[2:2] = [f"Shard {shard['index']} of {shard['total']}: {len(shard['cases'])} of "
+                      f"{len(report.get('matrix_cases') or [])} cases (merge the shards with `coldchain drift-merge`).", ""]
     for case in report["cases"]:
         logits = _tensor(case, "logits")
         golden = case.get("golden") or {}
@@ -103,9 +110,9 @@ def markdown(report: dict) -> str:
             f"{_expected(case)} | {case['outcome']} | {case.get('numerics_summary') or '-'} | "
             f"{'yes' if case.get('loaded') else 'no'} | "
             f"{_levels(case.get('preprocessing'))} | "
-            f"{_fmt(logits.get('max_abs_diff'))} | {_fmt(logits.get('max_rel_diff'))} | "
+            f"{fmt(logits.get('max_abs_diff'))} | {fmt(logits.get('max_rel_diff'))} | "
             f"{top1.get('agree', '-')}/{top1.get('count', '-')} | {golden.get('first_divergence') or '-'} | "
-            f"{_fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {_verdict(case)} |")
+            f"{fmt(latency.get('median_ms'), 4)} ({latency.get('batch', '-')}) | {_verdict(case)} |")
     lines += ["", "## Diagnoses", ""]
     for case in report["cases"]:
         detail = _first_finding(case)
@@ -116,15 +123,42 @@ def markdown(report: dict) -> str:
               "| TensorFlow | Python | env | loads | outcome | logits max abs diff | bit-exact |", "|---|---|---|---|---|---|---|"]
     for row in report.get("tensorflow_versions", []):
         lines.append(f"| {row['tensorflow']} | {row['python']} | {row['env']} | {'yes' if row['loads'] else 'no'} | "
-                     f"{row['outcome']} | {_fmt(row['logits_max_abs_diff'])} | {row['bit_exact']} |")
+                     f"{row['outcome']} | {fmt(row['logits_max_abs_diff'])} | {row['bit_exact']} |")
     lines += ["", "## Environments", "", "| env | image | TF | Python | device | lock | size GB |", "|---|---|---|---|---|---|---|"]
     for name, env in report["environments"].items():
         lines.append(f"| {name} | `{env['image']}` | {env['tensorflow']} | {env['python']} | {env['device']} | "
                      f"`{env['lock']}` | {env['size_bytes'] / 1e9:.2f} |")
+    lines += breakdown(report["cases"])
     timing = report["timing"]
     lines += ["", f"Timing: environments {timing['environments_s']} s, variants {timing['variants_s']} s, "
                   f"cases {timing['cases_s']} s ({timing['jobs']} at a time), total {timing['total_s']} s.", ""]
     return "\n".join(lines)
+
+
+# Where a case's time goes, in the order it is spent (drift-test's per-case breakdown).
+PHASES = (("container_overhead_s", "container start/stop, interpreter"),
+          ("process_start_to_main_s", "to the probe's main"), ("import_tensorflow_s", "TensorFlow import"),
+          ("diagnosis_s", "static checks and graph import"), ("preprocessing_s", "preprocessing check"),
+          ("golden_s", "golden probe"), ("latency_s", "latency"))
+
+
+def breakdown(cases: list[dict]) -> list[str]:
+    timed = [case for case in cases if (case.get("timing") or {}).get("case_s") is not None]
+    if not timed:
+        return []
+    lines = ["", "## Where the time went (seconds per case)", "",
+             "| case | container shared by | " + " | ".join(label for _, label in PHASES) + " | total |",
+             "|---|---|" + "---|" * (len(PHASES) + 1)]
+    totals = [0.0] * len(PHASES)
+    for case in timed:
+        timing = case["timing"]
+        values = [float(timing.get(key) or 0.0) for key, _ in PHASES]
+        totals = [a + b for a, b in zip(totals, values)]
+        lines.append(f"| {case['name']} | {timing.get('cases_in_container', 1)} | "
+                     + " | ".join(f"{value:.2f}" for value in values) + f" | {sum(values):.2f} |")
+    lines.append(f"| **mean of {len(timed)}** | | " + " | ".join(f"{value / len(timed):.2f}" for value in totals)
+                 + f" | {sum(totals) / len(timed):.2f} |")
+    return lines
 
 
 def junit(report: dict) -> str:
@@ -151,9 +185,16 @@ def junit(report: dict) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
-def write_reports(report: dict, out: Path) -> dict[str, Path]:
+def report_names(suffix: str = "") -> dict[str, str]:
+    """File names of a report; a shard's carry its index (drift-report.shard-2-of-3.json)."""
+    if not suffix:
+        return {"json": REPORT_JSON, "markdown": REPORT_MARKDOWN, "junit": REPORT_JUNIT}
+    return {kind: name.replace(".", f".{suffix}.", 1) for kind, name in report_names().items()}
+
+
+def write_reports(report: dict, out: Path, suffix: str = "") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / REPORT_JSON, "markdown": out / REPORT_MARKDOWN, "junit": out / REPORT_JUNIT}
+    paths = {kind: out / name for kind, name in report_names(suffix).items()}
     atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
     atomic_write_text(paths["markdown"], markdown(report))
     atomic_write_text(paths["junit"], junit(report))

@@ -6,6 +6,7 @@ assemble the report. The host never imports TensorFlow; all numbers come back as
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.runner import Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
+from .shards import Shard, assign, measured_costs
 from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches,
                      resolve_expectation)
 
@@ -46,6 +48,9 @@ class DriftOptions:
     run_id: str = "coldchain"
     jobs: int = 1
     memory: str = "8g"
+    shard: Shard | None = None  # run only this shard's cases (drift.shards)
+    costs: Path | None = None  # an earlier report whose measured case times balance the shards
+    isolate: bool = False  # one container per case, even where cases could share one
 
 
 @dataclass
@@ -68,6 +73,7 @@ class CaseResult:
     numerics_differences: list[str] | None = None
     container_s: float | None = None  # the wall time of the container the case ran in
     shared_with: int = 1  # how many cases that container ran
+    overhead_s: float | None = None  # this case's share of the container's time outside every probe
 
     def to_json(self) -> dict:
         probe = self.probe or {}
@@ -75,6 +81,8 @@ class CaseResult:
         timing["case_s"] = probe.get("seconds")
         if self.container_s is not None:
             timing.update(container_s=round(self.container_s, 3), cases_in_container=self.shared_with)
+        if self.overhead_s is not None:
+            timing["container_overhead_s"] = round(self.overhead_s, 3)
         return {
             "name": self.case.name, "scenario": self.case.scenario, "description": self.case.description,
             "env": self.env.name, "variant": self.case.variant, "settings": asdict(self.case.settings),
@@ -228,14 +236,11 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
     return tuple(arguments)
 
 
-def group_cases(cases) -> list[list[CaseSpec]]:
-    """Cases that can share one container: the same environment and environment variables (TensorFlow
-    reads them once, when it loads). A case that loads an op library runs alone: the ops it registers
-    would stay registered for the next case in the process."""
+def group_cases(cases, isolate: bool = False) -> list[list[CaseSpec]]:
+    """Cases that share one container (CaseSpec.container_key); each alone with isolate."""
     groups: dict[tuple, list[CaseSpec]] = {}
     for case in cases:
-        alone = case.name if case.settings.load_op_libraries else ""
-        groups.setdefault((case.env, case.settings.environment, alone), []).append(case)
+        groups.setdefault((case.name,) if isolate else case.container_key, []).append(case)
     return list(groups.values())
 
 
@@ -302,6 +307,9 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
     except ColdchainError as failure:
         error = failure.message
     seconds = time.perf_counter() - started
+    # Docker's create/start/wait/remove and the interpreter's start: what sharing a container saves.
+    inside = sum(float(probe.get("seconds") or 0.0) for probe in probes.values())
+    overhead = max(0.0, container_s - inside) / len(runnable) if container_s is not None and probes else None
     for case in runnable:
         probe = probes.get(case.name)
         findings = lock_findings(env, drift)
@@ -320,7 +328,7 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
                                   lock_drift=drift, seconds=seconds / len(runnable), error=error, reasons=reasons,
                                   findings=findings, reference_numerics=reference,
                                   numerics_differences=differences, container_s=container_s,
-                                  shared_with=len(runnable)))
+                                  shared_with=len(runnable), overhead_s=overhead))
     return results
 
 
@@ -329,7 +337,7 @@ def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOp
     results: list[CaseResult] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
     futures = [pool.submit(run_group, engine, project, group, matrix.envs[group[0].env], images[group[0].env], models,
-                           options) for group in group_cases(matrix.cases)]
+                           options) for group in group_cases(matrix.cases, options.isolate)]
     try:
         for future in concurrent.futures.as_completed(futures):
             for result in future.result():
@@ -351,6 +359,12 @@ def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOp
 def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions) -> dict:
     started = time.perf_counter()
     matrix = with_model_environment(matrix, options.model)
+    whole = matrix
+    if options.shard is not None:
+        mine = assign(matrix, options.shard.total, measured_costs(options.costs))[options.shard.index]
+        matrix = Matrix(matrix.path, matrix.reference_env, matrix.envs, matrix.variants, tuple(mine))
+        log.info("shard %s: %d of %d cases: %s", options.shard, len(mine), len(whole.cases),
+                 ", ".join(case.name for case in mine) or "none")
     env_names, variant_names = needed(matrix)
     phases = {}
     mark = time.perf_counter()
@@ -362,12 +376,18 @@ def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: Dr
     mark = time.perf_counter()
     results = run_cases(engine, project, matrix, options, images, models)
     phases["cases_s"] = round(time.perf_counter() - mark, 1)
-    return assemble_report(project, matrix, options, images, models, results, env_names,
-                           {**phases, "total_s": round(time.perf_counter() - started, 1), "jobs": max(1, options.jobs)})
+    report = assemble_report(project, matrix, options, images, models, [result.to_json() for result in results],
+                             env_names, {**phases, "total_s": round(time.perf_counter() - started, 1),
+                                         "jobs": max(1, options.jobs)})
+    report["matrix_cases"] = [case.name for case in whole.cases]
+    if options.shard is not None:
+        report["shard"] = {"index": options.shard.index, "total": options.shard.total,
+                           "cases": [case.name for case in matrix.cases]}
+    return report
 
 
 def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, images: dict, models: dict,
-                    results: list[CaseResult], env_names: set[str], timing: dict) -> dict:
+                    cases: list[dict], env_names: set[str], timing: dict) -> dict:
     environments = {}
     for name in sorted(env_names):
         env, image = matrix.envs[name], images[name]
@@ -377,29 +397,44 @@ def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, ima
                               "tensorflow": image.info.labels.get("io.coldchain.tensorflow.version"),
                               "python": image.info.labels.get("io.coldchain.python.version"),
                               "must_match_training_lock": env.must_match_training_lock}
-    applicable = [result for result in results if result.outcome != OUTCOME_NOT_APPLICABLE]
     return {
         "matrix": str(matrix.path.relative_to(project.root)) if matrix.path.is_relative_to(project.root)
         else str(matrix.path),
+        "matrix_sha256": file_sha256(matrix.path),
         "reference_env": matrix.reference_env,
         "model": str(options.model), "model_sha256": _manifest_sha(options.model),
         "reference_numerics": reference_numerics(options.model),
         "reference_numerics_summary": describe_numerics(reference_numerics(options.model)),
-        "ok": all(result.ok for result in results),
-        "counts": {"cases": len(results), "as_expected": sum(r.ok for r in applicable),
-                   "unexpected": sum(not r.ok for r in results),
-                   "not_applicable": len(results) - len(applicable)},
+        **summarise(cases),
         "environments": environments,
         "variants": {name: str(path) if isinstance(path, Path) else f"not applicable: {path}"
                      for name, path in sorted(models.items())},
-        "cases": [result.to_json() for result in results],
-        "tensorflow_versions": tensorflow_summary(results),
+        "cases": cases,
         "timing": timing,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host_cpu": cpu_description(),
         "host_cpu_flags": numerics_flags(),
         "host_cpu_class": cpu_class(),
     }
+
+
+def summarise(cases: list[dict]) -> dict:
+    """What a report derives from its cases (a merged report derives it again)."""
+    applicable = [case for case in cases if case["outcome"] != OUTCOME_NOT_APPLICABLE]
+    return {
+        "ok": all(case["ok"] for case in cases),
+        "counts": {"cases": len(cases), "as_expected": sum(case["ok"] for case in applicable),
+                   "unexpected": sum(not case["ok"] for case in cases),
+                   "not_applicable": len(cases) - len(applicable)},
+        "tensorflow_versions": tensorflow_summary(cases),
+    }
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _manifest_sha(model: Path) -> str | None:
@@ -409,19 +444,19 @@ def _manifest_sha(model: Path) -> str | None:
         return None
 
 
-def tensorflow_summary(results: list[CaseResult]) -> list[dict]:
+def tensorflow_summary(cases: list[dict]) -> list[dict]:
     """Which TF versions load the default frozen graph and how far their logits move."""
     rows = {}
-    for result in results:
-        if result.case.variant != DEFAULT_VARIANT or result.case.settings.environment or result.case.settings.preprocessing:
+    for case in cases:
+        settings = case.get("settings") or {}
+        if case["variant"] != DEFAULT_VARIANT or settings.get("environment") or settings.get("preprocessing"):
             continue
-        probe = result.probe or {}
-        golden = probe.get("golden") or {}
+        golden = case.get("golden") or {}
         logits = next((t for t in golden.get("tensors", []) if t["key"] == GOLDEN_LOGITS_KEY), {})
-        version = result.image_labels.get("io.coldchain.tensorflow.version") or "?"
+        version = case.get("tensorflow") or "?"
         rows.setdefault(version, {
-            "tensorflow": version, "python": result.image_labels.get("io.coldchain.python.version"),
-            "env": result.env.name, "loads": bool(probe.get("loaded")), "outcome": probe.get("outcome"),
+            "tensorflow": version, "python": case.get("python"), "env": case["env"],
+            "loads": bool(case.get("loaded")), "outcome": case.get("runtime_outcome"),
             "logits_max_abs_diff": logits.get("max_abs_diff"), "logits_max_rel_diff": logits.get("max_rel_diff"),
             "bit_exact": golden.get("bit_exact"),
         })

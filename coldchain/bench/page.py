@@ -1,0 +1,200 @@
+"""bench/README.md, the benchmarks page, written from bench/results.json and bench/ci-*.json only:
+every number on it is a value in those files, shown with the date and CPU flags it was measured
+with. `coldchain bench` rewrites it after measuring; `coldchain bench --page-only` without measuring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import Project
+from ..drift.report import PHASES, fmt
+from ..fsutil import atomic_write_text
+
+PAGE = "README.md"
+CI_GLOB = "ci-*.json"
+
+
+def _when(entry: dict, *fields: str) -> str:
+    """The dates and CPUs the entry's fields (all, by default) were measured on."""
+    measured = entry.get("measured") or {}
+    metas = [measured[field] for field in (fields or measured) if field in measured]
+    seen = []
+    for meta in metas:
+        text = (f"{meta.get('date')}, {meta.get('cpu')} ({meta.get('cores')} cores), "
+                f"flags {', '.join(meta.get('cpu_flags') or []) or 'none recorded'}")
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen) or "date not recorded"
+
+
+def inference(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict) or "variants" not in entry:
+            continue
+        sizes = sorted({int(size) for variant in entry["variants"].values() for size in variant.get("batches", {})})
+        lines += [f"### Inference speed ({mode}): ResNet v1 50 at {entry.get('input_size')} px, "
+                  f"{entry.get('cores')} cores", "", f"Measured {_when(entry, 'variants')}.", "",
+                  "| runtime / setting | golden | " + " | ".join(f"batch {s} images/s (p50 ms)" for s in sizes)
+                  + " | fraction of peak, largest batch |", "|---|---|" + "---|" * (len(sizes) + 1)]
+        for name, variant in entry["variants"].items():
+            rows = variant.get("batches", {})
+            cells = [f"{fmt(rows[str(s)]['images_per_second'])} ({fmt(rows[str(s)]['p50_ms'])})" if str(s) in rows
+                     else "-" for s in sizes]
+            last = rows.get(str(sizes[-1]), {}) if sizes else {}
+            lines.append(f"| {name} | {'ok' if variant.get('golden_ok') else 'FAILED'} | " + " | ".join(cells)
+                         + f" | {fmt(last.get('fraction_of_peak'))} |")
+        peak = entry.get("peak_fp32") or {}
+        lines += ["", f"Peak FP32: {fmt(peak.get('gflops'))} GFLOP/s ({peak.get('derivation', 'not derivable')}); "
+                      f"{fmt(entry.get('gflops_per_image'))} GFLOP per image. TensorFlow over ONNX Runtime at "
+                      f"batch 8: {fmt(entry.get('tf_over_onnxruntime_at_batch_8'))}."]
+        first = entry.get("first_prediction") or {}
+        if first:
+            lines += ["", f"Start to first prediction: {fmt(first.get('seconds_median'))} s (median of "
+                          f"{first.get('runs')}: {first.get('what')})."]
+        threads = entry.get("threads") or {}
+        if threads:
+            lines += ["", "| threads | batch | images/s | p50 ms |", "|---|---|---|---|"]
+            for name, row in threads.items():
+                lines.append(f"| {name} | {row.get('batch')} | {fmt(row.get('images_per_second'))} | "
+                             f"{fmt(row.get('p50_ms'))} |")
+            lines += ["", f"Fastest thread setting: `{entry.get('recommended_threads')}`."]
+        lines.append("")
+    return lines
+
+
+def images(section: dict) -> list[str]:
+    lines = ["| image | size GB | cold build s | rebuild, inputs changed, s | up-to-date check s | "
+             "measured |", "|---|---|---|---|---|---|"]
+    for name, entry in sorted(section.items()):
+        if isinstance(entry, dict):
+            lines.append(f"| {name} | {fmt(entry.get('size_gb'))} | {fmt(entry.get('cold_build_s'))} | "
+                         f"{fmt(entry.get('warm_rebuild_s'))} | {fmt(entry.get('up_to_date_check_s'))} | "
+                         f"{_when(entry)} |")
+    return lines + [""]
+
+
+def drift(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict) or "shared" not in entry:
+            continue
+        lines += [f"### Drift test, warm ({mode}, {entry.get('cases')} cases)", "", f"Measured {_when(entry)}.", "",
+                  "Seconds per case, by phase: one container per case (`--isolate`, as before cases shared "
+                  "containers) and shared containers (the default).", "",
+                  "| | containers | " + " | ".join(label for _, label in PHASES) + " | per case | cases phase s | "
+                  "whole run s |", "|---|---|" + "---|" * (len(PHASES) + 3)]
+        for name in ("isolated", "shared"):
+            run = entry.get(name) or {}
+            per_case = run.get("per_case") or {}
+            lines.append(f"| {name} | {per_case.get('containers', '-')} | "
+                         + " | ".join(fmt(per_case.get(key)) for key, _ in PHASES)
+                         + f" | {fmt(per_case.get('total_s'))} | {fmt(run.get('cases_s'))} | "
+                           f"{fmt(run.get('wall_s'))} |")
+        lines += ["", "| shards, started together | whole run s | cases phase per shard s | cases per shard | "
+                      "merge s (CLI, whole) | verdict |", "|---|---|---|---|---|---|"]
+        lines.append(f"| 1 (unsharded) | {fmt((entry.get('shared') or {}).get('wall_s'))} | "
+                     f"{fmt((entry.get('shared') or {}).get('cases_s'))} | {entry.get('cases')} | - | "
+                     f"{'ok' if (entry.get('shared') or {}).get('ok') else 'UNEXPECTED'} |")
+        for key in sorted(k for k in entry if k.startswith("shards_")):
+            run = entry[key]
+            lines.append(f"| {key.split('_')[1]} | {fmt(run.get('side_by_side_wall_s'))} | "
+                         f"{', '.join(fmt(v) for v in run.get('shard_cases_s', []))} | "
+                         f"{', '.join(str(v) for v in run.get('shard_cases', []))} | "
+                         f"{fmt(run.get('merge_s'))} ({fmt(run.get('merge_wall_s'))}) | "
+                         f"{'ok' if run.get('ok') else 'UNEXPECTED'} |")
+        lines += ["", entry.get("note", ""), ""]
+    return lines
+
+
+def reproducibility(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict) or "runs" not in entry:
+            continue
+        lines += [f"### Training reproducibility across CPU classes ({mode})", "",
+                  f"Measured {_when(entry)} (host class {entry.get('host_cpu_class')}); the other class is "
+                  "simulated with oneDNN's settings.", "", "| mode | simulated class | model.pb sha256 | numerics |",
+                  "|---|---|---|---|"]
+        for numerics_mode, runs in entry["runs"].items():
+            for simulated, run in runs.items():
+                lines.append(f"| {numerics_mode} | {simulated} | `{run.get('model_sha256', '')[:16]}` | "
+                             f"{run.get('numerics')} |")
+        same = entry.get("identical_across_classes") or {}
+        lines += ["", "Identical across classes: " + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in same.items())
+                  + ".", ""]
+    return lines
+
+
+def adopt(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict):
+            continue
+        lines += [f"### Adopting a frozen graph ({mode})", "", f"Measured {_when(entry)}.", "", "| what | seconds |",
+                  "|---|---|"]
+        for key, value in entry.items():
+            if key.endswith("_s"):
+                lines.append(f"| {key.removesuffix('_s').replace('_', ' ')} | {fmt(value)} |")
+        if entry.get("note"):
+            lines += ["", entry["note"]]
+        lines.append("")
+    return lines
+
+
+def ci(runs: list[tuple[str, dict]]) -> list[str]:
+    if not runs:
+        return []
+    lines = ["### CI (`bash .ci/run` in a fresh clone)", "",
+             "| file | date | CPU flags | Docker images before | " + "freeze s | infer s | drift-test s | test s | "
+             "total min | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, run in runs:
+        stages = run.get("stages_s") or {}
+        lines.append(f"| `{name}` | {run.get('date')} | {run.get('cpu_flags')} | {run.get('docker_images_before')} | "
+                     + " | ".join(fmt(stages.get(stage)) for stage in ("freeze", "infer", "drift-test", "test"))
+                     + f" | {fmt((run.get('total_s') or 0) / 60)} | {run.get('commit')} |")
+    return lines + ["", "Docker images before = 0: a cold run (no base, no layer cache, no wheelhouse).", ""]
+
+
+def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:
+    lines = ["# coldchain benchmarks", "",
+             "Written by `coldchain bench` (`make bench`) from `bench/results.json` and the CI timings in "
+             "`bench/ci-*.json`; do not edit by hand (a test compares it with the files). Every value is shown "
+             "with the date and the CPU flags it was measured with; values from separate runs keep their own.", ""]
+    for title, key, section in (("Inference", "inference", inference), ("Images", "images", images),
+                                ("Drift test", "drift", drift), ("Reproducibility", "reproducibility", reproducibility),
+                                ("Adopt", "adopt", adopt)):
+        if isinstance(results.get(key), dict):
+            body = section(results[key])
+            if body:
+                lines += [f"## {title}", "", *body]
+    last = (results.get("drift_test") or {}).get("last_run")
+    if last:
+        lines += ["## Last `make drift-test`", "",
+                  f"{last.get('cases')} cases, {last.get('generated')}, images all cached: "
+                  f"{last.get('images_all_cached')}: environments {fmt(last.get('environments_s'))} s, variants "
+                  f"{fmt(last.get('variants_s'))} s, cases {fmt(last.get('cases_s'))} s, total "
+                  f"{fmt(last.get('total_s'))} s ({last.get('host_cpu')}).", ""]
+    ci_lines = ci(ci_runs)
+    if ci_lines:
+        lines += ["## CI", "", *ci_lines]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def ci_runs(directory: Path) -> list[tuple[str, dict]]:
+    runs = []
+    for path in sorted(directory.glob(CI_GLOB)):
+        try:
+            runs.append((path.name, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return runs
+
+
+def write_page(project: Project, results_name: str) -> Path:
+    directory = project.root / "bench"
+    results = json.loads((directory / results_name).read_text())
+    target = directory / PAGE
+    atomic_write_text(target, render(results, ci_runs(directory)))
+    return target

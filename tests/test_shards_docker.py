@@ -1,0 +1,131 @@
+"""The default matrix as 3 shards, two of them at the same time on this machine, merged: the same
+report as an unsharded run in everything but timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coldchain.contract import MANIFEST_FILE
+from coldchain.drift.matrix import OP_BUILD_ENV, load_matrix
+from coldchain.drift.report import REPORT_HEATMAP, report_names
+from coldchain.drift.shards import Shard
+from conftest import ROOT
+from pngread import read_png
+
+pytestmark = pytest.mark.docker
+SHARDS = 3
+
+
+def newest_source_mtime() -> float:
+    paths = [*ROOT.joinpath("coldchain").rglob("*.py"), *ROOT.joinpath("scripts").rglob("*.py"),
+             ROOT / "drift" / "matrix.toml", *ROOT.glob("requirements*.lock"), *ROOT.glob("Dockerfile.*")]
+    return max(path.stat().st_mtime for path in paths)
+
+
+def made_by_make_drift_test() -> Path | None:
+    """The unsharded report `make drift-test` left (CI runs it just before the tests), when it is of
+    this checkout's code, matrix and model: comparing with it spares running the whole matrix again."""
+    report_path, model = ROOT / "out" / "drift" / "drift-report.json", ROOT / "out" / "model"
+    try:
+        report = json.loads(report_path.read_text())
+        sha = json.loads((model / MANIFEST_FILE).read_text())["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if report.get("model_sha256") != sha or report.get("model") != "out/model" or \
+            report_path.stat().st_mtime < newest_source_mtime() or "matrix_cases" not in report:
+        return None
+    return report_path
+
+
+def coldchain(args: list[str], prefix: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "coldchain", *args], cwd=ROOT, text=True,
+                            env=dict(os.environ, COLDCHAIN_PREFIX=prefix),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen, timeout: float = 2400) -> tuple[int, str, str]:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, stdout, stderr
+
+
+def comparable(report: dict, prefix: str) -> dict:
+    """Everything but timings (and the image prefix a test run tags its images with)."""
+    text = json.dumps(report, sort_keys=True).replace(f'"{prefix}-', '"PREFIX-')
+    report = json.loads(text)
+    for key in ("timing", "generated"):
+        report.pop(key, None)
+    for case in report["cases"]:
+        for key in ("timing", "seconds", "latency"):
+            case.pop(key, None)
+    for env in report["environments"].values():
+        env.pop("reused", None)
+    return report
+
+
+@pytest.fixture(scope="module")
+def unsharded(docker_engine, run_id, session_tags, kit_images, tiny_chain, tmp_path_factory):
+    """(model args, report, its prefix, out dir): make drift-test's when it is current, else one run here."""
+    matrix = load_matrix(ROOT / "drift" / "matrix.toml")
+    session_tags.extend(env.image_spec().tag(run_id) for env in matrix.envs.values())
+    session_tags.append(f"{run_id}-{OP_BUILD_ENV}:cpu")
+    out = tmp_path_factory.mktemp("shards") / "drift"
+    out.mkdir()
+    made = made_by_make_drift_test()
+    if made is not None:
+        # The variants make drift-test made (up to date for this model): the shards reuse them.
+        (out / "models").symlink_to(made.parent / "models", target_is_directory=True)
+        return ["--model", "out/model"], json.loads(made.read_text()), "coldchain", out
+    model_args = ["--model", str(tiny_chain / "model"), "--run", str(tiny_chain / "run")]
+    code, stdout, stderr = finish(coldchain(["drift-test", *model_args, "--out", str(out), "--json"], run_id))
+    assert code in (0, 1), stderr[-3000:]
+    return model_args, json.loads(stdout), run_id, out
+
+
+def test_three_shards_two_at_a_time_merge_into_the_unsharded_report(docker_engine, run_id, unsharded):
+    model_args, whole, whole_prefix, out = unsharded
+    args = ["drift-test", *model_args, "--out", str(out), "--json"]
+    # Shards 1 and 2 side by side, then 3 (this machine has 2 cores); the third through the CI variables.
+    first, second = (coldchain(args + ["--shard", f"{index}/{SHARDS}"], run_id) for index in (1, 2))
+    results = [finish(first), finish(second)]
+    third = subprocess.Popen([sys.executable, "-m", "coldchain", *args], cwd=ROOT, text=True,
+                             env=dict(os.environ, COLDCHAIN_PREFIX=run_id, JOB_COMPLETION_INDEX="2",
+                                      COLDCHAIN_SHARDS=str(SHARDS)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    results.append(finish(third))
+    partial_cases = []
+    for index, (code, stdout, stderr) in enumerate(results, start=1):
+        assert code in (0, 1), stderr[-3000:]
+        report = json.loads(stdout)
+        assert report["shard"] == {"index": index, "total": SHARDS, "cases": [c["name"] for c in report["cases"]]}
+        assert code == (0 if report["ok"] else 1)
+        partial_cases.append(report["shard"]["cases"])
+        for name in report_names(Shard(index, SHARDS).suffix).values():
+            assert (out / name).is_file()
+    assert all(partial_cases) and sorted(sum(partial_cases, [])) == sorted(whole["matrix_cases"])
+    assert not (out / "drift-report.json").exists()  # a shard never writes the whole run's names
+
+    merged_dir = out.parent / "merged"
+    code, stdout, stderr = finish(coldchain(["drift-merge", str(out), "--out", str(merged_dir), "--json"], run_id))
+    assert code == (0 if whole["ok"] else 1), stderr[-3000:]
+    merged = json.loads(stdout)
+    assert json.loads((merged_dir / "drift-report.json").read_text()) == merged
+    expected, got = comparable(whole, whole_prefix), comparable(merged, run_id)
+    differing = sorted(key for key in set(expected) | set(got) if expected.get(key) != got.get(key))
+    cases = [(a["name"], [k for k in set(a) | set(b) if a.get(k) != b.get(k)])
+             for a, b in zip(expected.get("cases", []), got.get("cases", [])) if a != b]
+    assert expected == got, f"differ in {differing}; cases {cases}"
+    assert len(merged["timing"]["shards"]) == SHARDS
+    for name in report_names().values():
+        assert (merged_dir / name).is_file()
+    width, height, _ = read_png(merged_dir / REPORT_HEATMAP)
+    assert height == 40 + 22 * len(whole["cases"]) + 46
