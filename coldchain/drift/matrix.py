@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IMAGES, LOCKS, ImageSpec, LockSpec
-from ..contract import (EXPECT_AS_REFERENCE, FAILURE_CLASSES, OUTCOME_BIT_EXACT, OUTCOME_NOT_APPLICABLE, OUTCOME_PASS,
-                        OUTCOMES, PASS_OUTCOMES, WARNING_CODES)
+from ..contract import (DEFAULT_BF16_TOLERANCE, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FAILURE_CLASSES,
+                        OUTCOME_BIT_EXACT, OUTCOME_NOT_APPLICABLE, OUTCOME_PASS, OUTCOMES, PASS_OUTCOMES,
+                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_TENSORFLOW, RUNTIMES, WARNING_CODES, Code)
 from ..errors import UsageError
 
 SCHEMA_VERSION = 1
-EXPECTATIONS = OUTCOMES + (EXPECT_AS_REFERENCE,)
+EXPECTATIONS = OUTCOMES + (EXPECT_AS_REFERENCE, EXPECT_AS_PRECISION)
 FINDING_CODES = FAILURE_CLASSES + WARNING_CODES
 DEFAULT_VARIANT = "default"
 OP_BUILD_ENV = "opbuild"  # freeze variants marked `in = "opbuild"` run in the custom-op build image
@@ -80,6 +82,9 @@ class Settings:
     allow_soft_placement: bool = False
     load_op_libraries: bool = False
     preprocessing: tuple[str, ...] = ()
+    runtime: str = RUNTIME_TENSORFLOW
+    precision: str = PRECISION_FP32
+    bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,7 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
     where = f"[[cases]] #{index + 1}" + (f" ({data['name']})" if "name" in data else "")
     _check_keys(path, data, ("name", "env", "variant", "expect", "expect_findings", "description", "scenario",
                              "environment", "intra_op_threads", "inter_op_threads", "allow_soft_placement",
-                             "load_op_libraries", "preprocessing"), where)
+                             "load_op_libraries", "preprocessing", "runtime", "precision", "bf16_tolerance"), where)
     for key in ("name", "env", "expect"):
         if key not in data:
             raise UsageError(f"{path}: {where} has no {key}", fix=f"add {key} = ...")
@@ -243,23 +248,54 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
     preprocessing = data.get("preprocessing", [])
     if not isinstance(preprocessing, list):
         raise UsageError(f"{path}: {where} preprocessing must be a list", fix='e.g. preprocessing = ["channel_order=BGR"]')
+    runtime, precision = _runtime_and_precision(path, data, where)
+    if expect == EXPECT_AS_PRECISION and precision != PRECISION_RUNTIME_DEFAULT:
+        raise UsageError(f"{path}: {where} expects {EXPECT_AS_PRECISION} but declares precision {precision}",
+                         fix=f'{EXPECT_AS_PRECISION} is for precision = "{PRECISION_RUNTIME_DEFAULT}" cases')
+    tolerance = data.get("bf16_tolerance", DEFAULT_BF16_TOLERANCE)
+    if not isinstance(tolerance, (int, float)) or not 0 < tolerance < 1:
+        raise UsageError(f"{path}: {where} bf16_tolerance must be a number between 0 and 1",
+                         fix=f"the fraction of each golden tensor's magnitude, e.g. {DEFAULT_BF16_TOLERANCE}")
     settings = Settings(environment=tuple(sorted(environment.items())),
                         intra_op_threads=int(data.get("intra_op_threads", 0)),
                         inter_op_threads=int(data.get("inter_op_threads", 0)),
                         allow_soft_placement=bool(data.get("allow_soft_placement", False)),
                         load_op_libraries=bool(data.get("load_op_libraries", False)),
-                        preprocessing=tuple(str(item) for item in preprocessing))
+                        preprocessing=tuple(str(item) for item in preprocessing), runtime=runtime,
+                        precision=precision, bf16_tolerance=float(tolerance))
     return CaseSpec(name=str(data["name"]), env=env, variant=variant, expect=expect,
                     description=str(data.get("description", "")), settings=settings,
                     scenario=str(data.get("scenario", "")), expect_findings=tuple(str(code) for code in findings))
 
 
-def resolve_expectation(expected: str, numerics_differences: list[str] | None) -> str:
+def _runtime_and_precision(path: Path, data: dict, where: str) -> tuple[str, str]:
+    runtime = known(path, "runtime", str(data.get("runtime", RUNTIME_TENSORFLOW)), RUNTIMES, f" in {where}")
+    precision = known(path, "precision", str(data.get("precision", PRECISION_FP32)),
+                      PRECISIONS + (PRECISION_RUNTIME_DEFAULT,), f" in {where}")
+    if runtime in (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME) and precision != PRECISION_FP32:
+        raise UsageError(f"{path}: {where}: {runtime} runs the graph in fp32 only here, not {precision}",
+                         fix='use runtime = "openvino" for bf16 or its default precision')
+    return runtime, precision
+
+
+def resolve_expectation(expected: str, numerics_differences: list[str] | None,
+                        precision_effective: str | None = None) -> str:
     """as-reference: bit-exact where the case computed with the golden's effective numerics (same TF,
-    oneDNN state, ISA and thread pools), within tolerance where any of them differ or is unknown."""
+    oneDNN state, ISA and thread pools), within tolerance where any of them differ or is unknown.
+    as-precision: within tolerance where the runtime chose fp32 by itself, golden-mismatch where it
+    chose less (bf16 on CPUs with AVX512_BF16 or AMX); unknown precision expects the mismatch's absence."""
+    if expected == EXPECT_AS_PRECISION:
+        return OUTCOME_PASS if precision_effective in (None, PRECISION_FP32) else Code.GOLDEN_MISMATCH
     if expected != EXPECT_AS_REFERENCE:
         return expected
     return OUTCOME_BIT_EXACT if numerics_differences == [] else OUTCOME_PASS
+
+
+def required_findings(case: CaseSpec, precision_effective: str | None) -> tuple[str, ...]:
+    """The case's expected findings, plus reduced-precision where a runtime-default case computed below fp32."""
+    if case.settings.precision == PRECISION_RUNTIME_DEFAULT and precision_effective not in (None, PRECISION_FP32):
+        return case.expect_findings + (Code.REDUCED_PRECISION,)
+    return case.expect_findings
 
 
 def outcome_matches(expected: str, actual: str | None) -> bool:

@@ -107,7 +107,7 @@ def markdown(report: dict) -> str:
         latency = case.get("latency") or {}
         lines.append(
             f"| {case['name']} | {case['env']} ({case.get('tensorflow')} / {case.get('python')}) | {case['variant']} | "
-            f"{_expected(case)} | {case['outcome']} | {case.get('numerics_summary') or '-'} | "
+            f"{_expected(case)} | {case['outcome']} | {_numerics(case)} | "
             f"{'yes' if case.get('loaded') else 'no'} | "
             f"{_levels(case.get('preprocessing'))} | "
             f"{fmt(logits.get('max_abs_diff'))} | {fmt(logits.get('max_rel_diff'))} | "
@@ -140,6 +140,20 @@ PHASES = (("container_overhead_s", "container start/stop, interpreter"),
           ("process_start_to_main_s", "to the probe's main"), ("import_tensorflow_s", "TensorFlow import"),
           ("diagnosis_s", "static checks and graph import"), ("preprocessing_s", "preprocessing check"),
           ("golden_s", "golden probe"), ("latency_s", "latency"))
+
+
+def describe_runtime(runtime: dict | None) -> str:
+    """'openvino 2025.1 (converted by ...): bf16, declared runtime-default' for runtimes besides TensorFlow."""
+    if not runtime or runtime.get("name") in (None, "tensorflow"):
+        return ""
+    versions = ", ".join(f"{name} {version}" for name, version in sorted((runtime.get("versions") or {}).items()))
+    effective = runtime.get("precision_effective") or "not reached"
+    return f"{runtime['name']} ({versions or 'versions unknown'}): {effective}, declared {runtime.get('precision_declared')}"
+
+
+def _numerics(case: dict) -> str:
+    runtime = describe_runtime(case.get("runtime"))
+    return f"{runtime}; {case.get('numerics_summary') or '-'}" if runtime else (case.get("numerics_summary") or "-")
 
 
 def breakdown(cases: list[dict]) -> list[str]:

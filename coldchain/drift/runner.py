@@ -16,10 +16,11 @@ from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import IMAGES, RUN_LABEL, Project
-from ..contract import (EXPECT_AS_REFERENCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, GOLDEN_LOGITS_KEY,
-                        MANIFEST_FILE,
-                        MOUNT_MODEL, MOUNT_MODELS, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, RUN_CONFIG_FILE, SEVERITY_WARNING,
-                        Code, ProbeReport, describe_numerics, numerics_differences)
+from ..contract import (EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
+                        FLAG_LOAD_OP_LIBRARIES, FLAG_PRECISION, FLAG_RUNTIME, GOLDEN_LOGITS_KEY, MANIFEST_FILE,
+                        MOUNT_MODEL, MOUNT_MODELS, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, PRECISION_BF16,
+                        PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_TENSORFLOW, SEVERITY_WARNING, Code, ProbeReport,
+                        describe_numerics, numerics_differences)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..environments.locks import check_all, check_fresh, disagreements
@@ -30,7 +31,7 @@ from ..steps.pipeline import StepConfig, run_step
 from ..steps.runner import Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
-from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches,
+from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, required_findings,
                      resolve_expectation)
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class CaseResult:
             "findings": self.findings, "loaded": probe.get("loaded"), "runtime_outcome": probe.get("outcome"),
             "diagnosis": probe.get("diagnosis"), "load_error": probe.get("load_error"),
             "preprocessing": probe.get("preprocessing"), "golden": probe.get("golden"),
-            "latency": probe.get("latency"), "numerics": probe.get("numerics"),
+            "latency": probe.get("latency"), "numerics": probe.get("numerics"), "runtime": probe.get("runtime"),
             "reference_numerics": self.reference_numerics, "numerics_differences": self.numerics_differences,
             "numerics_summary": describe_numerics(probe.get("numerics")), "timing": timing,
             "seconds": round(self.seconds, 2),
@@ -233,6 +234,12 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
         arguments += ["--inter-op-threads", str(settings.inter_op_threads)]
     for item in settings.preprocessing:
         arguments += ["--preprocessing", item]
+    if settings.runtime != RUNTIME_TENSORFLOW:
+        arguments += [FLAG_RUNTIME, settings.runtime]
+    if settings.precision != PRECISION_FP32:
+        arguments += [FLAG_PRECISION, settings.precision]
+    if settings.precision == PRECISION_BF16:
+        arguments += [FLAG_BF16_TOLERANCE, str(settings.bf16_tolerance)]
     return tuple(arguments)
 
 
@@ -251,16 +258,20 @@ def reference_numerics(model: Path) -> dict | None:
         return None
 
 
-def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differences: list[str] | None
-          ) -> tuple[str, bool, list[str]]:
+def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differences: list[str] | None,
+          precision_effective: str | None = None) -> tuple[str, bool, list[str]]:
     """(resolved expectation, ok, reasons): the outcome must match and every expected finding be there."""
-    resolved = resolve_expectation(case.expect, differences)
+    resolved = resolve_expectation(case.expect, differences, precision_effective)
     reasons = []
     if not outcome_matches(resolved, outcome):
-        why = f" ({'same numerics' if differences == [] else 'numerics differ: ' + '; '.join(differences or ['unknown'])})" \
-            if resolved != case.expect else ""
+        if case.expect == EXPECT_AS_PRECISION:
+            why = f" (the runtime computed in {precision_effective or 'an unknown precision'})"
+        elif resolved != case.expect:
+            why = f" ({'same numerics' if differences == [] else 'numerics differ: ' + '; '.join(differences or ['unknown'])})"
+        else:
+            why = ""
         reasons.append(f"expected {resolved}{why}, got {outcome}")
-    missing = [code for code in case.expect_findings if code not in finding_codes]
+    missing = [code for code in required_findings(case, precision_effective) if code not in finding_codes]
     if missing:
         reasons.append(f"expected findings {missing} are missing")
     return resolved, not reasons, reasons
@@ -318,7 +329,8 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
             {item["code"] for item in ((probe or {}).get("diagnosis") or {}).get("findings", [])}
         reference = reference_numerics(models[case.variant])
         differences = numerics_differences(reference, (probe or {}).get("numerics"))
-        resolved, ok, reasons = judge(case, outcome, codes, differences)
+        resolved, ok, reasons = judge(case, outcome, codes, differences,
+                                      ((probe or {}).get("runtime") or {}).get("precision_effective"))
         if not ok and error:
             reasons.append(error)
         elif not ok and probe and (probe.get("diagnosis") or {}).get("findings"):

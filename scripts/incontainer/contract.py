@@ -36,6 +36,24 @@ def tensor_name(node: str, index: int = 0) -> str:
 
 
 ENVIRONMENT_DIR = "environment"  # in an adopted model directory: the reference environment's lock
+CONVERTED_DIR = "converted"  # beside the model: converted/<runtime>/ holds a runtime's converted artefact
+CONVERSION_FILE = "conversion.json"  # in converted/<runtime>/: source sha256, artefact sha256s, converter versions
+
+# --- inference runtimes and the precision they compute in ------------------------------------------
+RUNTIME_TENSORFLOW = "tensorflow"
+RUNTIME_ONNXRUNTIME = "onnxruntime"  # the graph converted with tf2onnx
+RUNTIME_OPENVINO = "openvino"  # the graph read by OpenVINO's TensorFlow frontend
+RUNTIMES = (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
+PRECISION_FP32 = "fp32"
+PRECISION_BF16 = "bf16"
+PRECISIONS = (PRECISION_FP32, PRECISION_BF16)  # what a user declares
+# Only drift cases: leave the runtime's own default (OpenVINO picks bf16 on CPUs with AVX512_BF16/AMX)
+# and judge it at fp32 tolerances, as a user who declared nothing expects.
+PRECISION_RUNTIME_DEFAULT = "runtime-default"
+# A bf16 run passes when every golden tensor is within this fraction of its largest magnitude and the
+# top-1 class agrees on every probe. bf16 keeps 8 mantissa bits; OpenVINO's bf16 ResNet v1 50 measured
+# 0.6% of the magnitude at worst (README), so 3% leaves 5x room and still fails a wrong model.
+DEFAULT_BF16_TOLERANCE = 0.03
 
 # Keys of golden.npz besides the per-tensor ones (which are the manifest's golden.tensors[].key).
 GOLDEN_INPUT_KEY = "input"
@@ -80,10 +98,14 @@ MODULES = {
     "heatmap": "incontainer.measure.heatmap",
     "sandbox": "incontainer.measure.sandbox",
     "env-check": "incontainer.env_check",
+    "convert": "incontainer.steps.convert",
 }
 # Flags both sides spell the same way.
 FLAG_LOAD_OP_LIBRARIES = "--load-op-libraries"
 FLAG_ALLOW_SOFT_PLACEMENT = "--allow-soft-placement"
+FLAG_RUNTIME = "--runtime"
+FLAG_PRECISION = "--precision"
+FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "
@@ -147,6 +169,9 @@ OUTCOME_PASS = "pass"
 PASS_OUTCOMES = (OUTCOME_BIT_EXACT, OUTCOME_PASS)
 # Bit-exact where the case's effective numerics equal the golden's, within tolerance where not.
 EXPECT_AS_REFERENCE = "as-reference"
+# Pass where the runtime computed in fp32, golden-mismatch (naming reduced-precision) where it chose a
+# lower precision by itself: the outcome of a runtime-default case on every CPU.
+EXPECT_AS_PRECISION = "as-precision"
 # A case whose model variant cannot exist for this model (an adopted model has no training run).
 OUTCOME_NOT_APPLICABLE = "not-applicable"
 
@@ -166,6 +191,7 @@ class Code:
     OP_LIBRARY_LOAD = "op-library-load-failed"
     UNREGISTERED_OP = "unregistered-op"
     UNKNOWN_ATTR = "unknown-attr"
+    CONVERSION_FAILED = "conversion-failed"  # tf2onnx or OpenVINO's reader rejected the graph
     BATCH_NORM_TRAINING = "batch-norm-training-mode"
     TRAINING_OP = "training-op"
     REF_DTYPE = "ref-dtype"
@@ -182,17 +208,19 @@ class Code:
     OP_LIBRARY_UNVERSIONED = "op-library-unversioned"
     LOCK_DRIFT = "lock-drift"
     NUMERICS_DIFFER = "numerics-differ"
+    REDUCED_PRECISION = "reduced-precision"  # the runtime computed below fp32 without being told to
 
 
 FAILURE_CLASSES = (
     Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.GRAPH_TOO_NEW,
     Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
-    Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR, Code.BATCH_NORM_TRAINING, Code.TRAINING_OP, Code.REF_DTYPE,
+    Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING, Code.TRAINING_OP,
+    Code.REF_DTYPE,
     Code.DEVICE_CLUSTER, Code.DEVICE_UNAVAILABLE, Code.MISSING_NODE, Code.LOAD_ERROR, Code.RUN_ERROR,
     Code.PREPROCESSING_MISMATCH, Code.GOLDEN_MISMATCH,
 )
 WARNING_CODES = (Code.NEWER_PRODUCER, Code.ENVIRONMENT_DIFFERS, Code.OP_LIBRARY_UNVERSIONED, Code.LOCK_DRIFT,
-                 Code.NUMERICS_DIFFER)
+                 Code.NUMERICS_DIFFER, Code.REDUCED_PRECISION)
 OUTCOMES = PASS_OUTCOMES + FAILURE_CLASSES
 SEVERITY_ERROR = "error"
 SEVERITY_WARNING = "warning"
@@ -231,6 +259,7 @@ class ProbeReport:
     latency: Optional[Dict[str, Any]] = None
     numerics: Optional[Dict[str, Any]] = None  # what this runtime computed with (numerics.effective())
     timing: Optional[Dict[str, Any]] = None  # seconds per stage, import to latency
+    runtime: Optional[Dict[str, Any]] = None  # name, converter and runtime versions, declared/effective precision
     seconds: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:

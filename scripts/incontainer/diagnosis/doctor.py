@@ -54,6 +54,10 @@ class DoctorOptions:
     run: bool = True  # stage 4: execute the graph once (the caller allows it)
 
 
+# Findings about the file and its manifest, whatever runtime reads them.
+GRAPH_LEVEL = (Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.MISSING_NODE)
+
+
 @dataclass
 class Diagnosis:
     model: str
@@ -82,6 +86,18 @@ class Diagnosis:
     def confirm(self, code: str, message: str, stage: str) -> None:
         """The runtime refused the graph: the static findings that explain it are confirmed errors."""
         _confirm(self, code, message, stage)
+
+    def add(self, code: str, cause: str, fix: str, severity: str = ERROR, detail: str = "") -> None:
+        """A finding from the run stage outside TensorFlow: a converter, another runtime."""
+        self.findings.append(Finding(code, cause, fix, severity=severity, stage=STAGE_RUN, detail=detail))
+
+    def for_runtime(self, runtime: str) -> None:
+        """Another runtime reads the graph itself: what only TensorFlow's registry, version or placer
+        refuses (an op, an attr, a device) is no reason to stop it, so those errors become warnings;
+        a broken file or manifest still blocks. A run that confirms a finding upgrades it again."""
+        self.findings = [finding.downgraded(f"a TensorFlow matter; {runtime} reads the graph itself")
+                         if finding.severity == ERROR and finding.code not in GRAPH_LEVEL else finding
+                         for finding in self.findings]
 
     def ran(self, how: str) -> None:
         """The runtime ran the graph (and its outputs did not depend on the batch): static findings

@@ -147,6 +147,19 @@ def session_runner(session, tensors: Dict[str, str], input_tensor: str) -> Runne
     return run
 
 
+def with_precision_tolerance(manifest: dict, arrays: dict, fraction: float) -> dict:
+    """The manifest with each golden tensor's abs_tol widened to `fraction` of its largest magnitude:
+    how a run declared at reduced precision (bf16) is judged. The fp32 tolerances stay where wider."""
+    import copy
+
+    widened = copy.deepcopy(manifest)
+    for entry in widened["golden"]["tensors"]:
+        scale = float(np.max(np.abs(arrays[entry["key"]]))) if arrays[entry["key"]].size else 0.0
+        entry["abs_tol"] = max(float(entry["abs_tol"]), fraction * scale)
+        entry["declared_fraction"] = fraction
+    return widened
+
+
 def golden_tensors(manifest: dict) -> Dict[str, str]:
     return {entry["key"]: entry["name"] for entry in manifest["golden"]["tensors"]}
 

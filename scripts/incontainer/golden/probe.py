@@ -8,6 +8,7 @@ expected. Exit 0 unless the probe itself breaks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -15,14 +16,18 @@ import time
 from typing import Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, OUTCOME_BIT_EXACT,
-                        MODULES, OUTCOME_PASS, STAGE_RUN, Code, ProbeReport)
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
+                        FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
+                        PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
 from ..data.preprocess import PreprocessSpec, with_fields
 from ..diagnosis.doctor import DoctorOptions, diagnose
+from ..diagnosis.findings import WARNING
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
-from .check import (BATCH_DEPENDENT_CAUSE, batch_invariance, batch_limit, evaluate, golden_tensors, in_batches, missing_tensors,
-                    preprocessing_result, session_runner)
+from ..runtimes.backends import ConversionFailed
+from .check import (BATCH_DEPENDENT_CAUSE, batch_invariance, batch_limit, evaluate, golden_tensors, in_batches,
+                    missing_tensors, preprocessing_result, session_runner, with_precision_tolerance)
 
 STARTED = time.perf_counter()
 
@@ -53,6 +58,12 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--inter-op-threads", type=int, default=0)
     parser.add_argument("--latency-runs", type=int, default=3)
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW,
+                        help="convert the graph in this process and run it in ONNX Runtime or OpenVINO")
+    parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS + (PRECISION_RUNTIME_DEFAULT,),
+                        default=PRECISION_FP32, help=f"{PRECISION_RUNTIME_DEFAULT}: leave the runtime's own choice "
+                                                     "and judge it at fp32 tolerances")
+    parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE)
     return parser.parse_args(argv)
 
 
@@ -70,6 +81,8 @@ def probe(args, first: bool = True) -> ProbeReport:
     diagnosis = diagnose(DoctorOptions(model=args.model, load_shipped_op_libraries=args.load_op_libraries,
                                        allow_soft_placement=args.allow_soft_placement, run=False))
     timing["diagnosis_s"] = round(time.perf_counter() - mark, 3)
+    if args.runtime != RUNTIME_TENSORFLOW:
+        diagnosis.for_runtime(args.runtime)
     report.diagnosis = diagnosis.to_json()
     if diagnosis.blocking_before_running:
         report.outcome = diagnosis.outcome
@@ -85,38 +98,74 @@ def probe(args, first: bool = True) -> ProbeReport:
                                                                                "--preprocessing"))
     timing["preprocessing_s"] = round(time.perf_counter() - mark, 3)
     tensors = golden_tensors(manifest)
-    missing = missing_tensors(diagnosis.graph, list(tensors.values()))
+    # Where TensorFlow could not import the graph, the converter names what is missing.
+    missing = missing_tensors(diagnosis.graph, list(tensors.values())) if diagnosis.graph is not None else []
     if missing:
         report.outcome, report.load_error = Code.MISSING_NODE, f"golden tensors {missing} are not in the graph"
         return report
     tf.config.experimental.enable_tensor_float_32_execution(False)
-    config = tf.compat.v1.ConfigProto(allow_soft_placement=args.allow_soft_placement,
-                                      intra_op_parallelism_threads=args.intra_op_threads,
-                                      inter_op_parallelism_threads=args.inter_op_threads)
     input_tensor = manifests.tensor_of(manifest["inputs"][0])
-    with tf.compat.v1.Session(graph=diagnosis.graph, config=config) as session:
-        run = session_runner(session, tensors, input_tensor)
+    output = manifests.tensor_of(manifests.output_entry(manifest, "probabilities")
+                                 or manifests.output_entry(manifest, "logits"))
+    with contextlib.ExitStack() as stack:
+        if args.runtime == RUNTIME_TENSORFLOW:
+            config = tf.compat.v1.ConfigProto(allow_soft_placement=args.allow_soft_placement,
+                                              intra_op_parallelism_threads=args.intra_op_threads,
+                                              inter_op_parallelism_threads=args.inter_op_threads)
+            session = stack.enter_context(tf.compat.v1.Session(graph=diagnosis.graph, config=config))
+            run = session_runner(session, tensors, input_tensor)
+            predict = lambda feed: {"out": session.run(output, {input_tensor: feed})}  # noqa: E731
+            errors: tuple = (tf.errors.OpError,)
+            report.runtime = {"name": RUNTIME_TENSORFLOW, "precision_declared": args.precision,
+                              "precision_effective": PRECISION_FP32, "versions": {"tensorflow": tf.__version__}}
+        else:
+            mark = time.perf_counter()
+            try:
+                backend = converted_backend(args, diagnosis.graph_def, input_tensor, tensors)
+            except ConversionFailed as failure:
+                timing["conversion_s"] = round(time.perf_counter() - mark, 3)
+                report.load_error = str(failure)
+                diagnosis.add(Code.CONVERSION_FAILED, str(failure), "fix the graph in TensorFlow first (the findings "
+                              "above name what), or serve it with TensorFlow")
+                report.diagnosis, report.outcome = diagnosis.to_json(), Code.CONVERSION_FAILED
+                report.runtime = {"name": args.runtime, "precision_declared": args.precision}
+                return report
+            timing["conversion_s"] = round(time.perf_counter() - mark, 3)
+            run = backend.run
+            output_key = next(entry["key"] for entry in manifest["golden"]["tensors"] if entry["name"] == output)
+            predict = lambda feed: {"out": backend.run(feed)[output_key]}  # noqa: E731
+            errors = (RuntimeError, ValueError)
+            report.runtime = backend.describe()
+            if backend.precision_effective != PRECISION_FP32 and args.precision == PRECISION_RUNTIME_DEFAULT:
+                diagnosis.add(Code.REDUCED_PRECISION, f"{args.runtime} computed in {backend.precision_effective} "
+                              "though no precision was declared (its default on this CPU); judged at fp32 tolerances",
+                              f"declare the precision: {FLAG_PRECISION} fp32 (OpenVINO: INFERENCE_PRECISION_HINT=f32), "
+                              f"or {FLAG_PRECISION} bf16 with a tolerance", severity=WARNING)
+        judged = with_precision_tolerance(manifest, arrays, args.bf16_tolerance) \
+            if args.precision == PRECISION_BF16 else manifest
         try:
             mark = time.perf_counter()
-            report.golden = evaluate(run, manifest, arrays)
+            report.golden = evaluate(run, judged, arrays)
             timing["golden_s"] = round(time.perf_counter() - mark, 3)
-            invariance = batch_invariance(run, manifest, arrays)
+            invariance = batch_invariance(run, judged, arrays)
             report.golden["batch_invariance"] = invariance
-        except tf.errors.OpError as error:
+        except errors as error:
             report.load_error = first_line(error)
-            diagnosis.confirm(classify_run_error(report.load_error), report.load_error, STAGE_RUN)
+            if args.runtime == RUNTIME_TENSORFLOW:
+                diagnosis.confirm(classify_run_error(report.load_error), report.load_error, STAGE_RUN)
+            else:
+                diagnosis.add(Code.RUN_ERROR, f"{args.runtime} failed running the converted graph: "
+                              f"{report.load_error}", "serve the graph with TensorFlow, or report the op to the "
+                              "runtime's project")
             report.diagnosis, report.outcome = diagnosis.to_json(), diagnosis.outcome
             return report
         # One image, as a serving request sends it: the latency a case reports, not a throughput benchmark.
         batch = arrays[manifest["golden"]["input_key"]][:1]
-        output = manifests.tensor_of(manifests.output_entry(manifest, "probabilities")
-                                     or manifests.output_entry(manifest, "logits"))
         timings = []
         mark = time.perf_counter()
         for _ in range(max(1, args.latency_runs)):
             begin = time.perf_counter()
-            in_batches(lambda feed: {"out": session.run(output, {input_tensor: feed})}, batch,
-                       batch_limit(manifest))
+            in_batches(predict, batch, batch_limit(manifest))
             timings.append(time.perf_counter() - begin)
         timing["latency_s"] = round(time.perf_counter() - mark, 3)
         median = statistics.median(timings)
@@ -139,6 +188,18 @@ def probe(args, first: bool = True) -> ProbeReport:
     else:
         report.outcome = OUTCOME_BIT_EXACT if report.golden["bit_exact"] else OUTCOME_PASS
     return report
+
+
+def converted_backend(args, graph_def, input_tensor: str, tensors: dict):
+    """The graph converted in memory (the probe's mounts are read-only) for ONNX Runtime or OpenVINO."""
+    from ..runtimes import backends
+
+    if args.runtime == RUNTIME_ONNXRUNTIME:
+        model = backends.convert_onnx(graph_def, input_tensor, tensors, args.model)
+        return backends.onnxruntime_backend(model, input_tensor, tensors, args.precision, args.intra_op_threads,
+                                            args.inter_op_threads)
+    model = backends.read_openvino(os.path.join(args.model, MODEL_FILE), tensors, args.model)
+    return backends.openvino_backend(model, tensors, args.precision, args.intra_op_threads)
 
 
 def cases(args) -> list:

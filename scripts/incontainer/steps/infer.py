@@ -15,12 +15,15 @@ import numpy as np
 
 from ..common import (InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
-from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, MODEL_FILE, Code
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
+                        FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
+                        PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES, Code)
 from ..data.image_files import BadImageError, decode_image_file, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..diagnosis.findings import group, summarize
-from ..golden.check import batch_limit, golden_tensors, missing_tensors, run_golden, session_runner
+from ..golden.check import (batch_limit, golden_tensors, missing_tensors, run_golden, session_runner,
+                            with_precision_tolerance)
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
 from ..runtime import effective_numerics
@@ -40,6 +43,9 @@ class InferConfig:
     on_bad_image: str = "fail"
     load_op_libraries: bool = False
     allow_soft_placement: bool = True
+    runtime: str = RUNTIME_TENSORFLOW
+    precision: str = PRECISION_FP32
+    bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
@@ -57,8 +63,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                         help="fail on device pins to absent devices instead of placing those nodes on the CPU")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help=argparse.SUPPRESS)
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW,
+                        help="onnxruntime/openvino run the model's converted artefact (converted/<runtime>/)")
+    parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS, default=PRECISION_FP32)
+    parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE,
+                        help="with --precision bf16: each golden tensor may differ by this fraction of its largest "
+                             "magnitude")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
+    if not 0 < args.bf16_tolerance < 1:
+        raise InsideError(f"{FLAG_BF16_TOLERANCE} must be between 0 and 1 (a fraction of each tensor's magnitude)")
     if not args.golden_only:
         if not args.inputs:
             raise InsideError("no inputs: pass image files or directories (or --golden-only)")
@@ -69,7 +83,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
     return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
                        top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
                        on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
-                       allow_soft_placement=args.allow_soft_placement)
+                       allow_soft_placement=args.allow_soft_placement, runtime=args.runtime,
+                       precision=args.precision, bf16_tolerance=args.bf16_tolerance)
 
 
 def check_interface(graph_def, manifest: dict, path: str) -> None:
@@ -100,10 +115,16 @@ def check_interface(graph_def, manifest: dict, path: str) -> None:
 class Predictor:
     """The model, verified, imported and checked against its golden, ready to predict batches."""
 
-    def __init__(self, model_dir: str, load_op_libraries: bool = False, allow_soft_placement: bool = True):
+    def __init__(self, model_dir: str, load_op_libraries: bool = False, allow_soft_placement: bool = True,
+                 runtime: str = RUNTIME_TENSORFLOW, precision: str = PRECISION_FP32,
+                 bf16_tolerance: float = DEFAULT_BF16_TOLERANCE):
         import tensorflow as tf
 
+        if runtime == RUNTIME_TENSORFLOW and precision != PRECISION_FP32:
+            raise InsideError(f"TensorFlow runs this graph in fp32 only here; declare {FLAG_PRECISION} fp32, or "
+                              f"{FLAG_RUNTIME} openvino for {precision}")
         self.model_dir = model_dir
+        self.runtime = None
         self.manifest = manifests.load_manifest(model_dir)
         self.arrays = manifests.load_golden_arrays(model_dir, self.manifest)
         problems = manifests.validate_directory(model_dir, self.manifest, self.arrays)
@@ -113,6 +134,8 @@ class Predictor:
         self.spec = PreprocessSpec.from_json(self.manifest["preprocessing"], os.path.join(model_dir, MANIFEST_FILE))
         diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=load_op_libraries,
                                            allow_soft_placement=allow_soft_placement, run=False))
+        if runtime != RUNTIME_TENSORFLOW:
+            diagnosis.for_runtime(runtime)
         if diagnosis.blocking_before_running:
             raise PreflightFailed(f"{os.path.join(model_dir, MODEL_FILE)} cannot run on this TensorFlow: "
                                   f"{summarize(group(diagnosis.blocking_before_running))}", code=diagnosis.outcome)
@@ -123,21 +146,69 @@ class Predictor:
         # TF32 (on by default on Ampere+ GPUs) rounds conv inputs to 10-bit mantissas, far outside the golden
         # tolerances; inference keeps full float32 like the CPU-computed golden.
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        config = tf.compat.v1.ConfigProto(allow_soft_placement=allow_soft_placement,
-                                          intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
-        self.session = tf.compat.v1.Session(graph=diagnosis.graph, config=config)
         self.numerics = effective_numerics(intra, inter)
         tensors = golden_tensors(self.manifest)
-        missing = missing_tensors(diagnosis.graph, list(tensors.values()))
+        self.session = None
+        if runtime == RUNTIME_TENSORFLOW:
+            config = tf.compat.v1.ConfigProto(allow_soft_placement=allow_soft_placement,
+                                              intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+            self.session = tf.compat.v1.Session(graph=diagnosis.graph, config=config)
+        # Where TensorFlow could not import the graph (another runtime's custom op), the converter named it.
+        missing = missing_tensors(diagnosis.graph, list(tensors.values())) if diagnosis.graph is not None else []
         if missing:
             raise InsideError(f"model has no tensors {missing} recorded in the golden probe; model and manifest come "
                               "from different freezes", code=Code.MANIFEST_INVALID)
         self.input_tensor = manifests.tensor_of(self.manifest["inputs"][0])
         self.limit = batch_limit(self.manifest)
-        self.golden_run = self.guard(session_runner(self.session, tensors, self.input_tensor))
         probabilities = manifests.output_entry(self.manifest, "probabilities")
         self.output_tensor = manifests.tensor_of(probabilities or manifests.output_entry(self.manifest, "logits"))
         self.softmax_needed = probabilities is None
+        if runtime == RUNTIME_TENSORFLOW:
+            self.golden_run = self.guard(session_runner(self.session, tensors, self.input_tensor))
+            self.predict = self.guard(lambda feed: {"out": self.session.run(self.output_tensor,
+                                                                            {self.input_tensor: feed})})
+        else:
+            self.golden_run, self.predict = self.converted(runtime, precision, tensors, intra, inter)
+        if precision == PRECISION_BF16:
+            self.judged = with_precision_tolerance(self.manifest, self.arrays, bf16_tolerance)
+        else:
+            self.judged = self.manifest
+
+    def converted(self, runtime: str, precision: str, tensors: dict, intra: int, inter: int):
+        """The model's verified converted artefact in ONNX Runtime or OpenVINO."""
+        from ..runtimes import backends
+        from ..runtimes.artefacts import load_record
+
+        directory, record = load_record(self.model_dir, runtime, self.manifest)
+        unknown = sorted(set(tensors.values()) - set(record.get("tensors", {}).values()))
+        if unknown or record.get("input") != self.input_tensor:
+            raise InsideError(f"{directory} was converted with other inputs/outputs than the manifest names "
+                              f"({unknown or record.get('input')}); convert it again: coldchain convert "
+                              f"--runtime {runtime} {self.model_dir}")
+        if runtime == RUNTIME_ONNXRUNTIME:
+            with open(os.path.join(directory, backends.ONNX_FILE), "rb") as handle:
+                backend = backends.onnxruntime_backend(handle.read(), self.input_tensor, tensors, precision, intra,
+                                                       inter)
+        else:
+            model = backends.read_openvino(os.path.join(directory, backends.OPENVINO_FILES[0]), tensors, directory)
+            backend = backends.openvino_backend(model, tensors, precision, intra)
+        self.runtime = {**backend.describe(), "artefact": {"files": record["files"], "converted_with": record["versions"],
+                                                           "conversion_s": record.get("conversion_s")}}
+        key = manifests.output_entry(self.manifest, "probabilities") or manifests.output_entry(self.manifest, "logits")
+        output_key = next(entry["key"] for entry in self.manifest["golden"]["tensors"]
+                          if entry["name"] == manifests.tensor_of(key))
+        run = self.guard_runtime(runtime, backend.run)
+        return run, lambda feed: {"out": run(feed)[output_key]}
+
+    def guard_runtime(self, runtime: str, run):
+        """ONNX Runtime and OpenVINO raise their own exception types (from C++): one message, no traceback."""
+        def guarded(batch):
+            try:
+                return run(batch)
+            except Exception as error:  # noqa: BLE001 - the runtimes share no base exception
+                raise PreflightFailed(f"{self.model_dir}: running the {runtime} artefact failed here: "
+                                      f"{first_line(error)}", code=Code.RUN_ERROR) from None
+        return guarded
 
     def guard(self, run):
         """Runtime errors (a device, a kernel) become the kit's message, never a traceback."""
@@ -156,7 +227,7 @@ class Predictor:
     def check_golden(self) -> dict:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
-        summary = run_golden(self.golden_run, self.model_dir, self.manifest, self.arrays, self.spec)
+        summary = run_golden(self.golden_run, self.model_dir, self.judged, self.arrays, self.spec)
         self.diagnosis.ran("ran the golden probe")
         return summary
 
@@ -167,8 +238,7 @@ class Predictor:
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         from ..golden.check import in_batches
 
-        run = self.guard(lambda feed: {"out": self.session.run(self.output_tensor, {self.input_tensor: feed})})
-        values = in_batches(run, batch, self.limit)["out"]
+        values = in_batches(self.predict, batch, self.limit)["out"]
         values = values.reshape(values.shape[0], -1)
         if self.softmax_needed:
             shifted = np.exp(values - values.max(axis=1, keepdims=True))
@@ -176,7 +246,8 @@ class Predictor:
         return values
 
     def close(self) -> None:
-        self.session.close()
+        if self.session is not None:
+            self.session.close()
 
 
 def collect_inputs(inputs: Sequence[str]) -> list:
@@ -213,9 +284,12 @@ def write_predictions(config: InferConfig, rows: list) -> None:
 
 def infer(config: InferConfig) -> dict:
     model_dir = (os.path.dirname(config.model) or ".") if os.path.isfile(config.model) else config.model
-    predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement)
+    predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, config.runtime,
+                          config.precision, config.bf16_tolerance)
     manifest = predictor.manifest
-    summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics}
+    summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics,
+                     "runtime": predictor.runtime or {"name": RUNTIME_TENSORFLOW, "precision_declared": config.precision,
+                                                      "precision_effective": PRECISION_FP32}}
     try:
         summary["golden"] = predictor.check_golden()
         summary["preflight_warnings"] = predictor.warnings

@@ -1,0 +1,1 @@
+"""Inference runtimes besides TensorFlow (ONNX Runtime, OpenVINO) and their converted artefacts."""

@@ -1,0 +1,112 @@
+"""A runtime's converted model, kept beside the frozen graph in converted/<runtime>/ and treated like
+the model: its files' sha256, the source graph's sha256 and the converter versions are recorded in
+conversion.json, and every load checks them."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, Tuple
+
+from ..common import InsideError, atomic_write_json, sha256_bytes
+from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, MODEL_FILE, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_OPENVINO, Code)
+from ..graph import manifest as manifests
+from .backends import ONNX_FILE, OPENVINO_FILES, convert_onnx, read_openvino, versions
+
+CONVERSION_SCHEMA = 1
+
+
+def golden_tensors_and_input(manifest: dict) -> Tuple[str, Dict[str, str]]:
+    tensors = {entry["key"]: entry["name"] for entry in manifest["golden"]["tensors"]}
+    return manifests.tensor_of(manifest["inputs"][0]), tensors
+
+
+def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
+    """Convert the verified model for `runtime` into out_dir (replaced whole, never half-written)."""
+    from ..graph.graphdef import parse_graph_def
+
+    manifest = manifests.load_manifest(model_dir)
+    data = manifests.read_verified_model(model_dir, manifest)
+    source = os.path.join(model_dir, MODEL_FILE)
+    input_tensor, tensors = golden_tensors_and_input(manifest)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{runtime}-", dir=parent)
+    try:
+        start = time.perf_counter()
+        if runtime == RUNTIME_ONNXRUNTIME:
+            graph_def = parse_graph_def(data, source)
+            with open(os.path.join(staging, ONNX_FILE), "wb") as handle:
+                handle.write(convert_onnx(graph_def, input_tensor, tensors, source))
+        elif runtime == RUNTIME_OPENVINO:
+            import openvino
+
+            model = read_openvino(source, tensors, source)
+            # save_model halves the weights to fp16 unless told not to; the artefact must be the graph's fp32.
+            openvino.save_model(model, os.path.join(staging, OPENVINO_FILES[0]), compress_to_fp16=False)
+        else:
+            raise InsideError(f"no converter for runtime {runtime!r}; choose {RUNTIME_ONNXRUNTIME} or {RUNTIME_OPENVINO}")
+        record = {"schema": CONVERSION_SCHEMA, "runtime": runtime, "source": MODEL_FILE,
+                  "source_sha256": manifest["model"]["sha256"], "input": input_tensor, "tensors": tensors,
+                  "files": {name: _sha256_file(os.path.join(staging, name)) for name in sorted(os.listdir(staging))},
+                  "versions": versions(runtime), "lock_sha256": os.environ.get(ENV_LOCK_SHA256),
+                  "conversion_s": round(time.perf_counter() - start, 3)}
+        atomic_write_json(os.path.join(staging, CONVERSION_FILE), record)
+        os.chmod(staging, 0o755)
+        _replace_directory(staging, out_dir)
+        return record
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_directory(staging: str, target: str) -> None:
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(target)))
+        os.rename(target, os.path.join(old, "previous"))
+    os.rename(staging, target)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256_file(path: str) -> str:
+    with open(path, "rb") as handle:
+        return sha256_bytes(handle.read())
+
+
+def converted_dir(model_dir: str, runtime: str) -> str:
+    return os.path.join(model_dir, CONVERTED_DIR, runtime)
+
+
+def load_record(model_dir: str, runtime: str, manifest: dict) -> Tuple[str, dict]:
+    """The verified converted artefact for `runtime`: (directory, conversion record). Refuses one made
+    from another model.pb, or whose files changed since conversion."""
+    directory = converted_dir(model_dir, runtime)
+    path = os.path.join(directory, CONVERSION_FILE)
+    fix = f"convert it again: coldchain convert --runtime {runtime} {model_dir}"
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        raise InsideError(f"{path} not found: the model has no {runtime} conversion; {fix}") from None
+    except (OSError, ValueError) as error:
+        raise InsideError(f"{path} is not readable JSON ({error}); {fix}") from None
+    if not isinstance(record, dict) or record.get("schema") != CONVERSION_SCHEMA or not isinstance(
+            record.get("files"), dict):
+        raise InsideError(f"{path} is not a coldchain conversion record; {fix}")
+    if record.get("source_sha256") != manifest["model"]["sha256"]:
+        raise InsideError(f"{directory} was converted from another model.pb (sha256 {record.get('source_sha256')}, "
+                          f"the manifest's is {manifest['model']['sha256']}); {fix}", code=Code.SHA256_MISMATCH)
+    for name, expected in record["files"].items():
+        file_path = os.path.join(directory, os.path.basename(name))
+        try:
+            actual = _sha256_file(file_path)
+        except OSError:
+            raise InsideError(f"{file_path} is missing from the {runtime} conversion; {fix}") from None
+        if actual != expected:
+            raise InsideError(f"{file_path} changed since it was converted (sha256 {actual}, recorded {expected}); "
+                              f"{fix}", code=Code.SHA256_MISMATCH)
+    return directory, record

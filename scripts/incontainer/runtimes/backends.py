@@ -1,0 +1,159 @@
+"""The frozen graph in ONNX Runtime (converted with tf2onnx) and OpenVINO (read by its TensorFlow
+frontend), each as a golden-check Runner. The caller declares the precision; the runtime's own
+answer about what it computed in is what gets recorded."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict
+
+import numpy as np
+
+from ..common import InsideError
+from ..contract import (PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_OPENVINO, Code)
+
+ONNX_OPSET = 17
+ONNX_FILE = "model.onnx"
+OPENVINO_FILES = ("model.xml", "model.bin")
+# OpenVINO's names for the element types its INFERENCE_PRECISION_HINT reports.
+OPENVINO_PRECISIONS = {"f32": PRECISION_FP32, "float32": PRECISION_FP32, "bf16": PRECISION_BF16,
+                       "bfloat16": PRECISION_BF16, "f16": "fp16", "float16": "fp16"}
+OPENVINO_HINTS = {PRECISION_FP32: "f32", PRECISION_BF16: "bf16"}
+
+
+class ConversionFailed(InsideError):
+    """The converter rejected the graph; the message names the op or construct and the converter."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code=Code.CONVERSION_FAILED)
+
+
+@dataclass
+class Backend:
+    runtime: str
+    run: Callable[[np.ndarray], Dict[str, np.ndarray]]  # batch -> {golden key: array}
+    precision_declared: str
+    precision_effective: str
+    versions: Dict[str, str]
+    details: Dict[str, object] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {"name": self.runtime, "precision_declared": self.precision_declared,
+                "precision_effective": self.precision_effective, "versions": self.versions, **self.details}
+
+
+def versions(runtime: str) -> Dict[str, str]:
+    if runtime == RUNTIME_ONNXRUNTIME:
+        import onnx
+        import onnxruntime
+        import tf2onnx
+
+        return {"tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    import openvino
+
+    return {"openvino": openvino.get_version()}
+
+
+def unsupported_ops(text: str) -> list:
+    """Op names a converter's message lists as unsupported (tf2onnx's Counter({'Op': n}), ONNX's checker,
+    TensorFlow's importer inside tf2onnx, OpenVINO's "No conversion rule found for operations")."""
+    found = re.findall(r"'([A-Z][A-Za-z0-9_]*)': \d+", text)
+    found += re.findall(r"No Op registered for ([A-Z][A-Za-z0-9_]*)", text)
+    found += re.findall(r"Op type not registered '([A-Za-z0-9_]+)'", text)
+    rules = re.search(r"No conversion rule found for operations: ([A-Za-z0-9_, ]+)", text)
+    if rules:
+        found += [name.strip() for name in rules.group(1).split(",") if name.strip()]
+    return sorted(set(found))
+
+
+def conversion_message(runtime: str, source: str, error: BaseException, converter: Dict[str, str]) -> str:
+    text = " ".join(str(error).split())
+    ops = unsupported_ops(text)
+    what = f"unsupported op{'s' if len(ops) > 1 else ''} {', '.join(ops)}" if ops else text[:400]
+    tool = ", ".join(f"{name} {version}" for name, version in sorted(converter.items()))
+    return (f"{source}: converting the graph for {runtime} failed ({tool}): {what}; a training-mode graph or a custom "
+            "op cannot be converted: fix it in TensorFlow first (coldchain doctor names what), or infer with "
+            "--runtime tensorflow")
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------
+def convert_onnx(graph_def, input_tensor: str, tensors: Dict[str, str], source: str) -> bytes:
+    """tf2onnx from the GraphDef in memory; the golden tensors (blocks included) become graph outputs,
+    keeping their TensorFlow names."""
+    import onnx
+    import tf2onnx
+
+    try:
+        model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[input_tensor],
+                                                        output_names=list(dict.fromkeys(tensors.values())),
+                                                        opset=ONNX_OPSET)
+        # tf2onnx only logs the ops it cannot convert and leaves them in; ONNX's checker refuses them.
+        onnx.checker.check_model(model_proto)
+    except Exception as error:  # tf2onnx raises bare Exceptions and ValueErrors alike
+        raise ConversionFailed(conversion_message(RUNTIME_ONNXRUNTIME, source, error,
+                                                  versions(RUNTIME_ONNXRUNTIME))) from None
+    return model_proto.SerializeToString()
+
+
+def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str], precision: str,
+                        intra_op_threads: int = 0, inter_op_threads: int = 0) -> Backend:
+    import onnxruntime
+
+    if precision == PRECISION_BF16:
+        raise InsideError("ONNX Runtime's CPU provider computes this graph in fp32 only; declare --precision fp32, "
+                          "or use --runtime openvino for bf16")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    keys, names = list(tensors), [tensors[key] for key in tensors]
+
+    def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
+        return dict(zip(keys, session.run(names, {input_tensor: batch.astype(np.float32, copy=False)})))
+    return Backend(RUNTIME_ONNXRUNTIME, run, precision, PRECISION_FP32, versions(RUNTIME_ONNXRUNTIME),
+                   {"providers": session.get_providers(), "opset": ONNX_OPSET})
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------
+def read_openvino(model_path: str, tensors: Dict[str, str], source: str):
+    """OpenVINO's TensorFlow frontend on the frozen .pb, or an IR it saved. The golden tensors are made
+    outputs before conversion: its transformations (batch-norm fusion, layout) drop the block tensors'
+    names, so they cannot be added afterwards."""
+    import openvino
+
+    try:
+        if not model_path.endswith(".pb"):
+            return openvino.Core().read_model(model_path)
+        from openvino.frontend import FrontEndManager
+
+        frontend = FrontEndManager().load_by_framework("tf")
+        model = frontend.load(model_path)
+        model.override_all_outputs([model.get_place_by_tensor_name(name) for name in dict.fromkeys(tensors.values())])
+        return frontend.convert(model)
+    except Exception as error:  # OpenVINO raises its own exception types from C++
+        raise ConversionFailed(conversion_message(RUNTIME_OPENVINO, source, error, versions(RUNTIME_OPENVINO))) \
+            from None
+
+
+def openvino_backend(model, tensors: Dict[str, str], precision: str, intra_op_threads: int = 0) -> Backend:
+    import openvino
+
+    config = {}
+    if precision != PRECISION_RUNTIME_DEFAULT:
+        config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
+    if intra_op_threads:
+        config["INFERENCE_NUM_THREADS"] = intra_op_threads
+    compiled = openvino.Core().compile_model(model, "CPU", config)
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
+    named = re.findall(r"[a-z]+[0-9]+", hint.lower())
+    effective = OPENVINO_PRECISIONS.get(named[-1] if named else hint, hint)
+    ports = {key: compiled.output(name) for key, name in tensors.items()}
+    request = compiled.create_infer_request()
+
+    def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
+        results = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        return {key: np.array(results[port]) for key, port in ports.items()}
+    return Backend(RUNTIME_OPENVINO, run, precision, effective, versions(RUNTIME_OPENVINO),
+                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}})
+
