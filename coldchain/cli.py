@@ -16,8 +16,8 @@ import click
 
 from . import __version__, options
 from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
-from .contract import (EXIT_MEANINGS, MOUNT_CHECKPOINT, MOUNT_DATA, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN,
-                       RUN_METRICS_FILE, Exit, error_line)
+from .contract import (EXIT_MEANINGS, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CHECKPOINT, MOUNT_DATA,
+                       MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_METRICS_FILE, RUNTIME_TENSORFLOW, Exit, error_line)
 from .errors import ColdchainError, UsageError
 
 log = logging.getLogger("coldchain")
@@ -250,16 +250,55 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.model_dir
 @options.output_file
 @options.inputs
-def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], device: str, memory: str,
-                  prefix: str, timeout_s, extra):
+@options.runtime
+@options.precision
+@options.bf16_tolerance
+def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], runtime: str, precision: str,
+                  bf16_tolerance: float, device: str, memory: str, prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
-    sha256, its manifest, the runtime (doctor) and the golden probe."""
+    sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
+    openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
+    stale); the summary records the precision the runtime reports it computed in."""
     mounts = {f"{MOUNT_INPUTS}/{index}": path.resolve() for index, path in enumerate(inputs)}
     fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
-    summary = _step(project, "infer", "infer", output, {MOUNT_MODEL: model.resolve(), **mounts},
-                    ["--model", MOUNT_MODEL, *fmt, *extra, *mounts], device=device, memory=memory, prefix=prefix,
-                    timeout_s=timeout_s)
+    arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
+                 FLAG_BF16_TOLERANCE, str(bf16_tolerance), *extra, *mounts]
+    if runtime == RUNTIME_TENSORFLOW:
+        summary = _step(project, "infer", "infer", output, {MOUNT_MODEL: model.resolve(), **mounts}, arguments,
+                        device=device, memory=memory, prefix=prefix, timeout_s=timeout_s)
+    else:
+        from .steps.convert import ensure_converted, model_directory, runtimes_image
+        from .steps.pipeline import StepConfig, run_step
+
+        if device != "cpu":
+            raise UsageError(f"--runtime {runtime} runs on the CPU here", fix="drop --device cuda")
+        engine = _engine()
+        image = runtimes_image(engine, project, prefix)
+        directory = model_directory(model)
+        ensure_converted(engine, project, directory, runtime, image, memory=memory, prefix=prefix, timeout_s=timeout_s)
+        step = StepConfig(name="infer", role="runtimes", module="infer", output=output.resolve(),
+                          inputs={MOUNT_MODEL: directory, **mounts}, arguments=tuple(arguments), memory=memory,
+                          prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)
+        summary = run_step(engine, project, step, image)
     click.echo(summary.strip())
+
+
+@step_command("convert")
+@options.model_argument
+@options.converted_runtime
+def convert_command(project: Project, model: Path, runtime: str, device: str, memory: str, prefix: str, timeout_s,
+                    extra):
+    """Convert MODEL (a model directory) for ONNX Runtime (tf2onnx) or OpenVINO (its TensorFlow frontend,
+    saved as fp32 IR) into MODEL/converted/<runtime>/, in the runtimes image, with each file's sha256,
+    the source model's sha256 and the converter versions in conversion.json. infer --runtime does this
+    by itself when the conversion is missing or stale."""
+    from .steps.convert import convert, runtimes_image
+
+    if extra:
+        raise UsageError(f"unexpected arguments: {' '.join(extra)}", fix="see coldchain convert --help")
+    engine = _engine()
+    click.echo(convert(engine, project, model, runtime, runtimes_image(engine, project, prefix), memory=memory,
+                       prefix=prefix, timeout_s=timeout_s).strip())
 
 
 @step_command("reexport")

@@ -112,8 +112,10 @@ IMAGES: dict[str, ImageSpec] = {
 }
 
 
-# The benchmark image: the inference environment plus tf2onnx and ONNX Runtime (make bench only).
+# The runtimes image: the inference environment plus tf2onnx, ONNX Runtime and OpenVINO (make bench,
+# coldchain convert, infer --runtime onnxruntime|openvino).
 BENCH_IMAGE = ImageSpec("bench", "cpu", "bench", "bookworm", dockerfile_name="Dockerfile.infer")
+RUNTIMES_IMAGE = BENCH_IMAGE
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from .config import BASES, IMAGES, LOCKS
-from .contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES
+from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
+                       FLAG_PRECISION, FLAG_RUNTIME, PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
+                       RUNTIME_TENSORFLOW, RUNTIMES)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -65,6 +67,21 @@ load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
                                  help="Load the model's shipped custom-op libraries (runs their code).")
 allow_soft_placement = click.option(FLAG_ALLOW_SOFT_PLACEMENT, is_flag=True,
                                     help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
+
+runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES), default=RUNTIME_TENSORFLOW, show_default=True,
+                 envvar="COLDCHAIN_RUNTIME",
+                 help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx) or OpenVINO; the "
+                      "conversion is cached in MODEL/converted/<runtime>/ and golden-checked before any prediction.")
+converted_runtime = option(FLAG_RUNTIME, "runtime", type=click.Choice((RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)),
+                           required=True, help="The runtime to convert the model for.")
+precision = option(FLAG_PRECISION, type=click.Choice(PRECISIONS), default=PRECISION_FP32, show_default=True,
+                   envvar="COLDCHAIN_PRECISION",
+                   help="The precision the runtime must compute in, set explicitly (OpenVINO's "
+                        "INFERENCE_PRECISION_HINT too); bf16 is judged with --bf16-tolerance.")
+bf16_tolerance = option(FLAG_BF16_TOLERANCE, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                        default=DEFAULT_BF16_TOLERANCE, show_default=True, envvar="COLDCHAIN_BF16_TOLERANCE",
+                        help="With --precision bf16: how far each golden tensor may be off, as a fraction of its "
+                             "largest magnitude (top-1 must still agree).")
 
 matrix = option("--matrix", "matrix_path", type=PathType(dir_okay=False), default=Path("drift/matrix.toml"),
                 show_default=True, envvar="COLDCHAIN_MATRIX", help="The drift matrix.")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import KIT_LABEL, Project
+from coldchain.contract import MANIFEST_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -103,3 +105,24 @@ def tiny_chain(docker_engine, project, run_id, kit_images, tmp_path_factory):
                                                     arguments=arguments, prefix=run_id, run_id=run_id),
                  kit_images["train"])
     return work
+
+
+def newest_source_mtime() -> float:
+    paths = [*ROOT.joinpath("coldchain").rglob("*.py"), *ROOT.joinpath("scripts").rglob("*.py"),
+             ROOT / "drift" / "matrix.toml", *ROOT.glob("requirements*.lock"), *ROOT.glob("Dockerfile.*")]
+    return max(path.stat().st_mtime for path in paths)
+
+
+def made_by_make_drift_test() -> Path | None:
+    """The unsharded report `make drift-test` left (CI runs it just before the tests), when it is of
+    this checkout's code, matrix and model: comparing with it spares running the whole matrix again."""
+    report_path, model = ROOT / "out" / "drift" / "drift-report.json", ROOT / "out" / "model"
+    try:
+        report = json.loads(report_path.read_text())
+        sha = json.loads((model / MANIFEST_FILE).read_text())["model"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if report.get("model_sha256") != sha or report.get("model") != "out/model" or \
+            report_path.stat().st_mtime < newest_source_mtime() or "matrix_cases" not in report:
+        return None
+    return report_path

@@ -26,13 +26,17 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     results = json.loads(result_file.read_text())
     quick = results["inference"]["quick"]
     assert set(quick["variants"]) == {"tensorflow", "tensorflow_onednn_on", "tensorflow_onednn_off",
-                                      "tensorflow_folded", "onnxruntime"}
+                                      "tensorflow_folded", "onnxruntime", "openvino", "openvino_bf16"}
     for name, variant in quick["variants"].items():
         assert variant["golden_ok"], name  # a wrong answer is never timed
         assert variant["batches"] and all(row["images_per_second"] > 0 for row in variant["batches"].values())
     assert 0 < quick["variants"]["tensorflow"]["batches"]["1"]["fraction_of_peak"] < 2
     assert quick["gflops_per_image"] > 0 and quick["peak_fp32"]["gflops"] > 0
     assert quick["tf_over_onnxruntime_at_batch_8"] > 0
+    # Precision is declared and read back: fp32 is fp32; bf16 is bf16 where the CPU has it, else fp32.
+    assert quick["variants"]["openvino"]["runtime"]["precision_effective"] == "fp32"
+    assert quick["variants"]["openvino_bf16"]["runtime"]["precision_declared"] == "bf16"
+    assert quick["variants"]["openvino_bf16"]["runtime"]["precision_effective"] in ("bf16", "fp32")
     assert quick["recommended_threads"] in quick["threads"]
     assert quick["first_prediction"]["seconds_median"] > 0
     assert quick["tensorflow_profile_top_ops"] and quick["tensorflow_profile_top_ops"][0]["share"] > 0

@@ -125,12 +125,19 @@ def test_the_split_does_not_depend_on_positions_in_the_file(matrix, total):
     ("tf2.17-py3.11", Settings(environment=(("TF_ENABLE_ONEDNN_OPTS", "0"),))),  # a new container group
 ])
 @pytest.mark.parametrize("total", [2, 3])
-def test_adding_a_case_leaves_the_others_where_they_were(matrix, env, settings, total):
+def test_adding_a_case_moves_at_most_one_other_container(matrix, env, settings, total):
+    """Rendezvous hashing keeps every group on its shard; the load bound (SLACK) may push one group
+    that no longer fits to its next-best shard, never reshuffle the split."""
+    from coldchain.drift.runner import group_cases
+
     added = CaseSpec(name="added", env=env, variant="default", expect="pass", settings=settings)
     before = where(assign(matrix, total))
+    group_of = {case.name: case.container_key for case in matrix.cases}
     for cases in ((added,) + matrix.cases, matrix.cases + (added,)):  # at the top or the bottom of the file
         after = where(assign(dataclasses.replace(matrix, cases=cases), total))
-        assert {name: shard for name, shard in after.items() if name != "added"} == before
+        moved = {group_of[name] for name, shard in after.items() if name != "added" and before[name] != shard}
+        assert len(moved) <= 1, moved
+        assert len(group_cases(cases)) >= len(group_cases(matrix.cases))
 
 
 def test_a_shard_builds_only_the_images_its_cases_need(matrix):

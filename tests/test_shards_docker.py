@@ -7,40 +7,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from coldchain.contract import MANIFEST_FILE
 from coldchain.drift.matrix import OP_BUILD_ENV, load_matrix
 from coldchain.drift.report import REPORT_HEATMAP, report_names
 from coldchain.drift.shards import Shard
-from conftest import ROOT
+from conftest import ROOT, made_by_make_drift_test
 from pngread import read_png
 
 pytestmark = pytest.mark.docker
 SHARDS = 3
-
-
-def newest_source_mtime() -> float:
-    paths = [*ROOT.joinpath("coldchain").rglob("*.py"), *ROOT.joinpath("scripts").rglob("*.py"),
-             ROOT / "drift" / "matrix.toml", *ROOT.glob("requirements*.lock"), *ROOT.glob("Dockerfile.*")]
-    return max(path.stat().st_mtime for path in paths)
-
-
-def made_by_make_drift_test() -> Path | None:
-    """The unsharded report `make drift-test` left (CI runs it just before the tests), when it is of
-    this checkout's code, matrix and model: comparing with it spares running the whole matrix again."""
-    report_path, model = ROOT / "out" / "drift" / "drift-report.json", ROOT / "out" / "model"
-    try:
-        report = json.loads(report_path.read_text())
-        sha = json.loads((model / MANIFEST_FILE).read_text())["model"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if report.get("model_sha256") != sha or report.get("model") != "out/model" or \
-            report_path.stat().st_mtime < newest_source_mtime() or "matrix_cases" not in report:
-        return None
-    return report_path
 
 
 def coldchain(args: list[str], prefix: str) -> subprocess.Popen:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import BENCH_IMAGE, IMAGES, Project
-from ..contract import ENV_ONEDNN, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_CONFIG_FILE
+from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, PRECISION_BF16,
+                        PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW)
 from ..engine import Engine
 from ..environments.images import BuildOptions, build_images
 from ..errors import ColdchainError, UsageError
@@ -68,9 +69,10 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
     batches = (1, 2) if options.quick else options.batches
     repeats = 2 if options.quick else options.repeats
 
-    def measure(label: str, image, model: str, runtime: str = "tensorflow", environment: dict | None = None,
-                threads: tuple[int, int] = (0, 0), sizes=batches, profile: bool = False) -> dict:
-        arguments = ["--model", MOUNT_MODEL, "--runtime", runtime, "--repeats", str(repeats),
+    def measure(label: str, image, model: str, runtime: str = RUNTIME_TENSORFLOW, environment: dict | None = None,
+                threads: tuple[int, int] = (0, 0), sizes=batches, profile: bool = False,
+                precision: str = PRECISION_FP32) -> dict:
+        arguments = ["--model", MOUNT_MODEL, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision, "--repeats", str(repeats),
                      "--intra-op-threads", str(threads[0]), "--inter-op-threads", str(threads[1])] + \
             [arg for b in sizes for arg in ("--batch", str(b))] + (["--profile"] if profile else [])
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
@@ -89,7 +91,11 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
         "tensorflow_onednn_on": measure("tensorflow, oneDNN on", infer, "plain", environment={ENV_ONEDNN: "1"}),
         "tensorflow_onednn_off": measure("tensorflow, oneDNN off", infer, "plain", environment={ENV_ONEDNN: "0"}),
         "tensorflow_folded": measure("tensorflow, folded + stripped graph", infer, "folded"),
-        "onnxruntime": measure("onnxruntime", bench_image, "plain", runtime="onnxruntime"),
+        "onnxruntime": measure("onnxruntime", bench_image, "plain", runtime=RUNTIME_ONNXRUNTIME),
+        "openvino": measure("openvino fp32", bench_image, "plain", runtime=RUNTIME_OPENVINO),
+        # Declared bf16: where the CPU has no bf16, OpenVINO computes fp32 and says so (recorded).
+        "openvino_bf16": measure("openvino bf16", bench_image, "plain", runtime=RUNTIME_OPENVINO,
+                                 precision=PRECISION_BF16),
     }
     count = cores()
     thread_grid = [(1, 1), (count, 1), (count, 2), (0, 0)] if not options.quick else [(1, 1), (0, 0)]
@@ -133,7 +139,8 @@ def summarize_inference(variants: dict, threads: dict, size: int, first_predicti
                                        "fraction_of_peak": round(achieved / peak["gflops"], 3) if peak.get("gflops")
                                        else None}
         table[name] = {"golden_ok": report["golden"]["ok"], "batches": rows, "numerics": report.get("numerics"),
-                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "conversion_s", "error") if key in report}}
+                       **{key: report[key] for key in ("onnxruntime", "tf2onnx", "openvino", "conversion_s", "runtime",
+                                                       "error") if key in report}}
     best_threads = max(threads.items(), key=lambda item: item[1]["batches"][0]["images_per_second"]
                        if item[1].get("batches") else 0.0)
     ratio = None

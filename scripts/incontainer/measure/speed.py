@@ -1,6 +1,7 @@
-"""The inference speed of a frozen model in THIS runtime: TensorFlow (the inference path) or ONNX
-Runtime (the same graph converted with tf2onnx). Every variant's outputs are checked against the
-golden probe first; a runtime that computes different numbers is reported as wrong, not timed.
+"""The inference speed of a frozen model in THIS runtime: TensorFlow (the inference path), ONNX
+Runtime (the same graph converted with tf2onnx) or OpenVINO (its TensorFlow frontend), at a declared
+precision. Every variant's outputs are checked against the golden probe first (bf16 within its
+declared tolerance); a runtime that computes different numbers is reported as wrong, not timed.
 
 Prints one JSON object: per batch size, median images/s and p50/p99 latency over repeated runs
 after a warm-up; the graph's FLOPs per image; and, for TF, which op types take the time (from
@@ -18,14 +19,18 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import ENV_ONEDNN, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODULES
+from ..contract import (DEFAULT_BF16_TOLERANCE, ENV_ONEDNN, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME,
+                        GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, PRECISION_BF16,
+                        PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES)
 from ..graph.manifest import load_golden_arrays, load_manifest, read_verified_model, tensor_of
 
 
 def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['bench']}", description=__doc__)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--runtime", choices=("tensorflow", "onnxruntime"), default="tensorflow")
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW)
+    parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS, default=PRECISION_FP32)
+    parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE)
     parser.add_argument("--batch", type=int, action="append", default=[], help="batch size (repeatable)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per batch size")
     parser.add_argument("--warmup", type=int, default=2)
@@ -153,29 +158,32 @@ def profile_ops(session, input_name: str, output: str, inputs: np.ndarray, batch
             for op, micros in by_type.most_common(8)]
 
 
-def bench_onnxruntime(args, manifest, graph_def, arrays) -> dict:
-    import onnxruntime
-    import tf2onnx
+def bench_converted(args, manifest, graph_def, arrays) -> dict:
+    """ONNX Runtime or OpenVINO, converted here, golden-checked at the declared precision, then timed."""
+    from ..golden.check import evaluate, golden_tensors, with_precision_tolerance
+    from ..runtimes import backends
 
-    input_name, outputs = io_names(manifest)
+    input_name = tensor_of(manifest["inputs"][0])
+    tensors = golden_tensors(manifest)
     start = time.perf_counter()
-    model_proto, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=[input_name],
-                                                    output_names=list(outputs.values()), opset=17)
-    conversion_s = time.perf_counter() - start
-    options = onnxruntime.SessionOptions()
-    if args.intra_op_threads:
-        options.intra_op_num_threads = args.intra_op_threads
-    if args.inter_op_threads:
-        options.inter_op_num_threads = args.inter_op_threads
-    session = onnxruntime.InferenceSession(model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    values = session.run(list(outputs.values()), {input_name: arrays[GOLDEN_INPUT_KEY]})
-    check = golden_check(dict(zip(outputs, values)), arrays, manifest)
-    report = {"golden": check, "conversion_s": round(conversion_s, 2), "onnxruntime": onnxruntime.__version__,
-              "tf2onnx": tf2onnx.__version__}
+    if args.runtime == RUNTIME_ONNXRUNTIME:
+        model = backends.convert_onnx(graph_def, input_name, tensors, args.model)
+        conversion_s = time.perf_counter() - start
+        backend = backends.onnxruntime_backend(model, input_name, tensors, args.precision, args.intra_op_threads,
+                                               args.inter_op_threads)
+    else:
+        model = backends.read_openvino(os.path.join(args.model, MODEL_FILE), tensors, args.model)
+        conversion_s = time.perf_counter() - start
+        backend = backends.openvino_backend(model, tensors, args.precision, args.intra_op_threads)
+    judged = with_precision_tolerance(manifest, arrays, args.bf16_tolerance) \
+        if args.precision == PRECISION_BF16 else manifest
+    check = evaluate(backend.run, judged, arrays)
+    report = {"golden": {"ok": check["ok"], "first_divergence": check["first_divergence"],
+                         "tensors": {result["key"]: result for result in check["tensors"]}},
+              "conversion_s": round(conversion_s, 2), "runtime": backend.describe(), **backend.versions}
     if check["ok"]:
-        last = list(outputs.values())[-1]
-        report["batches"] = time_batches(lambda feed: session.run([last], {input_name: feed}),
-                                         arrays[GOLDEN_INPUT_KEY], args.batch, args.repeats, args.warmup)
+        report["batches"] = time_batches(backend.run, arrays[GOLDEN_INPUT_KEY], args.batch, args.repeats,
+                                         args.warmup)
     return report
 
 
@@ -190,15 +198,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     graph_def = parse_graph_def(read_verified_model(args.model, manifest), args.model)
     arrays = load_golden_arrays(args.model, manifest)
     height, width = manifest["inputs"][0]["shape"][1:3]
-    report = {"runtime": args.runtime, "tensorflow": tf.__version__, "model_sha256": manifest["model"]["sha256"],
+    report = {"runtime": {"name": args.runtime, "precision_declared": args.precision,
+                          "precision_effective": PRECISION_FP32}, "tensorflow": tf.__version__, "model_sha256": manifest["model"]["sha256"],
               "input_size": [height, width], ENV_ONEDNN: os.environ.get(ENV_ONEDNN),
               "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
               "flops": conv_flops(graph_def, tensor_of(manifest["inputs"][0]), height, width),
               "transforms": manifest.get("graph", {}).get("transforms", {})}
-    if args.runtime == "tensorflow":
+    if args.runtime == RUNTIME_TENSORFLOW:
+        if args.precision != PRECISION_FP32:
+            raise InsideError(f"TensorFlow is benchmarked in fp32 only; {FLAG_PRECISION} bf16 is for openvino")
         report.update(bench_tensorflow(args, manifest, graph_def, arrays))
     else:
-        report.update(bench_onnxruntime(args, manifest, graph_def, arrays))
+        report.update(bench_converted(args, manifest, graph_def, arrays))
     emit_json(report)
     return 0
 

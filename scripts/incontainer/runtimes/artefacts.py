@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Dict, Tuple
 
-from ..common import InsideError, atomic_write_json, sha256_bytes
+from ..common import InsideError, atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, MODEL_FILE, RUNTIME_ONNXRUNTIME,
                         RUNTIME_OPENVINO, Code)
 from ..graph import manifest as manifests
@@ -25,51 +23,40 @@ def golden_tensors_and_input(manifest: dict) -> Tuple[str, Dict[str, str]]:
 
 
 def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
-    """Convert the verified model for `runtime` into out_dir (replaced whole, never half-written)."""
+    """Convert the verified model for `runtime` into out_dir. conversion.json is written last, and
+    atomically: a directory without it is refused, never half-used. (The host's step stages out_dir
+    and swaps it in whole.)"""
     from ..graph.graphdef import parse_graph_def
 
     manifest = manifests.load_manifest(model_dir)
     data = manifests.read_verified_model(model_dir, manifest)
     source = os.path.join(model_dir, MODEL_FILE)
     input_tensor, tensors = golden_tensors_and_input(manifest)
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{runtime}-", dir=parent)
-    try:
-        start = time.perf_counter()
-        if runtime == RUNTIME_ONNXRUNTIME:
-            graph_def = parse_graph_def(data, source)
-            with open(os.path.join(staging, ONNX_FILE), "wb") as handle:
-                handle.write(convert_onnx(graph_def, input_tensor, tensors, source))
-        elif runtime == RUNTIME_OPENVINO:
-            import openvino
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in (CONVERSION_FILE, ONNX_FILE) + OPENVINO_FILES:
+        if os.path.exists(os.path.join(out_dir, stale)):
+            os.remove(os.path.join(out_dir, stale))
+    start = time.perf_counter()
+    if runtime == RUNTIME_ONNXRUNTIME:
+        graph_def = parse_graph_def(data, source)
+        atomic_write_bytes(os.path.join(out_dir, ONNX_FILE), convert_onnx(graph_def, input_tensor, tensors, source))
+        written = [ONNX_FILE]
+    elif runtime == RUNTIME_OPENVINO:
+        import openvino
 
-            model = read_openvino(source, tensors, source)
-            # save_model halves the weights to fp16 unless told not to; the artefact must be the graph's fp32.
-            openvino.save_model(model, os.path.join(staging, OPENVINO_FILES[0]), compress_to_fp16=False)
-        else:
-            raise InsideError(f"no converter for runtime {runtime!r}; choose {RUNTIME_ONNXRUNTIME} or {RUNTIME_OPENVINO}")
-        record = {"schema": CONVERSION_SCHEMA, "runtime": runtime, "source": MODEL_FILE,
-                  "source_sha256": manifest["model"]["sha256"], "input": input_tensor, "tensors": tensors,
-                  "files": {name: _sha256_file(os.path.join(staging, name)) for name in sorted(os.listdir(staging))},
-                  "versions": versions(runtime), "lock_sha256": os.environ.get(ENV_LOCK_SHA256),
-                  "conversion_s": round(time.perf_counter() - start, 3)}
-        atomic_write_json(os.path.join(staging, CONVERSION_FILE), record)
-        os.chmod(staging, 0o755)
-        _replace_directory(staging, out_dir)
-        return record
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_directory(staging: str, target: str) -> None:
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(os.path.abspath(target)))
-        os.rename(target, os.path.join(old, "previous"))
-    os.rename(staging, target)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+        model = read_openvino(source, tensors, source)
+        # save_model halves the weights to fp16 unless told not to; the artefact must be the graph's fp32.
+        openvino.save_model(model, os.path.join(out_dir, OPENVINO_FILES[0]), compress_to_fp16=False)
+        written = list(OPENVINO_FILES)
+    else:
+        raise InsideError(f"no converter for runtime {runtime!r}; choose {RUNTIME_ONNXRUNTIME} or {RUNTIME_OPENVINO}")
+    record = {"schema": CONVERSION_SCHEMA, "runtime": runtime, "source": MODEL_FILE,
+              "source_sha256": manifest["model"]["sha256"], "input": input_tensor, "tensors": tensors,
+              "files": {name: _sha256_file(os.path.join(out_dir, name)) for name in written},
+              "versions": versions(runtime), "lock_sha256": os.environ.get(ENV_LOCK_SHA256),
+              "conversion_s": round(time.perf_counter() - start, 3)}
+    atomic_write_json(os.path.join(out_dir, CONVERSION_FILE), record)
+    return record
 
 
 def _sha256_file(path: str) -> str:

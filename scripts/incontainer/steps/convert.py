@@ -1,10 +1,9 @@
 """The convert step: the verified frozen graph converted for ONNX Runtime (tf2onnx) or OpenVINO (its
-TensorFlow frontend, saved as fp32 IR) into converted/<runtime>/ beside the model, with sha256s and
-converter versions in conversion.json. Prints the record as JSON."""
+TensorFlow frontend, saved as fp32 IR) into --out (the host puts it at converted/<runtime>/ beside the
+model), with sha256s and converter versions in conversion.json. Prints the record as JSON."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
@@ -17,9 +16,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['convert']}", description=__doc__)
     parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
     parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=(RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO))
-    parser.add_argument("--out", required=True, help="the converted/ directory; the artefact goes to OUT/<runtime>")
+    parser.add_argument("--out", required=True, help="directory for the artefact (the model's converted/<runtime>/)")
     args = parser.parse_args(argv)
-    record = convert(args.model, args.runtime, os.path.join(args.out, args.runtime))
+    record = convert(args.model, args.runtime, args.out)
     log(f"convert: {args.runtime} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
     emit_json(record)
     return 0

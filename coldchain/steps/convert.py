@@ -1,0 +1,82 @@
+"""A model converted for another runtime, kept in MODEL/converted/<runtime>/: made in the runtimes
+image (its own hashed lock) and made again whenever the model or that lock changed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ..config import RUNTIMES_IMAGE, Project
+from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL
+from ..engine import Engine
+from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..errors import UsageError
+from .pipeline import StepConfig, run_step
+from .runner import DEFAULT_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+LOCK_LABEL = "io.coldchain.lock.sha256"
+
+
+def runtimes_image(engine: Engine, project: Project, prefix: str) -> BuiltImage:
+    (image,) = build_images(engine, project, [RUNTIMES_IMAGE], BuildOptions(prefix=prefix))
+    return image
+
+
+def converted_dir(model: Path, runtime: str) -> Path:
+    return model / CONVERTED_DIR / runtime
+
+
+def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
+    """Why MODEL's conversion for `runtime` must be made again, or None when it is current. The
+    container re-checks every file's sha256 before using it."""
+    record_path = converted_dir(model, runtime) / CONVERSION_FILE
+    try:
+        record = json.loads(record_path.read_text())
+        manifest = json.loads((model / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        return "no conversion yet"
+    except (OSError, ValueError) as error:
+        return f"{record_path} is unreadable ({error})"
+    if not isinstance(record, dict):
+        return f"{record_path} is not a conversion record"
+    if record.get("source_sha256") != (manifest.get("model") or {}).get("sha256"):
+        return "the model changed since it was converted"
+    if record.get("lock_sha256") != image.info.labels.get(LOCK_LABEL):
+        return "the runtimes image's lock changed since (another converter version)"
+    return None
+
+
+def model_directory(model: Path) -> Path:
+    model = model.resolve()
+    directory = model if model.is_dir() else model.parent
+    if not (directory / MANIFEST_FILE).is_file():
+        raise UsageError(f"{directory}: no {MANIFEST_FILE} here",
+                         fix="pass a model directory made by 'coldchain freeze' or 'coldchain adopt'")
+    return directory
+
+
+def convert(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *, memory: str,
+            prefix: str, timeout_s: float | None) -> str:
+    """Convert the model in the runtimes image into MODEL/converted/<runtime>/ (swapped in whole)."""
+    model = model_directory(model)
+    target = converted_dir(model, runtime)
+    step = StepConfig(name="convert", role="runtimes", module="convert", output=target,
+                      inputs={MOUNT_MODEL: model}, arguments=("--model", MOUNT_MODEL, FLAG_RUNTIME, runtime),
+                      memory=memory, prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
+    try:
+        return run_step(engine, project, step, image)
+    except PermissionError as error:
+        raise UsageError(f"{target.parent}: cannot write the {runtime} conversion beside the model ({error})",
+                         fix="copy the model directory somewhere writable, or make it writable") from None
+
+
+def ensure_converted(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *,
+                     memory: str, prefix: str, timeout_s: float | None) -> None:
+    reason = stale_because(model_directory(model), runtime, image)
+    if reason:
+        log.info("converting %s for %s: %s", model, runtime, reason)
+        convert(engine, project, model, runtime, image, memory=memory, prefix=prefix, timeout_s=timeout_s)
+    else:
+        log.info("%s conversion of %s is current", runtime, model)
