@@ -225,9 +225,15 @@ def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, s
     from ..runtime import effective_numerics
 
     probe = golden_inputs_for(spec, seed, count)
+    # Computed on this CPU whatever the graph is pinned to: soft placement moves a missing GPU's nodes
+    # but cannot place another job's (/job:worker/...), so the golden runs on a copy without devices.
+    unpinned = type(graph_def)()
+    unpinned.CopyFrom(graph_def)
+    for node in unpinned.node:
+        node.device = ""
     graph = tf.Graph()
     with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
+        tf.compat.v1.import_graph_def(unpinned, name="")
     keys = [key for key in tensors if key != GOLDEN_INPUT_KEY]
     with tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(device_count={"GPU": 0},
                                                                           allow_soft_placement=True)) as session:
