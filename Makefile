@@ -19,17 +19,18 @@ ADOPT_ARGS ?=
 REEXPORT_ARGS ?=
 MODEL ?=
 CHECKPOINT ?=
+RUNTIME ?= openvino
 STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
-	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS
+	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport \
+.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert \
 	drift-test drift-plan drift-merge doctor test test-unit bench clean clean-all
 
 help: ## List the targets
@@ -93,6 +94,9 @@ MODEL_OR_CHAIN = $(if $(MODEL),,$(OUT)/model/manifest.json)
 adopt: venv docker lock-check ## Adopt a frozen graph made elsewhere: MODEL=path/to/frozen.pb [ADOPT_ARGS=--labels FILE ...] -> out/adopted
 	@test -n "$(MODEL)" || { echo "make adopt: set MODEL=path/to/frozen_graph.pb (ADOPT_ARGS: --labels, --preprocessing, --images, --requirements ...)" >&2; exit 2; }
 	$(COLDCHAIN) adopt "$(MODEL)" --out $(OUT)/adopted $(ADOPT_ARGS)
+
+convert: $(MODEL_OR_CHAIN) | venv docker lock-check ## Convert MODEL (default out/model) for RUNTIME=openvino|onnxruntime -> MODEL/converted/RUNTIME
+	$(COLDCHAIN) convert --runtime $(RUNTIME) $(or $(MODEL),$(OUT)/model)
 
 reexport: venv docker lock-check ## Re-export MODEL with a fix: REEXPORT_ARGS="--clear-devices" (or --strip-default-attrs) -> out/reexported
 	@test -n "$(MODEL)" || { echo "make reexport: set MODEL=path/to/model (REEXPORT_ARGS=--clear-devices)" >&2; exit 2; }

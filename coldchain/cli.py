@@ -17,7 +17,8 @@ import click
 from . import __version__, options
 from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
 from .contract import (EXIT_MEANINGS, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CHECKPOINT, MOUNT_DATA,
-                       MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_METRICS_FILE, RUNTIME_TENSORFLOW, Exit, error_line)
+                       MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_METRICS_FILE, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
+                       CONVERTED_RUNTIMES, Exit, error_line)
 from .errors import ColdchainError, UsageError
 
 log = logging.getLogger("coldchain")
@@ -258,7 +259,9 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
-    stale); the summary records the precision the runtime reports it computed in."""
+    stale); the summary records the precision the runtime reports it computed in. With --runtime
+    fastest, every runtime able to compute at --precision is golden-checked and timed, and the fastest
+    that passed predicts (runtime_choice in the summary says which and why)."""
     mounts = {f"{MOUNT_INPUTS}/{index}": path.resolve() for index, path in enumerate(inputs)}
     fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
     arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
@@ -275,7 +278,9 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
         engine = _engine()
         image = runtimes_image(engine, project, prefix)
         directory = model_directory(model)
-        ensure_converted(engine, project, directory, runtime, image, memory=memory, prefix=prefix, timeout_s=timeout_s)
+        for converted in (CONVERTED_RUNTIMES if runtime == RUNTIME_FASTEST else (runtime,)):
+            ensure_converted(engine, project, directory, converted, image, memory=memory, prefix=prefix,
+                             timeout_s=timeout_s)
         step = StepConfig(name="infer", role="runtimes", module="infer", output=output.resolve(),
                           inputs={MOUNT_MODEL: directory, **mounts}, arguments=tuple(arguments), memory=memory,
                           prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)

@@ -11,7 +11,7 @@ import click
 from .config import BASES, IMAGES, LOCKS
 from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
                        FLAG_PRECISION, FLAG_RUNTIME, PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
-                       RUNTIME_TENSORFLOW, RUNTIMES)
+                       RUNTIME_FASTEST, RUNTIME_TENSORFLOW, RUNTIMES)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -68,10 +68,12 @@ load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
 allow_soft_placement = click.option(FLAG_ALLOW_SOFT_PLACEMENT, is_flag=True,
                                     help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
 
-runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES), default=RUNTIME_TENSORFLOW, show_default=True,
-                 envvar="COLDCHAIN_RUNTIME",
+runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
+                 show_default=True, envvar="COLDCHAIN_RUNTIME",
                  help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx) or OpenVINO; the "
-                      "conversion is cached in MODEL/converted/<runtime>/ and golden-checked before any prediction.")
+                      "conversion is cached in MODEL/converted/<runtime>/ and golden-checked before any prediction. "
+                      f"{RUNTIME_FASTEST}: each runtime golden-checked at --precision and timed at batch 8, the "
+                      "fastest used (the summary says which and why).")
 converted_runtime = option(FLAG_RUNTIME, "runtime", type=click.Choice((RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)),
                            required=True, help="The runtime to convert the model for.")
 precision = option(FLAG_PRECISION, type=click.Choice(PRECISIONS), default=PRECISION_FP32, show_default=True,

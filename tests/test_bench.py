@@ -104,3 +104,23 @@ def test_the_benchmarks_page_shows_each_value_with_its_date_and_cpu():
     assert "| 2 | 33 | 12, 14 | 2, 2 | 0.01 (1.5) | ok |" in page
     assert "50.5" in page  # 3030 s in minutes
     assert "flags" in page and "date not recorded" not in page
+
+
+def test_the_fastest_runtime_is_picked_among_golden_passes_per_precision():
+    from coldchain.bench.inference import summarize_inference
+
+    def runtime(effective: str, declared: str = "fp32") -> dict:
+        return {"runtime": {"precision_effective": effective, "precision_declared": declared}}
+
+    variants = {"tensorflow": _variant({8: 20.0}), "onnxruntime": _variant({8: 30.0}),
+                "openvino": {**_variant({8: 25.0}), **runtime("fp32")},
+                "openvino_bf16": {**_variant({8: 50.0}), **runtime("bf16", "bf16")},
+                "broken": _variant({8: 99.0}, ok=False)}
+    summary = summarize_inference(variants, {"intra0_inter0": _variant({8: 1.0})}, 64, {}, {"gflops": 100.0}, 2)
+    assert summary["fastest_fp32_at_batch_8"] == {"variant": "onnxruntime", "images_per_second": 30.0}
+    assert summary["fastest_bf16_at_batch_8"] == {"variant": "openvino_bf16", "images_per_second": 50.0,
+                                                  "over_tensorflow_fp32": 2.5}
+    # A CPU without bf16: the declared-bf16 variant reports fp32 and competes there.
+    variants["openvino_bf16"] = {**_variant({8: 26.0}), **runtime("fp32", "bf16")}
+    summary = summarize_inference(variants, {"intra0_inter0": _variant({8: 1.0})}, 64, {}, {"gflops": 100.0}, 2)
+    assert summary["fastest_bf16_at_batch_8"] is None and summary["fastest_fp32_at_batch_8"]["variant"] == "onnxruntime"

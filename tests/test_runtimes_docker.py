@@ -117,3 +117,16 @@ def test_conversion_failures_name_the_op_and_the_converter():
         case = cases[name]
         assert case["outcome"] == "conversion-failed" and case["ok"], case["reasons"]
         assert "ColdchainTemperatureScale" in case["load_error"] and converter in case["load_error"]
+
+
+def test_fastest_picks_a_golden_passing_runtime_and_says_why(run_id, runtimes_model, tmp_path):
+    summary = golden_only(run_id, runtimes_model, tmp_path, "--runtime", "fastest")
+    choice = summary["runtime_choice"]
+    timed = {c["runtime"]: c["images_per_second_batch_8"] for c in choice["candidates"] if c.get("golden_ok")}
+    assert set(timed) == {"tensorflow", "onnxruntime", "openvino"}
+    assert choice["picked"] == max(timed, key=timed.get) == summary["runtime"]["name"]
+    assert choice["picked"] in choice["why"] and "fastest" in choice["why"]
+    bf16 = golden_only(run_id, runtimes_model, tmp_path, "--runtime", "fastest", "--precision", "bf16")
+    assert bf16["runtime_choice"]["picked"] == "openvino"  # the one runtime here that can compute bf16
+    assert {c["runtime"] for c in bf16["runtime_choice"]["candidates"] if "skipped" in c} == {"tensorflow",
+                                                                                             "onnxruntime"}

@@ -28,6 +28,15 @@ def _when(entry: dict, *fields: str) -> str:
     return "; ".join(seen) or "date not recorded"
 
 
+def precision(variant: dict) -> str:
+    """What the runtime reported it computed in, and what was declared where that differs."""
+    runtime = variant.get("runtime") or {}
+    effective, declared = runtime.get("precision_effective"), runtime.get("precision_declared")
+    if not effective:
+        return "fp32" if not runtime else "-"
+    return effective if declared in (None, effective) else f"{effective} (declared {declared})"
+
+
 def inference(section: dict) -> list[str]:
     lines = []
     for mode, entry in sorted(section.items()):
@@ -36,19 +45,27 @@ def inference(section: dict) -> list[str]:
         sizes = sorted({int(size) for variant in entry["variants"].values() for size in variant.get("batches", {})})
         lines += [f"### Inference speed ({mode}): ResNet v1 50 at {entry.get('input_size')} px, "
                   f"{entry.get('cores')} cores", "", f"Measured {_when(entry, 'variants')}.", "",
-                  "| runtime / setting | golden | " + " | ".join(f"batch {s} images/s (p50 ms)" for s in sizes)
-                  + " | fraction of peak, largest batch |", "|---|---|" + "---|" * (len(sizes) + 1)]
+                  "| runtime / setting | precision | golden | " + " | ".join(f"batch {s} images/s (p50 ms)" for s in sizes)
+                  + " | fraction of peak, largest batch |", "|---|---|---|" + "---|" * (len(sizes) + 1)]
         for name, variant in entry["variants"].items():
             rows = variant.get("batches", {})
             cells = [f"{fmt(rows[str(s)]['images_per_second'])} ({fmt(rows[str(s)]['p50_ms'])})" if str(s) in rows
                      else "-" for s in sizes]
             last = rows.get(str(sizes[-1]), {}) if sizes else {}
-            lines.append(f"| {name} | {'ok' if variant.get('golden_ok') else 'FAILED'} | " + " | ".join(cells)
+            lines.append(f"| {name} | {precision(variant)} | {'ok' if variant.get('golden_ok') else 'FAILED'} | "
+                         + " | ".join(cells)
                          + f" | {fmt(last.get('fraction_of_peak'))} |")
         peak = entry.get("peak_fp32") or {}
         lines += ["", f"Peak FP32: {fmt(peak.get('gflops'))} GFLOP/s ({peak.get('derivation', 'not derivable')}); "
                       f"{fmt(entry.get('gflops_per_image'))} GFLOP per image. TensorFlow over ONNX Runtime at "
                       f"batch 8: {fmt(entry.get('tf_over_onnxruntime_at_batch_8'))}."]
+        best32, best16 = entry.get("fastest_fp32_at_batch_8"), entry.get("fastest_bf16_at_batch_8")
+        if best32:
+            lines += ["", f"Fastest fp32 at batch 8 (what `infer --runtime fastest` picks): {best32['variant']}, "
+                          f"{fmt(best32['images_per_second'])} images/s."
+                      + (f" bf16 declared: {best16['variant']}, {fmt(best16['images_per_second'])} images/s, "
+                         f"{fmt(best16['over_tensorflow_fp32'])}x TensorFlow fp32." if best16 else
+                         " No runtime computed in bf16 on this CPU.")]
         first = entry.get("first_prediction") or {}
         if first:
             lines += ["", f"Start to first prediction: {fmt(first.get('seconds_median'))} s (median of "

@@ -91,6 +91,8 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         log.info("%s: %s in %s", step.name, " ".join(run.arguments), image.tag)
         result = run_module(engine, run)
         produced = staging / step.output.name if step.writes_file else staging
+        if step.writes_file and not produced.exists():
+            return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)
         _restore_owner(produced)
         _replace(produced, step.output)
         return result.stdout

@@ -44,6 +44,9 @@ RUNTIME_TENSORFLOW = "tensorflow"
 RUNTIME_ONNXRUNTIME = "onnxruntime"  # the graph converted with tf2onnx
 RUNTIME_OPENVINO = "openvino"  # the graph read by OpenVINO's TensorFlow frontend
 RUNTIMES = (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
+# infer only: the fastest runtime that passes the golden check at the declared precision
+RUNTIME_FASTEST = "fastest"
+CONVERTED_RUNTIMES = (RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
 PRECISION_FP32 = "fp32"
 PRECISION_BF16 = "bf16"
 PRECISIONS = (PRECISION_FP32, PRECISION_BF16)  # what a user declares

@@ -37,6 +37,7 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--inter-op-threads", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="TF only: op types by time, from step stats")
+    parser.add_argument("--peak", action="store_true", help="also measure the CPU's fp32 peak with a GEMM")
     args = parser.parse_args(argv)
     args.batch = args.batch or [1, 8, 32]
     if min(args.batch) < 1 or args.repeats < 1:
@@ -66,6 +67,23 @@ def time_batches(run, inputs: np.ndarray, batches: Sequence[int], repeats: int, 
                         "min_ms": round(min(timings) * 1e3, 3)})
         log(f"bench_infer: batch {batch}: {batch / median:.2f} images/s (p50 {median * 1e3:.1f} ms)")
     return results
+
+
+def measured_peak(size: int = 1536, repeats: int = 5) -> dict:
+    """The fp32 ceiling the roofline divides by, measured: the best of a few float32 GEMMs (NumPy's
+    OpenBLAS, every core), not derived from a clock /proc/cpuinfo may not report."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    np.dot(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.dot(a, b)
+        best = min(best, time.perf_counter() - start)
+    gflops = 2 * size ** 3 / best / 1e9
+    return {"gflops": round(gflops, 1), "derivation": f"measured: float32 GEMM {size}x{size}x{size}, best of "
+                                                      f"{repeats}, NumPy {np.__version__} (OpenBLAS), all cores"}
 
 
 def conv_flops(graph_def, input_name: str, height: int, width: int) -> dict:
@@ -208,6 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
         if args.precision != PRECISION_FP32:
             raise InsideError(f"TensorFlow is benchmarked in fp32 only; {FLAG_PRECISION} bf16 is for openvino")
         report.update(bench_tensorflow(args, manifest, graph_def, arrays))
+        if args.peak:
+            report["peak_fp32"] = measured_peak()
     else:
         report.update(bench_converted(args, manifest, graph_def, arrays))
     emit_json(report)

@@ -17,7 +17,8 @@ from ..common import (InsideError, PreflightFailed, atomic_write_text, emit_json
                       quiet_tensorflow_logs, run_main)
 from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
-                        PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES, Code)
+                        PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
+                        RUNTIMES, Code)
 from ..data.image_files import BadImageError, decode_image_file, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -63,8 +64,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                         help="fail on device pins to absent devices instead of placing those nodes on the CPU")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help=argparse.SUPPRESS)
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW,
-                        help="onnxruntime/openvino run the model's converted artefact (converted/<runtime>/)")
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES + (RUNTIME_FASTEST,), default=RUNTIME_TENSORFLOW,
+                        help="onnxruntime/openvino run the model's converted artefact (converted/<runtime>/); "
+                             f"{RUNTIME_FASTEST}: the fastest that passes the golden check at --precision")
     parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS, default=PRECISION_FP32)
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE,
                         help="with --precision bf16: each golden tensor may differ by this fraction of its largest "
@@ -224,6 +226,18 @@ class Predictor:
                                       code=code) from None
         return guarded
 
+    def images_per_second(self, batch: int = 8, runs: int = 3) -> float:
+        """This runtime's throughput on the golden inputs at `batch` (median after a warm-up)."""
+        inputs = self.arrays[self.manifest["golden"]["input_key"]]
+        feed = np.ascontiguousarray(np.resize(inputs, (batch,) + inputs.shape[1:]))
+        self.probabilities(feed)
+        timings = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.probabilities(feed)
+            timings.append(time.perf_counter() - start)
+        return batch / sorted(timings)[len(timings) // 2]
+
     def check_golden(self) -> dict:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
@@ -282,16 +296,57 @@ def write_predictions(config: InferConfig, rows: list) -> None:
     atomic_write_text(config.output, text)
 
 
+def fastest(model_dir: str, config: InferConfig):
+    """Every runtime that can compute at the declared precision, golden-checked, then timed at batch 8:
+    the fastest that passed, and why (each candidate's result)."""
+    candidates, kept = [], {}
+    for runtime in RUNTIMES:
+        if config.precision != PRECISION_FP32 and runtime != RUNTIME_OPENVINO:
+            candidates.append({"runtime": runtime, "skipped": f"computes fp32 only, {config.precision} declared"})
+            continue
+        try:
+            predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, runtime,
+                                  config.precision, config.bf16_tolerance)
+            golden = predictor.check_golden()
+        except InsideError as error:
+            candidates.append({"runtime": runtime, "refused": str(error)})
+            continue
+        speed = predictor.images_per_second()
+        candidates.append({"runtime": runtime, "golden_ok": golden["ok"], "images_per_second_batch_8": round(speed, 2),
+                           "precision_effective": (predictor.runtime or {}).get("precision_effective",
+                                                                                PRECISION_FP32)})
+        kept[runtime] = (predictor, golden, speed)
+    if not kept:
+        raise PreflightFailed(f"{model_dir}: no runtime passes the golden check at {config.precision}: " + "; ".join(
+            f"{c['runtime']}: {c.get('refused') or c.get('skipped')}" for c in candidates), code=Code.GOLDEN_MISMATCH)
+    picked = max(kept, key=lambda name: kept[name][2])
+    for name, (predictor, _, _) in kept.items():
+        if name != picked:
+            predictor.close()
+    predictor, golden, speed = kept[picked]
+    others = ", ".join(f"{c['runtime']} {c.get('images_per_second_batch_8', '-')}" for c in candidates if c["runtime"] != picked)
+    why = (f"{picked} passed the golden check at {config.precision} and was fastest at batch 8 "
+           f"({speed:.1f} images/s; {others})")
+    log(f"infer: picked {why}")
+    return predictor, golden, {"picked": picked, "why": why, "candidates": candidates}
+
+
 def infer(config: InferConfig) -> dict:
     model_dir = (os.path.dirname(config.model) or ".") if os.path.isfile(config.model) else config.model
-    predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, config.runtime,
-                          config.precision, config.bf16_tolerance)
+    choice, golden = None, None
+    if config.runtime == RUNTIME_FASTEST:
+        predictor, golden, choice = fastest(model_dir, config)
+    else:
+        predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, config.runtime,
+                              config.precision, config.bf16_tolerance)
     manifest = predictor.manifest
     summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics,
                      "runtime": predictor.runtime or {"name": RUNTIME_TENSORFLOW, "precision_declared": config.precision,
                                                       "precision_effective": PRECISION_FP32}}
+    if choice:
+        summary["runtime_choice"] = choice
     try:
-        summary["golden"] = predictor.check_golden()
+        summary["golden"] = golden or predictor.check_golden()
         summary["preflight_warnings"] = predictor.warnings
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
             "top-1 agree)")
