@@ -13,6 +13,7 @@ class FakeEngine(Engine):
     def __init__(self, *, registry: bool = False, python_version: str = "3.11.2", fail_build: str | None = None):
         self.images: dict[str, ImageInfo] = {}
         self.registry = registry
+        self.pulls: list[str] = []
         self.python_version = python_version
         self.fail_build = fail_build
         self.builds: list[dict] = []
@@ -21,7 +22,9 @@ class FakeEngine(Engine):
         self.run_handler = None  # callable(RunSpec) -> RunResult, to act like a container
 
     def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
-        info = ImageInfo(id="sha256:" + hashlib.sha256(ref.encode() + repr(sorted((labels or {}).items())).encode()).hexdigest(),
+        # The id follows the content, as Docker's does: a base with another python3 is another image.
+        content = ref.encode() + repr(sorted((labels or {}).items())).encode() + self.python_version.encode()
+        info = ImageInfo(id="sha256:" + hashlib.sha256(content).hexdigest(),
                          tags=(ref,), labels=dict(labels or {}), size=123)
         self.images[ref] = info
         return info
@@ -33,6 +36,7 @@ class FakeEngine(Engine):
         return self.images.get(ref)
 
     def pull(self, ref: str) -> ImageInfo:
+        self.pulls.append(ref)
         if not self.registry:
             raise BaseImageError(f"could not pull {ref}: no registry")
         return self._store(ref)

@@ -116,3 +116,15 @@ def test_failed_build_is_not_tagged_and_explains_hash_mismatch(tiny_project):
     assert "t-train:cpu" not in engine.images
     assert "make lock" in caught.value.fix
 
+
+
+def test_a_local_base_is_used_without_asking_a_registry_again(tiny_project, monkeypatch):
+    engine = FakeEngine(registry=False)
+    monkeypatch.setattr("coldchain.environments.bases.build_local_base",
+                        lambda engine, project, spec: engine.import_rootfs(project.root, spec.local_image, []))
+    resolve_base(engine, tiny_project, BASES["bookworm"])
+    engine.registry = True  # a registry that answers now is not asked: the local base stays
+    pulls = list(engine.pulls)
+    resolved = resolve_base(engine, tiny_project, BASES["bookworm"])
+    assert (resolved.ref, resolved.source) == ("coldchain-base:bookworm", "local")
+    assert engine.pulls == pulls and engine.imports == ["coldchain-base:bookworm"]

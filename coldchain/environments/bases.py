@@ -3,6 +3,7 @@ root filesystem made with debootstrap and `docker import`ed, with no registry in
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from ..config import KIT_LABEL, BaseSpec, Project
 from ..engine import Engine, RunSpec
 from ..errors import BaseImageError
+from ..fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,37 @@ class ResolvedBase:
     python_version: str  # full, e.g. 3.11.2
 
 
-def python_version_in(engine: Engine, ref: str) -> str:
+# image id -> its python3's version, kept across commands: an image id names immutable content, and
+# asking costs a container start on every command.
+PYTHON_VERSIONS_FILE = "base-python-versions.json"
+
+
+def python_version_in(engine: Engine, ref: str, image_id: str = "", cache: Path | None = None) -> str:
+    known = _read_cache(cache)
+    if image_id and image_id in known:
+        return known[image_id]
     result = engine.run(RunSpec(image=ref, command=("python3", "-c", "import platform; print(platform.python_version())"),
                                 labels={KIT_LABEL: "coldchain"}, mem_limit="512m"))
     if result.exit_code != 0:
         raise BaseImageError(f"base image {ref} has no working python3 (exit {result.exit_code})",
                              log_tail=result.stderr[-2000:],
                              fix="use a base that ships python3, e.g. an official python:X.Y-slim image")
-    return result.stdout.strip()
+    version = result.stdout.strip()
+    if image_id and cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache, json.dumps({**known, image_id: version}, indent=1, sort_keys=True) + "\n")
+        except OSError as error:  # a cache that cannot be written only costs the next command a container
+            log.debug("not caching the base's Python version in %s: %s", cache, error)
+    return version
+
+
+def _read_cache(cache: Path | None) -> dict:
+    try:
+        data = json.loads(cache.read_text()) if cache is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def resolve_base(engine: Engine, project: Project, spec: BaseSpec, override: str | None = None,
@@ -46,16 +71,18 @@ def resolve_base(engine: Engine, project: Project, spec: BaseSpec, override: str
         source, ref = "override", override
     elif (info := engine.inspect_image(spec.official_image)) is not None:
         source, ref = "official", spec.official_image
+    elif (info := engine.inspect_image(spec.local_image)) is not None:
+        # Made here because no registry answered: used as it is, without asking a registry again on
+        # every command (a timeout where one is unreachable). `coldchain base` after removing it retries.
+        source, ref = "local", spec.local_image
     elif allow_pull and (info := _try_pull(engine, spec.official_image)) is not None:
         source, ref = "official", spec.official_image
     else:
         ref = spec.local_image
-        info = engine.inspect_image(ref)
-        if info is None:
-            log.info("no registry answers; building a local %s base with debootstrap", spec.suite)
-            info = build_local_base(engine, project, spec)
+        log.info("no registry answers; building a local %s base with debootstrap", spec.suite)
+        info = build_local_base(engine, project, spec)
         source = "local"
-    version = python_version_in(engine, ref)
+    version = python_version_in(engine, ref, info.id, project.build_dir / PYTHON_VERSIONS_FILE)
     if ".".join(version.split(".")[:2]) != spec.python:
         raise BaseImageError(f"base image {ref} runs Python {version}, but {spec.name} locks are resolved for "
                              f"Python {spec.python}",

@@ -61,9 +61,9 @@ def unsupported_ops(text: str) -> list:
     found = re.findall(r"'([A-Z][A-Za-z0-9_]*)': \d+", text)
     found += re.findall(r"No Op registered for ([A-Z][A-Za-z0-9_]*)", text)
     found += re.findall(r"Op type not registered '([A-Za-z0-9_]+)'", text)
-    rules = re.search(r"No conversion rule found for operations: ([A-Za-z0-9_, ]+)", text)
+    rules = re.search(r"No conversion rule found for operations: ([A-Za-z0-9_]+(?:, [A-Za-z0-9_]+)*)", text)
     if rules:
-        found += [name.strip() for name in rules.group(1).split(",") if name.strip()]
+        found += rules.group(1).split(", ")
     return sorted(set(found))
 
 
@@ -72,9 +72,10 @@ def conversion_message(runtime: str, source: str, error: BaseException, converte
     ops = unsupported_ops(text)
     what = f"unsupported op{'s' if len(ops) > 1 else ''} {', '.join(ops)}" if ops else text[:400]
     tool = ", ".join(f"{name} {version}" for name, version in sorted(converter.items()))
-    return (f"{source}: converting the graph for {runtime} failed ({tool}): {what}; a training-mode graph or a custom "
-            "op cannot be converted: fix it in TensorFlow first (coldchain doctor names what), or infer with "
-            "--runtime tensorflow")
+    fix = ("the converter has no rule for it: serve this graph with --runtime tensorflow (loading the op's "
+           "library), or replace the op in TensorFlow and freeze again") if ops else \
+        "coldchain doctor names what TensorFlow itself thinks of the graph; or infer with --runtime tensorflow"
+    return f"{source}: converting the graph for {runtime} failed ({tool}): {what}; {fix}"
 
 
 # --- ONNX Runtime ---------------------------------------------------------------------------------
