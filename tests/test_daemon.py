@@ -3,7 +3,6 @@ engine's message when nothing answers."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 

@@ -4,7 +4,6 @@ pids limits, the unprivileged user. And a container that hangs is killed at its 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
