@@ -225,7 +225,7 @@ class DockerEngine(Engine):
             # A list, not docker-py's volumes dict: one host directory may be mounted at two places.
             mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts],
             labels=spec.labels, name=spec.name, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            mem_limit=spec.mem_limit, pids_limit=spec.pids_limit,
+            mem_limit=spec.mem_limit, pids_limit=spec.pids_limit, hostname=spec.hostname,
         )
         if spec.user:
             kwargs["user"] = spec.user

@@ -44,6 +44,9 @@ class RunSpec:
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     timeout_s: float | None = None  # killed after this long; RunResult.timed_out says so
+    # Not the container's random id: TensorFlow quotes the host name in its errors ("binary running on
+    # ..."), and reports of the same run must read the same whichever container made them.
+    hostname: str = "coldchain"
 
 
 @dataclass(frozen=True)
