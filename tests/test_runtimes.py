@@ -124,3 +124,20 @@ def test_an_unreadable_conversion_record_is_made_again(tmp_path):
     model = conversion(tmp_path, record={})
     (model / CONVERTED_DIR / "openvino" / CONVERSION_FILE).write_text("{")
     assert "unreadable" in stale_because(model, "openvino", IMAGE)
+
+
+@pytest.mark.parametrize("runtime, given, expected", [
+    ("onnxruntime", "8g", "16g"), ("onnxruntime", "20g", "20g"), ("onnxruntime", "17179869184", "17179869184"),
+    ("openvino", "8g", "8g"), ("tensorflow", "512m", "512m"),
+])
+def test_onnx_conversion_gets_the_memory_tf2onnx_needs(runtime, given, expected):
+    from coldchain.steps.convert import memory_for
+
+    assert memory_for(runtime, given) == expected
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused():
+    from coldchain.steps.convert import memory_bytes
+
+    with pytest.raises(UsageError, match="not a size"):
+        memory_bytes("lots")

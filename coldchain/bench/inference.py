@@ -17,6 +17,7 @@ from ..config import BENCH_IMAGE, IMAGES, Project
 from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, PRECISION_BF16,
                         PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW)
 from ..engine import Engine
+from ..steps.convert import memory_for
 from ..environments.images import BuildOptions, build_images
 from ..errors import ColdchainError, UsageError
 from ..hostinfo import cores, derived_peak_fp32
@@ -79,7 +80,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
         run = ModuleRun(image=Image.of(image), module="bench", arguments=tuple(arguments), what=f"bench {label}",
                         inputs={MOUNT_MODEL: models[model]}, environment=environment or {}, run_id=options.run_id,
-                        timeout_s=3600.0)
+                        timeout_s=3600.0, memory=memory_for(runtime, ModuleRun.memory))
         try:
             return last_json(run_module(engine, run), run)
         except ColdchainError as error:

@@ -102,8 +102,10 @@ class CaseSpec:
     def container_key(self) -> tuple:
         """Cases with the same key can share one probe container: the same environment and environment
         variables (TensorFlow reads them once, when it loads). A case that loads an op library runs
-        alone: the ops it registers would stay registered for the next case in the process."""
-        return (self.env, self.settings.environment, self.name if self.settings.load_op_libraries else "")
+        alone: the ops it registers would stay registered for the next case in the process. So does an
+        ONNX Runtime case: tf2onnx's conversion needs a container of its own size (steps/convert.py)."""
+        alone = self.settings.load_op_libraries or self.settings.runtime == RUNTIME_ONNXRUNTIME
+        return (self.env, self.settings.environment, self.name if alone else "")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError, UsageError
 from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
+from ..steps.convert import memory_for
 from ..steps.runner import Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
@@ -304,7 +305,8 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
     run = ModuleRun(image=Image.of(image), module="probe", arguments=("--plan", json.dumps(plan)),
                     what=f"drift case{'s' if len(runnable) > 1 else ''} {', '.join(case.name for case in runnable)}",
                     inputs={model_mount(case.variant): models[case.variant] for case in runnable},
-                    environment=dict(first.settings.environment), memory=options.memory,
+                    environment=dict(first.settings.environment),
+                    memory=memory_for(first.settings.runtime, options.memory),
                     timeout_s=CASE_TIMEOUT_S * len(runnable), gpus=env.device == "cuda" and engine.gpu_runtime(),
                     run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120])
     probes, error, container_s = {}, None, None

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
-from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL
+from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL, RUNTIME_ONNXRUNTIME
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..errors import UsageError
@@ -17,6 +17,27 @@ from .runner import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 LOCK_LABEL = "io.coldchain.lock.sha256"
+# tf2onnx runs Grappler over the whole graph and holds several copies of the weights: converting an
+# ImageNet ResNet v1 50 (1000 classes) peaked at 10 GB resident here, past the kit's default 8g.
+ONNX_CONVERSION_MEMORY = "16g"
+_UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}
+
+
+def memory_bytes(memory: str) -> int:
+    """Docker's memory notation ("8g", "512m", "1073741824") in bytes."""
+    text = memory.strip().lower()
+    unit = text[-1] if text and text[-1] in _UNITS else ""
+    try:
+        return int(float(text[:-1] if unit else text) * _UNITS[unit])
+    except ValueError:
+        raise UsageError(f"memory limit {memory!r} is not a size", fix="write it as Docker does: 8g, 512m") from None
+
+
+def memory_for(runtime: str, memory: str) -> str:
+    """The container memory a step running `runtime` gets: the caller's, raised where the converter needs it."""
+    if runtime == RUNTIME_ONNXRUNTIME and memory_bytes(memory) < memory_bytes(ONNX_CONVERSION_MEMORY):
+        return ONNX_CONVERSION_MEMORY
+    return memory
 
 
 def runtimes_image(engine: Engine, project: Project, prefix: str) -> BuiltImage:
@@ -64,7 +85,7 @@ def convert(engine: Engine, project: Project, model: Path, runtime: str, image: 
     target = converted_dir(model, runtime)
     step = StepConfig(name="convert", role="runtimes", module="convert", output=target,
                       inputs={MOUNT_MODEL: model}, arguments=("--model", MOUNT_MODEL, FLAG_RUNTIME, runtime),
-                      memory=memory, prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
+                      memory=memory_for(runtime, memory), prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
     try:
         return run_step(engine, project, step, image)
     except PermissionError as error:
