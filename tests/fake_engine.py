@@ -19,6 +19,9 @@ class FakeEngine(Engine):
         self.builds: list[dict] = []
         self.runs: list[RunSpec] = []
         self.imports: list[str] = []
+        self.removed: list[str] = []  # image ids removed because nothing named them any more
+        self.in_use: set[str] = set()  # image ids a container still uses
+        self.disk = None  # a DiskSpace, to act like a local daemon
         self.run_handler = None  # callable(RunSpec) -> RunResult, to act like a container
 
     def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -65,6 +68,15 @@ class FakeEngine(Engine):
 
     def remove_image(self, ref: str) -> None:
         self.images.pop(ref, None)
+
+    def remove_unused_image(self, image_id: str) -> bool:
+        if any(info.id == image_id for info in self.images.values()) or image_id in self.in_use:
+            return False
+        self.removed.append(image_id)
+        return True
+
+    def disk_free(self):
+        return self.disk
 
     def list_images(self, label: str) -> list[ImageInfo]:
         key, has_value, value = label.partition("=")

@@ -9,7 +9,7 @@ from docker.errors import APIError, NotFound
 
 from coldchain.engine import RunSpec
 from coldchain.engine.docker import DockerEngine
-from coldchain.errors import DaemonUnavailable, EngineError
+from coldchain.errors import BuildError, DaemonUnavailable, EngineError
 
 
 class Response:
@@ -96,3 +96,29 @@ def test_an_image_that_is_gone_is_none_not_an_error():
             def get(ref):
                 raise NotFound("no such image")
     assert engine_with(Gone()).inspect_image("nothing:here") is None
+
+
+class DiskFullClient:
+    """A build whose RUN step fails the way pip does when the daemon's disk fills up."""
+
+    class api:
+        @staticmethod
+        def build(**kwargs):
+            yield {"stream": "Step 2/9 : RUN pip install -r requirements.lock\n"}
+            yield {"stream": "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device\n"}
+            yield {"error": "The command '/bin/sh -c pip install' returned a non-zero code: 1"}
+
+    @staticmethod
+    def info():
+        return {"DockerRootDir": "/"}
+
+
+def test_a_full_disk_during_a_build_says_so_with_the_free_space_and_the_fix(tmp_path):
+    context = tmp_path / "context.tar"
+    context.write_bytes(b"")
+    with pytest.raises(BuildError) as caught:
+        engine_with(DiskFullClient()).build(context, dockerfile="Dockerfile.train", buildargs={}, labels={},
+                                            tag="coldchain-train:cuda", log=lambda line: None, keep_stages=True)
+    assert "disk is full" in caught.value.message and "GB free now" in caught.value.message
+    assert "make clean" in caught.value.fix
+    assert "No space left on device" in caught.value.log_tail

@@ -9,6 +9,7 @@ import pytest
 
 from coldchain.environments.bases import resolve_base
 from coldchain.config import BASES, IMAGES, LOCKS, Project
+from coldchain.engine import DiskSpace, ImageInfo
 from coldchain.errors import BaseImageError, BuildError
 from coldchain.environments.images import BuildOptions, build_image
 from coldchain.environments.locks import stamp_lock, input_sha256
@@ -128,3 +129,36 @@ def test_a_local_base_is_used_without_asking_a_registry_again(tiny_project, monk
     resolved = resolve_base(engine, tiny_project, BASES["bookworm"])
     assert (resolved.ref, resolved.source) == ("coldchain-base:bookworm", "local")
     assert engine.pulls == pulls and engine.imports == ["coldchain-base:bookworm"]
+
+
+def test_a_rebuilt_image_removes_the_one_it_replaces_when_nothing_uses_it(tiny_project):
+    """Every edit of scripts/ or a lock makes a new image of 2 to 5 GB under the same tag."""
+    engine = FakeEngine(registry=True)
+    first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    (tiny_project.root / "scripts/incontainer/edited.py").write_text("# an edit\n")
+    second = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    assert second.info.id != first.info.id and engine.removed == [first.info.id]
+
+
+def test_a_replaced_image_still_named_or_used_or_not_the_kits_is_kept(tiny_project):
+    engine = FakeEngine(registry=True)
+    first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    engine.tag(first.info.id, "mine:pinned")  # the user's own name for it
+    (tiny_project.root / "scripts/incontainer/edited.py").write_text("# an edit\n")
+    build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    assert engine.removed == []
+    # An image someone else built under a kit tag is not the kit's to remove.
+    engine.images["kit-train:cpu"] = ImageInfo("sha256:theirs", ("kit-train:cpu",), {}, 1)
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="kit"))
+    assert engine.removed == []
+
+
+def test_a_build_short_of_disk_is_warned_about_before_it_starts(tiny_project, caplog):
+    engine = FakeEngine(registry=True)
+    engine.disk = DiskSpace("/var/lib/docker", 10)
+    build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    assert "may need about" in caplog.text and "/var/lib/docker" in caplog.text
+    caplog.clear()
+    engine.disk = DiskSpace("/var/lib/docker", 10**12)
+    build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="kit"))
+    assert "may need about" not in caplog.text

@@ -165,13 +165,17 @@ def ci(runs: list[tuple[str, dict]]) -> list[str]:
         return []
     lines = ["### CI (`bash .ci/run` in a fresh clone)", "",
              "| file | date | CPU flags | Docker images before | " + "freeze s | infer s | drift-test s | test s | "
-             "total min | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "total min | disk used GB | commit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, run in runs:
         stages = run.get("stages_s") or {}
+        before, least = run.get("disk_free_gb_before"), run.get("disk_free_gb_min")
+        used = fmt(before - least) if before is not None and least is not None else "not recorded"
         lines.append(f"| `{name}` | {run.get('date')} | {run.get('cpu_flags')} | {run.get('docker_images_before')} | "
                      + " | ".join(fmt(stages.get(stage)) for stage in ("freeze", "infer", "drift-test", "test"))
-                     + f" | {fmt((run.get('total_s') or 0) / 60)} | {run.get('commit')} |")
-    return lines + ["", "Docker images before = 0: a cold run (no base, no layer cache, no wheelhouse).", ""]
+                     + f" | {fmt((run.get('total_s') or 0) / 60)} | {used} | {run.get('commit')} |")
+    return lines + ["", "Docker images before = 0: a cold run (no base, no layer cache, no wheelhouse). Disk used: the "
+                    "most disk the run took at once, beyond what was used when it started (free space before minus "
+                    "the least free space seen, sampled every 15 s where Docker keeps images).", ""]
 
 
 def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:

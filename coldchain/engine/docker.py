@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -15,10 +16,11 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from ..errors import BaseImageError, BuildError, ContainerError, DaemonUnavailable, EngineError
-from .engine import Engine, ImageInfo, LogSink, RunResult, RunSpec
+from .engine import DiskSpace, Engine, ImageInfo, LogSink, RunResult, RunSpec
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
+NO_SPACE = "no space left on device"
 DAEMON_FIX = "run 'make docker' (scripts/ensure-docker.sh), which starts or installs a daemon where it can"
 
 
@@ -181,16 +183,15 @@ class DockerEngine(Engine):
                         image_id = event["aux"]["ID"]
                     if "error" in event:
                         tail.append(event["error"].strip())
+                        if any(NO_SPACE in line.lower() for line in tail):
+                            raise self._disk_full(tag, tail)
                         raise BuildError(f"building {tag} failed: {event['error'].strip().splitlines()[-1]}",
                                          image=tag, log_tail="\n".join(tail),
                                          fix="read the log tail above; the failing step is its last 'Step' line")
         except (APIError, DockerException, OSError) as error:
             # requests' errors (APIError included) are OSErrors too: look at what the daemon said first.
-            if "no space left on device" in str(error):
-                raise BuildError(f"building {tag} failed: the Docker host's disk is full", image=tag,
-                                 log_tail="\n".join(tail + [str(error)]),
-                                 fix="free space: 'docker image prune' removes dangling images, 'make clean' the "
-                                     "kit's images; then rerun") from None
+            if NO_SPACE in str(error).lower():
+                raise self._disk_full(tag, [*tail, str(error)]) from None
             if isinstance(error, APIError):
                 raise BuildError(f"building {tag} failed: {error}", image=tag, log_tail="\n".join(tail)) from None
             raise DaemonUnavailable(f"the Docker daemon went away while building {tag}: {error}",
@@ -198,6 +199,15 @@ class DockerEngine(Engine):
         if image_id is None:
             raise BuildError(f"building {tag} produced no image", image=tag, log_tail="\n".join(tail))
         return image_id
+
+    def _disk_full(self, tag: str, tail) -> BuildError:
+        space = self.disk_free()
+        where = f" ({space.path} has {space.free / 1e9:.1f} GB free now)" if space else ""
+        return BuildError(f"building {tag} failed: the Docker host's disk is full{where}", image=tag,
+                          log_tail="\n".join(tail),
+                          fix="free space, then rerun: 'make clean' removes the kit's images (they are rebuilt "
+                              "from their locks), 'docker image prune' dangling ones, 'docker system df' shows "
+                              "what takes the space")
 
     def _remove_stage_images(self, short_ids: list[str], tag: str) -> None:
         """The install stage holds the wheels and a second copy of the venv (7.6 GB for a CUDA lock);
@@ -301,6 +311,25 @@ class DockerEngine(Engine):
             self.client.images.remove(ref, force=True)
         except (ImageNotFound, NotFound):
             pass
+
+    def remove_unused_image(self, image_id: str) -> bool:
+        try:
+            image = self.client.api.inspect_image(image_id)
+            if image.get("RepoTags"):
+                return False
+            # Without force Docker refuses while any container, stopped ones included, uses it.
+            self.client.api.remove_image(image["Id"], force=False, noprune=False)
+            return True
+        except (APIError, DockerException, OSError) as error:
+            log.debug("kept image %s: %s", image_id[:19], error)
+            return False
+
+    def disk_free(self) -> DiskSpace | None:
+        try:
+            root = self.client.info().get("DockerRootDir") or ""
+            return DiskSpace(root, shutil.disk_usage(root).free) if root else None
+        except (DockerException, OSError):
+            return None  # a remote daemon, or a root this user cannot see: nothing to promise
 
     @_translated("list images labelled")
     def list_images(self, label: str) -> list[ImageInfo]:

@@ -20,6 +20,12 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class DiskSpace:
+    path: str  # the daemon's data root
+    free: int  # bytes
+
+
+@dataclass(frozen=True)
 class Mount:
     source: Path
     target: str
@@ -94,6 +100,14 @@ class Engine(ABC):
 
     @abstractmethod
     def remove_image(self, ref: str) -> None: ...
+
+    @abstractmethod
+    def remove_unused_image(self, image_id: str) -> bool:
+        """Remove the image only if no tag names it and no container uses it; whether it went."""
+
+    @abstractmethod
+    def disk_free(self) -> DiskSpace | None:
+        """Free space where the daemon keeps images, when that place is on this machine."""
 
     @abstractmethod
     def list_images(self, label: str) -> list[ImageInfo]:

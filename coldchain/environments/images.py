@@ -179,9 +179,11 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             log.info("%s is up to date (%s)", tag, reusable.id[:19])
             return BuiltImage(request.spec, tag, reusable, request.base, reused=True)
     project.build_dir.mkdir(parents=True, exist_ok=True)
+    previous = engine.inspect_image(tag)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
         tarball = Path(tmp) / "context.tar"
         request.context.write(tarball)
+        _warn_if_short_of_disk(engine, tag, tarball.stat().st_size)
         log.info("building %s from %s", tag, request.description)
         try:
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
@@ -194,7 +196,33 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
                              "otherwise delete the wheel from wheelhouse/ and rerun")
             raise
     log.info("built %s (%s, %.2f GB)", tag, info.id[:19], info.size / 1e9)
+    _remove_superseded(engine, previous, info)
     return BuiltImage(request.spec, tag, info, request.base, reused=False)
+
+
+# Sending the context, the install stage's copy of the wheels, the venv they unpack to (wheels are
+# compressed) and the final stage's copy of it: an estimate of the build's peak, in context sizes.
+BUILD_DISK_FACTOR = 5
+
+
+def _warn_if_short_of_disk(engine: Engine, tag: str, context_bytes: int) -> None:
+    """Only a warning: Docker's layer cache can make the build need far less than the estimate."""
+    space = engine.disk_free()
+    need = BUILD_DISK_FACTOR * context_bytes
+    if space is not None and space.free < need:
+        log.warning("building %s may need about %.1f GB of disk where Docker keeps images (%s) and only %.1f GB "
+                    "is free; if it fails, 'make clean' removes the kit's images", tag, need / 1e9, space.path,
+                    space.free / 1e9)
+
+
+def _remove_superseded(engine: Engine, previous: ImageInfo | None, built: ImageInfo) -> None:
+    """Each edit of the scripts or a lock makes a new image under the same tag; the old one, left
+    with no name, would otherwise stay on disk for ever (2 to 5 GB each). Only the kit's own images
+    go, and only those no tag and no container still uses."""
+    if previous is None or previous.id == built.id or previous.labels.get(KIT_LABEL) != "coldchain":
+        return
+    if engine.remove_unused_image(previous.id):
+        log.info("removed the image it replaces (%s, %.2f GB)", previous.id[:19], previous.size / 1e9)
 
 
 def _hint(log_tail: str, lock_file: str) -> str:
