@@ -24,14 +24,15 @@ STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
-	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME
+	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
 .PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert \
-	drift-test drift-plan drift-merge doctor test test-unit bench clean clean-all
+	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit bench \
+	clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -111,6 +112,21 @@ drift-plan: venv ## Print how SHARDS=N shards split the drift matrix, as JSON fo
 
 drift-merge: venv docker ## Merge the shards' reports (PARTIALS=files or dirs, default out/drift) into out/drift
 	$(COLDCHAIN) drift-merge $(or $(PARTIALS),$(OUT)/drift) --out $(OUT)/drift
+
+TRANSFER_ARGS = --model $(or $(MODEL),$(OUT)/model) $(if $(SHARD),--shard $(SHARD))
+
+images-save: venv docker lock-check ## Save the images drift-test needs (SHARD=I/N: that shard's) to ARCHIVE (default out/images.tar)
+	$(COLDCHAIN) images-save --out $(or $(ARCHIVE),$(OUT)/images.tar) $(TRANSFER_ARGS)
+
+images-load: venv docker lock-check ## Load ARCHIVE and check its images against this checkout's inputs (SHARD=I/N)
+	$(COLDCHAIN) images-load $(or $(ARCHIVE),$(OUT)/images.tar) $(TRANSFER_ARGS)
+
+images-push: venv docker lock-check ## Push the images drift-test needs to REGISTRY (host:port), their digests to INDEX (default out/images.json)
+	@test -n "$(REGISTRY)" || { echo "make images-push: set REGISTRY=host:port[/path]" >&2; exit 2; }
+	$(COLDCHAIN) images-push "$(REGISTRY)" --index $(or $(INDEX),$(OUT)/images.json) $(TRANSFER_ARGS)
+
+images-pull: venv docker lock-check ## Pull by digest the images INDEX lists (default out/images.json) and check them (SHARD=I/N)
+	$(COLDCHAIN) images-pull $(or $(INDEX),$(OUT)/images.json) $(TRANSFER_ARGS)
 
 doctor: $(MODEL_OR_CHAIN) | venv docker lock-check ## Diagnose MODEL (default out/model) for the inference runtime (DOCTOR_ARGS=--env NAME)
 	$(COLDCHAIN) doctor "$(or $(MODEL),$(OUT)/model)" $(DOCTOR_ARGS)

@@ -500,6 +500,112 @@ def drift_merge_command(project: Project, partials: tuple[Path, ...], out: Path,
     _finish_drift(report, paths, as_json, f"{report['timing']['jobs']} shards merged: ")
 
 
+def _transfer_setup(project: Project, matrix_path: Path, model: Path, shard: str | None, costs: Path | None):
+    """The images the job needs: its shard's (--shard or the CI's variables), or, without a shard, all
+    the matrix needs plus the merge job's heatmap image."""
+    from .drift.runner import with_model_environment
+    from .drift.shards import assign, measured_costs, parse_shard, shard_from_environment
+    from .drift.transfer import image_names
+
+    matrix = with_model_environment(_load_matrix(project, matrix_path), model)
+    chosen = parse_shard(shard) if shard else shard_from_environment(os.environ)
+    cases = list(matrix.cases) if chosen is None else assign(matrix, chosen.total, measured_costs(costs))[chosen.index]
+    return matrix, image_names(matrix, cases, merge=chosen is None)
+
+
+def _transferred(result, as_json: bool) -> None:
+    data = result.to_json()
+    size = f", {result.bytes / 1e9:.2f} GB" if result.bytes is not None else ""
+    _emit(data, as_json, f"{result.what}: {len(result.images)} images ({result.where}{size}, {result.seconds:.0f} s)\n"
+          + "\n".join(f"  {image['tag']}  {image['id'][:19]}" for image in result.images))
+
+
+@main.command("images-save")
+@options.archive_out
+@options.matrix
+@options.drift_model
+@options.shard
+@options.costs
+@options.prefix
+@options.json_output
+@command
+def images_save_command(project: Project, archive: Path, matrix_path: Path, model: Path, shard: str | None,
+                        costs: Path | None, prefix: str, as_json: bool):
+    """Write the images a drift-test shard needs (building what is missing) and their bases to one
+    archive, for a CI job on another Docker daemon: pass it as an artifact, then images-load it."""
+    from .drift.transfer import resolve, save
+    from .environments.images import BuildOptions
+
+    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
+    engine = _engine()
+    _transferred(save(engine, resolve(engine, project, matrix, names, BuildOptions(prefix=prefix)), archive), as_json)
+
+
+@main.command("images-load")
+@options.archive_in
+@options.matrix
+@options.drift_model
+@options.shard
+@options.costs
+@options.prefix
+@options.json_output
+@command
+def images_load_command(project: Project, archive: Path, matrix_path: Path, model: Path, shard: str | None,
+                        costs: Path | None, prefix: str, as_json: bool):
+    """Load an archive images-save wrote and check every image the shard needs against the inputs this
+    checkout builds it from (Dockerfile, lock, scripts, base); refuse, naming what differs, otherwise."""
+    from .drift.transfer import load
+    from .environments.images import BuildOptions
+
+    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
+    _transferred(load(_engine(), project, matrix, names, archive, BuildOptions(prefix=prefix, allow_pull=False)),
+                 as_json)
+
+
+@main.command("images-push")
+@options.registry
+@options.index_out
+@options.matrix
+@options.drift_model
+@options.shard
+@options.costs
+@options.prefix
+@options.json_output
+@command
+def images_push_command(project: Project, registry: str, index: Path, matrix_path: Path, model: Path,
+                        shard: str | None, costs: Path | None, prefix: str, as_json: bool):
+    """Tag the images a shard needs (and their bases) under REGISTRY (host:port[/path]), push them with
+    their labels, and write their name@digest references to --index for images-pull."""
+    from .drift.transfer import push, resolve
+    from .environments.images import BuildOptions
+
+    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
+    engine = _engine()
+    _transferred(push(engine, resolve(engine, project, matrix, names, BuildOptions(prefix=prefix)), registry, index),
+                 as_json)
+
+
+@main.command("images-pull")
+@options.index_in
+@options.matrix
+@options.drift_model
+@options.shard
+@options.costs
+@options.prefix
+@options.json_output
+@command
+def images_pull_command(project: Project, index: Path, matrix_path: Path, model: Path, shard: str | None,
+                        costs: Path | None, prefix: str, as_json: bool):
+    """Pull by digest the images images-push listed in INDEX, tag them under the kit's names, and check
+    those the shard needs against this checkout's inputs, as images-load does."""
+    from .drift.transfer import pull
+    from .environments.images import BuildOptions
+
+    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
+    _transferred(pull(_engine(), project, matrix, names, index, BuildOptions(prefix=prefix, allow_pull=False)),
+                 as_json)
+
+
 @main.command("doctor")
 @options.model_argument
 @options.manifest

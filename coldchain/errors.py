@@ -71,6 +71,10 @@ class BuildError(ColdchainError):
         self.image = image
 
 
+class ImageNotAvailable(BuildError):
+    """An image that had to come ready-made (loaded, pulled) is missing or was built from other inputs."""
+
+
 class ContainerError(ColdchainError):
     """A container exited non-zero; carries image, command, exit code and log tail, like docker-py's
     ContainerError. `exit_code` is the meaning the container reported (contract.Exit) where it is one

@@ -154,3 +154,12 @@ reference_image = click.option("--reference-image", default=None,
                                help="Compute the golden in this image (any local tag).")
 reference_env = click.option("--reference-env", default=None,
                              help="Compute the golden in this drift-matrix environment.")
+
+archive_out = click.option("--out", "archive", type=PathType(dir_okay=False), required=True,
+                           help="The image archive to write (a docker save tar, written under a temporary name "
+                                "and renamed when complete).")
+archive_in = click.argument("archive", type=PathType(dir_okay=False))
+registry = click.argument("registry")
+index_out = option("--index", type=PathType(dir_okay=False), default=Path("out/images.json"), show_default=True,
+                   envvar="COLDCHAIN_IMAGE_INDEX", help="Where to write the pushed images' name@digest references.")
+index_in = click.argument("index", type=PathType(dir_okay=False))

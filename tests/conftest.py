@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import KIT_LABEL, Project
+from coldchain.config import KIT_LABEL, LOCKS, Project
+from coldchain.environments.locks import input_sha256, stamp_lock
 from coldchain.contract import MANIFEST_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +74,33 @@ def session_tags(docker_engine, run_id):
 @pytest.fixture(autouse=True)
 def _log_level(caplog):
     caplog.set_level(logging.INFO, logger="coldchain")
+
+
+WHEELS = {"tensorflow-2.14.1-cp311-cp311-manylinux2014_x86_64.whl": b"tf",
+          "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl": b"np"}
+
+
+@pytest.fixture
+def tiny_project(tmp_path, project):
+    """A checkout whose locks pin two fake wheels that are already in the wheelhouse."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    for name in ("Dockerfile.train", "Dockerfile.infer"):
+        shutil.copy2(project.path(name), root / name)
+    shutil.copytree(project.path("scripts/incontainer"), root / "scripts/incontainer")
+    wheelhouse = root / "wheelhouse" / "cp311"
+    wheelhouse.mkdir(parents=True)
+    pins = ""
+    for filename, data in WHEELS.items():
+        (wheelhouse / filename).write_bytes(data)
+        name, version = filename.split("-")[:2]
+        pins += f"{name}=={version} \\\n    --hash=sha256:{hashlib.sha256(data).hexdigest()}\n"
+    tiny = Project(root)
+    for lock_name in ("train-cpu", "infer-cpu"):
+        spec = LOCKS[lock_name]
+        (root / spec.source).write_text("tensorflow\nnumpy\n")
+        (root / spec.lock).write_text(stamp_lock("#\n#    make lock\n#\n" + pins, input_sha256(tiny, spec)))
+    return tiny
 
 
 TINY_DATA = ("--classes", "3", "--train-per-class", "12", "--val-per-class", "4", "--size", "32", "--seed", "5")

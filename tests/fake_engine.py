@@ -21,7 +21,8 @@ class FakeEngine(Engine):
         self.imports: list[str] = []
         self.removed: list[str] = []  # image ids removed because nothing named them any more
         self.in_use: set[str] = set()  # image ids a container still uses
-        self.disk = None  # a DiskSpace, to act like a local daemon
+        self.disk = None
+        self.registry_images: dict[str, ImageInfo] = {}  # name@digest -> image, as pushed  # a DiskSpace, to act like a local daemon
         self.run_handler = None  # callable(RunSpec) -> RunResult, to act like a container
 
     def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -77,6 +78,31 @@ class FakeEngine(Engine):
 
     def disk_free(self):
         return self.disk
+
+    def save_images(self, refs, destination: Path) -> None:
+        import json
+        destination.write_text(json.dumps([[ref, self.images[ref].id, self.images[ref].labels] for ref in refs]))
+
+    def load_images(self, source: Path) -> list[str]:
+        import json
+        loaded = []
+        for ref, image_id, labels in json.loads(source.read_text()):
+            self.images[ref] = ImageInfo(image_id, (ref,), labels, 123)
+            loaded.append(ref)
+        return loaded
+
+    def push(self, ref: str) -> str:
+        info = self.images[ref]
+        self.registry_images[ref.rsplit(":", 1)[0] + "@sha256:" + info.id[-64:]] = info
+        return "sha256:" + info.id[-64:]
+
+    def pull_digest(self, ref: str) -> ImageInfo:
+        from coldchain.errors import EngineError
+        if ref not in self.registry_images:
+            raise EngineError(f"the registry has no {ref}")
+        info = self.registry_images[ref]
+        self.images[ref] = info
+        return info
 
     def list_images(self, label: str) -> list[ImageInfo]:
         key, has_value, value = label.partition("=")

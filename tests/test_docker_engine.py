@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coldchain.engine.docker import earlier_stage_images
+import pytest
+
+from coldchain.engine.docker import _split_tag, earlier_stage_images
 
 TRAIN_LOG = """\
 Step 1/32 : ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -49,3 +51,13 @@ def test_a_stage_that_is_only_a_from_is_never_removed():
     assert earlier_stage_images(opbuild, finished=True) == []
     assert earlier_stage_images(opbuild, finished=False) == ["1234567890ab"]
     assert earlier_stage_images(["Step 1/2 : FROM scratch", " ---> ", "Step 2/2 : COPY a b"], finished=False) == []
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("coldchain-infer:cpu", ("coldchain-infer", "cpu")),
+    ("127.0.0.1:5000/coldchain-infer:cpu", ("127.0.0.1:5000/coldchain-infer", "cpu")),
+    ("127.0.0.1:5000/coldchain-infer", ("127.0.0.1:5000/coldchain-infer", "latest")),
+    ("plain", ("plain", "latest")),
+])
+def test_a_registry_port_is_not_taken_for_the_tag(ref, expected):
+    assert _split_tag(ref) == expected

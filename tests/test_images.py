@@ -8,37 +8,12 @@ import shutil
 import pytest
 
 from coldchain.environments.bases import resolve_base
-from coldchain.config import BASES, IMAGES, LOCKS, Project
+from coldchain.config import BASES, IMAGES
 from coldchain.engine import DiskSpace, ImageInfo
 from coldchain.errors import BaseImageError, BuildError
 from coldchain.environments.images import BuildOptions, build_image
-from coldchain.environments.locks import stamp_lock, input_sha256
 from fake_engine import FakeEngine
 
-WHEELS = {"tensorflow-2.14.1-cp311-cp311-manylinux2014_x86_64.whl": b"tf", "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl": b"np"}
-
-
-@pytest.fixture
-def tiny_project(tmp_path, project):
-    """A checkout whose locks pin two fake wheels that are already in the wheelhouse."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    for name in ("Dockerfile.train", "Dockerfile.infer"):
-        shutil.copy2(project.path(name), root / name)
-    shutil.copytree(project.path("scripts/incontainer"), root / "scripts/incontainer")
-    wheelhouse = root / "wheelhouse" / "cp311"
-    wheelhouse.mkdir(parents=True)
-    pins = ""
-    for filename, data in WHEELS.items():
-        (wheelhouse / filename).write_bytes(data)
-        name, version = filename.split("-")[:2]
-        pins += f"{name}=={version} \\\n    --hash=sha256:{hashlib.sha256(data).hexdigest()}\n"
-    tiny = Project(root)
-    for lock_name in ("train-cpu", "infer-cpu"):
-        spec = LOCKS[lock_name]
-        (root / spec.source).write_text("tensorflow\nnumpy\n")
-        (root / spec.lock).write_text(stamp_lock("#\n#    make lock\n#\n" + pins, input_sha256(tiny, spec)))
-    return tiny
 
 
 def test_local_base_is_built_when_no_registry_answers(tiny_project, monkeypatch):
@@ -162,3 +137,18 @@ def test_a_build_short_of_disk_is_warned_about_before_it_starts(tiny_project, ca
     engine.disk = DiskSpace("/var/lib/docker", 10**12)
     build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="kit"))
     assert "may need about" not in caplog.text
+
+
+def test_an_image_of_the_same_sources_is_found_without_fetching_or_hashing_a_wheel(tiny_project, monkeypatch):
+    """A CI job that loaded or pulled its images has no wheelhouse; finding them must not need one."""
+    engine = FakeEngine(registry=True)
+    first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
+    shutil.rmtree(tiny_project.wheelhouse)
+    monkeypatch.setattr("coldchain.environments.wheelhouse.Wheelhouse.ensure",
+                        lambda *args: pytest.fail("the wheelhouse was asked for"))
+    again = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="shard-1"))
+    assert again.reused and again.info.id == first.info.id and len(engine.builds) == 1
+    # An edited script is another source: that one is built (and needs its wheels).
+    (tiny_project.root / "scripts/incontainer/edited.py").write_text("# an edit\n")
+    with pytest.raises(pytest.fail.Exception, match="wheelhouse was asked"):
+        build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="shard-1"))

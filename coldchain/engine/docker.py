@@ -55,6 +55,14 @@ def earlier_stage_images(lines: list[str], *, finished: bool) -> list[str]:
     return [tip for tip in dict.fromkeys(tips) if tip not in from_images]
 
 
+def _split_tag(ref: str) -> tuple[str, str]:
+    """("host:port/name", "tag"): the tag follows the last colon after the last slash."""
+    if ":" in ref.rsplit("/", 1)[-1]:
+        repository, _, tag = ref.rpartition(":")
+        return repository, tag
+    return ref, "latest"
+
+
 def _info(image) -> ImageInfo:
     attrs = image.attrs
     return ImageInfo(id=image.id, tags=tuple(image.tags), labels=dict(attrs["Config"].get("Labels") or {}),
@@ -135,9 +143,9 @@ class DockerEngine(Engine):
 
     @_translated("import a root filesystem as")
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
-        repository, _, tag = ref.partition(":")
+        repository, tag = _split_tag(ref)
         with tarball.open("rb") as handle:
-            self.client.api.import_image_from_data(handle, repository=repository, tag=tag or "latest", changes=changes)
+            self.client.api.import_image_from_data(handle, repository=repository, tag=tag, changes=changes)
         found = self.inspect_image(ref)
         if found is None:
             raise BaseImageError(f"docker import of {tarball} did not produce {ref}")
@@ -225,8 +233,8 @@ class DockerEngine(Engine):
 
     @_translated("tag image")
     def tag(self, image_id: str, ref: str) -> None:
-        repository, _, tag = ref.partition(":")
-        self.client.api.tag(image_id, repository, tag or "latest", force=True)
+        repository, tag = _split_tag(ref)
+        self.client.api.tag(image_id, repository, tag, force=True)
 
     def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
         kwargs = dict(
@@ -330,6 +338,59 @@ class DockerEngine(Engine):
             return DiskSpace(root, shutil.disk_usage(root).free) if root else None
         except (DockerException, OSError):
             return None  # a remote daemon, or a root this user cannot see: nothing to promise
+
+    @_translated("save images")
+    def save_images(self, refs: list[str], destination: Path) -> None:
+        api = self.client.api
+        # docker-py's get_image takes one name; the API takes several, so shared layers are stored once.
+        response = api._get(api._url("/images/get"), params={"names": list(refs)}, stream=True)
+        api._raise_for_status(response)
+        with destination.open("wb") as handle:
+            for chunk in api._stream_raw_result(response, 1 << 20, False):
+                handle.write(chunk)
+
+    @_translated("load images from")
+    def load_images(self, source: Path) -> list[str]:
+        loaded: list[str] = []
+        with source.open("rb") as handle:
+            for event in self.client.api.load_image(handle):
+                if "error" in event:
+                    raise EngineError(f"docker load of {source} failed: {event['error'].strip()}",
+                                      fix=f"{source} is damaged or not an image archive: make it again with "
+                                          "'coldchain images-save'")
+                for line in str(event.get("stream", "")).splitlines():
+                    for prefix in ("Loaded image: ", "Loaded image ID: "):
+                        if line.startswith(prefix):
+                            loaded.append(line[len(prefix):].strip())
+        return loaded
+
+    @_translated("push")
+    def push(self, ref: str) -> str:
+        repository, tag = _split_tag(ref)
+        digest = None
+        for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise EngineError(f"pushing {ref} failed: {event['error'].strip()}",
+                                  fix="check that the registry answers and accepts pushes (docker push works "
+                                      "for it); a plain-HTTP registry other than localhost must be among the "
+                                      "daemon's insecure-registries")
+            digest = (event.get("aux") or {}).get("Digest") or digest
+        if not digest:
+            raise EngineError(f"pushing {ref} reported no digest", fix="check the registry's log")
+        return digest
+
+    @_translated("pull")
+    def pull_digest(self, ref: str) -> ImageInfo:
+        repository, _, digest = ref.partition("@")
+        if not digest.startswith("sha256:"):
+            raise EngineError(f"{ref} does not name a digest (name@sha256:...)",
+                              fix="pull by the digests 'coldchain images-push' wrote")
+        try:
+            self.client.api.pull(repository, tag=digest)
+        except (ImageNotFound, NotFound):
+            raise EngineError(f"the registry has no {ref}",
+                              fix="push it first ('coldchain images-push REGISTRY'), or check the registry") from None
+        return _info(self.client.images.get(ref))
 
     @_translated("list images labelled")
     def list_images(self, label: str) -> list[ImageInfo]:

@@ -110,6 +110,22 @@ class Engine(ABC):
         """Free space where the daemon keeps images, when that place is on this machine."""
 
     @abstractmethod
+    def save_images(self, refs: list[str], destination: Path) -> None:
+        """One archive of these images and their tags (docker save: shared layers stored once)."""
+
+    @abstractmethod
+    def load_images(self, source: Path) -> list[str]:
+        """Load an archive written by save_images (docker load); the tags (or ids) it brought."""
+
+    @abstractmethod
+    def push(self, ref: str) -> str:
+        """Push a tagged image to the registry its name starts with; the manifest digest it got."""
+
+    @abstractmethod
+    def pull_digest(self, ref: str) -> ImageInfo:
+        """Pull `name@sha256:...` from its registry; raises EngineError when it cannot."""
+
+    @abstractmethod
     def list_images(self, label: str) -> list[ImageInfo]:
         """Images carrying `label` ("key" or "key=value")."""
 

@@ -14,7 +14,7 @@ from .bases import ResolvedBase, resolve_base
 from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
 from ..engine import Engine, ImageInfo
-from ..errors import BuildError
+from ..errors import BuildError, ImageNotAvailable
 from .locks import check_all, check_fresh
 from .wheelhouse import Wheelhouse
 
@@ -32,6 +32,9 @@ class BuildOptions:
     # Keep the install stage (wheels + a second venv): faster rebuilds after editing scripts/,
     # at 2.2 GB per CPU lock and 7.6 GB per CUDA lock of disk.
     keep_stages: bool = False
+    # False: use only images that exist (loaded from an archive, pulled); a missing or different one
+    # is an error naming what differs, never a build.
+    build: bool = True
 
 
 @dataclass(frozen=True)
@@ -84,16 +87,59 @@ def same_inputs(found: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(found.get(key) == value for key, value in wanted.items() if key not in NOT_AN_INPUT)
 
 
-def find_same_inputs(engine: Engine, tag: str, labels: dict[str, str]) -> ImageInfo | None:
+CONTEXT_LABEL = "io.coldchain.context.sha256"
+# Dockerfile, lock and scripts: every input but the wheels, which the lock's hashes already fix. An
+# image is found by it before any wheel is fetched or hashed, so a job that loaded or pulled its
+# images needs no wheelhouse, and a command that finds its image does not hash a GB of wheels.
+SOURCE_LABEL = "io.coldchain.source.sha256"
+
+
+def find_same_inputs(engine: Engine, tag: str, labels: dict[str, str], key: str = CONTEXT_LABEL) -> ImageInfo | None:
     """The image under `tag`, or any other image built from exactly these inputs (another prefix,
     an earlier commit), so that a test session or a new clone tags it instead of building again."""
     existing = engine.inspect_image(tag)
     if existing is not None and same_inputs(existing.labels, labels):
         return existing
-    fingerprint = labels["io.coldchain.context.sha256"]
-    twins = [info for info in engine.list_images(f"io.coldchain.context.sha256={fingerprint}")
-             if same_inputs(info.labels, labels)]
+    twins = [info for info in engine.list_images(f"{key}={labels[key]}") if same_inputs(info.labels, labels)]
     return min(twins, key=lambda info: info.id) if twins else None
+
+
+# What a differing label means, in the user's words.
+LABEL_MEANINGS = {
+    SOURCE_LABEL: "its Dockerfile, lock or scripts/incontainer",
+    CONTEXT_LABEL: "its build context",
+    "io.coldchain.lock.sha256": "its lock",
+    "org.opencontainers.image.base.digest": "its base image",
+    "io.coldchain.python.version": "its Python",
+    "io.coldchain.tensorflow.version": "its TensorFlow",
+    "io.coldchain.train.image": "the training image it was compiled against",
+}
+
+
+def not_available(engine: Engine, tag: str, wanted: dict[str, str]) -> ImageNotAvailable:
+    found = engine.inspect_image(tag)
+    if found is None:
+        return ImageNotAvailable(f"{tag}: no image of this checkout's inputs is here, and building was not allowed",
+                                 image=tag, fix="load or pull the images made from this same commit, or let this "
+                                                "job build its own (drop the load or pull step)")
+    differ = [key for key, value in wanted.items() if key not in NOT_AN_INPUT and found.labels.get(key) != value]
+    named = sorted({LABEL_MEANINGS.get(key, key) for key in differ})
+    made_by = found.labels.get("org.opencontainers.image.revision", "an unknown commit")
+    return ImageNotAvailable(f"{tag} ({found.id[:19]}, built by commit {made_by}) was built from other inputs than "
+                             f"this checkout's: {', '.join(named)} differ", image=tag,
+                             fix="make the archive or push from the same commit as this job (its images carry "
+                                 "the inputs they were built from), or let this job build its own")
+
+
+def _reuse(engine: Engine, tag: str, labels: dict[str, str], key: str) -> ImageInfo | None:
+    reusable = find_same_inputs(engine, tag, labels, key)
+    if reusable is None:
+        return None
+    if tag not in reusable.tags:
+        engine.tag(reusable.id, tag)
+        reusable = engine.inspect_image(tag) or reusable
+    log.info("%s is up to date (%s)", tag, reusable.id[:19])
+    return reusable
 
 
 def _build_log(name: str):
@@ -114,21 +160,50 @@ def build_images(engine: Engine, project: Project, specs: list[ImageSpec], optio
     return built
 
 
-def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
-                base: ResolvedBase | None = None) -> BuiltImage:
+@dataclass(frozen=True)
+class PlannedImage:
+    """What an image must be built from, decided before any wheel is fetched: its labels name the
+    inputs (SOURCE_LABEL among them), so an image found or loaded elsewhere can be checked against it."""
+
+    spec: ImageSpec
+    tag: str
+    lock: object  # locks.Lock
+    base: ResolvedBase
+    context: BuildContext  # without the wheels
+    lock_name: str
+    labels: dict
+
+
+def plan_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
+               base: ResolvedBase | None = None) -> PlannedImage:
     lock_spec = spec.locked
     # A lock outside LOCKS has no partner it must agree with; its freshness and hashes still count.
     lock = check_fresh(project, lock_spec) if spec.lock_spec else check_all(project, [spec.lock])[spec.lock]
-    base_spec = BASES[spec.base]
-    base = base or resolve_base(engine, project, base_spec, options.base_image, allow_pull=options.allow_pull)
-    wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
-
+    base = base or resolve_base(engine, project, BASES[spec.base], options.base_image, allow_pull=options.allow_pull)
     context = BuildContext()
     context.add_file(spec.dockerfile, project.path(spec.dockerfile))
     # A lock that travels with a model lies outside the project: it enters the context under a fixed name.
     lock_name = f"locks/{lock_spec.name}.lock" if Path(lock_spec.lock).is_absolute() else lock_spec.lock
     context.add_file(lock_name, project.path(lock_spec.lock))
     context.add_tree(CONTAINER_SCRIPTS, project.path(CONTAINER_SCRIPTS))
+    labels = image_labels(spec, lock, base, git_revision(project.root))
+    labels[SOURCE_LABEL] = context.fingerprint()
+    return PlannedImage(spec, spec.tag(options.prefix), lock, base, context, lock_name, labels)
+
+
+def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
+                base: ResolvedBase | None = None) -> BuiltImage:
+    plan = plan_image(engine, project, spec, options, base)
+    if not (options.force or options.nocache):
+        reusable = _reuse(engine, plan.tag, plan.labels, SOURCE_LABEL)
+        if reusable is not None:
+            return BuiltImage(spec, plan.tag, reusable, plan.base, reused=True)
+    if not options.build:
+        raise not_available(engine, plan.tag, plan.labels)
+    lock_spec, lock, base, lock_name = spec.locked, plan.lock, plan.base, plan.lock_name
+    context = BuildContext(dict(plan.context.files), dict(plan.context.blobs))
+    base_spec = BASES[spec.base]
+    wheels = Wheelhouse(project, base_spec).ensure(lock_spec, lock)
     known = {}
     for wheel in wheels:
         arcname = f"wheels/{wheel.path.name}"
@@ -143,9 +218,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
         "EXPECT_TENSORFLOW": lock.version("tensorflow") or "",
         "EXPECT_NUMPY": lock.version("numpy") or "",
     }
-    labels = image_labels(spec, lock, base, git_revision(project.root))
-    tag = spec.tag(options.prefix)
-    return build_context(engine, project, BuildRequest(spec=spec, tag=tag, context=context, labels=labels,
+    return build_context(engine, project, BuildRequest(spec=spec, tag=plan.tag, context=context, labels=plan.labels,
                                                        buildargs=buildargs, fingerprint_files=known, base=base,
                                                        description=f"{lock_spec.lock} on {base.ref} ({len(wheels)} "
                                                                    "wheels)", hint_lock=lock_spec.lock), options)
@@ -168,16 +241,14 @@ class BuildRequest:
 
 def build_context(engine: Engine, project: Project, request: BuildRequest, options: BuildOptions) -> BuiltImage:
     labels = dict(request.labels)
-    labels["io.coldchain.context.sha256"] = request.context.fingerprint(request.fingerprint_files)
+    labels[CONTEXT_LABEL] = request.context.fingerprint(request.fingerprint_files)
     tag = request.tag
     if not (options.force or options.nocache):
-        reusable = find_same_inputs(engine, tag, labels)
+        reusable = _reuse(engine, tag, labels, CONTEXT_LABEL)
         if reusable is not None:
-            if tag not in reusable.tags:
-                engine.tag(reusable.id, tag)
-                reusable = engine.inspect_image(tag) or reusable
-            log.info("%s is up to date (%s)", tag, reusable.id[:19])
             return BuiltImage(request.spec, tag, reusable, request.base, reused=True)
+    if not options.build:
+        raise not_available(engine, tag, labels)
     project.build_dir.mkdir(parents=True, exist_ok=True)
     previous = engine.inspect_image(tag)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
