@@ -647,6 +647,8 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from bench/results.json.")
 @click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, shared "
                                                 "containers, 2 and 3 shards side by side, merge).")
+@click.option("--no-transfer", is_flag=True, help="Skip timing a shard's images across daemons (built in the job, "
+                                                   "archive save/load, registry push/pull).")
 @click.option("--no-reproducibility", is_flag=True,
               help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
 @click.option("--run", "run", type=options.PathType(), default=Path("out/run"), show_default=True,
@@ -654,7 +656,8 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 @options.prefix
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
-                  no_adopt: bool, no_drift: bool, no_reproducibility: bool, quick: bool, repeats: int, run: Path,
+                  no_adopt: bool, no_drift: bool, no_transfer: bool, no_reproducibility: bool, quick: bool,
+                  repeats: int, run: Path,
                   prefix: str, page_only: bool):
     """Measure inference speed (TF with oneDNN on/off and a folded graph, against ONNX Runtime; batch
     1/8/32 at 224 px; roofline; threads; start to first prediction), the kit's own costs (cold and
@@ -698,6 +701,12 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
         model = (run if run.is_absolute() else project.root / run).parent / "model"
         results["drift"] = stamp({"quick" if quick else "full": bench_drift(project, DriftBenchOptions(
             model=model, out=project.root / "out" / "bench" / "drift", quick=quick, prefix=prefix))})
+    if not no_transfer:
+        from .bench.transfer import TransferBenchOptions, bench_transfer
+
+        model = (run if run.is_absolute() else project.root / run).parent / "model"
+        results["transfer"] = stamp({"quick" if quick else "full": bench_transfer(engine, project, TransferBenchOptions(
+            model=model, out=project.root / "out" / "bench" / "transfer", rebuild=not quick, prefix=prefix))})
     results["drift_test"] = drift_timing(project)
     click.echo(write_results(project, results, QUICK_RESULTS if quick else RESULTS))
     if not quick:

@@ -20,7 +20,7 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     result_file = ROOT / "bench" / "results-quick.json"
     result_file.unlink(missing_ok=True)
     environment = dict(os.environ, COLDCHAIN_PREFIX=run_id)
-    completed = subprocess.run(["make", "bench", f"OUT={tiny_chain}", "BENCH_ARGS=--quick --no-images --no-adopt --no-drift"], cwd=ROOT,
+    completed = subprocess.run(["make", "bench", f"OUT={tiny_chain}", "BENCH_ARGS=--quick --no-images --no-adopt --no-drift --no-transfer"], cwd=ROOT,
                                env=environment, capture_output=True, text=True, check=False, shell=False, timeout=1800)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(result_file.read_text())

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 
 import pytest
@@ -18,6 +16,7 @@ import pytest
 from coldchain.contract import Exit
 from coldchain.drift.matrix import load_matrix
 from coldchain.drift.transfer import load, pull, push, read_index, resolve, save
+from coldchain.engine.registry import BINARY, local_registry
 from coldchain.environments.images import BuildOptions
 from coldchain.errors import EngineError
 from conftest import IN_CI, ROOT
@@ -51,45 +50,20 @@ def sent(docker_engine, project, run_id, kit_images, matrix):
     return resolve(docker_engine, project, matrix, ["infer-cpu"], BuildOptions(prefix=run_id))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    if shutil.which("docker-registry") is None:
+    if shutil.which(BINARY) is None:
         installed = subprocess.run(["bash", str(ROOT / "scripts/ensure-registry.sh")], capture_output=True, text=True,
                                    check=False)
         if installed.returncode != 0:
             message = f"no registry server to test against: {installed.stderr.strip()}"
             pytest.fail(message) if IN_CI else pytest.skip(message)
-    root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
-    with (root / "registry.log").open("w") as log:
-        server = subprocess.Popen([shutil.which("docker-registry"), "serve", str(config)], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail(f"the registry did not answer on port {port}: {(root / 'registry.log').read_text()}")
-                time.sleep(0.3)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with local_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
-def _checkout_copy(tmp_path, edit: bool):
-    """Another job's checkout: the same inputs, or one script edited (a newer commit)."""
+def _newer_checkout(tmp_path):
+    """Another job's checkout, one commit later: a script was added."""
     copy = tmp_path / "checkout"
     copy.mkdir()
     for path in [*ROOT.glob("Dockerfile.*"), *ROOT.glob("requirements*")]:
@@ -97,8 +71,7 @@ def _checkout_copy(tmp_path, edit: bool):
     shutil.copytree(ROOT / "scripts/incontainer", copy / "scripts/incontainer",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "coldchain").mkdir()
-    if edit:
-        (copy / "scripts/incontainer/newer.py").write_text("# a later commit's script\n")
+    (copy / "scripts/incontainer/newer.py").write_text("# a later commit's script\n")
     return copy
 
 
@@ -116,7 +89,7 @@ def test_an_archive_round_trip_and_a_newer_checkout_refuses_it(docker_engine, pr
     assert docker_engine.inspect_image(sent[0].tag).id == sent[0].info.id
 
     # A job on a later commit must not test these images: one clear message, its exit code, no traceback.
-    copy = _checkout_copy(tmp_path, edit=True)
+    copy = _newer_checkout(tmp_path)
     result = subprocess.run([sys.executable, "-m", "coldchain", "images-load", str(archive), "--project", str(copy),
                              "--matrix", str(matrix.path), "--model", str(tmp_path / "no-model"),
                              "--prefix", run_id], capture_output=True, text=True, timeout=900, check=False)

@@ -160,6 +160,24 @@ def adopt(section: dict) -> list[str]:
     return lines
 
 
+def transfer(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict):
+            continue
+        lines += [f"### A shard's images on another Docker daemon ({mode})", "",
+                  f"Shard {entry.get('shard')} of the default matrix: {', '.join(entry.get('images') or [])} "
+                  f"({fmt(entry.get('image_gb'))} GB of images). Measured {_when(entry)}.", "",
+                  "| how | seconds | size GB |", "|---|---|---|",
+                  f"| build them in the job ({entry.get('build_note', 'not measured')}) | {fmt(entry.get('build_s'))} | |",
+                  f"| `images-save` (docker save) | {fmt(entry.get('save_s'))} | {fmt(entry.get('archive_gb'))} |",
+                  f"| `images-load` (docker load into a daemon without them, then checked) | {fmt(entry.get('load_s'))} | |",
+                  f"| `images-push` to a registry | {fmt(entry.get('push_s'))} | |",
+                  f"| `images-pull` by digest into a daemon without them, then checked | {fmt(entry.get('pull_s'))} | |",
+                  "", f"Registry: {entry.get('registry', 'not measured')}.", ""]
+    return lines
+
+
 def ci(runs: list[tuple[str, dict]]) -> list[str]:
     if not runs:
         return []
@@ -185,7 +203,7 @@ def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:
              "with the date and the CPU flags it was measured with; values from separate runs keep their own.", ""]
     for title, key, section in (("Inference", "inference", inference), ("Images", "images", images),
                                 ("Drift test", "drift", drift), ("Reproducibility", "reproducibility", reproducibility),
-                                ("Adopt", "adopt", adopt)):
+                                ("Adopt", "adopt", adopt), ("Images across CI jobs", "transfer", transfer)):
         if isinstance(results.get(key), dict):
             body = section(results[key])
             if body:
