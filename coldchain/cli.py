@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -18,7 +19,8 @@ from . import __version__, options
 from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
 from .contract import (EXIT_MEANINGS, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CHECKPOINT, MOUNT_DATA,
                        MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_METRICS_FILE, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
-                       CONVERTED_RUNTIMES, Exit, error_line)
+                       CONVERTED_RUNTIMES, FLAG_GOLDEN_VERIFIED, MANIFEST_FILE, MOUNT_GOLDEN_VERIFIED, STARTUP_KEY,
+                       Exit, error_line, seconds_since_process_start)
 from .errors import ColdchainError, UsageError
 
 log = logging.getLogger("coldchain")
@@ -190,6 +192,25 @@ def _step(project: Project, name: str, role: str, output: Path, inputs: dict, ex
     return run_step(engine, project, step, image)
 
 
+def _with_startup(stdout: str, entered: float | None, timing: dict, started: float) -> str:
+    """infer's summary with the host's share of the start-up added to the container's phases
+    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output."""
+    try:
+        summary = json.loads(stdout)
+    except ValueError:
+        return stdout.strip()
+    inside = summary.get(STARTUP_KEY)
+    if not isinstance(inside, dict) or entered is None or "container" not in timing:
+        return stdout.strip()
+    process = inside.get("container_process_s") or 0.0
+    inside.update(host_cli_s=round(entered, 3), host_checks_s=round(timing["checks"], 3),
+                  # docker's create, start and exit around the process; then removal and the output's move
+                  container_start_s=round(max(0.0, timing["container"] - process), 3),
+                  finish_s=round(max(0.0, timing["step"] - timing["container"]), 3),
+                  total_s=round(entered + time.perf_counter() - started, 3))
+    return json.dumps(summary, sort_keys=True)
+
+
 def step_command(name: str):
     """The options every containerised step shares; arguments the host does not know go to the container."""
     def decorate(function):
@@ -254,38 +275,59 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.runtime
 @options.precision
 @options.bf16_tolerance
+@options.golden_cache
 def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], runtime: str, precision: str,
-                  bf16_tolerance: float, device: str, memory: str, prefix: str, timeout_s, extra):
+                  bf16_tolerance: float, golden_cache: bool, device: str, memory: str, prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
     stale); the summary records the precision the runtime reports it computed in. With --runtime
     fastest, every runtime able to compute at --precision is golden-checked and timed, and the fastest
-    that passed predicts (runtime_choice in the summary says which and why)."""
+    that passed predicts (runtime_choice in the summary says which and why). A golden check this model
+    passed in this image is kept (build/golden-checks) and used instead of the probe while the model,
+    image and effective numerics stay the same; the summary's startup breaks the wait down."""
+    from .steps.golden_cache import cache_file, remember
+    from .steps.pipeline import StepConfig, ensure_images, run_step
+
+    entered, started, timing = seconds_since_process_start(), time.perf_counter(), {}
     mounts = {f"{MOUNT_INPUTS}/{index}": path.resolve() for index, path in enumerate(inputs)}
     fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
-    arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
-                 FLAG_BF16_TOLERANCE, str(bf16_tolerance), *extra, *mounts]
+    engine = _engine()
     if runtime == RUNTIME_TENSORFLOW:
-        summary = _step(project, "infer", "infer", output, {MOUNT_MODEL: model.resolve(), **mounts}, arguments,
-                        device=device, memory=memory, prefix=prefix, timeout_s=timeout_s)
+        image, role = ensure_images(engine, project, "infer", device, prefix), "infer"
+        source = model.resolve()
     else:
         from .steps.convert import ensure_converted, model_directory, runtimes_image
-        from .steps.pipeline import StepConfig, run_step
 
         if device != "cpu":
             raise UsageError(f"--runtime {runtime} runs on the CPU here", fix="drop --device cuda")
-        engine = _engine()
-        image = runtimes_image(engine, project, prefix)
-        directory = model_directory(model)
+        image, role = runtimes_image(engine, project, prefix), "runtimes"
+        source = model_directory(model)
         for converted in (CONVERTED_RUNTIMES if runtime == RUNTIME_FASTEST else (runtime,)):
-            ensure_converted(engine, project, directory, converted, image, memory=memory, prefix=prefix,
+            ensure_converted(engine, project, source, converted, image, memory=memory, prefix=prefix,
                              timeout_s=timeout_s)
-        step = StepConfig(name="infer", role="runtimes", module="infer", output=output.resolve(),
-                          inputs={MOUNT_MODEL: directory, **mounts}, arguments=tuple(arguments), memory=memory,
-                          prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)
-        summary = run_step(engine, project, step, image)
-    click.echo(summary.strip())
+    directory = source if source.is_dir() else source.parent
+    kept = None
+    if golden_cache and runtime != RUNTIME_FASTEST and (directory / MANIFEST_FILE).is_file():
+        kept = cache_file(project, directory, image.info.id,
+                          {"name": runtime, "precision": precision, "bf16_tolerance": bf16_tolerance})
+    verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
+    arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
+                 FLAG_BF16_TOLERANCE, str(bf16_tolerance),
+                 *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *extra, *mounts]
+    step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
+                      inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),
+                      device=device, memory=memory, prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)
+    timing["checks"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    summary = run_step(engine, project, step, image, timing=timing)
+    timing["step"] = time.perf_counter() - mark
+    if kept is not None:
+        try:
+            remember(kept, json.loads(summary))
+        except ValueError:
+            pass  # not a summary (extra arguments asked for --help): nothing to keep
+    click.echo(_with_startup(summary, entered, timing, started))
 
 
 @step_command("convert")

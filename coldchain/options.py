@@ -163,3 +163,8 @@ registry = click.argument("registry")
 index_out = option("--index", type=PathType(dir_okay=False), default=Path("out/images.json"), show_default=True,
                    envvar="COLDCHAIN_IMAGE_INDEX", help="Where to write the pushed images' name@digest references.")
 index_in = click.argument("index", type=PathType(dir_okay=False))
+golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_default=True,
+                      envvar="COLDCHAIN_GOLDEN_CACHE",
+                      help="Use a golden check this model passed before in this image (same model sha256, manifest, "
+                           "golden arrays, runtime, precision and effective numerics) instead of running the probe "
+                           "again; --golden-only always runs it.")

@@ -38,7 +38,9 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     assert quick["variants"]["openvino_bf16"]["runtime"]["precision_declared"] == "bf16"
     assert quick["variants"]["openvino_bf16"]["runtime"]["precision_effective"] in ("bf16", "fp32")
     assert quick["recommended_threads"] in quick["threads"]
-    assert quick["first_prediction"]["seconds_median"] > 0
+    for name, model in quick["first_prediction"]["models"].items():  # the CLI as typed, phase by phase
+        assert model["probe_run"]["golden_s"] > 0 and model["probe_run"]["total_s"] > 0, name
+        assert model["kept_check_median"] and "golden_s" not in model["kept_check_median"], name
     assert quick["tensorflow_profile_top_ops"] and quick["tensorflow_profile_top_ops"][0]["share"] > 0
     assert results["meta"]["cores"] >= 1
     # Portable training gives the same model under both simulated CPU classes; the default mode really

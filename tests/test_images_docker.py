@@ -182,3 +182,18 @@ def test_version_mismatch_fails_the_check(docker_engine, cpu_images):
                                        command=("python", "-m", "incontainer.env_check", "--expect-tensorflow", "2.13.1")))
     assert result.exit_code == 2
     assert "tensorflow is 2.14.1, the lock/base promised 2.13.1" in result.stderr
+
+
+def test_the_cpu_images_steps_drop_only_tensorflows_known_import_noise(docker_engine, cpu_images, run_id):
+    """TF's CPU wheel prints CUDA-factory errors and a TensorRT warning at every import; the steps drop
+    those lines (and only those), so a user reading the log sees the kit's lines and real problems."""
+    image = cpu_images["infer-cpu"].tag
+    raw = docker_engine.run(RunSpec(image=image, command=("python", "-c", "import tensorflow"),
+                                    environment={"TF_CPP_MIN_LOG_LEVEL": "0"}, labels={"io.coldchain.run": run_id}))
+    assert "Unable to register" in raw.stderr, "the noise this test is about is there without the filter"
+    step = docker_engine.run(RunSpec(image=image, command=("python", "-m", "incontainer.steps.infer", "--help"),
+                                     environment={"TF_CPP_MIN_LOG_LEVEL": "0"}, labels={"io.coldchain.run": run_id}))
+    assert step.exit_code == 0 and "--golden-only" in step.stdout, step.stderr[-2000:]
+    assert "Unable to register" not in step.stderr and "TensorRT" not in step.stderr, step.stderr[-2000:]
+    assert "oneDNN custom operations" in step.stderr or "cpu_feature_guard" in step.stderr, \
+        "TF's other import lines are kept"

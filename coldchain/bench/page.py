@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..config import Project
+from ..contract import STARTUP_PHASES
 from ..drift.report import PHASES, fmt
 from ..fsutil import atomic_write_text
 
@@ -66,10 +67,7 @@ def inference(section: dict) -> list[str]:
                       + (f" bf16 declared: {best16['variant']}, {fmt(best16['images_per_second'])} images/s, "
                          f"{fmt(best16['over_tensorflow_fp32'])}x TensorFlow fp32." if best16 else
                          " No runtime computed in bf16 on this CPU.")]
-        first = entry.get("first_prediction") or {}
-        if first:
-            lines += ["", f"Start to first prediction: {fmt(first.get('seconds_median'))} s (median of "
-                          f"{first.get('runs')}: {first.get('what')})."]
+        lines += first_prediction(entry.get("first_prediction") or {})
         threads = entry.get("threads") or {}
         if threads:
             lines += ["", "| threads | batch | images/s | p50 ms |", "|---|---|---|---|"]
@@ -78,6 +76,25 @@ def inference(section: dict) -> list[str]:
                              f"{fmt(row.get('p50_ms'))} |")
             lines += ["", f"Fastest thread setting: `{entry.get('recommended_threads')}`."]
         lines.append("")
+    return lines
+
+
+def first_prediction(first: dict) -> list[str]:
+    """Start to first prediction per model: the run that ran the golden probe, and the median run that
+    used the golden check kept from it, phase by phase."""
+    models = first.get("models") or {}
+    if not models:
+        return []
+    lines = ["", f"Start to first prediction ({first.get('what')}), seconds:", "",
+             "| phase | " + " | ".join(f"{name}: probe run | {name}: kept check (median of "
+                                         f"{entry.get('kept_check_runs')})" for name, entry in models.items()) + " |",
+             "|---|" + "---|---|" * len(models)]
+    for key, meaning in [*STARTUP_PHASES, ("total_s", "total")]:
+        cells = []
+        for entry in models.values():
+            for run in (entry.get("probe_run") or {}, entry.get("kept_check_median") or {}):
+                cells.append(fmt(run.get(key)) if key in run else "-")
+        lines.append(f"| {meaning} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -69,8 +69,9 @@ def ensure_images(engine: Engine, project: Project, role: str, device: str, pref
     return built
 
 
-def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltImage) -> str:
-    """Run the step; on success move its output into place and return the container's stdout."""
+def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltImage, timing: dict | None = None) -> str:
+    """Run the step; on success move its output into place and return the container's stdout.
+    `timing["container"]` gets the container's seconds from create to exit."""
     for host_path in step.inputs.values():
         if not host_path.exists():
             made_by = PRODUCED_BY.get(step.name)
@@ -90,6 +91,8 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
                         user=_user_for_outputs(staging))
         log.info("%s: %s in %s", step.name, " ".join(run.arguments), image.tag)
         result = run_module(engine, run)
+        if timing is not None:
+            timing["container"] = result.seconds
         produced = staging / step.output.name if step.writes_file else staging
         if step.writes_file and not produced.exists():
             return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import io
 import json
 import os
+import re
 import sys
 import tempfile
+import time
 import traceback
 import zipfile
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -101,10 +104,50 @@ def run_main(entry: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Op
     return Exit.OK if code is None else code
 
 
+# What TensorFlow's CPU wheels print at import on a machine without CUDA or TensorRT: true of every
+# CPU image and not a fault (TF registers its CUDA plugins twice; TensorRT is optional). Only these
+# lines are dropped; anything else TF prints at import is kept.
+IMPORT_NOISE = re.compile(r"Unable to register (cuDNN|cuFFT|cuBLAS) factory|TF-TRT Warning: Could not find TensorRT"
+                          r"|Could not find cuda drivers on your machine")
+
+
+TIMINGS: dict = {}  # phases measured before a step's own code runs (tensorflow_import_s)
+
+
 def quiet_tensorflow_logs() -> None:
     """TF's C++ INFO/WARNING lines (CUDA factories, TensorRT, CPU features) drown the kit's own
-    progress lines; keep errors only unless the user asked for more."""
+    progress lines; keep errors only unless the user asked for more, and import TensorFlow with its
+    known import-time noise filtered out."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_tensorflow_quietly()
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with file descriptor 2 captured, then replay what it printed minus
+    IMPORT_NOISE. Later `import tensorflow` statements find it imported. Where it is not installed,
+    nothing happens here: the step's own import says so."""
+    if "tensorflow" in sys.modules:
+        return
+    started = time.perf_counter()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            importlib.import_module("tensorflow")
+        except ImportError:
+            pass
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and not IMPORT_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+            TIMINGS["tensorflow_import_s"] = round(time.perf_counter() - started, 3)
 
 
 def silence_tensorflow_deprecations() -> None:

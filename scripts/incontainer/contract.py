@@ -78,6 +78,7 @@ MOUNT_REPORT = "/report"
 MOUNT_LABELS = "/labels"
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
+MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
 
 # --- environment variables the host sets for the container --------------------------------------
 ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"
@@ -109,6 +110,7 @@ FLAG_ALLOW_SOFT_PLACEMENT = "--allow-soft-placement"
 FLAG_RUNTIME = "--runtime"
 FLAG_PRECISION = "--precision"
 FLAG_BF16_TOLERANCE = "--bf16-tolerance"
+FLAG_GOLDEN_VERIFIED = "--golden-verified"
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "
@@ -328,3 +330,35 @@ def map_paths(text: str, mapping: Dict[str, str]) -> str:
         host = mapping[mount].rstrip("/") or "/"
         text = re.sub(r"(?<![\w/.-])" + re.escape(mount.rstrip("/")) + r"(?![\w-])", lambda _: host, text)
     return text
+
+
+# --- start to first prediction: the phases infer reports, host's and container's, in order ------
+STARTUP_KEY = "startup"  # in infer's summary
+STARTUP_PHASES = (
+    ("host_cli_s", "host: interpreter and coldchain imports"),
+    ("host_checks_s", "host: daemon, lock and image checks"),
+    ("container_start_s", "container: create and start, up to the interpreter"),
+    ("interpreter_s", "container: interpreter and the kit's imports"),
+    ("tensorflow_import_s", "container: import tensorflow"),
+    ("verify_s", "container: manifest, golden arrays and model sha256"),
+    ("doctor_s", "container: pre-flight (static checks, graph import)"),
+    ("session_s", "container: session and runner set-up"),
+    ("golden_s", "container: golden probe"),
+    ("first_batch_s", "container: decode and predict the first batch"),
+    ("finish_s", "container exit and removal, output moved into place"),
+)
+
+
+def seconds_since_process_start() -> Optional[float]:
+    """How long this process has been running, from the kernel's record of its start (10 ms ticks):
+    covers the interpreter's own start-up, which no timer inside the program can see."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as handle:
+            after_name = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None

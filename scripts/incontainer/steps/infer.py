@@ -8,17 +8,18 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..common import (InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
+from ..common import (TIMINGS, InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_GOLDEN_VERIFIED,
+                        FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        RUNTIMES, Code)
+                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start)
 from ..data.image_files import BadImageError, decode_image_file, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -47,6 +48,8 @@ class InferConfig:
     runtime: str = RUNTIME_TENSORFLOW
     precision: str = PRECISION_FP32
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
+    startup: dict = field(default_factory=dict)  # phases timed before infer() (interpreter_s)
+    golden_verified: Optional[str] = None  # an earlier passing golden check the host kept for this model and image
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
@@ -71,6 +74,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE,
                         help="with --precision bf16: each golden tensor may differ by this fraction of its largest "
                              "magnitude")
+    parser.add_argument(FLAG_GOLDEN_VERIFIED, dest="golden_verified", default=None,
+                        help="JSON of an earlier passing golden check of this model in this image; used instead of "
+                             "running the probe again only when the model's sha256 and the effective numerics match")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
     if not 0 < args.bf16_tolerance < 1:
@@ -86,7 +92,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                        top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
                        on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
                        allow_soft_placement=args.allow_soft_placement, runtime=args.runtime,
-                       precision=args.precision, bf16_tolerance=args.bf16_tolerance)
+                       precision=args.precision, bf16_tolerance=args.bf16_tolerance,
+                       golden_verified=args.golden_verified)
 
 
 def check_interface(graph_def, manifest: dict, path: str) -> None:
@@ -127,6 +134,8 @@ class Predictor:
                               f"{FLAG_RUNTIME} openvino for {precision}")
         self.model_dir = model_dir
         self.runtime = None
+        mark = time.perf_counter()
+        self.timing = {}
         self.manifest = manifests.load_manifest(model_dir)
         self.arrays = manifests.load_golden_arrays(model_dir, self.manifest)
         problems = manifests.validate_directory(model_dir, self.manifest, self.arrays)
@@ -134,6 +143,7 @@ class Predictor:
             raise manifests.ManifestInvalid(os.path.join(model_dir, MANIFEST_FILE), problems)
         manifests.read_verified_model(model_dir, self.manifest)
         self.spec = PreprocessSpec.from_json(self.manifest["preprocessing"], os.path.join(model_dir, MANIFEST_FILE))
+        mark = self._phase("verify_s", mark)
         diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=load_op_libraries,
                                            allow_soft_placement=allow_soft_placement, run=False))
         if runtime != RUNTIME_TENSORFLOW:
@@ -143,6 +153,7 @@ class Predictor:
                                   f"{summarize(group(diagnosis.blocking_before_running))}", code=diagnosis.outcome)
         self.diagnosis = diagnosis
         check_interface(diagnosis.graph_def, self.manifest, os.path.join(model_dir, MODEL_FILE))
+        mark = self._phase("doctor_s", mark)
         threads = self.manifest.get("inference", {})
         intra, inter = int(threads.get("intra_op_threads", 0)), int(threads.get("inter_op_threads", 0))
         # TF32 (on by default on Ampere+ GPUs) rounds conv inputs to 10-bit mantissas, far outside the golden
@@ -175,6 +186,12 @@ class Predictor:
             self.judged = with_precision_tolerance(self.manifest, self.arrays, bf16_tolerance)
         else:
             self.judged = self.manifest
+        self._phase("session_s", mark)
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timing[name] = round(now - since, 3)
+        return now
 
     def converted(self, runtime: str, precision: str, tensors: dict, intra: int, inter: int):
         """The model's verified converted artefact in ONNX Runtime or OpenVINO."""
@@ -239,6 +256,13 @@ class Predictor:
         return batch / sorted(timings)[len(timings) // 2]
 
     def check_golden(self) -> dict:
+        mark = time.perf_counter()
+        try:
+            return self._check_golden()
+        finally:
+            self._phase("golden_s", mark)
+
+    def _check_golden(self) -> dict:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
         summary = run_golden(self.golden_run, self.model_dir, self.judged, self.arrays, self.spec)
@@ -346,11 +370,12 @@ def infer(config: InferConfig) -> dict:
     if choice:
         summary["runtime_choice"] = choice
     try:
-        summary["golden"] = golden or predictor.check_golden()
+        summary["golden"] = golden or verified_earlier(config, summary) or predictor.check_golden()
         summary["preflight_warnings"] = predictor.warnings
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
-            "top-1 agree)")
+            f"top-1 agree{', kept from ' + str(summary['golden']['cached']['verified_at']) if 'cached' in summary['golden'] else ''})")
         if config.golden_only:
+            summary[STARTUP_KEY] = startup(config, predictor)
             return summary
         paths = collect_inputs(config.inputs)
         if not paths:
@@ -374,6 +399,8 @@ def infer(config: InferConfig) -> dict:
             if not batch_arrays:
                 continue
             probabilities = predictor.probabilities(np.stack(batch_arrays))
+            if "first_batch_s" not in predictor.timing:
+                predictor.timing["first_batch_s"] = round(time.perf_counter() - start, 3)
             for path, row in zip(batch_paths, probabilities):
                 order = np.argsort(-row, kind="stable")[:top_k]
                 rows.append({"path": host_paths(path), "top_k": [
@@ -383,10 +410,39 @@ def infer(config: InferConfig) -> dict:
     finally:
         predictor.close()
     write_predictions(config, rows)
+    summary[STARTUP_KEY] = startup(config, predictor)
     summary["folder_accuracy"] = folder_accuracy(rows, manifest["labels"])
     summary.update({"images": len(rows), "skipped": skipped, "seconds": round(seconds, 3),
                     "images_per_second": round(len(rows) / max(seconds, 1e-9), 2), "output": config.output})
     return summary
+
+
+def verified_earlier(config: InferConfig, summary: dict) -> Optional[dict]:
+    """The golden check this model passed before in this image, when it would compute the same numbers
+    now: the same model bytes (their sha256 was verified just now), the same runtime and precision,
+    and the same effective numerics (oneDNN as TF decided it, ISA, threads). Otherwise None: run it."""
+    if not config.golden_verified or config.golden_only:  # asked for the check itself: run it
+        return None
+    try:
+        with open(config.golden_verified) as handle:
+            earlier = json.load(handle)
+        same = {key: earlier.get(key) == summary.get(key) for key in ("model", "numerics", "runtime")}
+        golden = earlier["golden"]
+        if not all(same.values()) or golden.get("ok") is not True:
+            log(f"infer: the kept golden check does not apply ({', '.join(k for k, v in same.items() if not v) or 'it failed'}"
+                " differs); running the probe")
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        log(f"infer: the kept golden check is unreadable ({error}); running the probe")
+        return None
+    log(f"infer: golden probe passed earlier for this model, image and numerics ({earlier.get('verified_at')}); "
+        "not run again")
+    return {**golden, "cached": {"verified_at": earlier.get("verified_at")}}
+
+
+def startup(config: InferConfig, predictor: Predictor) -> dict:
+    """Where the time to the first prediction went inside the container (contract.STARTUP_PHASES)."""
+    return {**config.startup, **TIMINGS, **predictor.timing, "container_process_s": seconds_since_process_start()}
 
 
 def folder_accuracy(rows: list, labels: Sequence[str]) -> Optional[dict]:
@@ -401,8 +457,10 @@ def folder_accuracy(rows: list, labels: Sequence[str]) -> Optional[dict]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
+    entered = seconds_since_process_start()
     quiet_tensorflow_logs()
-    emit_json(infer(parse_args(argv)))
+    config = parse_args(argv)
+    emit_json(infer(replace(config, startup={"interpreter_s": entered})))
     return 0
 
 
