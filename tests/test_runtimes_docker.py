@@ -134,3 +134,22 @@ def test_fastest_picks_a_golden_passing_runtime_and_says_why(run_id, runtimes_mo
     assert bf16["runtime_choice"]["picked"] == "openvino"  # the one runtime here that can compute bf16
     assert {c["runtime"] for c in bf16["runtime_choice"]["candidates"] if "skipped" in c} == {"tensorflow",
                                                                                              "onnxruntime"}
+
+
+def test_the_drift_probe_keeps_its_onnx_conversion_between_runs(run_id, runtimes_model, tiny_chain, tmp_path):
+    """The same graph in the same image converts to the same ONNX model: the second run uses the one
+    the first kept (and a failed conversion is kept with its message), with the same outcome."""
+    out = tmp_path / "drift"
+    outcomes = []
+    for _ in range(2):
+        completed = coldchain(run_id, "drift-test", "--model", str(runtimes_model), "--run", str(tiny_chain / "run"),
+                              "--out", str(out), "--case", "onnxruntime-fp32", "--case", "onnxruntime-custom-op",
+                              "--json")
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        cases = {case["name"]: case for case in json.loads(completed.stdout)["cases"]}
+        outcomes.append({name: (case["outcome"], (case["probe"].get("runtime") or {}).get("conversion"))
+                         for name, case in cases.items()})
+    assert outcomes[0]["onnxruntime-fp32"][1] == "converted", outcomes
+    assert outcomes[1]["onnxruntime-fp32"] == (outcomes[0]["onnxruntime-fp32"][0], "kept"), outcomes
+    assert outcomes[0]["onnxruntime-custom-op"][0] == outcomes[1]["onnxruntime-custom-op"][0] == "conversion-failed"
+    assert list((out / "conversions").glob("*.onnx")) and list((out / "conversions").glob("*.failed.txt"))

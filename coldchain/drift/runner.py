@@ -17,11 +17,12 @@ from pathlib import Path
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import IMAGES, RUN_LABEL, Project
 from ..contract import (EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
-                        FLAG_LOAD_OP_LIBRARIES, FLAG_PRECISION, FLAG_RUNTIME, GOLDEN_LOGITS_KEY, MANIFEST_FILE,
-                        MOUNT_MODEL, MOUNT_MODELS, MOUNT_REPORT, MOUNT_RUN, OUTCOME_NOT_APPLICABLE, PRECISION_BF16,
-                        PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_TENSORFLOW, SEVERITY_WARNING, Code, ProbeReport,
+                        FLAG_CONVERSION_CACHE, FLAG_LOAD_OP_LIBRARIES, FLAG_PRECISION, FLAG_RUNTIME, GOLDEN_LOGITS_KEY,
+                        MANIFEST_FILE, MOUNT_CONVERSIONS, MOUNT_MODEL, MOUNT_MODELS, MOUNT_REPORT, MOUNT_RUN,
+                        OUTCOME_NOT_APPLICABLE, PRECISION_BF16, PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_TENSORFLOW, SEVERITY_WARNING, Code, ProbeReport,
                         describe_numerics, numerics_differences)
-from ..engine import Engine
+from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..environments.locks import check_all, check_fresh, disagreements
 from ..environments.opbuild import build_opbuild_image
@@ -29,7 +30,7 @@ from ..errors import ColdchainError, UsageError
 from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.convert import memory_for
-from ..steps.runner import Image, ModuleRun, run_module
+from ..steps.runner import CONTAINER_USER, Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
 from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, required_findings,
@@ -286,6 +287,16 @@ def lock_findings(env: EnvSpec, drift: list[str]) -> list[dict]:
              "fix": f"constrain {env.image_spec().locked.source} with '-c requirements.lock' and run 'make lock'"}]
 
 
+def conversions(options: DriftOptions) -> Path:
+    """Where the probes keep their ONNX conversions between runs (one per graph, converter and image):
+    beside the report, writable by the containers' user."""
+    directory = (options.out / "conversions").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(directory, *(int(part) for part in CONTAINER_USER.split(":")))
+    return directory
+
+
 def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvSpec, image: BuiltImage,
               models: dict[str, Path | str], options: DriftOptions) -> list[CaseResult]:
     """The group's cases in one container (one TensorFlow import); not-applicable ones need none."""
@@ -300,9 +311,13 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
         return results
     started = time.perf_counter()
     drift = lock_drift(project, env)
-    plan = [{"name": case.name, "args": list(probe_arguments(case))} for case in runnable]
     first = runnable[0]
+    kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
+    plan = [{"name": case.name, "args": [*probe_arguments(case),
+                                         *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
+            for case in runnable]
     run = ModuleRun(image=Image.of(image), module="probe", arguments=("--plan", json.dumps(plan)),
+                    output=Mount(kept, MOUNT_CONVERSIONS, False) if kept else None,
                     what=f"drift case{'s' if len(runnable) > 1 else ''} {', '.join(case.name for case in runnable)}",
                     inputs={model_mount(case.variant): models[case.variant] for case in runnable},
                     environment=dict(first.settings.environment),

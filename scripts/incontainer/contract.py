@@ -78,6 +78,7 @@ MOUNT_REPORT = "/report"
 MOUNT_LABELS = "/labels"
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
+MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
 MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
 
 # --- environment variables the host sets for the container --------------------------------------
@@ -111,6 +112,7 @@ FLAG_RUNTIME = "--runtime"
 FLAG_PRECISION = "--precision"
 FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 FLAG_GOLDEN_VERIFIED = "--golden-verified"
+FLAG_CONVERSION_CACHE = "--conversion-cache"
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "

@@ -16,7 +16,8 @@ import time
 from typing import Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE,
+                        FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
                         PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
                         RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
@@ -58,6 +59,8 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--intra-op-threads", type=int, default=0)
     parser.add_argument("--inter-op-threads", type=int, default=0)
     parser.add_argument("--latency-runs", type=int, default=3)
+    parser.add_argument(FLAG_CONVERSION_CACHE, dest="conversion_cache", default=None,
+                        help="a writable directory where ONNX conversions are kept between runs")
     parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW,
                         help="convert the graph in this process and run it in ONNX Runtime or OpenVINO")
     parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS + (PRECISION_RUNTIME_DEFAULT,),
@@ -195,9 +198,11 @@ def converted_backend(args, graph_def, input_tensor: str, tensors: dict):
     from ..runtimes import backends
 
     if args.runtime == RUNTIME_ONNXRUNTIME:
-        model = backends.convert_onnx(graph_def, input_tensor, tensors, args.model)
-        return backends.onnxruntime_backend(model, input_tensor, tensors, args.precision, args.intra_op_threads,
-                                            args.inter_op_threads)
+        model, how = backends.convert_onnx_kept(graph_def, input_tensor, tensors, args.model, args.conversion_cache)
+        backend = backends.onnxruntime_backend(model, input_tensor, tensors, args.precision, args.intra_op_threads,
+                                               args.inter_op_threads)
+        backend.details["conversion"] = how
+        return backend
     model = backends.read_openvino(os.path.join(args.model, MODEL_FILE), tensors, args.model)
     return backends.openvino_backend(model, tensors, args.precision, args.intra_op_threads)
 

@@ -3,13 +3,16 @@ frontend), each as a golden-check Runner. The caller declares the precision; the
 answer about what it computed in is what gets recorded."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ..common import InsideError
+from ..common import InsideError, atomic_write_bytes, log
 from ..contract import (PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, RUNTIME_ONNXRUNTIME,
                         RUNTIME_OPENVINO, Code)
 
@@ -95,6 +98,39 @@ def convert_onnx(graph_def, input_tensor: str, tensors: Dict[str, str], source: 
         raise ConversionFailed(conversion_message(RUNTIME_ONNXRUNTIME, source, error,
                                                   versions(RUNTIME_ONNXRUNTIME))) from None
     return model_proto.SerializeToString()
+
+
+def convert_onnx_kept(graph_def, input_tensor: str, tensors: Dict[str, str], source: str,
+                      cache_dir: Optional[str]) -> tuple:
+    """convert_onnx, kept in `cache_dir` under a digest of everything the conversion depends on (the
+    graph's bytes, inputs and outputs, opset, tf2onnx/onnx versions, the source named in messages):
+    the drift test converts the same graph in the same image on every run, 10 s each. A failure is
+    kept too, with its message. Returns the model and "kept" or "converted"."""
+    if not cache_dir:
+        return convert_onnx(graph_def, input_tensor, tensors, source), "converted"
+    key = hashlib.sha256(graph_def.SerializeToString(deterministic=True) + json.dumps(
+        [input_tensor, sorted(tensors.items()), ONNX_OPSET, versions(RUNTIME_ONNXRUNTIME), source]).encode()).hexdigest()
+    converted, failed = os.path.join(cache_dir, f"{key}.onnx"), os.path.join(cache_dir, f"{key}.failed.txt")
+    if os.path.isfile(failed):
+        with open(failed) as handle:
+            raise ConversionFailed(handle.read())
+    if os.path.isfile(converted):
+        with open(converted, "rb") as handle:
+            return handle.read(), "kept"
+    try:
+        model = convert_onnx(graph_def, input_tensor, tensors, source)
+    except ConversionFailed as failure:
+        _keep(failed, str(failure).encode())
+        raise
+    _keep(converted, model)
+    return model, "converted"
+
+
+def _keep(path: str, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except (OSError, InsideError) as error:  # a cache that cannot be written only costs time
+        log(f"probe: not kept: {path}: {error}")
 
 
 def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str], precision: str,
