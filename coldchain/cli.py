@@ -564,12 +564,7 @@ def _transferred(result, as_json: bool) -> None:
 
 @main.command("images-save")
 @options.archive_out
-@options.matrix
-@options.drift_model
-@options.shard
-@options.costs
-@options.prefix
-@options.json_output
+@options.image_selection
 @command
 def images_save_command(project: Project, archive: Path, matrix_path: Path, model: Path, shard: str | None,
                         costs: Path | None, prefix: str, as_json: bool):
@@ -585,12 +580,7 @@ def images_save_command(project: Project, archive: Path, matrix_path: Path, mode
 
 @main.command("images-load")
 @options.archive_in
-@options.matrix
-@options.drift_model
-@options.shard
-@options.costs
-@options.prefix
-@options.json_output
+@options.image_selection
 @command
 def images_load_command(project: Project, archive: Path, matrix_path: Path, model: Path, shard: str | None,
                         costs: Path | None, prefix: str, as_json: bool):
@@ -607,12 +597,7 @@ def images_load_command(project: Project, archive: Path, matrix_path: Path, mode
 @main.command("images-push")
 @options.registry
 @options.index_out
-@options.matrix
-@options.drift_model
-@options.shard
-@options.costs
-@options.prefix
-@options.json_output
+@options.image_selection
 @command
 def images_push_command(project: Project, registry: str, index: Path, matrix_path: Path, model: Path,
                         shard: str | None, costs: Path | None, prefix: str, as_json: bool):
@@ -629,12 +614,7 @@ def images_push_command(project: Project, registry: str, index: Path, matrix_pat
 
 @main.command("images-pull")
 @options.index_in
-@options.matrix
-@options.drift_model
-@options.shard
-@options.costs
-@options.prefix
-@options.json_output
+@options.image_selection
 @command
 def images_pull_command(project: Project, index: Path, matrix_path: Path, model: Path, shard: str | None,
                         costs: Path | None, prefix: str, as_json: bool):

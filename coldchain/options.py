@@ -168,3 +168,11 @@ golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_def
                       help="Use a golden check this model passed before in this image (same model sha256, manifest, "
                            "golden arrays, runtime, precision and effective numerics) instead of running the probe "
                            "again; --golden-only always runs it.")
+
+
+def image_selection(function):
+    """Which images a transfer command moves: those of one drift-test shard (or, without one, all the
+    matrix needs and the merge job's), as drift-plan computes them."""
+    for option_ in (json_output, prefix, costs, shard, drift_model, matrix):
+        function = option_(function)
+    return function

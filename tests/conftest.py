@@ -103,6 +103,21 @@ def tiny_project(tmp_path, project):
     return tiny
 
 
+# The smallest drift matrix that names kit images: for tests of what moves images between daemons.
+TWO_ENV_MATRIX = """schema = 1
+reference_env = "training"
+[envs.training]
+description = "the training image"
+image = "train-cpu"
+[envs.infer-cpu]
+description = "the inference image"
+image = "infer-cpu"
+[[cases]]
+name = "infer"
+env = "infer-cpu"
+expect = "bit-exact"
+"""
+
 TINY_DATA = ("--classes", "3", "--train-per-class", "12", "--val-per-class", "4", "--size", "32", "--seed", "5")
 TINY_TRAIN = ("--image-size", "32", "--max-steps", "4", "--batch-size", "8", "--log-every", "2")
 

@@ -11,21 +11,9 @@ from coldchain.drift.matrix import load_matrix
 from coldchain.drift.transfer import image_names, load, pull, push, read_index, resolve, save
 from coldchain.environments.images import BuildOptions
 from coldchain.errors import ImageNotAvailable, UsageError
+from conftest import TWO_ENV_MATRIX as MATRIX
 from fake_engine import FakeEngine
 
-MATRIX = """schema = 1
-reference_env = "training"
-[envs.training]
-description = "t"
-image = "train-cpu"
-[envs.infer-cpu]
-description = "i"
-image = "infer-cpu"
-[[cases]]
-name = "infer"
-env = "infer-cpu"
-expect = "bit-exact"
-"""
 
 
 @pytest.fixture

@@ -20,22 +20,10 @@ from coldchain.engine.registry import BINARY, local_registry
 from coldchain.environments.images import BuildOptions
 from coldchain.errors import EngineError
 from conftest import IN_CI, ROOT
+from conftest import TWO_ENV_MATRIX as MATRIX
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
-MATRIX = """schema = 1
-reference_env = "training"
-[envs.training]
-description = "the training image"
-image = "train-cpu"
-[envs.infer-cpu]
-description = "the inference image"
-image = "infer-cpu"
-[[cases]]
-name = "infer"
-env = "infer-cpu"
-expect = "bit-exact"
-"""
 
 
 @pytest.fixture(scope="module")
