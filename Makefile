@@ -32,7 +32,7 @@ endif
 
 .PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert \
 	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit bench \
-	clean clean-all
+	prune clean clean-all
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -139,6 +139,9 @@ test-unit: venv ## Unit tests only (no Docker daemon needed)
 
 bench: $(OUT)/model/manifest.json | venv docker lock-check ## Inference speed, image costs, adopt, reproducibility across CPU classes -> bench/results.json (BENCH_ARGS=--quick)
 	$(COLDCHAIN) bench --run $(OUT)/run $(BENCH_ARGS)
+
+prune: venv docker ## Remove the kit's superseded images: no name left, no container (each rebuild after an edit leaves one)
+	$(COLDCHAIN) clean --superseded
 
 clean: ## Remove the kit's containers, images and build leftovers (found by label)
 	@if [ -x $(VENV)/bin/python ] && docker version >/dev/null 2>&1; then $(COLDCHAIN) clean; fi

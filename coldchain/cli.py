@@ -738,14 +738,23 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
 @main.command("clean")
 @options.prefix
 @click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
+@click.option("--superseded", is_flag=True,
+              help="Only the kit's images that no tag names any more and no container uses (what each rebuild "
+                   "after an edit leaves behind); nothing else.")
 @command
-def clean_command(project: Project, prefix: str, everything: bool):
+def clean_command(project: Project, prefix: str, everything: bool, superseded: bool):
     """Remove the kit's containers and images (found by label), and build leftovers."""
     import shutil
 
     from .errors import EngineError
 
     engine = _engine()
+    if superseded:
+        from .environments.images import remove_superseded
+
+        removed, freed = remove_superseded(engine)
+        log.info("removed %d superseded images (%.2f GB)", removed, freed / 1e9)
+        return
     removed = engine.remove_containers(KIT_LABEL)
     images = [image for image in engine.list_images(KIT_LABEL) if everything or "io.coldchain.role" in image.labels]
     gone, kept = 0, []

@@ -55,6 +55,9 @@ class FakeEngine(Engine):
                             "labels": labels, "tag": tag, "keep_stages": keep_stages})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
+        if tag in self.images and not any(ref != tag and info.id == self.images[tag].id
+                                           for ref, info in self.images.items()):
+            self.supersede(tag)
         return self._store(tag, labels)
 
     def tag(self, image_id: str, ref: str) -> None:
@@ -71,10 +74,18 @@ class FakeEngine(Engine):
         self.images.pop(ref, None)
 
     def remove_unused_image(self, image_id: str) -> bool:
-        if any(info.id == image_id for info in self.images.values()) or image_id in self.in_use:
+        if any(info.id == image_id and info.tags for info in self.images.values()) or image_id in self.in_use:
             return False
+        self.images = {ref: info for ref, info in self.images.items() if info.id != image_id}
         self.removed.append(image_id)
         return True
+
+    def supersede(self, ref: str) -> ImageInfo:
+        """What Docker does to an image whose only tag moved to another: it keeps it, nameless."""
+        old = self.images[ref]
+        nameless = ImageInfo(old.id, (), old.labels, old.size)
+        self.images[f"<none>@{old.id}"] = nameless
+        return nameless
 
     def disk_free(self):
         return self.disk

@@ -11,7 +11,7 @@ from coldchain.environments.bases import resolve_base
 from coldchain.config import BASES, IMAGES
 from coldchain.engine import DiskSpace, ImageInfo
 from coldchain.errors import BaseImageError, BuildError
-from coldchain.environments.images import BuildOptions, build_image
+from coldchain.environments.images import BuildOptions, build_image, remove_superseded
 from fake_engine import FakeEngine
 
 
@@ -106,26 +106,22 @@ def test_a_local_base_is_used_without_asking_a_registry_again(tiny_project, monk
     assert engine.pulls == pulls and engine.imports == ["coldchain-base:bookworm"]
 
 
-def test_a_rebuilt_image_removes_the_one_it_replaces_when_nothing_uses_it(tiny_project):
-    """Every edit of scripts/ or a lock makes a new image of 2 to 5 GB under the same tag."""
+def test_prune_removes_the_kits_nameless_images_that_no_container_uses(tiny_project):
+    """Every edit of scripts/ or a lock leaves the image it replaced nameless (2 to 5 GB). A build does
+    not remove it (another checkout's job may be about to run it by id); 'make prune' does."""
     engine = FakeEngine(registry=True)
     first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
     (tiny_project.root / "scripts/incontainer/edited.py").write_text("# an edit\n")
     second = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
-    assert second.info.id != first.info.id and engine.removed == [first.info.id]
-
-
-def test_a_replaced_image_still_named_or_used_or_not_the_kits_is_kept(tiny_project):
-    engine = FakeEngine(registry=True)
-    first = build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
-    engine.tag(first.info.id, "mine:pinned")  # the user's own name for it
-    (tiny_project.root / "scripts/incontainer/edited.py").write_text("# an edit\n")
-    build_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="kit"))
-    assert engine.removed == []
-    # An image someone else built under a kit tag is not the kit's to remove.
-    engine.images["kit-train:cpu"] = ImageInfo("sha256:theirs", ("kit-train:cpu",), {}, 1)
+    assert second.info.id != first.info.id and engine.removed == []
+    in_use = build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="kit"))
+    (tiny_project.root / "scripts/incontainer/edited.py").write_text("# another edit\n")
     build_image(engine, tiny_project, IMAGES["train-cpu"], BuildOptions(prefix="kit"))
-    assert engine.removed == []
+    engine.in_use.add(in_use.info.id)  # a stopped container still holds it
+    engine.images["theirs"] = ImageInfo("sha256:theirs", (), {}, 1)  # not the kit's
+    assert remove_superseded(engine) == (1, first.info.size)
+    assert engine.removed == [first.info.id] and "theirs" in engine.images
+    assert engine.inspect_image("kit-infer:cpu").id == second.info.id
 
 
 def test_a_build_short_of_disk_is_warned_about_before_it_starts(tiny_project, caplog):

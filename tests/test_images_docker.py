@@ -197,3 +197,41 @@ def test_the_cpu_images_steps_drop_only_tensorflows_known_import_noise(docker_en
     assert "Unable to register" not in step.stderr and "TensorRT" not in step.stderr, step.stderr[-2000:]
     assert "oneDNN custom operations" in step.stderr or "cpu_feature_guard" in step.stderr, \
         "TF's other import lines are kept"
+
+
+def test_prune_removes_only_the_kits_nameless_images(docker_engine, run_id, tmp_path):
+    """Docker keeps an image whose tag moved to a rebuild, nameless; 'make prune' removes the kit's
+    such images and nothing that still has a name or is not the kit's."""
+    import io
+    import tarfile
+
+    from coldchain.environments.images import remove_superseded
+
+    def rootfs(content: bytes):
+        path = tmp_path / f"rootfs-{len(content)}.tar"
+        with tarfile.open(path, "w") as tar:
+            info = tarfile.TarInfo("marker")
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        return path
+
+    kit, theirs = f"{run_id}-prune:kit", f"{run_id}-prune:theirs"
+    labelled = [f"LABEL {KIT_LABEL}=coldchain"]
+    made: list[str] = []  # removed at the end, whatever happens
+    try:
+        def make(content: bytes, ref: str, changes: list[str]):
+            image = docker_engine.import_rootfs(rootfs(content), ref, changes)
+            made.append(image.id)
+            return image
+
+        old = make(b"old", kit, labelled)
+        new = make(b"new!", kit, labelled)  # the old one is left nameless
+        other = make(b"other image", theirs, [])
+        make(b"other image, again", theirs, [])  # leaves `other` nameless: not the kit's to remove
+        assert docker_engine.inspect_image(old.id) is not None and not docker_engine.inspect_image(old.id).tags
+        removed, _ = remove_superseded(docker_engine)
+        assert removed >= 1 and docker_engine.inspect_image(old.id) is None
+        assert docker_engine.inspect_image(new.id) is not None and docker_engine.inspect_image(other.id) is not None
+    finally:
+        for ref in made:
+            docker_engine.remove_image(ref)

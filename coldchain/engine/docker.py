@@ -213,8 +213,8 @@ class DockerEngine(Engine):
         where = f" ({space.path} has {space.free / 1e9:.1f} GB free now)" if space else ""
         return BuildError(f"building {tag} failed: the Docker host's disk is full{where}", image=tag,
                           log_tail="\n".join(tail),
-                          fix="free space, then rerun: 'make clean' removes the kit's images (they are rebuilt "
-                              "from their locks), 'docker image prune' dangling ones, 'docker system df' shows "
+                          fix="free space, then rerun: 'make prune' removes the kit's superseded images, 'make "
+                              "clean' all of them (they are rebuilt from their locks), 'docker system df' shows "
                               "what takes the space")
 
     def _remove_stage_images(self, short_ids: list[str], tag: str) -> None:

@@ -267,7 +267,9 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
                              "otherwise delete the wheel from wheelhouse/ and rerun")
             raise
     log.info("built %s (%s, %.2f GB)", tag, info.id[:19], info.size / 1e9)
-    _remove_superseded(engine, previous, info)
+    if previous is not None and previous.id != info.id and previous.labels.get(KIT_LABEL) == "coldchain":
+        log.info("%s replaces %s (%.2f GB), which keeps no name; 'make prune' removes such images",
+                 tag, previous.id[:19], previous.size / 1e9)
     return BuiltImage(request.spec, tag, info, request.base, reused=False)
 
 
@@ -282,18 +284,22 @@ def _warn_if_short_of_disk(engine: Engine, tag: str, context_bytes: int) -> None
     need = BUILD_DISK_FACTOR * context_bytes
     if space is not None and space.free < need:
         log.warning("building %s may need about %.1f GB of disk where Docker keeps images (%s) and only %.1f GB "
-                    "is free; if it fails, 'make clean' removes the kit's images", tag, need / 1e9, space.path,
+                    "is free; if it fails, 'make prune' removes the kit's superseded images, 'make clean' all "
+                    "of them", tag, need / 1e9, space.path,
                     space.free / 1e9)
 
 
-def _remove_superseded(engine: Engine, previous: ImageInfo | None, built: ImageInfo) -> None:
-    """Each edit of the scripts or a lock makes a new image under the same tag; the old one, left
-    with no name, would otherwise stay on disk for ever (2 to 5 GB each). Only the kit's own images
-    go, and only those no tag and no container still uses."""
-    if previous is None or previous.id == built.id or previous.labels.get(KIT_LABEL) != "coldchain":
-        return
-    if engine.remove_unused_image(previous.id):
-        log.info("removed the image it replaces (%s, %.2f GB)", previous.id[:19], previous.size / 1e9)
+def remove_superseded(engine: Engine) -> tuple[int, int]:
+    """Remove the kit's images that no tag names any more (each edit of the scripts or a lock leaves
+    one of 2 to 5 GB behind) and that no container uses; (how many, bytes). Not done by the builds
+    themselves: another checkout's job on the same daemon may still be about to run one by its id,
+    so it is asked for, like 'docker image prune'."""
+    removed = freed = 0
+    for image in engine.list_images(KIT_LABEL):
+        if not image.tags and engine.remove_unused_image(image.id):
+            removed, freed = removed + 1, freed + image.size
+            log.info("removed %s (%.2f GB), superseded", image.id[:19], image.size / 1e9)
+    return removed, freed
 
 
 def _hint(log_tail: str, lock_file: str) -> str:
