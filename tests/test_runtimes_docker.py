@@ -147,7 +147,7 @@ def test_the_drift_probe_keeps_its_onnx_conversion_between_runs(run_id, runtimes
                               "--json")
         assert completed.returncode == 0, completed.stderr[-3000:]
         cases = {case["name"]: case for case in json.loads(completed.stdout)["cases"]}
-        outcomes.append({name: (case["outcome"], (case["probe"].get("runtime") or {}).get("conversion"))
+        outcomes.append({name: (case["outcome"], (case.get("runtime") or {}).get("conversion"))
                          for name, case in cases.items()})
     assert outcomes[0]["onnxruntime-fp32"][1] == "converted", outcomes
     assert outcomes[1]["onnxruntime-fp32"] == (outcomes[0]["onnxruntime-fp32"][0], "kept"), outcomes

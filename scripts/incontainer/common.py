@@ -114,12 +114,15 @@ IMPORT_NOISE = re.compile(r"Unable to register (cuDNN|cuFFT|cuBLAS) factory|TF-T
 TIMINGS: dict = {}  # phases measured before a step's own code runs (tensorflow_import_s)
 
 
-def quiet_tensorflow_logs() -> None:
+def quiet_tensorflow_logs(import_now: bool = True) -> None:
     """TF's C++ INFO/WARNING lines (CUDA factories, TensorRT, CPU features) drown the kit's own
     progress lines; keep errors only unless the user asked for more, and import TensorFlow with its
-    known import-time noise filtered out."""
+    known import-time noise filtered out. TensorFlow reads its environment (oneDNN, ISA caps) once,
+    at import: a step that sets any passes import_now=False and calls import_tensorflow_quietly()
+    after setting them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import_tensorflow_quietly()
+    if import_now:
+        import_tensorflow_quietly()
 
 
 def import_tensorflow_quietly() -> None:

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..common import (InsideError, atomic_write_json, atomic_write_text, log, quiet_tensorflow_logs, run_main,
-                      silence_tensorflow_deprecations)
+from ..common import (InsideError, atomic_write_json, atomic_write_text, import_tensorflow_quietly, log,
+                      quiet_tensorflow_logs, run_main, silence_tensorflow_deprecations)
 from ..contract import ENV_ONEDNN, MODULES, RUN_CONFIG_FILE, LABELS_FILE, RUN_METRICS_FILE
 
 DEFAULT_MAX_STEPS = 120
@@ -486,9 +486,10 @@ def record_config(config, dataset, spec, batch_norm, total_steps, warmup_steps, 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
-    quiet_tensorflow_logs()
+    quiet_tensorflow_logs(import_now=False)
     config = parse_args(argv)
-    pin_numerics(config)
+    pin_numerics(config)  # before TensorFlow is imported: it reads oneDNN's settings once
+    import_tensorflow_quietly()
     train(config)
     return 0
 
