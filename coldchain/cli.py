@@ -555,6 +555,16 @@ def _transfer_setup(project: Project, matrix_path: Path, model: Path, shard: str
     return matrix, image_names(matrix, cases, merge=chosen is None)
 
 
+def _receive(how, source: Path, project: Project, matrix_path: Path, model: Path, shard: str | None,
+             costs: Path | None, prefix: str, as_json: bool) -> None:
+    """images-load and images-pull: bring the images in, then check them; never build."""
+    from .environments.images import BuildOptions
+
+    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
+    _transferred(how(_engine(), project, matrix, names, source, BuildOptions(prefix=prefix, allow_pull=False)),
+                 as_json)
+
+
 def _transferred(result, as_json: bool) -> None:
     data = result.to_json()
     size = f", {result.bytes / 1e9:.2f} GB" if result.bytes is not None else ""
@@ -587,11 +597,8 @@ def images_load_command(project: Project, archive: Path, matrix_path: Path, mode
     """Load an archive images-save wrote and check every image the shard needs against the inputs this
     checkout builds it from (Dockerfile, lock, scripts, base); refuse, naming what differs, otherwise."""
     from .drift.transfer import load
-    from .environments.images import BuildOptions
 
-    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
-    _transferred(load(_engine(), project, matrix, names, archive, BuildOptions(prefix=prefix, allow_pull=False)),
-                 as_json)
+    _receive(load, archive, project, matrix_path, model, shard, costs, prefix, as_json)
 
 
 @main.command("images-push")
@@ -621,11 +628,8 @@ def images_pull_command(project: Project, index: Path, matrix_path: Path, model:
     """Pull by digest the images images-push listed in INDEX, tag them under the kit's names, and check
     those the shard needs against this checkout's inputs, as images-load does."""
     from .drift.transfer import pull
-    from .environments.images import BuildOptions
 
-    matrix, names = _transfer_setup(project, matrix_path, model, shard, costs)
-    _transferred(pull(_engine(), project, matrix, names, index, BuildOptions(prefix=prefix, allow_pull=False)),
-                 as_json)
+    _receive(pull, index, project, matrix_path, model, shard, costs, prefix, as_json)
 
 
 @main.command("doctor")

@@ -6,6 +6,7 @@ pull the images are removed, so every layer is written again, as on a fresh mach
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,8 +46,6 @@ def _drop(engine: Engine, images: list[BuiltImage]) -> int:
 
 
 def bench_transfer(engine: Engine, project: Project, options: TransferBenchOptions) -> dict:
-    import shutil
-
     matrix = with_model_environment(load_matrix(project.path("drift/matrix.toml")), options.model)
     shard = parse_shard(options.shard)
     cases = assign(matrix, shard.total, {})[shard.index]

@@ -9,14 +9,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import IMAGES, Project
 from ..engine import Engine
 from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, build_images
 from ..environments.opbuild import build_opbuild_image
-from ..errors import ColdchainError, UsageError
+from ..errors import ColdchainError, ImageNotAvailable, UsageError
 from ..fsutil import atomic_write_text
 from .matrix import OP_BUILD_ENV, CaseSpec, Matrix
 from .shards import images_needed
@@ -155,9 +155,6 @@ def read_index(index: Path) -> dict[str, dict]:
 
 def _checked(engine: Engine, project: Project, matrix: Matrix, names: list[str], options: BuildOptions,
              source: str) -> list[BuiltImage]:
-    from dataclasses import replace
-
-    from ..errors import ImageNotAvailable
     try:
         return resolve(engine, project, matrix, names, replace(options, build=False))
     except ImageNotAvailable as error:
