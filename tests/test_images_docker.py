@@ -99,11 +99,15 @@ def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, 
             assert word not in history, word
 
 
-def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog):
+def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog, request):
     again = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id))
     assert again.reused and again.info.id == cpu_images["infer-cpu"].info.id
     caplog.set_level(logging.DEBUG, logger="coldchain.environments.images")
-    forced = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id, force=True))
+    # Under a name of its own: the session's tag must keep naming the image other tests were given
+    # (an image reused from an earlier commit gets a new id here, from its newer revision label).
+    forced_prefix = f"{run_id}-forced"
+    request.addfinalizer(lambda: docker_engine.remove_image(IMAGES["infer-cpu"].tag(forced_prefix)))
+    forced = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=forced_prefix, force=True))
     # The install stage was removed after the first build, so pip ran again; the venv it made is
     # byte-identical (SOURCE_DATE_EPOCH), so every layer of the image comes from the cache.
     layers = lambda ref: docker_engine.client.images.get(ref).attrs["RootFS"]["Layers"]  # noqa: E731

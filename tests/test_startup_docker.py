@@ -13,6 +13,7 @@ import pytest
 
 from coldchain.contract import STARTUP_KEY, STARTUP_PHASES
 from coldchain.steps.golden_cache import cache_file
+from coldchain.steps.pipeline import ensure_images
 from conftest import ROOT
 
 pytestmark = pytest.mark.docker
@@ -28,8 +29,11 @@ def infer(tiny_chain, run_id, tmp_path, *extra: str) -> tuple[dict, str]:
 
 
 def test_the_wait_is_broken_down_and_a_kept_golden_check_is_used_only_while_it_applies(
-        project, run_id, kit_images, tiny_chain, tmp_path):
-    kept = cache_file(project, tiny_chain / "model", kit_images["infer"].info.id,
+        docker_engine, project, run_id, kit_images, tiny_chain, tmp_path):
+    # The image infer will use, asked the way infer asks: a forced rebuild in another test may have
+    # moved the tag to a new id since the session fixture built it (same inputs, newer revision label).
+    image = ensure_images(docker_engine, project, "infer", "cpu", run_id)
+    kept = cache_file(project, tiny_chain / "model", image.info.id,
                       {"name": "tensorflow", "precision": "fp32", "bf16_tolerance": 0.03})
     kept.unlink(missing_ok=True)  # another test (the quick bench) may have run this model already
     first, _ = infer(tiny_chain, run_id, tmp_path)
