@@ -10,12 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from coldchain.config import RUNTIMES_IMAGE
+from coldchain.config import KIT_LABEL, RUNTIMES_IMAGE
 from coldchain.contract import CONVERSION_FILE, CONVERTED_DIR, Exit
+from coldchain.engine import RunSpec
 from coldchain.hostinfo import cpu_flags
 from conftest import IN_CI, ROOT, made_by_make_drift_test
 
@@ -56,6 +58,38 @@ def test_each_runtime_passes_the_golden_check_at_fp32(run_id, runtimes_model, tm
     manifest = json.loads((runtimes_model / "manifest.json").read_text())
     assert record["source_sha256"] == manifest["model"]["sha256"] and record["versions"] and record["lock_sha256"]
     assert summary["runtime"]["artefact"]["files"] == record["files"]
+    # Predictions come from the model compiled for its output alone; that compilation passed too.
+    alone = summary["golden"]["predictions_model"]
+    assert alone["ok"] and len(alone["keys"]) == 1 and alone["keys"][0] in ("probabilities", "logits"), alone
+
+
+def test_a_predictions_model_off_the_golden_is_refused(docker_engine, kit_images, run_id):
+    """The outputs-only compilation is judged on its own: off by more than the tolerance, it is refused
+    with the golden check's exit code, naming it (in the image: the check is in-container code)."""
+    snippet = textwrap.dedent("""
+        import numpy as np
+        from incontainer.common import GoldenMismatch
+        from incontainer.golden.check import check_outputs_only
+        logits = np.array([[0.0, 3.0, 1.0], [2.0, 0.0, 0.5]], np.float32)
+        manifest = {"inputs": [{"name": "input:0", "shape": [None, 4, 4, 3]}],
+                    "golden": {"input_key": "input", "tensors": [
+                        {"key": "block1", "name": "b:0", "abs_tol": 1e-4, "rel_tol": 1e-4},
+                        {"key": "logits", "name": "l:0", "abs_tol": 1e-4, "rel_tol": 1e-4}]}}
+        arrays = {"input": np.zeros((2, 4, 4, 3), np.float32), "logits": logits, "block1": np.zeros(2)}
+        same = check_outputs_only(lambda b: {"logits": logits[:len(b)]}, ["logits"], "/m", manifest, arrays)
+        print(same["ok"], same["bit_exact"], same["keys"])
+        try:
+            check_outputs_only(lambda b: {"logits": logits[:len(b)] + 0.01}, ["logits"], "/m", manifest, arrays)
+        except GoldenMismatch as error:
+            print("refused", error.exit_code, error)
+    """)
+    result = docker_engine.run(RunSpec(image=kit_images["infer"].info.id, command=("python", "-c", snippet),
+                                       labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    first, second = result.stdout.strip().splitlines()
+    assert first == "True True ['logits']"
+    assert second.startswith(f"refused {Exit.GOLDEN_MISMATCH} ") and "compiled for its predictions alone" in second
+    assert "first divergence at logits" in second
 
 
 def test_predictions_from_openvino_agree_with_tensorflow(run_id, runtimes_model, tiny_chain, tmp_path):

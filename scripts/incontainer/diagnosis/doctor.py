@@ -127,7 +127,7 @@ def diagnose(options: DoctorOptions) -> Diagnosis:
                                          if os.path.isfile(os.path.join(model_dir, MANIFEST_FILE)) else None)
     if manifest_path:
         _manifest_stage(diagnosis, model_dir, manifest_path)
-    data = read_model_bytes(model_file, "pass a frozen model.pb or its directory")
+    data = manifests.verified_bytes(model_file) or read_model_bytes(model_file, "pass a frozen model.pb or its directory")
     try:
         graph_def = parse_graph_def(data, model_file)
     except UnreadableGraph as error:

@@ -8,7 +8,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -32,14 +32,26 @@ class ConversionFailed(InsideError):
         super().__init__(message, code=Code.CONVERSION_FAILED)
 
 
+Runner = Callable[[np.ndarray], Dict[str, np.ndarray]]  # batch -> {golden key: array}
+
+
 @dataclass
 class Backend:
     runtime: str
-    run: Callable[[np.ndarray], Dict[str, np.ndarray]]  # batch -> {golden key: array}
+    run: Runner  # every golden tensor, the blocks included
     precision_declared: str
     precision_effective: str
     versions: Dict[str, str]
     details: Dict[str, object] = field(default_factory=dict)
+    # keys -> a Runner computing only those: what predictions need. The golden check's block outputs
+    # cost a bf16 OpenVINO model a reorder and an fp32 copy per block on every batch.
+    outputs_only: Optional[Callable[[Sequence[str]], Runner]] = None
+
+    def runner_for(self, keys: Sequence[str]) -> Runner:
+        if self.outputs_only is not None:
+            return self.outputs_only(keys)
+        run, wanted = self.run, set(keys)
+        return lambda batch: {key: value for key, value in run(batch).items() if key in wanted}
 
     def describe(self) -> dict:
         return {"name": self.runtime, "precision_declared": self.precision_declared,
@@ -144,12 +156,16 @@ def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str]
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
     session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    keys, names = list(tensors), [tensors[key] for key in tensors]
+    keys = list(tensors)
 
-    def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
-        return dict(zip(keys, session.run(names, {input_tensor: batch.astype(np.float32, copy=False)})))
-    return Backend(RUNTIME_ONNXRUNTIME, run, precision, PRECISION_FP32, versions(RUNTIME_ONNXRUNTIME),
-                   {"providers": session.get_providers(), "opset": ONNX_OPSET})
+    def fetching(keys: Sequence[str]) -> Runner:
+        names = [tensors[key] for key in keys]
+
+        def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
+            return dict(zip(keys, session.run(names, {input_tensor: batch.astype(np.float32, copy=False)})))
+        return run
+    return Backend(RUNTIME_ONNXRUNTIME, fetching(keys), precision, PRECISION_FP32, versions(RUNTIME_ONNXRUNTIME),
+                   {"providers": session.get_providers(), "opset": ONNX_OPSET}, outputs_only=fetching)
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------
@@ -181,16 +197,26 @@ def openvino_backend(model, tensors: Dict[str, str], precision: str, intra_op_th
         config["INFERENCE_PRECISION_HINT"] = OPENVINO_HINTS[precision]
     if intra_op_threads:
         config["INFERENCE_NUM_THREADS"] = intra_op_threads
-    compiled = openvino.Core().compile_model(model, "CPU", config)
+    core = openvino.Core()
+    compiled = core.compile_model(model, "CPU", config)
     hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
     named = re.findall(r"[a-z]+[0-9]+", hint.lower())
     effective = OPENVINO_PRECISIONS.get(named[-1] if named else hint, hint)
-    ports = {key: compiled.output(name) for key, name in tensors.items()}
-    request = compiled.create_infer_request()
 
-    def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
-        results = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return {key: np.array(results[port]) for key, port in ports.items()}
-    return Backend(RUNTIME_OPENVINO, run, precision, effective, versions(RUNTIME_OPENVINO),
-                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}})
+    def runner(compiled_model, keys: Sequence[str]) -> Runner:
+        ports = {key: compiled_model.output(tensors[key]) for key in keys}
+        request = compiled_model.create_infer_request()
+
+        def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
+            results = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+            return {key: np.array(results[port]) for key, port in ports.items()}
+        return run
+
+    def outputs_only(keys: Sequence[str]) -> Runner:
+        # Compiled again with only these results, at the same settings; the caller golden-checks it too.
+        alone = openvino.Model([model.output(tensors[key]) for key in keys], model.get_parameters(), "outputs")
+        return runner(core.compile_model(alone, "CPU", config), keys)
+    return Backend(RUNTIME_OPENVINO, runner(compiled, list(tensors)), precision, effective, versions(RUNTIME_OPENVINO),
+                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}},
+                   outputs_only=outputs_only)
 

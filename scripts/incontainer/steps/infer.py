@@ -24,11 +24,11 @@ from ..data.image_files import BadImageError, decode_image_file, list_image_file
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..diagnosis.findings import group, summarize
-from ..golden.check import (batch_limit, golden_tensors, missing_tensors, run_golden, session_runner,
-                            with_precision_tolerance)
+from ..golden.check import (batch_limit, check_outputs_only, golden_tensors, missing_tensors, run_golden,
+                            session_runner, with_precision_tolerance)
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
-from ..runtime import effective_numerics
+from ..runtime import effective_numerics, quick_graph_optimization
 
 FORMATS = ("jsonl", "csv")
 
@@ -134,6 +134,8 @@ class Predictor:
                               f"{FLAG_RUNTIME} openvino for {precision}")
         self.model_dir = model_dir
         self.runtime = None
+        self.graph_optimization = None
+        self.outputs_only = None  # (key, runner): a converted model compiled for predictions alone
         mark = time.perf_counter()
         self.timing = {}
         self.manifest = manifests.load_manifest(model_dir)
@@ -165,6 +167,7 @@ class Predictor:
         if runtime == RUNTIME_TENSORFLOW:
             config = tf.compat.v1.ConfigProto(allow_soft_placement=allow_soft_placement,
                                               intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+            self.graph_optimization = quick_graph_optimization(config)
             self.session = tf.compat.v1.Session(graph=diagnosis.graph, config=config)
         # Where TensorFlow could not import the graph (another runtime's custom op), the converter named it.
         missing = missing_tensors(diagnosis.graph, list(tensors.values())) if diagnosis.graph is not None else []
@@ -217,7 +220,9 @@ class Predictor:
         output_key = next(entry["key"] for entry in self.manifest["golden"]["tensors"]
                           if entry["name"] == manifests.tensor_of(key))
         run = self.guard_runtime(runtime, backend.run)
-        return run, lambda feed: {"out": run(feed)[output_key]}
+        alone = self.guard_runtime(runtime, backend.runner_for([output_key]))
+        self.outputs_only = (output_key, alone)
+        return run, lambda feed: {"out": alone(feed)[output_key]}
 
     def guard_runtime(self, runtime: str, run):
         """ONNX Runtime and OpenVINO raise their own exception types (from C++): one message, no traceback."""
@@ -266,6 +271,9 @@ class Predictor:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
         summary = run_golden(self.golden_run, self.model_dir, self.judged, self.arrays, self.spec)
+        if self.outputs_only is not None:
+            key, alone = self.outputs_only
+            summary["predictions_model"] = check_outputs_only(alone, [key], self.model_dir, self.judged, self.arrays)
         self.diagnosis.ran("ran the golden probe")
         return summary
 
@@ -355,8 +363,12 @@ def fastest(model_dir: str, config: InferConfig):
     return predictor, golden, {"picked": picked, "why": why, "candidates": candidates}
 
 
+def model_directory(model: str) -> str:
+    return (os.path.dirname(model) or ".") if os.path.isfile(model) else model
+
+
 def infer(config: InferConfig) -> dict:
-    model_dir = (os.path.dirname(config.model) or ".") if os.path.isfile(config.model) else config.model
+    model_dir = model_directory(config.model)
     choice, golden = None, None
     if config.runtime == RUNTIME_FASTEST:
         predictor, golden, choice = fastest(model_dir, config)
@@ -366,7 +378,8 @@ def infer(config: InferConfig) -> dict:
     manifest = predictor.manifest
     summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics,
                      "runtime": predictor.runtime or {"name": RUNTIME_TENSORFLOW, "precision_declared": config.precision,
-                                                      "precision_effective": PRECISION_FP32}}
+                                                      "precision_effective": PRECISION_FP32,
+                                                      "graph_optimization": predictor.graph_optimization}}
     if choice:
         summary["runtime_choice"] = choice
     try:
@@ -458,8 +471,9 @@ def folder_accuracy(rows: list, labels: Sequence[str]) -> Optional[dict]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     entered = seconds_since_process_start()
-    quiet_tensorflow_logs()
     config = parse_args(argv)
+    manifests.verify_ahead(model_directory(config.model))  # hashed while TensorFlow imports
+    quiet_tensorflow_logs()
     emit_json(infer(replace(config, startup={"interpreter_s": entered})))
     return 0
 
