@@ -203,7 +203,7 @@ def bench_converted(args, manifest, graph_def, arrays) -> dict:
         return report
     # Timed like TensorFlow above and like infer predicts: the last output alone, golden-checked too.
     last = list(io_names(manifest)[1])[-1]
-    alone = backend.runner_for([last])
+    alone = backend.outputs_only([last])
     outputs = evaluate(alone, only(judged, [last]), arrays)
     report["golden"]["predictions_model"] = {"ok": outputs["ok"], "keys": [last], "bit_exact": outputs["bit_exact"]}
     if outputs["ok"]:

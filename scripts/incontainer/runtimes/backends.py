@@ -39,19 +39,13 @@ Runner = Callable[[np.ndarray], Dict[str, np.ndarray]]  # batch -> {golden key: 
 class Backend:
     runtime: str
     run: Runner  # every golden tensor, the blocks included
+    # keys -> a Runner computing only those: what predictions need. The golden check's block outputs
+    # cost a bf16 OpenVINO model a reorder and an fp32 copy per block on every batch.
+    outputs_only: Callable[[Sequence[str]], Runner]
     precision_declared: str
     precision_effective: str
     versions: Dict[str, str]
     details: Dict[str, object] = field(default_factory=dict)
-    # keys -> a Runner computing only those: what predictions need. The golden check's block outputs
-    # cost a bf16 OpenVINO model a reorder and an fp32 copy per block on every batch.
-    outputs_only: Optional[Callable[[Sequence[str]], Runner]] = None
-
-    def runner_for(self, keys: Sequence[str]) -> Runner:
-        if self.outputs_only is not None:
-            return self.outputs_only(keys)
-        run, wanted = self.run, set(keys)
-        return lambda batch: {key: value for key, value in run(batch).items() if key in wanted}
 
     def describe(self) -> dict:
         return {"name": self.runtime, "precision_declared": self.precision_declared,
@@ -164,8 +158,8 @@ def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str]
         def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
             return dict(zip(keys, session.run(names, {input_tensor: batch.astype(np.float32, copy=False)})))
         return run
-    return Backend(RUNTIME_ONNXRUNTIME, fetching(keys), precision, PRECISION_FP32, versions(RUNTIME_ONNXRUNTIME),
-                   {"providers": session.get_providers(), "opset": ONNX_OPSET}, outputs_only=fetching)
+    return Backend(RUNTIME_ONNXRUNTIME, fetching(keys), fetching, precision, PRECISION_FP32,
+                   versions(RUNTIME_ONNXRUNTIME), {"providers": session.get_providers(), "opset": ONNX_OPSET})
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------
@@ -216,7 +210,7 @@ def openvino_backend(model, tensors: Dict[str, str], precision: str, intra_op_th
         # Compiled again with only these results, at the same settings; the caller golden-checks it too.
         alone = openvino.Model([model.output(tensors[key]) for key in keys], model.get_parameters(), "outputs")
         return runner(core.compile_model(alone, "CPU", config), keys)
-    return Backend(RUNTIME_OPENVINO, runner(compiled, list(tensors)), precision, effective, versions(RUNTIME_OPENVINO),
-                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}},
-                   outputs_only=outputs_only)
+    return Backend(RUNTIME_OPENVINO, runner(compiled, list(tensors)), outputs_only, precision, effective,
+                   versions(RUNTIME_OPENVINO),
+                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}})
 

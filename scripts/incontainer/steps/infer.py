@@ -220,7 +220,7 @@ class Predictor:
         output_key = next(entry["key"] for entry in self.manifest["golden"]["tensors"]
                           if entry["name"] == manifests.tensor_of(key))
         run = self.guard_runtime(runtime, backend.run)
-        alone = self.guard_runtime(runtime, backend.runner_for([output_key]))
+        alone = self.guard_runtime(runtime, backend.outputs_only([output_key]))
         self.outputs_only = (output_key, alone)
         return run, lambda feed: {"out": alone(feed)[output_key]}
 
