@@ -77,7 +77,13 @@ def test_adopt_keeps_the_model_and_records_where_its_golden_came_from(plain, sli
     assert sorted(manifest["block_outputs"]) == ["block1", "block2", "block3", "block4"]
     assert manifest["preprocessing"]["preset"] == "vgg" and manifest["labels_offset"] == 0 and len(manifest["labels"]) == 1000
     assert manifest["adopted"]["source_file"] == "frozen.pb" and "training image" in manifest["adopted"]["reference"]
-    assert manifest["golden"]["own_images"] == ["picture_0.png", "picture_1.png", "picture_2.png"]
+    assert manifest["golden"]["own_images"] == [f"picture_{index}.{kind}" for index in range(3) for kind in ("jpg", "png")]
+    assert manifest["preprocessing"]["decoder"] == "tensorflow", "slim's presets decode as slim's eval does"
+    encoded = manifest["golden"]["encoded"]
+    assert [entry["name"] for entry in encoded["files"]] == ["baseline-420.jpg", "progressive-444.jpg",
+                                                             "baseline-422.jpg", "grayscale.jpg", "exif-rotated.jpg",
+                                                             "alpha.png"]
+    assert encoded["decoder"]["library"] == "tensorflow" and encoded["decoder"]["jpeg_idct"].startswith("INTEGER_FAST")
 
 
 def test_infer_gives_what_slim_itself_computes(docker_engine, project, run_id, kit_images, slim, plain, tmp_path):
@@ -85,7 +91,9 @@ def test_infer_gives_what_slim_itself_computes(docker_engine, project, run_id, k
     theirs = json.loads(in_training_image(docker_engine, kit_images["train"], "python", "/t/slim_predict.py",
                                           "/s/frozen.pb", "/s/images", SIZE, "vgg",
                                           mounts=(Mount(slim / "plain", "/s"),)).strip().splitlines()[-1])
-    assert sorted(ours) == sorted(theirs) == ["picture_0.png", "picture_1.png", "picture_2.png"]
+    # JPEG included: TensorFlow's decode_jpeg (fast IDCT) then slim's vgg steps, as eval_image_classifier runs.
+    assert sorted(ours) == sorted(theirs) == sorted(f"picture_{index}.{kind}" for index in range(3)
+                                                    for kind in ("jpg", "png"))
     for name, top5 in theirs.items():
         assert [entry["label"] for entry in ours[name]] == [f"synset_{index:04d}" for index, _ in top5], name
         assert all(abs(entry["probability"] - probability) <= 2e-6

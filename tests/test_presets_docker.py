@@ -1,6 +1,7 @@
-"""slim's preprocessing presets: the kit's numpy implementation of each, against slim's documented
-evaluation steps written with TensorFlow's own ops (tests/slim_user/slim_preprocessing.py), on real
-image files of several shapes, PNG and JPEG."""
+"""slim's preprocessing presets: the kit's decoding and numpy implementation of each, against slim's
+documented evaluation steps written with TensorFlow's own ops (tests/slim_user/slim_preprocessing.py),
+on real image files of several shapes and kinds: PNG (with alpha), baseline and progressive JPEG with
+4:2:0, 4:2:2 and 4:4:4 chroma, grayscale, EXIF-rotated."""
 
 from __future__ import annotations
 
@@ -25,6 +26,20 @@ for index, (width, height) in enumerate([(300, 200), (256, 256), (180, 400), (64
     pixels = np.clip((base + rng.normal(0, 0.15, (height, width, 3)) + 1.2) * 100, 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(f"{sys.argv[1]}/shape{index}.png")
     Image.fromarray(pixels).save(f"{sys.argv[1]}/shape{index}.jpg", quality=90)
+    if index == 0:
+        # The JPEG kinds decoders disagree on, a grayscale one, PNG with alpha, and an EXIF rotation.
+        image = Image.fromarray(pixels)
+        image.save(f"{sys.argv[1]}/progressive.jpg", quality=95, progressive=True)
+        image.save(f"{sys.argv[1]}/chroma444.jpg", quality=92, subsampling=0)
+        image.save(f"{sys.argv[1]}/chroma422.jpg", quality=88, subsampling=1)
+        image.convert("L").save(f"{sys.argv[1]}/grayscale.jpg", quality=90)
+        alpha = Image.fromarray(np.tile(np.linspace(30, 255, width).astype(np.uint8), (height, 1)))
+        rgba = image.copy()
+        rgba.putalpha(alpha)
+        rgba.save(f"{sys.argv[1]}/alpha.png")
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.save(f"{sys.argv[1]}/exif-rotated.jpg", quality=90, exif=exif.tobytes())
 """
 
 
@@ -43,15 +58,33 @@ def test_presets_reproduce_slims_steps(docker_engine, kit_images, tmp_path, size
                                        labels=labels, timeout_s=600))
     assert result.exit_code == 0, result.stderr[-3000:]
     differences = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(differences) == 12
+    assert len(differences) == 18
     for name, presets in differences.items():
         for preset, found in presets.items():
             assert found["shape"] == [size, size, 3], (name, preset)
-            levels, mean_levels = found["max_abs"] / found["level"], found["mean_abs"] / found["level"]
-            if name.endswith(".png"):
-                # The same pixels in: slim's steps out, to the last bit.
-                assert levels == 0.0, (name, preset, levels)
-            else:
-                # TensorFlow decodes JPEG with its fast integer IDCT, Pillow with the accurate one: about
-                # one level apart on average, a few at most.
-                assert mean_levels < 1.5 and levels <= 8, (name, preset, levels, mean_levels)
+            # slim's presets decode with TensorFlow as slim's eval does (fast IDCT for JPEG, alpha dropped,
+            # EXIF ignored): the same tensor as slim's steps, to the last bit, for every kind of file.
+            assert found["max_abs"] == 0.0, (name, preset, found["max_abs"] / found["level"])
+
+
+def test_encoded_goldens_name_the_stage_that_differs(docker_engine, kit_images):
+    """Each way serving code gets the input path wrong, on each preset's encoded goldens, is named at
+    its stage; the same pipeline passes, and a decoder that computes the same pixels passes named."""
+    result = docker_engine.run(RunSpec(image=kit_images["infer"].info.id,
+                                       command=("python", "/t/encoded_stages.py", "112"),
+                                       mounts=(Mount(ROOT / "tests" / "slim_user", "/t"),),
+                                       labels={KIT_LABEL: "coldchain"}, timeout_s=600))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = {"none": None, "other-idct": "decode", "opencv": "decode", "orientation": "decode",
+                "tf2": "resize/crop", "antialias": "resize/crop", "bgr": "normalise"}
+    for preset in ("vgg", "inception", "coldchain"):
+        for change, stage in expected.items():
+            case = found[preset][change]
+            assert case["stage"] == stage and case["ok"] == (stage is None), (preset, change, case)
+            if stage:
+                assert f"at the {stage} stage" in case["message"] and "fix:" in case["message"], case["message"]
+    # TensorFlow's accurate IDCT is what Pillow computes: the kit's own models decode the same with it.
+    assert found["coldchain"]["tensorflow-accurate"] == {"ok": True, "stage": None, "differs_at": None,
+                                                         "findings": ["decoder-differs"], "message": None}
+    assert found["vgg"]["tensorflow-accurate"]["stage"] == "decode"

@@ -49,7 +49,9 @@ def _first_finding(case: dict) -> str:
     pre = case.get("preprocessing")
     if pre and not pre.get("ok"):
         fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())
-        return f"preprocessing mismatch: {fields or 'same spec, different pixels'} (max abs {fmt(pre.get('max_abs_diff'))})"
+        stage = f" at the {pre['stage']} stage" if pre.get("stage") else ""
+        return (f"preprocessing mismatch{stage}: {fields or 'same spec, different pixels'} "
+                f"(max abs {fmt(pre.get('max_abs_diff'))})")
     if case.get("error"):
         return case["error"].splitlines()[0]
     return ""
@@ -60,7 +62,9 @@ def _levels(preprocessing: dict | None) -> str:
     if not preprocessing or "max_abs_diff" not in preprocessing:
         return "-"
     level = preprocessing.get("level") or 1 / 127.5
-    return f"{preprocessing['max_abs_diff'] / level:.2g} / {preprocessing['mean_abs_diff'] / level:.2g}"
+    stage = preprocessing.get("stage") or (preprocessing.get("encoded") or {}).get("differs_at")
+    return f"{preprocessing['max_abs_diff'] / level:.2g} / {preprocessing['mean_abs_diff'] / level:.2g}" + \
+        (f" ({stage})" if stage else "")
 
 
 def _expected(case: dict) -> str:

@@ -261,14 +261,16 @@ def reference_numerics(model: Path) -> dict | None:
 
 
 def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differences: list[str] | None,
-          precision_effective: str | None = None) -> tuple[str, bool, list[str]]:
-    """(resolved expectation, ok, reasons): the outcome must match and every expected finding be there."""
-    resolved = resolve_expectation(case.expect, differences, precision_effective)
+          precision_effective: str | None = None, override_unchanged: bool = False) -> tuple[str, bool, list[str]]:
+    """(resolved expectation, ok, reasons): the outcome must match and every expected finding be there.
+    A preprocessing override this model's spec already has changes nothing: the case is as-reference."""
+    expect = EXPECT_AS_REFERENCE if override_unchanged and case.settings.preprocessing else case.expect
+    resolved = resolve_expectation(expect, differences, precision_effective)
     reasons = []
     if not outcome_matches(resolved, outcome):
         if case.expect == EXPECT_AS_PRECISION:
             why = f" (the runtime computed in {precision_effective or 'an unknown precision'})"
-        elif resolved != case.expect:
+        elif resolved != expect:
             why = f" ({'same numerics' if differences == [] else 'numerics differ: ' + '; '.join(differences or ['unknown'])})"
         else:
             why = ""
@@ -347,7 +349,8 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
         reference = reference_numerics(models[case.variant])
         differences = numerics_differences(reference, (probe or {}).get("numerics"))
         resolved, ok, reasons = judge(case, outcome, codes, differences,
-                                      ((probe or {}).get("runtime") or {}).get("precision_effective"))
+                                      ((probe or {}).get("runtime") or {}).get("precision_effective"),
+                                      bool(((probe or {}).get("preprocessing") or {}).get("override_unchanged")))
         if not ok and error:
             reasons.append(error)
         elif not ok and probe and (probe.get("diagnosis") or {}).get("findings"):

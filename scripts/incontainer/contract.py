@@ -216,6 +216,8 @@ class Code:
     LOCK_DRIFT = "lock-drift"
     NUMERICS_DIFFER = "numerics-differ"
     REDUCED_PRECISION = "reduced-precision"  # the runtime computed below fp32 without being told to
+    DECODER_DIFFERS = "decoder-differs"  # another decoder library, version, libjpeg or IDCT than the golden's
+    INPUT_PATH_DIFFERS = "input-path-differs"  # encoded goldens preprocess to other pixels, within tolerance
 
 
 FAILURE_CLASSES = (
@@ -227,7 +229,7 @@ FAILURE_CLASSES = (
     Code.PREPROCESSING_MISMATCH, Code.GOLDEN_MISMATCH,
 )
 WARNING_CODES = (Code.NEWER_PRODUCER, Code.ENVIRONMENT_DIFFERS, Code.OP_LIBRARY_UNVERSIONED, Code.LOCK_DRIFT,
-                 Code.NUMERICS_DIFFER, Code.REDUCED_PRECISION)
+                 Code.NUMERICS_DIFFER, Code.REDUCED_PRECISION, Code.DECODER_DIFFERS, Code.INPUT_PATH_DIFFERS)
 OUTCOMES = PASS_OUTCOMES + FAILURE_CLASSES
 SEVERITY_ERROR = "error"
 SEVERITY_WARNING = "warning"

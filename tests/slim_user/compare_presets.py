@@ -13,7 +13,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from slim_preprocessing import decode, inception_eval, vgg_eval  # noqa: E402
 
-from incontainer.data.image_files import decode_image_file  # noqa: E402
+from incontainer.data.image_files import decode_image_file, for_spec  # noqa: E402
 from incontainer.data.preprocess import preset_spec  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def main() -> int:
                                   ("inception", lambda im, spec: inception_eval(im, size, size, spec.central_fraction))):
             spec = preset_spec(preset, size, size)
             theirs = reference(image, spec).numpy()
-            ours = spec.apply(decode_image_file(path, spec.orientation, spec.alpha_handling))
+            ours = spec.apply(decode_image_file(path, **for_spec(spec)))
             results.setdefault(name, {})[preset] = {
                 "max_abs": float(np.max(np.abs(ours.astype(np.float64) - theirs))),
                 "mean_abs": float(np.mean(np.abs(ours.astype(np.float64) - theirs))),

@@ -81,6 +81,10 @@ def main() -> int:
         noise = rng.normal(0, 0.15, size=(height, width, 3))
         pixels = np.clip((base + noise + 1.2) * 100, 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(os.path.join(pictures, f"picture_{index}.png"))
+        # The same pictures as users mostly have them: JPEG, in the kinds decoders disagree on.
+        options = [{"quality": 90, "subsampling": 2}, {"quality": 95, "subsampling": 0, "progressive": True},
+                   {"quality": 85, "subsampling": 1}][index]
+        Image.fromarray(pixels).save(os.path.join(pictures, f"picture_{index}.jpg"), **options)
     return 0
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..common import InsideError, log, silence_tensorflow_deprecations
 from ..contract import LABELS_FILE
-from .image_files import BadImageError, decode_image_bytes, decode_image_file, list_image_files
+from .image_files import BadImageError, decode_image_bytes, decode_image_file, for_spec, list_image_files
 from .labels import read_labels_file
 from .preprocess import PreprocessSpec
 
@@ -101,8 +101,7 @@ def _folder_examples(root: str, class_names: Sequence[str], required: bool,
                 f"class folder {directory} has no images ({', '.join(('.png', '.jpg'))} ...); add images or delete the folder"
             )
         for path in files:
-            examples.append((path, label, lambda path=path: decode_image_file(path, spec.orientation,
-                                                                               spec.alpha_handling)))
+            examples.append((path, label, lambda path=path: decode_image_file(path, **for_spec(spec))))
     return examples
 
 
@@ -161,7 +160,7 @@ def _tfrecord_examples(paths: Sequence[str], spec: PreprocessSpec) -> Iterable[t
                         "write it with slim's dataset_utils.image_to_tfexample"
                     ) from None
                 yield source, label, (lambda encoded=encoded, source=source: decode_image_bytes(
-                    encoded, source, spec.orientation, spec.alpha_handling))
+                    encoded, source, **for_spec(spec)))
         except tf.errors.DataLossError as error:
             raise InsideError(f"TFRecord file {path} is corrupt or truncated ({error.message}); regenerate it") from None
 

@@ -9,9 +9,10 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..common import InsideError
+from .decode import PILLOW, DecodeError, apply_exif, check_size, decode_pixels, pillow_upright
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 WHITE = (255, 255, 255)
@@ -25,7 +26,8 @@ def is_image_filename(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def decode_image_file(path: str, orientation: str = "exif_transpose", alpha: str = "composite_on_white") -> Image.Image:
+def decode_image_file(path: str, orientation: str = "exif_transpose", alpha: str = "composite_on_white",
+                      decoder: str = "pillow") -> Image.Image:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -35,13 +37,21 @@ def decode_image_file(path: str, orientation: str = "exif_transpose", alpha: str
         raise BadImageError(f"{path} is a directory, not an image") from None
     except OSError as error:
         raise BadImageError(f"cannot read image {path} ({error.strerror or error}); check permissions") from None
-    return decode_image_bytes(data, path, orientation, alpha)
+    return decode_image_bytes(data, path, orientation, alpha, decoder)
+
+
+def for_spec(spec) -> dict:
+    """The decode arguments a preprocessing spec stands for."""
+    return {"orientation": spec.orientation, "alpha": spec.alpha_handling, "decoder": spec.decoder}
 
 
 def decode_image_bytes(data: bytes, source: str, orientation: str = "exif_transpose",
-                       alpha: str = "composite_on_white") -> Image.Image:
+                       alpha: str = "composite_on_white", decoder: str = "pillow") -> Image.Image:
     """An RGB PIL image; upright per EXIF unless `orientation` is "none" (TensorFlow's decoders
-    ignore EXIF); alpha composited on white, or dropped as tf.image.decode_png(channels=3) does."""
+    ignore EXIF); alpha composited on white, or dropped as tf.image.decode_png(channels=3) does.
+    `decoder` (decode.DECODERS) makes the pixels; the orientation and alpha steps are the same for all."""
+    if decoder != PILLOW:
+        return _decode_with(data, source, orientation, alpha, decoder)
     # Pillow only warns between MAX_IMAGE_PIXELS and twice that; promote the warning so a
     # decompression bomb is refused the same way whatever its exact size.
     with warnings.catch_warnings():
@@ -59,14 +69,23 @@ def decode_image_bytes(data: bytes, source: str, orientation: str = "exif_transp
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise BadImageError(f"image {source} is corrupt or truncated ({error}); re-export or remove it") from None
         if orientation == "exif_transpose":
-            try:
-                image = ImageOps.exif_transpose(image)
-            except Exception:  # noqa: BLE001 - malformed EXIF should not make a readable image unusable
-                pass
+            image = pillow_upright(image)
         try:
             return to_rgb(image, alpha)
         except (OSError, ValueError) as error:
             raise BadImageError(f"image {source} could not be converted to RGB ({error}); re-export it as 8-bit RGB") from None
+
+
+def _decode_with(data: bytes, source: str, orientation: str, alpha: str, decoder: str) -> Image.Image:
+    check_size(data, source)
+    try:
+        pixels = decode_pixels(data, source, decoder, drop_alpha=alpha == "drop")
+    except DecodeError as error:
+        raise BadImageError(str(error)) from None
+    if orientation == "exif_transpose":
+        pixels = apply_exif(pixels, data)
+    image = Image.fromarray(np.ascontiguousarray(pixels), "RGBA" if pixels.shape[-1] == 4 else "RGB")
+    return to_rgb(image, alpha)
 
 
 def to_rgb(image: Image.Image, alpha: str = "composite_on_white") -> Image.Image:

@@ -10,6 +10,10 @@ numpy, so they run the same in every runtime (TensorFlow, ONNX Runtime, OpenVINO
   103.94), no scaling;
 - ``inception``: scale to [0, 1], central crop of 0.875, TF1 bilinear resize, then (x - 0.5) * 2;
 - ``coldchain``: the kit's own: Pillow bilinear resize of the whole image, then (x - 127.5) / 127.5.
+
+The decoder is part of the spec (decode.py): slim's presets decode as slim's evaluation does
+(TensorFlow's decode_jpeg, fast integer IDCT); the kit's own preset with Pillow, as its models were
+trained. A spec runs in three stages a golden can be compared at: decode, resize/crop, normalise.
 """
 from __future__ import annotations
 
@@ -22,11 +26,19 @@ import numpy as np
 from PIL import Image
 
 from ..common import InsideError
+from .decode import DECODERS, OPENCV, OTHER_IDCT, PILLOW, TENSORFLOW, other_idct
 
 PRESETS = ("coldchain", "vgg", "inception")
 CUSTOM = "custom"  # a spec whose fields no longer match its preset
 RESIZE_METHODS = ("bilinear", "bicubic", "nearest")
-RESIZE_LIBRARIES = ("pillow", "tf1")  # tf1: TensorFlow 1's resize_bilinear, align_corners=False (slim's)
+# tf1: TensorFlow 1's resize_bilinear, align_corners=False (slim's); tf2: tf.image.resize (half-pixel
+# centres), tf2-antialias: the same with antialias=True; opencv: cv2.resize INTER_LINEAR.
+RESIZE_LIBRARIES = ("pillow", "tf1", "tf2", "tf2-antialias", "opencv")
+STAGES = ("decode", "resize/crop", "normalise")
+# Pillow's bilinear downscale filters over the whole footprint, as tf.image.resize(antialias=True) does.
+ANTIALIASED = ("pillow", "tf2-antialias")
+# A drift case's relative override: this spec's resize with antialiasing switched the other way.
+TOGGLE_ANTIALIAS = "toggle-antialias"
 CROPS = ("none", "aspect-central", "central-fraction")
 VALUE_RANGES = ("0-255", "0-1")  # pixels are divided by 255 before resizing in "0-1" (slim's inception)
 ALPHA_HANDLING = ("composite_on_white", "drop")
@@ -55,6 +67,8 @@ class PreprocessSpec:
     std: Tuple[float, float, float] = (127.5, 127.5, 127.5)
     dtype: str = "float32"
     layout: str = "NHWC"
+    # Manifests written before the decoder was recorded were decoded with Pillow.
+    decoder: str = PILLOW
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,11 +94,13 @@ class PreprocessSpec:
         for name, allowed in (("preset", PRESETS + (CUSTOM,)), ("resize_method", RESIZE_METHODS),
                               ("resize_library", RESIZE_LIBRARIES), ("crop", CROPS), ("value_range", VALUE_RANGES),
                               ("channel_order", ("RGB", "BGR")), ("alpha_handling", ALPHA_HANDLING),
-                              ("orientation", ORIENTATION)):
+                              ("orientation", ORIENTATION), ("decoder", DECODERS)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} {getattr(self, name)!r} (supported: {', '.join(allowed)})")
-        if self.resize_library == "tf1" and self.resize_method != "bilinear":
-            problems.append("resize_library tf1 implements bilinear only")
+        if self.resize_library != "pillow" and self.resize_method != "bilinear":
+            problems.append(f"resize_library {self.resize_library} implements bilinear only")
+        if self.decoder == OPENCV and self.alpha_handling != "drop":
+            problems.append("decoder opencv drops alpha as cv2.imdecode(IMREAD_COLOR) does: set alpha_handling=drop")
         if self.dtype != "float32" or self.layout != "NHWC":
             problems.append(f"dtype/layout {self.dtype}/{self.layout} (only float32/NHWC)")
         if len(self.mean) != 3 or len(self.std) != 3 or any(value == 0 for value in self.std):
@@ -106,15 +122,21 @@ class PreprocessSpec:
 
     def apply(self, image: Image.Image) -> np.ndarray:
         """A decoded RGB image -> the float32 HxWx3 input tensor, step by step as the preset does it."""
+        return self.normalise(self.resize_crop(image))
+
+    def resize_crop(self, image: Image.Image) -> np.ndarray:
+        """The resize/crop stage: HxWx3 in the value range, before channel order and normalisation."""
         pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
         if self.crop == "none":
-            array = _resize(self, image, pixels, self.height, self.width)
-        elif self.crop == "aspect-central":
+            return _resize(self, image, pixels, self.height, self.width)
+        if self.crop == "aspect-central":
             height, width = smallest_size_at_least(pixels.shape[0], pixels.shape[1], self.resize_side)
-            array = _central_crop(_resize(self, image, pixels, height, width), self.height, self.width)
-        else:
-            # slim scales to [0, 1] before cropping; cropping moves no value, so cropping first is the same.
-            array = _resize(self, None, _central_fraction(pixels, self.central_fraction), self.height, self.width)
+            return _central_crop(_resize(self, image, pixels, height, width), self.height, self.width)
+        # slim scales to [0, 1] before cropping; cropping moves no value, so cropping first is the same.
+        return _resize(self, None, _central_fraction(pixels, self.central_fraction), self.height, self.width)
+
+    def normalise(self, array: np.ndarray) -> np.ndarray:
+        """The last stage: channel order, then (x - mean) / std in float32."""
         if self.channel_order == "BGR":
             array = array[..., ::-1]
         mean = np.asarray(self.mean, dtype=np.float32)
@@ -130,6 +152,10 @@ def _to_range(spec: PreprocessSpec, pixels: np.ndarray) -> np.ndarray:
 def _resize(spec: PreprocessSpec, image, pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     if spec.resize_library == "tf1":
         return resize_bilinear_tf1(_to_range(spec, pixels) if pixels.dtype == np.uint8 else pixels, height, width)
+    if spec.resize_library in ("tf2", "tf2-antialias"):
+        return resize_tf2(_to_range(spec, pixels), height, width, spec.resize_library == "tf2-antialias")
+    if spec.resize_library == "opencv":
+        return _resize_opencv(_to_range(spec, pixels), height, width)
     if image is None:
         image = Image.fromarray(pixels)
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[spec.resize_method]
@@ -137,6 +163,42 @@ def _resize(spec: PreprocessSpec, image, pixels: np.ndarray, height: int, width:
         image = image.resize((width, height), resample=resample)
     array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8).reshape(height, width, 3)
     return _to_range(spec, array)
+
+
+def _resize_opencv(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    try:
+        import cv2
+    except ImportError:
+        raise InsideError("the preprocessing resizes with OpenCV (cv2.resize), which is not installed in this "
+                          "environment; install opencv-python-headless at the version the manifest names") from None
+    if array.shape[:2] == (height, width):
+        return array
+    return cv2.resize(np.ascontiguousarray(array), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+_TF2_RESIZE: dict = {}
+
+
+def resize_tf2(array: np.ndarray, height: int, width: int, antialias: bool) -> np.ndarray:
+    """tf.image.resize(bilinear) as TF2 code calls it (half-pixel centres), by TensorFlow itself in a
+    graph of its own: float32 out, as TF returns it."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise InsideError("the preprocessing resizes with TensorFlow 2's tf.image.resize, and TensorFlow is not "
+                          "installed in this environment; run it in an image with TensorFlow") from None
+    key = (array.dtype.str, antialias)
+    if key not in _TF2_RESIZE:
+        graph = tf.Graph()
+        with graph.as_default():
+            source = tf.compat.v1.placeholder(tf.as_dtype(array.dtype), shape=[None, None, 3])
+            size = tf.compat.v1.placeholder(tf.int32, shape=[2])
+            resized = tf.image.resize(source, size, method="bilinear", antialias=antialias)
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=1,
+                                          device_count={"GPU": 0})
+        _TF2_RESIZE[key] = (tf.compat.v1.Session(graph=graph, config=config), source, size, resized)
+    session, source, size, resized = _TF2_RESIZE[key]
+    return session.run(resized, {source: array, size: [height, width]}).astype(np.float32)
 
 
 def smallest_size_at_least(height: int, width: int, smallest_side: int) -> Tuple[int, int]:
@@ -199,11 +261,13 @@ def preset_spec(name: str, height: int, width: int, source: str = "--preprocessi
     elif name == "vgg":
         spec = PreprocessSpec(height=height, width=width, preset="vgg", resize_library="tf1", crop="aspect-central",
                               resize_side=vgg_resize_side(height, width),
-                              alpha_handling="drop", orientation="none", mean=VGG_MEANS, std=(1.0, 1.0, 1.0))
+                              alpha_handling="drop", orientation="none", mean=VGG_MEANS, std=(1.0, 1.0, 1.0),
+                              decoder=TENSORFLOW)
     elif name == "inception":
         spec = PreprocessSpec(height=height, width=width, preset="inception", resize_library="tf1",
                               crop="central-fraction", central_fraction=0.875, value_range="0-1",
-                              alpha_handling="drop", orientation="none", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+                              alpha_handling="drop", orientation="none", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                              decoder=TENSORFLOW)
     else:
         close = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.4)
         hint = f"did you mean {close[0]!r}?" if close else f"presets: {', '.join(PRESETS)}"
@@ -224,6 +288,10 @@ def with_fields(spec: PreprocessSpec, overrides: Sequence[str], source: str) -> 
             close = difflib.get_close_matches(key, list(current), n=1, cutoff=0.5)
             raise InsideError(f"{source} {item!r}: unknown field {key!r}"
                               + (f"; did you mean {close[0]!r}?" if close else f" (fields: {', '.join(current)})"))
+        if key == "decoder" and value == OTHER_IDCT:
+            value = other_idct(spec.decoder)
+        elif key == "resize_library" and value == TOGGLE_ANTIALIAS:
+            value = "tf2" if spec.resize_library in ANTIALIASED else "tf2-antialias"
         try:
             if isinstance(current[key], (tuple, list)):
                 changes[key] = tuple(float(part) for part in value.split(","))

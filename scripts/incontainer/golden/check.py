@@ -14,6 +14,7 @@ import numpy as np
 from ..common import GoldenMismatch, PreprocessingMismatch
 from ..contract import GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MANIFEST_FILE, Code
 from ..data.preprocess import PreprocessSpec, check_preprocessing
+from . import encoded
 from .compare import compare, top1_agreement
 
 # inputs [N, H, W, C] -> {golden tensor key: array}
@@ -38,14 +39,38 @@ def in_batches(run: Runner, inputs: np.ndarray, limit: Optional[int]) -> Dict[st
 
 
 def preprocessing_result(manifest: dict, arrays: dict, spec: PreprocessSpec) -> Optional[dict]:
-    """This runtime's preprocessing on the golden raw images; None for models frozen before the
-    raw probe existed."""
-    probe = manifest["golden"].get("preprocessing_probe")
-    if not probe or probe["raw_key"] not in arrays or probe["expected_key"] not in arrays:
-        return None
+    """This runtime's preprocessing on the golden raw images, then on the encoded golden files stage by
+    stage (encoded.py); None for models frozen before either existed."""
     reference = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
-    return check_preprocessing(spec, arrays[probe["raw_key"]], arrays[probe["expected_key"]], probe["abs_tol"],
-                               probe["mean_abs_tol"], reference)
+    probe = manifest["golden"].get("preprocessing_probe")
+    result = None
+    if probe and probe["raw_key"] in arrays and probe["expected_key"] in arrays:
+        result = check_preprocessing(spec, arrays[probe["raw_key"]], arrays[probe["expected_key"]], probe["abs_tol"],
+                                     probe["mean_abs_tol"], reference)
+    files = encoded.check(spec, manifest, arrays, reference)
+    if files is None:
+        return result
+    result = dict(result or {"ok": True, "level": spec.level, "differing_fields": files["differing_fields"]})
+    result.update(encoded=files, stage=files["stage"], ok=result["ok"] and files["ok"])
+    return result
+
+
+def input_path_findings(preprocessing: Optional[dict]) -> list:
+    """(code, cause, fix) warnings for an input path that is not the golden's but within tolerance:
+    another decoder release, or pixels that moved by resampling round-off. Never silent."""
+    files = (preprocessing or {}).get("encoded")
+    if not files or not files["ok"]:
+        return []
+    found = []
+    if files["decoder_differs"]:
+        found.append((Code.DECODER_DIFFERS, "the image decoder here is not the golden's: "
+                      + "; ".join(files["decoder_differs"]), "install the decoder version the manifest's "
+                      "golden.encoded.decoder names, to decode as the reference did"))
+    warning = encoded.warning(files)
+    if warning:
+        found.append((Code.INPUT_PATH_DIFFERS, warning, f"use the {files['differs_at']} library at the version the "
+                      "golden was made with (the manifest's environment) for predictions identical to the reference's"))
+    return found
 
 
 def evaluate(run: Runner, manifest: dict, arrays: dict) -> dict:
@@ -142,6 +167,8 @@ def golden_message(model_dir: str, summary: dict) -> str:
 
 
 def preprocessing_message(model_dir: str, result: dict) -> str:
+    if result.get("encoded") and not result["encoded"]["ok"]:
+        return encoded.message(model_dir, result["encoded"])
     fields = result.get("differing_fields") or {}
     named = ", ".join(f"{key} {value['here']} (manifest: {value['training']})" for key, value in fields.items())
     detail = result.get("reason") or (f"max abs diff {result['max_abs_diff']:.3g} "

@@ -21,14 +21,14 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
                         PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
                         RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
-from ..data.preprocess import PreprocessSpec, with_fields
+from ..data.preprocess import PreprocessSpec, differing_fields, with_fields
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..diagnosis.findings import WARNING
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
 from ..runtimes.backends import ConversionFailed
 from .check import (BATCH_DEPENDENT_CAUSE, batch_invariance, batch_limit, evaluate, golden_tensors, in_batches,
-                    missing_tensors, preprocessing_result, session_runner, with_precision_tolerance)
+                    input_path_findings, missing_tensors, preprocessing_result, session_runner, with_precision_tolerance)
 
 STARTED = time.perf_counter()
 
@@ -97,8 +97,13 @@ def probe(args, first: bool = True) -> ProbeReport:
     mark = time.perf_counter()
     arrays = manifests.load_golden_arrays(args.model, manifest)
     spec = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
-    report.preprocessing = preprocessing_result(manifest, arrays, with_fields(spec, args.preprocessing,
-                                                                               "--preprocessing"))
+    here = with_fields(spec, args.preprocessing, "--preprocessing")
+    report.preprocessing = preprocessing_result(manifest, arrays, here)
+    if report.preprocessing is not None and args.preprocessing:
+        # A case's override this model's spec already has (e.g. resize_library=tf2 on a TF2-resized model).
+        report.preprocessing["override_unchanged"] = not differing_fields(here, spec).keys() - {"preset"}
+    for code, cause, fix in input_path_findings(report.preprocessing):
+        diagnosis.add(code, cause, fix, severity=WARNING)
     timing["preprocessing_s"] = round(time.perf_counter() - mark, 3)
     tensors = golden_tensors(manifest)
     # Where TensorFlow could not import the graph, the converter names what is missing.

@@ -165,6 +165,24 @@ def _validate_golden_section(golden: Any) -> List[Problem]:
             isinstance(probe.get(key), str) for key in ("raw_key", "expected_key")) or not all(
             isinstance(probe.get(key), (int, float)) for key in ("abs_tol", "mean_abs_tol"))):
         problems.append(Problem("golden.preprocessing_probe", "must name raw_key, expected_key, abs_tol, mean_abs_tol"))
+    return problems + _validate_encoded(golden.get("encoded"))
+
+
+def _validate_encoded(section: Any) -> List[Problem]:
+    """golden.encoded: the encoded golden files and the input rows they make (encoded.py)."""
+    if section is None:
+        return []
+    files = section.get("files") if isinstance(section, dict) else None
+    if not isinstance(files, list) or not files:
+        return [Problem("golden.encoded", "must be an object with a non-empty files list")]
+    problems = []
+    for index, entry in enumerate(files):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        row = entry.get("row") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
+            problems.append(Problem(f"golden.encoded.files[{index}].name", f"{name!r} must be a plain file name"))
+        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
+            problems.append(Problem(f"golden.encoded.files[{index}].row", f"{row!r} must be a row of the golden input"))
     return problems
 
 
@@ -226,9 +244,17 @@ def load_golden_arrays(model_dir: str, manifest: dict) -> Dict[str, Any]:
         raise InsideError(f"golden probe {path} is unreadable ({error}); copy the model directory again",
                           code=Code.MANIFEST_INVALID) from None
     wanted = [entry["key"] for entry in golden["tensors"]] + [golden["input_key"]]
+    from ..golden.encoded import array_keys
+
+    wanted += array_keys(golden.get("encoded"))
     missing = [key for key in wanted if key not in arrays]
     if missing:
         raise InsideError(f"golden probe {path} lacks arrays {missing} that the manifest's golden section names; "
+                          "model directory and manifest come from different freezes", code=Code.MANIFEST_INVALID)
+    rows = len(arrays[golden["input_key"]])
+    beyond = [entry["name"] for entry in (golden.get("encoded") or {}).get("files", []) if entry["row"] >= rows]
+    if beyond:
+        raise InsideError(f"{MANIFEST_FILE}: golden.encoded names rows past the {rows} golden inputs for {beyond}; "
                           "model directory and manifest come from different freezes", code=Code.MANIFEST_INVALID)
     return arrays
 

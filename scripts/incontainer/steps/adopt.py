@@ -167,12 +167,12 @@ def read_user_images(directory: Optional[str], spec: PreprocessSpec) -> tuple:
     """(preprocessed images, their file names) from the user's own images, in a stable order."""
     if not directory:
         return np.zeros((0, spec.height, spec.width, 3), np.float32), []
-    from ..data.image_files import decode_image_file, list_image_files
+    from ..data.image_files import decode_image_file, for_spec, list_image_files
 
     paths = list_image_files(directory)[:MAX_USER_IMAGES]
     if not paths:
         raise InsideError(f"--images {directory} holds no image files (PNG, JPEG, ...)")
-    arrays = [spec.apply(decode_image_file(path, spec.orientation, spec.alpha_handling)) for path in paths]
+    arrays = [spec.apply(decode_image_file(path, **for_spec(spec))) for path in paths]
     return np.stack(arrays).astype(np.float32), [os.path.basename(path) for path in paths]
 
 
@@ -189,6 +189,7 @@ def adopt(config: AdoptConfig) -> dict:
     from ..data.preprocess import preprocessing_probe, tolerances
     from ..diagnosis.doctor import DoctorOptions, diagnose
     from ..diagnosis.findings import group, summarize
+    from ..golden import encoded
     from ..golden.compare import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs_for, tolerance_for
     from ..graph.graphdef import graph_stats, is_text_format, op_inventory, placeholder_shape, read_model_bytes
     from ..graph.manifest import GOLDEN_SPEC_KEY, encode_spec
@@ -224,7 +225,10 @@ def adopt(config: AdoptConfig) -> dict:
 
     synthetic = golden_inputs_for(spec, config.golden_seed, config.golden_count)
     own, own_names = read_user_images(config.images, spec)
-    probe = np.concatenate([synthetic, own]) if len(own) else synthetic
+    # Encoded JPEG/PNG goldens go through the decoder too: their rows follow the others.
+    encoded_arrays, encoded_rows, encoded_section = encoded.make(spec, config.golden_seed,
+                                                                 first_row=len(synthetic) + len(own))
+    probe = np.concatenate([synthetic, own, encoded_rows]) if len(own) else np.concatenate([synthetic, encoded_rows])
     fetch = {**{GOLDEN_LOGITS_KEY if role == "logits" else GOLDEN_PROBABILITIES_KEY: tensor
                 for role, tensor in tensors.items()}, **blocks}
     session_config = tf.compat.v1.ConfigProto(allow_soft_placement=config.allow_soft_placement,
@@ -244,7 +248,7 @@ def adopt(config: AdoptConfig) -> dict:
                                                              for key, value in values.items()}}
     raw_images, raw_preprocessed = preprocessing_probe(spec, config.golden_seed)
     arrays.update({GOLDEN_RAW_KEY: raw_images, GOLDEN_RAW_PREPROCESSED_KEY: raw_preprocessed,
-                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json())})
+                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json()), **encoded_arrays})
     entries = []
     for key, name in fetch.items():
         abs_tol, rel_tol = tolerance_for(key, arrays[key])
@@ -287,7 +291,8 @@ def adopt(config: AdoptConfig) -> dict:
                    "own_images": own_names, "input_key": GOLDEN_INPUT_KEY, "tensors": entries, "computed_on": "CPU",
                    "numerics": numerics, "preprocessing_probe": {"raw_key": GOLDEN_RAW_KEY,
                                                                  "expected_key": GOLDEN_RAW_PREPROCESSED_KEY,
-                                                                 **tolerances(spec)}},
+                                                                 **tolerances(spec)},
+                   "encoded": encoded_section},
         "adopted": {"source_file": os.path.basename(path), "source_sha256": sha256_bytes(data),
                     "reference": config.reference or "the environment adopt ran in",
                     "golden_from": f"computed by adopt in the reference environment (TensorFlow {tf.__version__}, "

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
+
 from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs,
                       read_json_file, run_main, silence_tensorflow_deprecations, sha256_bytes, write_deterministic_npz)
 from ..contract import (GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY,
@@ -219,12 +221,15 @@ def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, s
     judged against. Returns (arrays, tensor entries, the numerics they were computed with)."""
     import tensorflow as tf
 
+    from ..golden import encoded
     from ..golden.compare import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs_for, tolerance_for
     from ..data.preprocess import preprocessing_probe, tolerances
     from ..graph.manifest import GOLDEN_SPEC_KEY, encode_spec
     from ..runtime import effective_numerics
 
-    probe = golden_inputs_for(spec, seed, count)
+    # Encoded JPEG/PNG goldens go through the decoder too: their rows follow the synthetic ones.
+    encoded_arrays, encoded_rows, encoded_section = encoded.make(spec, seed, first_row=count)
+    probe = np.concatenate([golden_inputs_for(spec, seed, count), encoded_rows])
     # Computed on this CPU whatever the graph is pinned to: soft placement moves a missing GPU's nodes
     # but cannot place another job's (/job:worker/...), so the golden runs on a copy without devices.
     unpinned = type(graph_def)()
@@ -244,7 +249,7 @@ def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, s
     # on these and must land on the same tensor; the spec itself travels too, to name edited fields.
     raw_images, raw_preprocessed = preprocessing_probe(spec, seed)
     arrays.update({GOLDEN_RAW_KEY: raw_images, GOLDEN_RAW_PREPROCESSED_KEY: raw_preprocessed,
-                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json())})
+                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json()), **encoded_arrays})
     entries = []
     for key in keys:
         abs_tol, rel_tol = tolerance_for(key, arrays[key])
@@ -252,7 +257,7 @@ def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, s
                         "abs_tol": abs_tol, "rel_tol": rel_tol,
                         "role": OUTPUT_ROLE if key in (GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY) else BLOCK_ROLE})
     probe_section = {"raw_key": GOLDEN_RAW_KEY, "expected_key": GOLDEN_RAW_PREPROCESSED_KEY, **tolerances(spec)}
-    return arrays, entries, probe_section, numerics
+    return arrays, entries, {"preprocessing_probe": probe_section, "encoded": encoded_section}, numerics
 
 
 def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, stats: dict, blocks: dict) -> dict:
@@ -265,7 +270,7 @@ def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, sta
     model_bytes = graph_def.SerializeToString(deterministic=True)
     tensors = {GOLDEN_INPUT_KEY: tensor_name(INPUT_NODE), GOLDEN_LOGITS_KEY: tensor_name(LOGITS_NODE),
                GOLDEN_PROBABILITIES_KEY: tensor_name(PROBABILITIES_NODE), **blocks}
-    arrays, entries, probe_section, numerics = compute_golden(graph_def, spec, tensors, config.golden_count,
+    arrays, entries, preprocessing_checks, numerics = compute_golden(graph_def, spec, tensors, config.golden_count,
                                                               config.golden_seed)
     os.makedirs(config.out, exist_ok=True)
     write_deterministic_npz(os.path.join(config.out, GOLDEN_FILE), arrays)
@@ -298,7 +303,7 @@ def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, sta
                                  "strip_unused": config.strip_unused}},
         "golden": {"file": GOLDEN_FILE, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
                    "input_key": GOLDEN_INPUT_KEY, "tensors": entries, "computed_on": "CPU", "numerics": numerics,
-                   "preprocessing_probe": probe_section},
+                   **preprocessing_checks},
         "training": {"checkpoint": os.path.basename(run.checkpoint), "batch_norm": run.batch_norm,
                      "steps": run.config.get("schedule", {}).get("total_steps"), "seed": train_section.get("seed"),
                      "deterministic": train_section.get("numerics") == "deterministic" or bool(train_section.get("deterministic")),

@@ -20,12 +20,12 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
                         RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start)
-from ..data.image_files import BadImageError, decode_image_file, list_image_files
+from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
-from ..diagnosis.findings import group, summarize
-from ..golden.check import (batch_limit, check_outputs_only, golden_tensors, missing_tensors, run_golden,
-                            session_runner, with_precision_tolerance)
+from ..diagnosis.findings import WARNING, group, summarize
+from ..golden.check import (batch_limit, check_outputs_only, golden_tensors, input_path_findings, missing_tensors,
+                            run_golden, session_runner, with_precision_tolerance)
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
 from ..runtime import effective_numerics, quick_graph_optimization
@@ -271,6 +271,8 @@ class Predictor:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
         summary = run_golden(self.golden_run, self.model_dir, self.judged, self.arrays, self.spec)
+        for code, cause, fix in input_path_findings(summary.get("preprocessing")):
+            self.diagnosis.add(code, cause, fix, severity=WARNING)
         if self.outputs_only is not None:
             key, alone = self.outputs_only
             summary["predictions_model"] = check_outputs_only(alone, [key], self.model_dir, self.judged, self.arrays)
@@ -402,7 +404,7 @@ def infer(config: InferConfig) -> dict:
             batch_paths, batch_arrays = [], []
             for path in paths[begin:begin + config.batch_size]:
                 try:
-                    batch_arrays.append(spec.apply(decode_image_file(path, spec.orientation, spec.alpha_handling)))
+                    batch_arrays.append(spec.apply(decode_image_file(path, **for_spec(spec))))
                     batch_paths.append(path)
                 except BadImageError as error:
                     if config.on_bad_image == "fail":
