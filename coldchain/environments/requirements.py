@@ -5,6 +5,8 @@ pip's resolver does the work in a dry run (`pip install --dry-run --report`) for
 and manylinux platform, wheels only; the report carries each chosen file's sha256 as the index
 publishes it, so nothing but metadata is downloaded. Pins that cannot be installed from wheels for
 that Python are named with the nearest versions that can, on this and on the other bases' Pythons.
+The file is read by pip's rules (reqfile.py); when it has hashes (pip-compile --generate-hashes),
+every wheel the lock pins must be one of the files they allow.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from ..config import BASES, BaseSpec, LockSpec, Project
 from ..errors import LockError, UsageError
 from ..fsutil import atomic_write_text
 from .locks import INPUT_HASH_MARK, host_python, input_sha256, nearest_version_hint, normalize, parse_lock
+from .reqfile import RequirementsFile, read_requirements
 from .wheelhouse import platform_args
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "requirements.lock"
 SOURCE_NAME = "requirements.in"
-_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+CONSTRAINTS_NAME = "constraints.in"  # the file's -c constraints, beside the source that names it
 KIT_NEEDS = ("pillow",)  # what the container side imports besides TensorFlow (and numpy, which TF brings)
 
 
@@ -54,40 +57,59 @@ def base_for_python(python: str) -> BaseSpec:
     raise UsageError(f"no coldchain base has Python {python}", fix=f"choose one of: {pythons}")
 
 
-def _clean_requirements(source: Path) -> str:
-    """The requirements as pip reads them, checked line by line: editable, local and URL requirements
-    cannot come from the index, so they cannot be locked by hash."""
-    try:
-        text = source.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"{source}: requirements file not found", fix="pass a pip freeze or requirements.txt") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{source}: cannot read it ({error})", fix="pass a UTF-8 text requirements file") from None
-    kept = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith(("-e", "--editable")) or " @ " in line or line.startswith(("file:", "http:", "https:", "git+",
-                                                                                     ".", "/")):
-            raise UsageError(f"{source}:{number}: {line!r} is not a requirement from the package index",
-                             fix="replace it with name==version (pip freeze writes those), or leave it out")
-        if line.startswith("-"):
-            if line.split()[0] in ("-r", "-c", "--requirement", "--constraint"):
-                raise UsageError(f"{source}:{number}: includes another file ({line})",
-                                 fix="pass one requirements file with every pin in it (pip freeze > requirements.txt)")
-            continue  # index options: the kit uses its own index settings
-        if not _REQUIREMENT.match(line):
-            raise UsageError(f"{source}:{number}: {line!r} is not a requirement", fix="write name==version per line")
-        kept.append(line)
-    if not kept:
-        raise UsageError(f"{source}: no requirements in it", fix="pass a pip freeze or a requirements.txt with pins")
-    names = {normalize(_REQUIREMENT.match(line).group(1)) for line in kept}
+def _render(parsed: RequirementsFile, directory: Path) -> str:
+    """The source pip resolves (and that travels with the lock): the requirements as `packaging` reads
+    them, one per line with extras and markers, `--pre` if the file asks for it, constraints in a file
+    beside it. Hashes are not repeated: they are checked against the resolver's choice instead
+    (pip's hash-checking mode would refuse the unpinned additions below)."""
+    # A line that two included files both hold is said once (dict: ordered, no duplicates).
+    requirements = list(dict.fromkeys(str(entry.requirement) for entry in parsed.entries if not entry.constraint))
+    if not requirements:
+        raise UsageError(f"{parsed.path}: no requirements in it",
+                         fix="pass a pip freeze or a requirements.txt with pins")
+    names = parsed.names()
     for needed in KIT_NEEDS:
         if needed not in names:
-            log.info("%s has no %s, which coldchain's own code needs in the image: adding it (unpinned)", source, needed)
-            kept.append(needed)
-    return "\n".join(kept) + "\n"
+            log.info("%s has no %s, which coldchain's own code needs in the image: adding it (unpinned)", parsed.path,
+                     needed)
+            requirements.append(needed)
+    options = ["--pre"] if parsed.pre else []
+    constraints = list(dict.fromkeys(str(entry.requirement) for entry in parsed.entries if entry.constraint))
+    (directory / CONSTRAINTS_NAME).unlink(missing_ok=True)
+    if constraints:
+        atomic_write_text(directory / CONSTRAINTS_NAME, "\n".join(constraints) + "\n")
+        options.append(f"-c {CONSTRAINTS_NAME}")
+    return "\n".join([f"# {parsed.path.name}, as coldchain read it", *options, *requirements]) + "\n"
+
+
+def _check_hashes(parsed: RequirementsFile, report: dict, base: BaseSpec) -> None:
+    """A hashed file (pip-compile --generate-hashes) holds pip to the files it names; the lock is held
+    to them too: each wheel the resolver chose must be one the file allows, and, as in pip's
+    hash-checking mode, every package needs hashes (except what coldchain itself adds)."""
+    if not parsed.hashed:
+        return
+    missing = []
+    for item in report.get("install", []):
+        name, version = normalize(item["metadata"]["name"]), item["metadata"]["version"]
+        allowed, where = parsed.hashes(name)
+        info = item.get("download_info") or {}
+        chosen = {f"{algorithm}:{digest}".lower() for algorithm, digest in
+                  ((info.get("archive_info") or {}).get("hashes") or {}).items()}
+        if not allowed:
+            if name not in KIT_NEEDS or name in parsed.names():
+                missing.append(f"{name}=={version}")
+        elif not chosen & allowed:
+            wheel = info.get("url", "?").rsplit("/", 1)[-1]
+            raise LockError(f"{where}: {name}=={version}: the wheel pip chose for Python {base.python} on Linux "
+                            f"x86_64 ({wheel}) is none of the {len(allowed)} files the line's hashes allow",
+                            fix=f"if the file was compiled for another Python or platform, compile it again for "
+                                f"Python {base.python} on Linux (pip-compile --generate-hashes); if not, the index "
+                                "serves a file you did not lock: find out why before adopting it")
+    if missing:
+        raise LockError(f"{parsed.path} has hashes, so pip checks every package by hash, but it has none for "
+                        f"{', '.join(missing)}, which Python {base.python} on Linux x86_64 needs (pip would refuse "
+                        "to install it too)", fix=f"compile the file again for Python {base.python} on Linux "
+                        "(pip-compile --generate-hashes), or add those pins with their hashes")
 
 
 def _dry_run(requirements: Path, base: BaseSpec, report: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -136,9 +158,10 @@ def resolve(project: Project, source: Path, directory: Path, name: str, python: 
         raise UsageError(f"resolving a user environment for Python {python} needs that Python on the host (this one "
                          f"runs {host_python()})", fix=f"run coldchain with Python {python}, or use --python "
                                                    f"{host_python()}")
+    parsed = read_requirements(source)
     directory.mkdir(parents=True, exist_ok=True)
     environment = UserEnvironment(name=name, directory=directory, python=python, base=base.name)
-    atomic_write_text(directory / SOURCE_NAME, _clean_requirements(source))
+    atomic_write_text(directory / SOURCE_NAME, _render(parsed, directory))
     with tempfile.TemporaryDirectory(prefix="coldchain-report-") as tmp:
         report_path = Path(tmp) / "report.json"
         log.info("resolving %s for Python %s (%s) with pip's resolver", source, python, base.name)
@@ -146,6 +169,7 @@ def resolve(project: Project, source: Path, directory: Path, name: str, python: 
         if result.returncode != 0:
             raise _explain(result.stdout + result.stderr, source, base)
         report = json.loads(report_path.read_text())
+    _check_hashes(parsed, report, base)
     lines = []
     for item in sorted(report.get("install", []), key=lambda item: item["metadata"]["name"].lower()):
         metadata, info = item["metadata"], item.get("download_info") or {}
@@ -156,7 +180,8 @@ def resolve(project: Project, source: Path, directory: Path, name: str, python: 
         lines.append(f"{metadata['name'].lower()}=={metadata['version']} \\\n    --hash=sha256:{hashes['sha256']}")
     spec = environment.lock_spec()
     header = (f"#\n# Resolved by coldchain for Python {python} on {base.name} (manylinux_{base.glibc}, x86_64), wheels "
-              f"only, from {source.name}.\n#    coldchain adopt --requirements {source.name}\n"
+              f"only, from {source.name}{' (each wheel one its hashes allow)' if parsed.hashed else ''}.\n"
+              f"#    coldchain adopt --requirements {source.name}\n"
               f"{INPUT_HASH_MARK}{input_sha256(project, spec)}\n#\n")
     atomic_write_text(directory / LOCK_NAME, header + "\n".join(lines) + "\n")
     parse_lock(directory / LOCK_NAME)  # the lock reads back as every lock must
