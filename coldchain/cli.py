@@ -64,7 +64,7 @@ def command(function):
                 traceback.print_exc()
             click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
             click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
-            sys.exit(Exit.UNEXPECTED)
+            sys.exit(Exit.INTERNAL)
 
     return wrapper
 

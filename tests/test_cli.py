@@ -47,5 +47,18 @@ def test_a_bug_is_one_line_not_a_traceback(monkeypatch, tmp_path):
 
     monkeypatch.setattr("coldchain.environments.locks.check_all", broken)
     result = CliRunner().invoke(cli.main, ["lock-check"])
-    assert result.exit_code == Exit.UNEXPECTED
+    # Its own code: a CI job must not read a crash of the kit as a drift case's verdict (1).
+    assert result.exit_code == Exit.INTERNAL == 70 and Exit.INTERNAL != Exit.UNEXPECTED
     assert "internal error: RuntimeError: boom" in result.output and "Traceback" not in result.output
+    assert "coldchain bug" in result.output
+
+
+def test_the_readme_lists_every_exit_code(project):
+    """README's exit-code table is the contract's, row for row."""
+    rows = {}
+    for line in project.path("README.md").read_text().split("## Exit codes", 1)[1].splitlines():
+        cells = line.split("|")
+        if len(cells) > 2 and cells[1].strip().isdigit():
+            rows[int(cells[1])] = cells[2].strip()
+    assert sorted(rows) == sorted(EXIT_MEANINGS)
+    assert "internal error" in rows[Exit.INTERNAL] and "internal error" not in rows[Exit.UNEXPECTED]
