@@ -19,7 +19,7 @@ from . import __version__, options
 from .config import BASES, IMAGES, KIT_LABEL, LOCKS, RUN_LABEL, Project
 from .contract import (EXIT_MEANINGS, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CHECKPOINT, MOUNT_DATA,
                        MOUNT_INPUTS, MOUNT_MODEL, MOUNT_RUN, RUN_METRICS_FILE, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
-                       CONVERTED_RUNTIMES, FLAG_GOLDEN_VERIFIED, MANIFEST_FILE, MOUNT_GOLDEN_VERIFIED, STARTUP_KEY,
+                       CONVERTED_RUNTIMES, FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED, STARTUP_KEY,
                        Exit, error_line, seconds_since_process_start)
 from .errors import ColdchainError, UsageError
 
@@ -64,7 +64,7 @@ def command(function):
                 traceback.print_exc()
             click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
             click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
-            sys.exit(Exit.UNEXPECTED)
+            sys.exit(Exit.INTERNAL)
 
     return wrapper
 
@@ -287,29 +287,28 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
     passed in this image is kept (build/golden-checks) and used instead of the probe while the model,
     image and effective numerics stay the same; the summary's startup breaks the wait down."""
     from .steps.golden_cache import cache_file, remember
+    from .steps.model_argument import model_directory
     from .steps.pipeline import StepConfig, ensure_images, run_step
 
     entered, started, timing = seconds_since_process_start(), time.perf_counter(), {}
     mounts = {f"{MOUNT_INPUTS}/{index}": path.resolve() for index, path in enumerate(inputs)}
     fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
+    source = model_directory(model)  # before the daemon: a wrong path is named at once
+    if runtime != RUNTIME_TENSORFLOW and device != "cpu":
+        raise UsageError(f"--runtime {runtime} runs on the CPU here", fix="drop --device cuda")
     engine = _engine()
     if runtime == RUNTIME_TENSORFLOW:
         image, role = ensure_images(engine, project, "infer", device, prefix), "infer"
-        source = model.resolve()
     else:
-        from .steps.convert import ensure_converted, model_directory, runtimes_image
+        from .steps.convert import ensure_converted, runtimes_image
 
-        if device != "cpu":
-            raise UsageError(f"--runtime {runtime} runs on the CPU here", fix="drop --device cuda")
         image, role = runtimes_image(engine, project, prefix), "runtimes"
-        source = model_directory(model)
         for converted in (CONVERTED_RUNTIMES if runtime == RUNTIME_FASTEST else (runtime,)):
             ensure_converted(engine, project, source, converted, image, memory=memory, prefix=prefix,
                              timeout_s=timeout_s)
-    directory = source if source.is_dir() else source.parent
     kept = None
-    if golden_cache and runtime != RUNTIME_FASTEST and (directory / MANIFEST_FILE).is_file():
-        kept = cache_file(project, directory, image.info.id,
+    if golden_cache and runtime != RUNTIME_FASTEST:
+        kept = cache_file(project, source, image.info.id,
                           {"name": runtime, "precision": precision, "bf16_tolerance": bf16_tolerance})
     verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
     arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
@@ -335,10 +334,10 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
 @options.converted_runtime
 def convert_command(project: Project, model: Path, runtime: str, device: str, memory: str, prefix: str, timeout_s,
                     extra):
-    """Convert MODEL (a model directory) for ONNX Runtime (tf2onnx) or OpenVINO (its TensorFlow frontend,
-    saved as fp32 IR) into MODEL/converted/<runtime>/, in the runtimes image, with each file's sha256,
-    the source model's sha256 and the converter versions in conversion.json. infer --runtime does this
-    by itself when the conversion is missing or stale."""
+    """Convert MODEL (a model directory, or the model.pb in it) for ONNX Runtime (tf2onnx) or OpenVINO (its
+    TensorFlow frontend, saved as fp32 IR) into MODEL/converted/<runtime>/, in the runtimes image, with each
+    file's sha256, the source model's sha256 and the converter versions in conversion.json. infer --runtime
+    does this by itself when the conversion is missing or stale."""
     from .steps.convert import convert, runtimes_image
 
     if extra:
@@ -361,14 +360,11 @@ def reexport_command(project: Project, model: Path, out: Path, clear_devices: bo
     """Write MODEL (a model directory or frozen graph file) out again with the standard fixes: device
     fields cleared, default-valued attributes stripped; the manifest's sha256 follows, the golden stays."""
     from .environments.images import BuildOptions, build_images
+    from .steps.model_argument import EITHER, resolve_model
     from .steps.pipeline import StepConfig, run_step
 
-    model = model.resolve()
-    if not model.exists():
-        raise UsageError(f"{model}: not found", fix="pass a model directory or a frozen graph file")
-    source = model if model.is_dir() else model.parent
-    target = MOUNT_MODEL if model.is_dir() else f"{MOUNT_MODEL}/{model.name}"
-    arguments = ["--model", target] + (["--clear-devices"] if clear_devices else []) + \
+    found = resolve_model(model, EITHER)
+    arguments = ["--model", found.target] + (["--clear-devices"] if clear_devices else []) + \
         (["--strip-default-attrs"] if strip_default_attrs else []) + list(extra)
     engine = _engine()
     spec = IMAGES[f"infer-{device}"]
@@ -379,8 +375,8 @@ def reexport_command(project: Project, model: Path, out: Path, clear_devices: bo
         spec = matrix.envs[known(matrix.path, "environment", with_env, matrix.envs, " (--with)")].image_spec()
     (image,) = build_images(engine, project, [spec], BuildOptions(prefix=prefix))
     step = StepConfig(name="reexport", role="infer", module="reexport", output=out.resolve(),
-                      inputs={MOUNT_MODEL: source}, arguments=tuple(arguments), device=device, memory=memory,
-                      prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)
+                      inputs={MOUNT_MODEL: found.directory}, arguments=tuple(arguments), device=device,
+                      memory=memory, prefix=prefix, timeout_s=timeout_s or STEP_TIMEOUT_S)
     run_step(engine, project, step, image)
     log.info("re-exported model written to %s", out)
 
@@ -459,9 +455,11 @@ def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Pa
     from .drift.report import write_reports
     from .drift.runner import DriftOptions, default_jobs, render_heatmap, run_drift_test
     from .drift.shards import parse_shard, shard_from_environment
+    from .steps.model_argument import resolve_model
 
     matrix = _load_matrix(project, matrix_path, cases)
     chosen = parse_shard(shard) if shard else shard_from_environment(os.environ)
+    model = resolve_model(model).spelled  # a model file stands for its directory; the report keeps the spelling
     if run is None and model.resolve() == (project.root / "out" / "model").resolve():
         run = project.root / "out" / "run"
     engine = _engine()
@@ -511,8 +509,9 @@ def drift_plan_command(project: Project, matrix_path: Path, model: Path, cases: 
     environments and images it needs, and its estimated seconds."""
     from .drift.runner import with_model_environment
     from .drift.shards import measured_costs, plan
+    from .steps.model_argument import matrix_model
 
-    matrix = with_model_environment(_load_matrix(project, matrix_path, cases), model)
+    matrix = with_model_environment(_load_matrix(project, matrix_path, cases), matrix_model(model))
     click.echo(json.dumps(plan(matrix, shards, measured_costs(costs)), sort_keys=True))
 
 
@@ -548,8 +547,9 @@ def _transfer_setup(project: Project, matrix_path: Path, model: Path, shard: str
     from .drift.runner import with_model_environment
     from .drift.shards import assign, measured_costs, parse_shard, shard_from_environment
     from .drift.transfer import image_names
+    from .steps.model_argument import matrix_model
 
-    matrix = with_model_environment(_load_matrix(project, matrix_path), model)
+    matrix = with_model_environment(_load_matrix(project, matrix_path), matrix_model(model))
     chosen = parse_shard(shard) if shard else shard_from_environment(os.environ)
     cases = list(matrix.cases) if chosen is None else assign(matrix, chosen.total, measured_costs(costs))[chosen.index]
     return matrix, image_names(matrix, cases, merge=chosen is None)

@@ -53,7 +53,7 @@ data_dir = click.option("--data", type=PathType(), required=True,
 run_dir = click.option("--run", "run", type=PathType(), required=True,
                        help="A training run directory (checkpoints, config.json).")
 model_dir = click.option("--model", type=PathType(), required=True,
-                         help="A model directory (model.pb, manifest.json, golden.npz).")
+                         help="A model directory (model.pb, manifest.json, golden.npz), or the model.pb in it.")
 model_argument = click.argument("model", type=PathType())
 checkpoint = click.option("--checkpoint-path", type=PathType(), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
@@ -91,7 +91,8 @@ cases = click.option("--case", "cases", multiple=True, help="Run only these case
 jobs = option("--jobs", type=click.IntRange(0, 64), default=0, show_default=True, envvar="COLDCHAIN_JOBS",
               help="Cases run at once (0: one per two cores, at least one).")
 drift_model = click.option("--model", type=PathType(), default=Path("out/model"), show_default=True,
-                           help="The model every environment must load: make freeze's, or one made by adopt.")
+                           help="The model every environment must load: make freeze's, or one made by adopt (its "
+                                "directory, or the model.pb in it).")
 drift_run = click.option("--run", "run", type=PathType(), default=None,
                          help="The training run the re-frozen variants are made from (default: out/run when --model "
                               "is out/model; none for an adopted model, whose re-frozen variants are then not "

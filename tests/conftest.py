@@ -16,6 +16,15 @@ from coldchain.contract import MANIFEST_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A Docker test's limit, setup included: its session fixtures may build a CUDA image cold. Every other
+# test has pytest.ini's short one.
+DOCKER_TIMEOUT_S = 2700
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("docker") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DOCKER_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

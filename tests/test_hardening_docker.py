@@ -25,6 +25,9 @@ def test_a_step_container_is_sandboxed_as_promised(docker_engine, kit_images, ti
                     memory="768m", what="sandbox report")
     report = last_json(run_module(docker_engine, run), run)
     assert report["cap_effective"] == "0000000000000000" and report["cap_permitted"] == "0000000000000000"
+    # A non-root process has no effective or permitted capabilities with or without cap_drop; the bounding
+    # set is what cap_drop=ALL empties (Docker's default leaves 14 capabilities there).
+    assert report["cap_bounding"] == "0000000000000000"
     assert report["no_new_privs"] == "1"
     assert report["mounts"]["/"]["read_only"] and not report["root_writable"]
     assert report["mounts"][MOUNT_MODEL]["read_only"] and report["mounts"][MOUNT_MODEL]["mount"] == MOUNT_MODEL

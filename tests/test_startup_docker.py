@@ -1,6 +1,7 @@
 """Start to first prediction: infer's summary breaks the wait down by phase, host and container, and a
 golden check the model passed in this image is kept and used while nothing that decides the numbers
-changed. No time is asserted: only that each phase is measured and what was skipped and why."""
+changed. No duration is asserted: only that each phase is measured, that together they are the wait, and
+what was skipped and why."""
 
 from __future__ import annotations
 
@@ -40,7 +41,13 @@ def test_the_wait_is_broken_down_and_a_kept_golden_check_is_used_only_while_it_a
     assert "cached" not in first["golden"] and first["golden"]["ok"]
     phases = first[STARTUP_KEY]
     assert {key for key, _ in STARTUP_PHASES} <= set(phases), sorted(phases)
-    assert all(phases[key] >= 0 for key, _ in STARTUP_PHASES)
+    # The phases follow one another, so together they are the wait: no more than the total (ms rounding and
+    # /proc's 10 ms ticks aside) and not much less (bench: within 10 ms of 3 s). A phase left unmeasured, or
+    # one counted twice, breaks the sum; the phases that certainly take time must have some.
+    spent = sum(phases[key] for key, _ in STARTUP_PHASES)
+    assert 0.8 * phases["total_s"] <= spent <= phases["total_s"] + 0.05, phases
+    assert all(phases[key] > 0 for key in ("host_cli_s", "container_start_s", "interpreter_s", "tensorflow_import_s",
+                                           "doctor_s", "golden_s", "first_batch_s")), phases
     assert phases["total_s"] >= phases["tensorflow_import_s"] + phases["golden_s"]
 
     second, log = infer(tiny_chain, run_id, tmp_path)

@@ -26,10 +26,11 @@ from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..environments.locks import check_all, check_fresh, disagreements
 from ..environments.opbuild import build_opbuild_image
-from ..errors import ColdchainError, UsageError
+from ..errors import ColdchainError
 from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.convert import memory_for
+from ..steps.model_argument import model_directory
 from ..steps.runner import CONTAINER_USER, Image, ModuleRun, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
@@ -127,12 +128,7 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
                   names: set[str], images: dict[str, BuiltImage]) -> dict[str, Path | str]:
     """Model directory per variant, made only when its inputs changed since the last run; a variant
     that needs a training run this model does not have is the reason it is not applicable."""
-    made: dict[str, Path | str] = {}
-    if not (options.model / MANIFEST_FILE).is_file():
-        raise UsageError(f"{options.model}: no {MANIFEST_FILE} (not a coldchain model directory)",
-                         fix="run 'make freeze' first, adopt your own graph with 'coldchain adopt MODEL.pb --out DIR', "
-                             "or pass --model DIR")
-    made[DEFAULT_VARIANT] = options.model.resolve()
+    made: dict[str, Path | str] = {DEFAULT_VARIANT: model_directory(options.model)}
     has_run = options.run is not None and (options.run / RUN_CONFIG_FILE).is_file()
     run_fingerprint = None
     train_image = opbuild_image = None

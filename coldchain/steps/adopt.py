@@ -16,6 +16,7 @@ from ..contract import MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABE
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, build_images
 from ..errors import UsageError
+from .model_argument import GRAPH, resolve_model
 from .pipeline import StepConfig, run_step
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,9 @@ def reference_image(engine: Engine, project: Project, request: AdoptRequest) -> 
 
 
 def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
-    model = request.model.resolve()
-    if not model.is_file():
-        raise UsageError(f"{request.model}: {'is a directory' if model.is_dir() else 'not found'}",
-                         fix="pass the frozen graph file itself (e.g. frozen_resnet_v1_50.pb)")
-    inputs = {MOUNT_MODEL: model.parent}
-    arguments = ["--model", f"{MOUNT_MODEL}/{model.name}"]
+    graph = resolve_model(request.model, GRAPH)
+    inputs = {MOUNT_MODEL: graph.directory}
+    arguments = ["--model", graph.target]
     for flag, path, mount in (("--labels", request.labels, MOUNT_LABELS), ("--images", request.images, MOUNT_IMAGES)):
         if path is None:
             continue

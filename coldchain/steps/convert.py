@@ -12,6 +12,7 @@ from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FI
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..errors import UsageError
+from .model_argument import model_directory
 from .pipeline import StepConfig, run_step
 from .runner import DEFAULT_TIMEOUT_S
 
@@ -67,15 +68,6 @@ def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
     if record.get("lock_sha256") != image.info.labels.get(LOCK_LABEL):
         return "the runtimes image's lock changed since (another converter version)"
     return None
-
-
-def model_directory(model: Path) -> Path:
-    model = model.resolve()
-    directory = model if model.is_dir() else model.parent
-    if not (directory / MANIFEST_FILE).is_file():
-        raise UsageError(f"{directory}: no {MANIFEST_FILE} here",
-                         fix="pass a model directory made by 'coldchain freeze' or 'coldchain adopt'")
-    return directory
 
 
 def convert(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *, memory: str,

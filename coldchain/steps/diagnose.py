@@ -11,6 +11,7 @@ from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MOUNT_
 from ..engine import Engine
 from ..environments.images import BuildOptions, build_images
 from ..errors import UsageError
+from .model_argument import EITHER, resolve_model
 from .runner import Image, ModuleRun, failure, run_module, spec_for
 
 DOCTOR_TIMEOUT_S = 900.0
@@ -53,12 +54,9 @@ def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image
 
 def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tuple[int, str]:
     """(exit code, the doctor's report): 0 loadable, 3 blocking; anything else raises."""
-    model = request.model.resolve()
-    if not model.exists():
-        raise UsageError(f"{model}: not found", fix="pass a frozen model.pb or the model directory holding it")
-    directory = model if model.is_dir() else model.parent
-    inputs = {MOUNT_MODEL: directory}
-    arguments = [MOUNT_MODEL if model.is_dir() else f"{MOUNT_MODEL}/{model.name}"]
+    found = resolve_model(request.model, EITHER)
+    inputs = {MOUNT_MODEL: found.directory}
+    arguments = [found.target]
     if request.manifest is not None:
         manifest = request.manifest.resolve()
         if not manifest.is_file():

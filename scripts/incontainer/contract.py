@@ -148,6 +148,9 @@ class Exit:
     TIMEOUT = 17  # a container ran past its time limit and was killed
     ENGINE = 18  # the container engine refused a request
     OUT_OF_MEMORY = 19  # a container was killed for exceeding its memory limit
+    # The host CLI's own bug (an exception no handler knew): not 1, which a CI job reads as a drift verdict.
+    # 70 is sysexits' EX_SOFTWARE. A container's internal error is CONTAINER (15), with its log tail.
+    INTERNAL = 70
     INTERRUPTED = 130
 
 
@@ -167,6 +170,7 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
+    Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
