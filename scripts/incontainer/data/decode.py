@@ -8,8 +8,9 @@ preprocessing, because one uint8 level per pixel moves a ResNet's probabilities 
 - ``opencv``: cv2.imdecode(IMREAD_COLOR) as OpenCV pipelines read files, BGR turned into RGB.
 
 The orientation (EXIF) and alpha steps after decoding are shared by every decoder, so changing the
-decoder changes only the decoded pixels. A decoder this environment lacks is refused by name, never
-replaced by another one.
+decoder changes only the decoded pixels. Where TensorFlow is not installed, its decoding is
+reproduced pixel for pixel (simplejpeg with TensorFlow's settings, Pillow for PNG; tested); any other
+decoder this environment lacks is refused by name, never replaced by another one.
 """
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ def is_jpeg(data: bytes) -> bool:
 def decode_pixels(data: bytes, source: str, decoder: str, drop_alpha: bool) -> np.ndarray:
     """HxWx3 (or HxWx4 where alpha is kept for compositing) uint8 pixels, orientation untouched."""
     if decoder in (TENSORFLOW, TENSORFLOW_ACCURATE):
-        return _tensorflow().decode(data, source, decoder == TENSORFLOW_ACCURATE, drop_alpha)
+        tensorflow = _tensorflow()
+        if tensorflow is None:
+            return without_tensorflow(data, source, decoder == TENSORFLOW_ACCURATE, drop_alpha)
+        return tensorflow.decode(data, source, decoder == TENSORFLOW_ACCURATE, drop_alpha)
     if decoder == OPENCV:
         return _opencv_decode(data, source)
     raise InsideError(f"decode_pixels has no {decoder!r} decoder (pillow decodes in image_files)")
@@ -125,21 +129,47 @@ class _TensorFlowDecoder:
 
 
 _DECODER: Optional[_TensorFlowDecoder] = None
+_NO_TENSORFLOW = object()
 _DECODER_LOCK = threading.Lock()
 
 
-def _tensorflow() -> _TensorFlowDecoder:
+def _tensorflow() -> Optional[_TensorFlowDecoder]:
+    """TensorFlow's own decoder; None where TensorFlow is not installed."""
     global _DECODER
     with _DECODER_LOCK:
         if _DECODER is None:
             try:
                 _DECODER = _TensorFlowDecoder()
             except ImportError:
-                raise DecoderUnavailable(
-                    "the model's preprocessing decodes with TensorFlow (decode_jpeg, as slim does), and TensorFlow is "
-                    "not installed in this environment; run it in an image with TensorFlow, or re-adopt the model "
-                    "with --preprocessing-field decoder=pillow (its golden then says so)") from None
-        return _DECODER
+                _DECODER = _NO_TENSORFLOW
+        return None if _DECODER is _NO_TENSORFLOW else _DECODER
+
+
+def without_tensorflow(data: bytes, source: str, accurate: bool, drop_alpha: bool) -> np.ndarray:
+    """TensorFlow's decoding where TensorFlow is absent: JPEG by simplejpeg's libjpeg-turbo with
+    TensorFlow's settings (the same IDCT, fancy upsampling, RGB out), PNG by Pillow (lossless, the
+    same 8-bit pixels). Both proven identical to TensorFlow's ops in tests/test_presets_docker.py;
+    anything else is refused rather than decoded another way."""
+    if is_jpeg(data):
+        try:
+            import simplejpeg
+        except ImportError:
+            raise DecoderUnavailable(
+                "the model's preprocessing decodes JPEG as TensorFlow does (decode_jpeg, as slim does), and neither "
+                "TensorFlow nor simplejpeg is installed in this environment; install one of them (pip install "
+                "simplejpeg), or re-adopt the model with --preprocessing-field decoder=pillow") from None
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=not accurate, fastupsample=False)
+        except ValueError as error:
+            raise DecodeError(f"cannot decode {source} ({error}); re-export it as PNG or JPEG") from None
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "PNG" or image.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+            raise DecoderUnavailable(
+                f"{source} is a {image.format} {image.mode} image, which only TensorFlow itself decodes as "
+                "the model's preprocessing says, and TensorFlow is not installed here; convert it to 8-bit PNG or "
+                "JPEG, or run in an image with TensorFlow")
+        image.load()
+        return np.asarray(image.convert("RGB" if drop_alpha else "RGBA"))
 
 
 def _opencv_decode(data: bytes, source: str) -> np.ndarray:
@@ -160,7 +190,12 @@ def identity(decoder: str) -> dict:
     compared wherever the model runs."""
     found: dict = {"decoder": decoder, "jpeg_idct": IDCT[decoder]}
     try:
-        if decoder in (TENSORFLOW, TENSORFLOW_ACCURATE):
+        if decoder in (TENSORFLOW, TENSORFLOW_ACCURATE) and _tensorflow() is None:
+            import simplejpeg
+
+            found.update(library="simplejpeg (TensorFlow's settings; PNG by Pillow)", version=simplejpeg.__version__,
+                         jpeg_library="libjpeg-turbo built into simplejpeg")
+        elif decoder in (TENSORFLOW, TENSORFLOW_ACCURATE):
             import tensorflow as tf
 
             found.update(library="tensorflow", version=tf.__version__,
@@ -175,9 +210,9 @@ def identity(decoder: str) -> dict:
             import PIL
             from PIL import features
 
-            turbo = features.check_feature("libjpeg_turbo")
+            turbo = features.check_feature("libjpeg_turbo") and features.version("libjpeg_turbo")
             found.update(library="pillow", version=PIL.__version__,
-                         jpeg_library=f"{'libjpeg-turbo' if turbo else 'libjpeg'} {features.version('jpg')}")
+                         jpeg_library=f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}")
     except ImportError:
         found["library"] = "not installed"
     return found
