@@ -58,3 +58,23 @@ def test_an_unclassified_crash_keeps_the_log_tail_and_its_own_code():
 def test_exit_codes_have_one_meaning_each():
     codes = [value for name, value in vars(Exit).items() if not name.startswith("_")]
     assert len(codes) == len(set(codes))
+
+
+@pytest.mark.parametrize("root", [True, False], ids=["as-root", "as-a-user"])
+def test_one_container_user_for_runs_and_the_paths_handed_to_them(tmp_path, monkeypatch, root):
+    from coldchain.steps import runner
+
+    chowned = []
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr(runner.os, "getuid", lambda: 1000)
+    monkeypatch.setattr(runner.os, "getgid", lambda: 100)
+    monkeypatch.setattr(runner.os, "chown", lambda path, uid, gid: chowned.append((path, uid, gid)))
+    runner.hand_to_container_user(tmp_path, tmp_path / "a")
+    if root:
+        assert runner.container_user() == runner.CONTAINER_USER == "10001:10001"
+        assert chowned == [(tmp_path, 10001, 10001), (tmp_path / "a", 10001, 10001)]
+    else:
+        assert runner.container_user() == "1000:100"
+        assert chowned == []
+    spec = runner.spec_for(ModuleRun(image=IMAGE, module="probe"))
+    assert spec.user == runner.container_user()

@@ -31,7 +31,7 @@ from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.convert import memory_for
 from ..steps.model_argument import model_directory
-from ..steps.runner import CONTAINER_USER, Image, ModuleRun, run_module
+from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
 from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, required_findings,
@@ -290,8 +290,7 @@ def conversions(options: DriftOptions) -> Path:
     beside the report, writable by the containers' user."""
     directory = (options.out / "conversions").resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        os.chown(directory, *(int(part) for part in CONTAINER_USER.split(":")))
+    hand_to_container_user(directory)
     return directory
 
 

@@ -18,7 +18,7 @@ from ..contract import MOUNT_OUT
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..errors import UsageError
-from .runner import CONTAINER_USER, DEFAULT_TIMEOUT_S, Image, ModuleRun, run_module
+from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
 
 log = logging.getLogger(__name__)
 # Which make target produces what a step reads, for the "not found" fix.
@@ -51,11 +51,8 @@ class StepConfig:
 def _user_for_outputs(staging: Path) -> str:
     """Containers never run as root. As root on the host, hand the staging directory to the
     image's user; otherwise run as the calling user so the outputs stay theirs."""
-    if os.geteuid() == 0:
-        for path in (staging, *staging.rglob("*")):
-            os.chown(path, 10001, 10001)
-        return CONTAINER_USER
-    return f"{os.getuid()}:{os.getgid()}"
+    hand_to_container_user(staging, *staging.rglob("*"))
+    return container_user()
 
 
 def _restore_owner(path: Path) -> None:

@@ -20,7 +20,10 @@ from ..engine import Engine, Mount, RunResult, RunSpec
 from ..errors import ContainerError, ContainerTimeout
 
 log = logging.getLogger(__name__)
-CONTAINER_USER = "10001:10001"
+# The images' unprivileged user (USER 10001:10001 in every Dockerfile): containers run as it when the
+# caller is root.
+CONTAINER_UID = CONTAINER_GID = 10001
+CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_GID}"
 # The meanings a container may report that reach the user unchanged.
 PASSED_THROUGH = (Exit.USAGE, Exit.MODEL_BLOCKED, Exit.GOLDEN_MISMATCH, Exit.PREPROCESSING_MISMATCH,
                   Exit.OUT_OF_MEMORY, Exit.INTERRUPTED)
@@ -73,6 +76,14 @@ def container_user() -> str:
     """Who containers run as: the caller (so their own files are readable), or the images'
     unprivileged user when the caller is root."""
     return CONTAINER_USER if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+
+
+def hand_to_container_user(*paths: Path) -> None:
+    """Make `paths` writable by the containers' user: as root on the host, give them to the images'
+    user; as anyone else there is nothing to do (containers run as the caller)."""
+    if os.geteuid() == 0:
+        for path in paths:
+            os.chown(path, CONTAINER_UID, CONTAINER_GID)
 
 
 def path_map(run: ModuleRun) -> dict:
