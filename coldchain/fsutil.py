@@ -1,13 +1,17 @@
-"""Writes that never leave a half-written file behind: temp file in the same directory, then rename."""
+"""Files on the host: writes that never leave a half-written file behind (temp file in the same
+directory, then rename), and a file's sha256."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 from .errors import OutputError
+
+_CHUNK = 1 << 20
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -39,3 +43,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def file_sha256(path: Path, *, unreadable_ok: bool = False) -> str | None:
+    """The file's sha256 in hex, read a megabyte at a time (a wheel may be hundreds); an unreadable or
+    missing file raises OSError, or gives None with `unreadable_ok`."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        if unreadable_ok:
+            return None
+        raise
+    return digest.hexdigest()

@@ -136,3 +136,16 @@ def test_a_tensorflow_version_that_does_not_exist_gets_the_nearest(project_copy,
         compile_lock(project_copy, spec)
     assert "tensorflow==2.99.0 does not exist" in caught.value.fix
     assert "nearest: 2.21.0" in caught.value.fix and "requirements.in" in caught.value.fix
+
+
+def test_one_file_sha256_reads_in_chunks_and_may_forgive_a_missing_file(tmp_path):
+    import hashlib
+
+    from coldchain.fsutil import file_sha256
+
+    data = bytes(range(256)) * 10000  # past one chunk
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+    assert file_sha256(tmp_path / "missing", unreadable_ok=True) is None
+    with pytest.raises(OSError):
+        file_sha256(tmp_path / "missing")

@@ -15,7 +15,8 @@ from coldchain.contract import Exit
 from coldchain.drift.matrix import CaseSpec, Settings, load_matrix
 from coldchain.drift.merge import merge
 from coldchain.drift.report import report_names, write_reports
-from coldchain.drift.runner import file_sha256, summarise
+from coldchain.drift.runner import summarise
+from coldchain.fsutil import file_sha256
 from coldchain.drift.shards import (Shard, assign, images_needed, measured_costs, parse_shard, plan,
                                     shard_from_environment)
 from coldchain.errors import UsageError

@@ -6,7 +6,6 @@ assemble the report. The host never imports TensorFlow; all numbers come back as
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from ..environments.images import BuildOptions, BuiltImage, build_images
 from ..environments.locks import check_all, check_fresh, disagreements
 from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError
+from ..fsutil import file_sha256
 from ..hostinfo import cpu_class, cpu_description, numerics_flags
 from ..steps.pipeline import StepConfig, run_step
 from ..steps.convert import memory_for
@@ -427,7 +427,7 @@ def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, ima
     return {
         "matrix": str(matrix.path.relative_to(project.root)) if matrix.path.is_relative_to(project.root)
         else str(matrix.path),
-        "matrix_sha256": file_sha256(matrix.path),
+        "matrix_sha256": file_sha256(matrix.path, unreadable_ok=True),
         "reference_env": matrix.reference_env,
         "model": str(options.model), "model_sha256": _manifest_sha(options.model),
         "reference_numerics": reference_numerics(options.model),
@@ -455,13 +455,6 @@ def summarise(cases: list[dict]) -> dict:
                    "not_applicable": len(cases) - len(applicable)},
         "tensorflow_versions": tensorflow_summary(cases),
     }
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _manifest_sha(model: Path) -> str | None:

@@ -3,7 +3,6 @@ hashes, so images install with --no-index and never touch the network."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -14,17 +13,8 @@ from pathlib import Path
 
 from ..config import BaseSpec, LockSpec, Project
 from ..errors import WheelhouseError
+from ..fsutil import file_sha256
 from .locks import REGENERATE_COMMAND, Lock, Pin, normalize
-
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def wheel_identity(filename: str) -> tuple[str, str] | None:
@@ -66,7 +56,7 @@ class Wheelhouse:
         key = (path, stat.st_size, stat.st_mtime_ns)
         cached = self._verified.get(key)  # type: ignore[arg-type]
         if cached is None:
-            cached = self._verified[key] = file_sha256(path)  # type: ignore[index]
+            cached = self._verified[key] = "sha256:" + file_sha256(path)  # type: ignore[index]
         return cached
 
     def _present(self, pin: Pin) -> list[Path]:

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from ..config import Project
 from ..contract import GOLDEN_FILE, MANIFEST_FILE
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 CACHE_DIR = "golden-checks"  # under build/: 'make clean' forgets them
 
 
 def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+    return file_sha256(path) if path.is_file() else "absent"
 
 
 def cache_file(project: Project, model_dir: Path, image_id: str, runtime: dict) -> Path:
