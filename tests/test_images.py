@@ -11,7 +11,7 @@ from coldchain.environments.bases import resolve_base
 from coldchain.config import BASES, IMAGES
 from coldchain.engine import DiskSpace, ImageInfo
 from coldchain.errors import BaseImageError, BuildError
-from coldchain.environments.images import BuildOptions, build_image, remove_superseded
+from coldchain.environments.images import BuildOptions, build_image, ensure_image, remove_superseded
 from fake_engine import FakeEngine
 
 
@@ -50,6 +50,15 @@ def test_build_passes_lock_pins_and_labels(tiny_project):
     assert labels["io.coldchain.device"] == "cpu"
     assert labels["org.opencontainers.image.base.digest"] == built.base.image_id
     assert b"wheels/numpy-1.26.4" in call["context"]
+
+
+def test_ensure_image_builds_the_one_image_once_then_finds_it(tiny_project):
+    engine = FakeEngine(registry=True)
+    first = ensure_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="t"))
+    again = ensure_image(engine, tiny_project, IMAGES["infer-cpu"], BuildOptions(prefix="t"))
+    assert (first.tag, first.reused) == ("t-infer:cpu", False)
+    assert (again.tag, again.reused, again.info.id) == ("t-infer:cpu", True, first.info.id)
+    assert [call["tag"] for call in engine.builds] == ["t-infer:cpu"]
 
 
 def test_unchanged_inputs_reuse_the_image(tiny_project):

@@ -199,7 +199,6 @@ def test_the_matrix_commands_read_the_model_files_directory(engine, model_dir, t
 
 
 def test_adopt_mounts_the_graphs_folder(engine, bare_graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("coldchain.steps.adopt.build_images", lambda *args, **kwargs: [IMAGE])
     result = run_cli("adopt", str(bare_graph), "--out", str(tmp_path / "adopted"))
     assert result.exit_code == 0, result.output
     assert model_mounts(engine) == [(bare_graph.parent, "/model/frozen.pb")]

@@ -22,7 +22,7 @@ from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_MODEL, M
 from ..engine import Engine
 from ..steps.convert import memory_for
 from ..steps.golden_cache import CACHE_DIR
-from ..environments.images import BuildOptions, build_images
+from ..environments.images import BuildOptions, build_images, ensure_image
 from ..errors import ColdchainError, UsageError
 from ..hostinfo import cores, derived_peak_fp32
 from ..steps.pipeline import StepConfig, run_step
@@ -68,7 +68,7 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
                          fix="run 'make train' first (make bench does)")
     train, infer = build_images(engine, project, [IMAGES["train-cpu"], IMAGES["infer-cpu"]],
                                 BuildOptions(prefix=options.prefix))
-    (bench_image,) = build_images(engine, project, [BENCH_IMAGE], BuildOptions(prefix=options.prefix))
+    bench_image = ensure_image(engine, project, BENCH_IMAGE, BuildOptions(prefix=options.prefix))
     size = 64 if options.quick else options.input_size
     models = bench_models(engine, project, options, train, size)
     batches = (1, 2) if options.quick else options.batches

@@ -15,7 +15,7 @@ from ..cache import produce, tree_fingerprint
 from ..config import IMAGES, Project
 from ..contract import ENV_ONEDNN, MANIFEST_FILE, MOUNT_DATA, MOUNT_RUN, RUN_CONFIG_FILE, describe_numerics
 from ..engine import Engine
-from ..environments.images import BuildOptions, build_images
+from ..environments.images import BuildOptions, ensure_image
 from ..hostinfo import cpu_class
 from ..steps.pipeline import StepConfig, run_step
 
@@ -40,7 +40,7 @@ class ReproducibilityOptions:
 
 
 def bench_reproducibility(engine: Engine, project: Project, options: ReproducibilityOptions) -> dict:
-    train = build_images(engine, project, [IMAGES["train-cpu"]], BuildOptions(prefix=options.prefix))[0]
+    train = ensure_image(engine, project, IMAGES["train-cpu"], BuildOptions(prefix=options.prefix))
     data_fingerprint = tree_fingerprint(options.data)
     runs: dict = {}
     for mode in MODES:

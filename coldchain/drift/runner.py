@@ -22,7 +22,7 @@ from ..contract import (EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FLAG_ALLOW_SOF
                         RUNTIME_TENSORFLOW, SEVERITY_WARNING, Code, ProbeReport,
                         describe_numerics, numerics_differences)
 from ..engine import Engine, Mount
-from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..environments.locks import check_all, check_fresh, disagreements
 from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError
@@ -120,7 +120,7 @@ def build_environments(engine: Engine, project: Project, matrix: Matrix, options
         env = matrix.envs[name]
         spec = env.image_spec()
         log.info("environment %s: %s", name, f"kit image {env.image}" if env.image else spec.locked.lock)
-        (built[name],) = build_images(engine, project, [spec], BuildOptions(prefix=options.prefix))
+        built[name] = ensure_image(engine, project, spec, BuildOptions(prefix=options.prefix))
     return built
 
 
@@ -143,7 +143,7 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
             continue
         if variant.kind == "freeze":
             if train_image is None:
-                train_image = build_images(engine, project, [IMAGES["train-cpu"]], BuildOptions(prefix=options.prefix))[0]
+                train_image = ensure_image(engine, project, IMAGES["train-cpu"], BuildOptions(prefix=options.prefix))
             image = train_image
             if variant.freeze_in == OP_BUILD_ENV:
                 opbuild_image = opbuild_image or build_opbuild_image(engine, project, train_image,
@@ -490,7 +490,7 @@ def default_jobs() -> int:
 
 def render_heatmap(engine: Engine, project: Project, report_json: Path, options: DriftOptions) -> Path:
     """The heatmap PNG, drawn in the inference image (Pillow lives there, the host needs none)."""
-    image = build_images(engine, project, [IMAGES["infer-cpu"]], BuildOptions(prefix=options.prefix))[0]
+    image = ensure_image(engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=options.prefix))
     target = report_json.with_name(REPORT_HEATMAP)
     step = StepConfig(name="heatmap", role="infer", module="heatmap", output=target.resolve(),
                       inputs={MOUNT_REPORT: report_json.parent.resolve()},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import IMAGES, Project
 from ..engine import Engine
-from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, build_images
+from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, ensure_image
 from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError, ImageNotAvailable, UsageError
 from ..fsutil import atomic_write_text
@@ -42,14 +42,14 @@ def resolve(engine: Engine, project: Project, matrix: Matrix, names: list[str], 
     for name in sorted(names, key=lambda n: n == OP_BUILD_ENV):  # opbuild is made from train-cpu
         if name == OP_BUILD_ENV:
             if "train-cpu" not in built:
-                (built["train-cpu"],) = build_images(engine, project, [IMAGES["train-cpu"]], options)
+                built["train-cpu"] = ensure_image(engine, project, IMAGES["train-cpu"], options)
             built[name] = build_opbuild_image(engine, project, built["train-cpu"], options)
             continue
         spec = matrix.envs[name.removeprefix("env:")].image_spec() if name.startswith("env:") else IMAGES.get(name)
         if spec is None:
             raise UsageError(f"no image named {name!r} in the kit or the drift matrix",
                              fix="use the names 'coldchain drift-plan' prints under images")
-        (built[name],) = build_images(engine, project, [spec], options)
+        built[name] = ensure_image(engine, project, spec, options)
     return [built[name] for name in sorted(built)]
 
 

@@ -160,6 +160,12 @@ def build_images(engine: Engine, project: Project, specs: list[ImageSpec], optio
     return built
 
 
+def ensure_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions) -> BuiltImage:
+    """The one image `spec` names: found where its inputs are unchanged, built otherwise."""
+    (built,) = build_images(engine, project, [spec], options)
+    return built
+
+
 @dataclass(frozen=True)
 class PlannedImage:
     """What an image must be built from, decided before any wheel is fetched: its labels name the

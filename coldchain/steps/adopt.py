@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import IMAGES, ImageSpec, Project
 from ..contract import MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL
 from ..engine import Engine
-from ..environments.images import BuildOptions, BuiltImage, build_image, build_images
+from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
 from ..errors import UsageError
 from .model_argument import GRAPH, resolve_model
 from .pipeline import StepConfig, run_step
@@ -78,9 +78,9 @@ def reference_image(engine: Engine, project: Project, request: AdoptRequest) -> 
         path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
         matrix = load_matrix(path)
         env = matrix.envs[known(matrix.path, "environment", request.reference_env, matrix.envs, " (--reference-env)")]
-        (built,) = build_images(engine, project, [env.image_spec()], BuildOptions(prefix=request.prefix))
+        built = ensure_image(engine, project, env.image_spec(), BuildOptions(prefix=request.prefix))
         return built, f"drift-matrix environment {env.name} ({built.tag})"
-    (built,) = build_images(engine, project, [IMAGES["train-cpu"]], BuildOptions(prefix=request.prefix))
+    built = ensure_image(engine, project, IMAGES["train-cpu"], BuildOptions(prefix=request.prefix))
     return built, f"the kit's training image {built.tag}"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import RUNTIMES_IMAGE, Project
 from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL, RUNTIME_ONNXRUNTIME
 from ..engine import Engine
-from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
 from .model_argument import model_directory
 from .pipeline import StepConfig, run_step
@@ -42,8 +42,7 @@ def memory_for(runtime: str, memory: str) -> str:
 
 
 def runtimes_image(engine: Engine, project: Project, prefix: str) -> BuiltImage:
-    (image,) = build_images(engine, project, [RUNTIMES_IMAGE], BuildOptions(prefix=prefix))
-    return image
+    return ensure_image(engine, project, RUNTIMES_IMAGE, BuildOptions(prefix=prefix))
 
 
 def converted_dir(model: Path, runtime: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import IMAGES, Project
 from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MOUNT_MANIFEST, MOUNT_MODEL, Exit
 from ..engine import Engine
-from ..environments.images import BuildOptions, build_images
+from ..environments.images import BuildOptions, ensure_image
 from ..errors import UsageError
 from .model_argument import EITHER, resolve_model
 from .runner import Image, ModuleRun, failure, run_module, spec_for
@@ -48,8 +48,7 @@ def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image
         matrix = load_matrix(path)
         known(matrix.path, "environment", request.env_name, matrix.envs, " (--env)")
         spec = matrix.envs[request.env_name].image_spec()
-    (built,) = build_images(engine, project, [spec], BuildOptions(prefix=request.prefix))
-    return Image.of(built)
+    return Image.of(ensure_image(engine, project, spec, BuildOptions(prefix=request.prefix)))
 
 
 def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tuple[int, str]:

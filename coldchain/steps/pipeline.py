@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import IMAGES, Project
 from ..contract import MOUNT_OUT
 from ..engine import Engine, Mount
-from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
 
@@ -62,8 +62,7 @@ def _restore_owner(path: Path) -> None:
 
 
 def ensure_images(engine: Engine, project: Project, role: str, device: str, prefix: str) -> BuiltImage:
-    (built,) = build_images(engine, project, [IMAGES[f"{role}-{device}"]], BuildOptions(prefix=prefix))
-    return built
+    return ensure_image(engine, project, IMAGES[f"{role}-{device}"], BuildOptions(prefix=prefix))
 
 
 def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltImage, timing: dict | None = None) -> str:
