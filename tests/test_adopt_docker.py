@@ -12,7 +12,7 @@ import pytest
 
 from coldchain.config import KIT_LABEL
 from coldchain.contract import Exit
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.runner import DriftOptions, run_drift_test
 from coldchain.engine import Mount, RunSpec
 from coldchain.errors import ContainerError, UsageError

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.runner import DriftOptions, make_variants
 from coldchain.environments.images import BuildOptions, build_images
 from coldchain.steps.diagnose import DoctorRequest, run_doctor

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import KIT_LABEL
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.engine import Mount, RunSpec
 from coldchain.environments.images import BuildOptions, build_images
 from coldchain.steps.diagnose import DoctorRequest, run_doctor

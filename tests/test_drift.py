@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import LOCKS
+from coldchain.config import IMAGES, LOCKS, Project
 from coldchain.contract import MODULES, WARNING_CODES
 from coldchain.drift.runner import CaseResult, lock_drift, probe_arguments, summarise
 from coldchain.errors import UsageError
-from coldchain.drift.matrix import FAILURE_CLASSES, Matrix, load_matrix, outcome_matches, resolve_expectation
+from coldchain.contract import FAILURE_CLASSES
+from coldchain.drift.judging import outcome_matches, resolve_expectation
+from coldchain.environments.matrix import Matrix, environment_image_spec, load_matrix
 from coldchain.drift.report import junit, markdown, write_reports
 
 ROOT_MATRIX = Path(__file__).resolve().parent.parent / "drift" / "matrix.toml"
@@ -48,6 +50,44 @@ def test_the_shipped_matrix_covers_what_the_issue_asks(project):
     onednn = {case.settings.environment for case in matrix.cases if case.settings.environment}
     assert (("TF_ENABLE_ONEDNN_OPTS", "1"),) in onednn and (("TF_ENABLE_ONEDNN_OPTS", "0"),) in onednn
     assert matrix.envs[matrix.reference_env].image == "train-cpu"
+
+
+def test_one_helper_turns_a_matrix_environment_into_its_image(tmp_path):
+    project = Project(tmp_path)
+    write(tmp_path, MINIMAL)
+    assert environment_image_spec(project, Path("matrix.toml"), "training", "--env") == IMAGES["train-cpu"]
+    newer = environment_image_spec(project, tmp_path / "matrix.toml", "newer", "--with")
+    assert (newer.role, newer.lock, newer.env, newer.name) == ("infer", "drift-tf2.21-py3.11", "newer", "drift-newer")
+    with pytest.raises(UsageError, match=r"unknown environment 'newr' \(--reference-env\)") as caught:
+        environment_image_spec(project, Path("matrix.toml"), "newr", "--reference-env")
+    assert caught.value.fix == "did you mean 'newer'?"
+
+
+def test_doctor_and_adopt_name_a_matrix_environment_through_that_helper(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from coldchain.engine import ImageInfo
+    from coldchain.steps.adopt import AdoptRequest, reference_image
+    from coldchain.steps.diagnose import DoctorRequest, image_for
+    from fake_engine import FakeEngine
+
+    project, matrix = Project(tmp_path), Path("matrix.toml")
+    write(tmp_path, MINIMAL)
+    built = SimpleNamespace(tag="t-drift-newer:cpu", info=ImageInfo(id="sha256:1", tags=(), labels={}, size=1))
+    specs = []
+    monkeypatch.setattr("coldchain.environments.images.build_images",
+                        lambda engine, project, wanted, options: specs.extend(wanted) or [built])
+    doctor = lambda env: image_for(FakeEngine(), project, DoctorRequest(model=tmp_path, env_name=env,  # noqa: E731
+                                                                         matrix_path=matrix))
+    adopt = lambda env: reference_image(FakeEngine(), project, AdoptRequest(  # noqa: E731
+        model=tmp_path, out=tmp_path / "adopted", reference_env=env, matrix_path=matrix))
+    assert doctor("newer").id == "sha256:1"
+    assert adopt("newer")[1] == "drift-matrix environment newer (t-drift-newer:cpu)"
+    assert specs == [environment_image_spec(project, matrix, "newer", "--env")] * 2
+    with pytest.raises(UsageError, match=r"unknown environment 'newr' \(--env\)"):
+        doctor("newr")
+    with pytest.raises(UsageError, match=r"unknown environment 'newr' \(--reference-env\)"):
+        adopt("newr")
 
 
 def test_minimal_matrix_parses_with_defaults(tmp_path):

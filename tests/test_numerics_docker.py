@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from coldchain.contract import ENV_ONEDNN
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.runner import DriftOptions, run_drift_test
 from coldchain.steps.pipeline import StepConfig, run_step
 from conftest import TINY_TRAIN

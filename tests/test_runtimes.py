@@ -12,7 +12,8 @@ import pytest
 from coldchain.contract import (CONVERSION_FILE, CONVERTED_DIR, EXPECT_AS_PRECISION, FLAG_BF16_TOLERANCE,
                                 FLAG_PRECISION, FLAG_RUNTIME, PRECISION_BF16, PRECISION_FP32,
                                 PRECISION_RUNTIME_DEFAULT, Code)
-from coldchain.drift.matrix import load_matrix, required_findings, resolve_expectation
+from coldchain.drift.judging import required_findings, resolve_expectation
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.report import describe_runtime
 from coldchain.drift.runner import judge, probe_arguments
 from coldchain.errors import UsageError

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from coldchain.contract import Exit
-from coldchain.drift.matrix import CaseSpec, Settings, load_matrix
+from coldchain.environments.matrix import CaseSpec, Settings, load_matrix
 from coldchain.drift.merge import merge
 from coldchain.drift.report import report_names, write_reports
 from coldchain.drift.runner import summarise

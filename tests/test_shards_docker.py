@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from coldchain.drift.matrix import OP_BUILD_ENV, load_matrix
+from coldchain.environments.matrix import OP_BUILD_ENV, load_matrix
 from coldchain.drift.report import REPORT_HEATMAP, report_names
 from coldchain.drift.shards import Shard
 from conftest import ROOT, made_by_make_drift_test

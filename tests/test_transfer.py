@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.transfer import image_names, load, pull, push, read_index, resolve, save
 from coldchain.environments.images import BuildOptions
 from coldchain.errors import ImageNotAvailable, UsageError

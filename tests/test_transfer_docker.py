@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from coldchain.contract import Exit
-from coldchain.drift.matrix import load_matrix
+from coldchain.environments.matrix import load_matrix
 from coldchain.drift.transfer import load, pull, push, read_index, resolve, save
 from coldchain.engine.registry import BINARY, local_registry
 from coldchain.environments.images import BuildOptions

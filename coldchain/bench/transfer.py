@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import Project
-from ..drift.matrix import load_matrix
+from ..environments.matrix import load_matrix
 from ..drift.runner import with_model_environment
 from ..drift.shards import assign, parse_shard
 from ..drift.transfer import image_names, load, pull, push, resolve, save

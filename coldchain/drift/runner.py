@@ -34,8 +34,8 @@ from ..steps.model_argument import model_directory
 from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
 from .report import REPORT_HEATMAP
 from .shards import Shard, assign, measured_costs
-from .matrix import (DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, outcome_matches, required_findings,
-                     resolve_expectation)
+from ..environments.matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix
+from .judging import outcome_matches, required_findings, resolve_expectation
 
 log = logging.getLogger(__name__)
 TRAINING_LOCK = "train-cpu"
@@ -117,8 +117,7 @@ def build_environments(engine: Engine, project: Project, matrix: Matrix, options
     """Every environment image the selected cases and variants need, each from its own lock."""
     built: dict[str, BuiltImage] = {}
     for name in sorted(names):
-        env = matrix.envs[name]
-        spec = env.image_spec()
+        env, spec = matrix.envs[name], matrix.image_spec(name)
         log.info("environment %s: %s", name, f"kit image {env.image}" if env.image else spec.locked.lock)
         built[name] = ensure_image(engine, project, spec, BuildOptions(prefix=options.prefix))
     return built

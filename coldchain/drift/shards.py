@@ -14,7 +14,7 @@ from typing import Mapping
 
 from ..config import IMAGES
 from ..errors import UsageError
-from .matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, Matrix
+from ..environments.matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, Matrix
 
 # The variables CI systems set for a job of a job matrix; read in this order.
 SHARD_VARIABLE = "COLDCHAIN_SHARD"  # "I/N", 1-based (what --shard takes)

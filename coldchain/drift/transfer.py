@@ -18,7 +18,7 @@ from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, ensure
 from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError, ImageNotAvailable, UsageError
 from ..fsutil import atomic_write_text
-from .matrix import OP_BUILD_ENV, CaseSpec, Matrix
+from ..environments.matrix import OP_BUILD_ENV, CaseSpec, Matrix
 from .shards import images_needed
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def resolve(engine: Engine, project: Project, matrix: Matrix, names: list[str], 
                 built["train-cpu"] = ensure_image(engine, project, IMAGES["train-cpu"], options)
             built[name] = build_opbuild_image(engine, project, built["train-cpu"], options)
             continue
-        spec = matrix.envs[name.removeprefix("env:")].image_spec() if name.startswith("env:") else IMAGES.get(name)
+        spec = matrix.image_spec(name.removeprefix("env:")) if name.startswith("env:") else IMAGES.get(name)
         if spec is None:
             raise UsageError(f"no image named {name!r} in the kit or the drift matrix",
                              fix="use the names 'coldchain drift-plan' prints under images")

@@ -15,6 +15,7 @@ from ..config import IMAGES, ImageSpec, Project
 from ..contract import MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
+from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from .model_argument import GRAPH, resolve_model
 from .pipeline import StepConfig, run_step
@@ -73,13 +74,9 @@ def reference_image(engine: Engine, project: Project, request: AdoptRequest) -> 
             raise UsageError(f"image {request.reference_image} does not exist locally", fix="build or load it first")
         return Image(info.id, request.reference_image, dict(info.labels)), f"image {request.reference_image}"
     if request.reference_env:
-        from ..drift.matrix import known, load_matrix
-
-        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
-        matrix = load_matrix(path)
-        env = matrix.envs[known(matrix.path, "environment", request.reference_env, matrix.envs, " (--reference-env)")]
-        built = ensure_image(engine, project, env.image_spec(), BuildOptions(prefix=request.prefix))
-        return built, f"drift-matrix environment {env.name} ({built.tag})"
+        spec = environment_image_spec(project, request.matrix_path, request.reference_env, "--reference-env")
+        built = ensure_image(engine, project, spec, BuildOptions(prefix=request.prefix))
+        return built, f"drift-matrix environment {request.reference_env} ({built.tag})"
     built = ensure_image(engine, project, IMAGES["train-cpu"], BuildOptions(prefix=request.prefix))
     return built, f"the kit's training image {built.tag}"
 

@@ -10,6 +10,7 @@ from ..config import IMAGES, Project
 from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MOUNT_MANIFEST, MOUNT_MODEL, Exit
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
+from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from .model_argument import EITHER, resolve_model
 from .runner import Image, ModuleRun, failure, run_module, spec_for
@@ -42,12 +43,7 @@ def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image
         return Image(info.id, request.image_tag, dict(info.labels))
     spec = IMAGES["infer-cpu"]
     if request.env_name:
-        from ..drift.matrix import known, load_matrix
-
-        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
-        matrix = load_matrix(path)
-        known(matrix.path, "environment", request.env_name, matrix.envs, " (--env)")
-        spec = matrix.envs[request.env_name].image_spec()
+        spec = environment_image_spec(project, request.matrix_path, request.env_name, "--env")
     return Image.of(ensure_image(engine, project, spec, BuildOptions(prefix=request.prefix)))
 
 
