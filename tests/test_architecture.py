@@ -1,5 +1,6 @@
 """The architecture, checked: one contract across the container boundary (no literal of it written
-elsewhere), no import cycles on either side, every file stating its one job in its first line."""
+elsewhere), no import cycles on either side, the host's packages in layers that never import upward,
+every file stating its one job in its first line."""
 
 from __future__ import annotations
 
@@ -135,6 +136,49 @@ def test_no_import_cycle(root, package):
 
 def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+# The host's packages and top-level modules, bottom layer first: a module imports only from its own
+# layer or those below, function-local imports included (within a layer the cycle test rules).
+HOST_LAYERS = (
+    ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache"),  # the package itself, shared basics
+    ("config", "engine"),
+    ("environments",),
+    ("steps",),
+    ("drift",),
+    ("bench",),
+    ("cli", "options", "__main__"),
+)
+
+
+def unit(module: str) -> str:
+    """The package or top-level module a module belongs to: coldchain.drift.runner -> drift."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_violations(graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...]) -> list[str]:
+    level = {name: index for index, names in enumerate(layers) for name in names}
+    unplaced = sorted({unit(module) for module in graph} - set(level))
+    assert unplaced == [], f"place {unplaced} in a layer"
+    return [f"{module} imports {target}: {unit(target)} is above {unit(module)}"
+            for module, targets in sorted(graph.items()) for target in sorted(targets)
+            if level[unit(target)] > level[unit(module)]]
+
+
+def test_host_packages_never_import_a_layer_above():
+    assert layer_violations(import_graph(HOST, "coldchain"), HOST_LAYERS) == []
+
+
+def test_the_layer_check_finds_a_function_local_import_upward(tmp_path):
+    for path, text in {"steps/__init__.py": "", "drift/__init__.py": "", "drift/runner.py": "from ..steps import pipeline\n",
+                       "steps/pipeline.py": "def run():\n    from ..drift.runner import go\n"}.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(text)
+    graph = import_graph(tmp_path, "kit")
+    assert graph["kit.steps.pipeline"] == {"kit.drift.runner"}
+    assert layer_violations(graph, (("kit",), ("steps",), ("drift",))) == [
+        "kit.steps.pipeline imports kit.drift.runner: drift is above steps"]
 
 
 @pytest.mark.parametrize("path", sources(HOST) + sources(CONTAINER), ids=lambda p: str(p.relative_to(ROOT)))
