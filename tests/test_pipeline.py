@@ -14,7 +14,7 @@ from coldchain.engine import ImageInfo, RunResult
 from coldchain.errors import ContainerError, UsageError
 from coldchain.environments.images import BuiltImage
 from coldchain.environments.bases import ResolvedBase
-from coldchain.steps.pipeline import StepConfig, run_step
+from coldchain.steps.pipeline import StepConfig, freeze_step, run_step
 from fake_engine import FakeEngine
 
 IMAGE = BuiltImage(IMAGES["infer-cpu"], "t-infer:cpu", ImageInfo("sha256:abc", ("t-infer:cpu",),
@@ -110,3 +110,10 @@ def test_missing_input_fails_before_any_container(project, inputs):
     with pytest.raises(UsageError, match="nope: not found"):
         run_step(engine, project, infer_step(inputs, inputs={"/model": inputs / "nope"}), IMAGE)
     assert engine.runs == []
+
+
+def test_freeze_step_mounts_the_run_and_points_freeze_at_it(tmp_path):
+    step = freeze_step(tmp_path / "run", tmp_path / "model", ("--training-mode",), prefix="p", run_id="r", timeout_s=5.0)
+    assert (step.name, step.role, step.module, step.output) == ("freeze", "train", "freeze", tmp_path / "model")
+    assert step.inputs == {"/run": tmp_path / "run"} and step.arguments == ("--run", "/run", "--training-mode")
+    assert (step.prefix, step.run_id, step.timeout_s, step.memory, step.writes_file) == ("p", "r", 5.0, "8g", False)

@@ -153,6 +153,15 @@ def test_a_shard_builds_only_the_images_its_cases_need(matrix):
         sorted(case.name for case in matrix.cases)
 
 
+
+def test_freeze_variants_need_the_training_image_and_the_op_build_image_made_from_it(matrix):
+    from coldchain.environments.matrix import OP_BUILD_ENV, freeze_images
+
+    assert freeze_images("train") == ("train-cpu",)
+    assert freeze_images(OP_BUILD_ENV) == ("train-cpu", "opbuild")
+    custom = [case for case in matrix.cases if matrix.variants[case.variant].freeze_in == OP_BUILD_ENV]
+    assert custom and {"train-cpu", "opbuild"} <= set(images_needed(matrix, custom))
+
 # ---- merge ---------------------------------------------------------------------------------------
 
 def whole_report(matrix) -> dict:

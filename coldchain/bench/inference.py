@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import BENCH_IMAGE, IMAGES, Project
-from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_MODEL, MOUNT_RUN, PRECISION_BF16,
+from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_MODEL, PRECISION_BF16,
                         PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY)
 from ..engine import Engine
 from ..steps.convert import memory_for
@@ -25,7 +25,7 @@ from ..steps.golden_cache import CACHE_DIR
 from ..environments.images import BuildOptions, build_images, ensure_image
 from ..errors import ColdchainError, UsageError
 from ..hostinfo import cores, derived_peak_fp32
-from ..steps.pipeline import StepConfig, run_step
+from ..steps.pipeline import freeze_step, run_step
 from ..steps.runner import Image, ModuleRun, last_json, run_module
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,9 @@ def bench_models(engine: Engine, project: Project, options: InferenceBenchOption
     run_fingerprint = tree_fingerprint(options.run)
     models = {}
     for name, extra in (("plain", ()), ("folded", ("--fold-batch-norm", "--strip-unused"))):
-        arguments = ("--run", MOUNT_RUN, "--input-size", str(size), *extra)
-        step = StepConfig(name="freeze", role="train", module="freeze",
-                          output=(options.out / f"model-{size}-{name}").resolve(),
-                          inputs={MOUNT_RUN: options.run.resolve()}, arguments=arguments, prefix=options.prefix,
-                          run_id=options.run_id)
-        key = {"image": image_identity(train.info.labels, train.info.id), "args": list(arguments),
+        step = freeze_step(options.run.resolve(), (options.out / f"model-{size}-{name}").resolve(),
+                           ("--input-size", str(size), *extra), prefix=options.prefix, run_id=options.run_id)
+        key = {"image": image_identity(train.info.labels, train.info.id), "args": list(step.arguments),
                "run": run_fingerprint}
         produce(step.output, key, lambda step=step: run_step(engine, project, step, train))
         models[name] = step.output

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ..cache import produce, tree_fingerprint
 from ..config import IMAGES, Project
-from ..contract import ENV_ONEDNN, MANIFEST_FILE, MOUNT_DATA, MOUNT_RUN, RUN_CONFIG_FILE, describe_numerics
+from ..contract import ENV_ONEDNN, MANIFEST_FILE, MOUNT_DATA, RUN_CONFIG_FILE, describe_numerics
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..hostinfo import cpu_class
-from ..steps.pipeline import StepConfig, run_step
+from ..steps.pipeline import StepConfig, freeze_step, run_step
 
 log = logging.getLogger(__name__)
 ISA_CAP = "ONEDNN_MAX_CPU_ISA"
@@ -54,9 +54,7 @@ def bench_reproducibility(engine: Engine, project: Project, options: Reproducibi
                    "environment": environment, "data": data_fingerprint}
             log.info("reproducibility: training in %s mode %s", mode, simulated)
             produce(step.output, key, lambda step=step: run_step(engine, project, step, train))
-            freeze = StepConfig(name="freeze", role="train", module="freeze", output=(base / "model").resolve(),
-                                inputs={MOUNT_RUN: step.output}, arguments=("--run", MOUNT_RUN),
-                                prefix=options.prefix, run_id=options.run_id)
+            freeze = freeze_step(step.output, (base / "model").resolve(), prefix=options.prefix, run_id=options.run_id)
             produce(freeze.output, {**key, "freeze": True}, lambda freeze=freeze: run_step(engine, project, freeze, train))
             manifest = json.loads((freeze.output / MANIFEST_FILE).read_text())
             numerics = json.loads((step.output / RUN_CONFIG_FILE).read_text())["numerics"]

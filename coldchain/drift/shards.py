@@ -14,7 +14,7 @@ from typing import Mapping
 
 from ..config import IMAGES
 from ..errors import UsageError
-from ..environments.matrix import DEFAULT_VARIANT, OP_BUILD_ENV, CaseSpec, Matrix
+from ..environments.matrix import DEFAULT_VARIANT, CaseSpec, Matrix, freeze_images
 
 # The variables CI systems set for a job of a job matrix; read in this order.
 SHARD_VARIABLE = "COLDCHAIN_SHARD"  # "I/N", 1-based (what --shard takes)
@@ -167,11 +167,9 @@ def images_needed(matrix: Matrix, cases: list[CaseSpec]) -> list[str]:
         images.add(env.image if env.image else f"env:{name}")
     variants = {case.variant for case in cases}
     variants |= {matrix.variants[v].source for v in variants if matrix.variants[v].reexport_env}
-    freezes = [matrix.variants[v] for v in variants if v != DEFAULT_VARIANT and matrix.variants[v].kind == "freeze"]
-    if freezes:
-        images.add("train-cpu")
-    if any(variant.freeze_in == OP_BUILD_ENV for variant in freezes):
-        images.add(OP_BUILD_ENV)
+    for variant in (matrix.variants[v] for v in variants if v != DEFAULT_VARIANT):
+        if variant.kind == "freeze":
+            images.update(freeze_images(variant.freeze_in))
     return sorted(images)
 
 

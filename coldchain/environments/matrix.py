@@ -22,6 +22,7 @@ EXPECTATIONS = OUTCOMES + (EXPECT_AS_REFERENCE, EXPECT_AS_PRECISION)
 FINDING_CODES = FAILURE_CLASSES + WARNING_CODES
 DEFAULT_VARIANT = "default"
 OP_BUILD_ENV = "opbuild"  # freeze variants marked `in = "opbuild"` run in the custom-op build image
+FREEZE_IMAGE = "train-cpu"  # the others in the training image, which the op-build image is made from
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,12 @@ class Matrix:
     def with_environment(self, env: EnvSpec, case: CaseSpec) -> "Matrix":
         """The matrix plus one environment and its case (an adopted model's own reference environment)."""
         return Matrix(self.path, self.reference_env, {**self.envs, env.name: env}, self.variants, (case,) + self.cases)
+
+
+def freeze_images(freeze_in: str) -> tuple[str, ...]:
+    """The images a freeze variant made `in` this build environment needs, in build order: the
+    training image, and the custom-op build image made from it."""
+    return (FREEZE_IMAGE, OP_BUILD_ENV) if freeze_in == OP_BUILD_ENV else (FREEZE_IMAGE,)
 
 
 def known(path: Path, what: str, value: str, valid, where: str = "") -> str:

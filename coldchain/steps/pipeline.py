@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import IMAGES, Project
-from ..contract import MOUNT_OUT
+from ..contract import MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -46,6 +46,13 @@ class StepConfig:
     @property
     def writes_file(self) -> bool:
         return self.name == "infer" if self.output_is_file is None else self.output_is_file
+
+
+def freeze_step(run: Path, output: Path, arguments: tuple[str, ...] = (), **settings) -> StepConfig:
+    """Freezing the training run `run` into the model directory `output` in the training image, with
+    freeze's further `arguments`; `settings` are StepConfig's (prefix, run_id, memory, timeout_s)."""
+    return StepConfig(name="freeze", role="train", module="freeze", output=output, inputs={MOUNT_RUN: run},
+                      arguments=("--run", MOUNT_RUN, *arguments), **settings)
 
 
 def _user_for_outputs(staging: Path) -> str:
