@@ -181,6 +181,26 @@ def test_the_layer_check_finds_a_function_local_import_upward(tmp_path):
         "kit.steps.pipeline imports kit.drift.runner: drift is above steps"]
 
 
+def test_every_name_the_host_imports_from_itself_exists():
+    """Function-local imports fail only when they run: a module split or renamed (drift/runner.py's
+    parts, the matrix moved below steps/) must leave every name importable where it is imported from."""
+    import importlib.util
+
+    missing = []
+    for path in sources(HOST):
+        name = _module_name(path, HOST, "coldchain")
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").startswith("coldchain")):
+                continue
+            base = here.split(".")[: len(here.split(".")) - node.level + 1] if node.level else []
+            module = importlib.import_module(".".join(base + ([node.module] if node.module else [])))
+            missing += [f"{path.relative_to(ROOT)}:{node.lineno}: {module.__name__}.{alias.name}"
+                        for alias in node.names if not hasattr(module, alias.name) and not (
+                            hasattr(module, "__path__") and importlib.util.find_spec(f"{module.__name__}.{alias.name}"))]
+    assert missing == []
+
+
 @pytest.mark.parametrize("path", sources(HOST) + sources(CONTAINER), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_file_states_its_job_in_its_first_line(path):
     tree = ast.parse(path.read_text())

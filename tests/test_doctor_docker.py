@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from coldchain.environments.matrix import load_matrix
-from coldchain.drift.runner import DriftOptions, make_variants
+from coldchain.drift.options import DriftOptions
+from coldchain.drift.variants import make_variants
 from coldchain.environments.images import BuildOptions, build_images
 from coldchain.steps.diagnose import DoctorRequest, run_doctor
 

@@ -10,7 +10,9 @@ import pytest
 
 from coldchain.config import IMAGES, LOCKS, Project
 from coldchain.contract import MODULES, WARNING_CODES
-from coldchain.drift.runner import CaseResult, lock_drift, probe_arguments, summarise
+from coldchain.drift.assembly import summarise
+from coldchain.drift.judging import CaseResult, lock_drift
+from coldchain.drift.probe import probe_arguments
 from coldchain.errors import UsageError
 from coldchain.contract import FAILURE_CLASSES
 from coldchain.drift.judging import outcome_matches, resolve_expectation
@@ -88,6 +90,23 @@ def test_doctor_and_adopt_name_a_matrix_environment_through_that_helper(tmp_path
         doctor("newr")
     with pytest.raises(UsageError, match=r"unknown environment 'newr' \(--reference-env\)"):
         adopt("newr")
+
+
+def test_freeze_image_builds_the_training_image_once_and_the_op_build_image_from_it(monkeypatch):
+    from coldchain.drift import variants
+    from coldchain.environments.images import BuildOptions
+
+    calls = []
+    monkeypatch.setattr(variants, "ensure_image",
+                        lambda engine, project, spec, options: calls.append(spec.name) or f"image:{spec.name}")
+    monkeypatch.setattr(variants, "build_opbuild_image",
+                        lambda engine, project, train, options: calls.append(f"opbuild from {train}") or "image:opbuild")
+    built = {}
+    assert variants.freeze_image(None, None, "train", BuildOptions(), built) == "image:train-cpu"
+    assert variants.freeze_image(None, None, "opbuild", BuildOptions(), built) == "image:opbuild"
+    assert variants.freeze_image(None, None, "opbuild", BuildOptions(), built) == "image:opbuild"
+    assert calls == ["train-cpu", "opbuild from image:train-cpu"]
+    assert built == {"train-cpu": "image:train-cpu", "opbuild": "image:opbuild"}
 
 
 def test_minimal_matrix_parses_with_defaults(tmp_path):
@@ -216,7 +235,7 @@ def GOOD_REPORT() -> dict:
 
 
 def test_as_reference_resolves_by_the_effective_numerics():
-    from coldchain.drift.runner import judge
+    from coldchain.drift.judging import judge
 
     matrix_case = load_matrix(ROOT_MATRIX).select(("onednn-off",)).cases[0]
     assert matrix_case.expect == "as-reference"
@@ -229,7 +248,7 @@ def test_as_reference_resolves_by_the_effective_numerics():
 
 
 def test_expected_findings_must_be_reported_beside_the_outcome():
-    from coldchain.drift.runner import judge
+    from coldchain.drift.judging import judge
 
     case = load_matrix(ROOT_MATRIX).select(("lock-drift",)).cases[0]
     assert case.expect_findings == ("lock-drift",)
@@ -251,7 +270,7 @@ def test_numerics_differences_name_what_differs():
 
 
 def test_cases_share_a_container_unless_their_settings_would_leak():
-    from coldchain.drift.runner import group_cases
+    from coldchain.drift.probe import group_cases
 
     matrix = load_matrix(ROOT_MATRIX)
     groups = group_cases(matrix.cases)
@@ -270,3 +289,110 @@ def test_cases_share_a_container_unless_their_settings_would_leak():
     assert sorted(case.name for group in groups for case in group) == sorted(case.name for case in matrix.cases)
     assert len(groups) < 0.6 * len(matrix.cases)
     assert [len(group) for group in group_cases(matrix.cases, isolate=True)] == [1] * len(matrix.cases)
+
+
+E2E_MATRIX = """
+schema = 1
+reference_env = "training"
+[envs.training]
+image = "train-cpu"
+[envs.numpy]
+lock = "drift-infer-numpy-drift"
+must_match_training_lock = true
+[variants.retrained]
+freeze = ["--training-mode"]
+[variants.reexported]
+reexport_in = "training"
+strip_default_attrs = true
+[[cases]]
+name = "same"
+env = "training"
+expect = "as-reference"
+[[cases]]
+name = "tolerant"
+env = "training"
+expect = "pass"
+[[cases]]
+name = "reexported"
+env = "training"
+variant = "reexported"
+expect = "bit-exact"
+[[cases]]
+name = "retrained"
+env = "training"
+variant = "retrained"
+expect = "bit-exact"
+[[cases]]
+name = "numpy"
+env = "numpy"
+expect = "pass"
+expect_findings = ["lock-drift"]
+[[cases]]
+name = "silent"
+env = "numpy"
+environment = { TF_ENABLE_ONEDNN_OPTS = "0" }
+expect = "pass"
+"""
+NUMERICS = {"tensorflow": "2.14.1", "isa": "avx2", "threads_effective": [2, 2], "device": "cpu", "machine": "x86_64",
+            "onednn": {"enabled": True, "max_cpu_isa": "AVX2", "decided_by": "default"}}
+
+
+def run_fake_drift_test(tmp_path, monkeypatch, project) -> tuple[dict, list]:
+    """run_drift_test through the fake engine: images found, one re-export, probe containers answered
+    by the case names in their plan (the 'silent' one's container fails)."""
+    from types import SimpleNamespace
+
+    from coldchain.contract import ProbeReport, error_line
+    from coldchain.drift.runner import DriftOptions, run_drift_test
+    from coldchain.engine import ImageInfo, RunResult
+    from fake_engine import FakeEngine
+
+    def found(engine, project, specs, options):
+        return [SimpleNamespace(spec=spec, tag=f"{options.prefix}-{spec.name}", reused=True, info=ImageInfo(
+            id=f"sha256:{spec.name}", tags=(), size=7, labels={"io.coldchain.tensorflow.version": "2.14.1",
+                                                               "io.coldchain.python.version": "3.11.2"}))
+                for spec in specs]
+
+    def answer(spec):
+        if spec.command[2] != MODULES["probe"]:
+            return RunResult(0, "", "", seconds=1.0)
+        plan = json.loads(spec.command[spec.command.index("--plan") + 1])
+        if any(entry["name"] == "silent" for entry in plan):
+            return RunResult(1, "", error_line("the graph would not load"), seconds=2.0)
+        outcomes = {"same": "bit-exact", "tolerant": "pass", "reexported": "golden-mismatch", "numpy": "pass"}
+        reports = {entry["name"]: ProbeReport(outcome=outcomes[entry["name"]], loaded=True, numerics=NUMERICS,
+                                              golden={"bit_exact": True, "tensors": []}, seconds=0.5).to_dict()
+                   for entry in plan}
+        return RunResult(0, json.dumps(reports) + "\n", "", seconds=4.0)
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text(json.dumps({"model": {"sha256": "ab" * 32}, "golden": {"numerics": NUMERICS}}))
+    engine = FakeEngine()
+    engine.run_handler = answer
+    monkeypatch.setattr("coldchain.environments.images.build_images", found)
+    matrix = load_matrix(write(tmp_path, E2E_MATRIX))
+    options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2)
+    return run_drift_test(engine, project, matrix, options), engine.runs
+
+
+def test_the_drift_test_through_the_fake_engine(tmp_path, monkeypatch, project):
+    report, runs = run_fake_drift_test(tmp_path, monkeypatch, project)
+    cases = {case["name"]: case for case in report["cases"]}
+    assert [case["name"] for case in report["cases"]] == ["same", "tolerant", "reexported", "retrained", "numpy",
+                                                          "silent"]
+    assert report["counts"] == {"cases": 6, "as_expected": 3, "unexpected": 2, "not_applicable": 1}
+    assert (cases["same"]["resolved_expectation"], cases["same"]["ok"]) == ("bit-exact", True)
+    assert cases["reexported"]["reasons"] == ["expected bit-exact, got golden-mismatch"]
+    assert cases["retrained"]["outcome"] == "not-applicable" and "--run DIR" in cases["retrained"]["reasons"][0]
+    assert [finding["code"] for finding in cases["numpy"]["findings"]] == ["lock-drift"] and cases["numpy"]["ok"]
+    assert cases["silent"]["outcome"] == "error" and "the graph would not load" in cases["silent"]["reasons"][-1]
+    assert cases["same"]["timing"]["cases_in_container"] == 3 and cases["same"]["timing"]["container_s"] == 4.0
+    assert cases["same"]["timing"]["container_overhead_s"] == round((4.0 - 1.5) / 3, 3)
+    assert report["variants"]["reexported"] == str((tmp_path / "drift" / "models" / "reexported").resolve())
+    assert report["variants"]["retrained"].startswith("not applicable: it re-freezes")
+    assert sorted(report["environments"]) == ["numpy", "training"]
+    assert report["environments"]["numpy"]["lock"] == LOCKS["drift-infer-numpy-drift"].lock
+    reexport = next(run for run in runs if run.command[2] == MODULES["reexport"])
+    assert reexport.command[3:] == ("--out", "/out", "--model", "/model", "--strip-default-attrs")
+    assert sorted(len(json.loads(run.command[4])) for run in runs if run.command[2] == MODULES["probe"]) == [1, 1, 3]

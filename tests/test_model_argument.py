@@ -161,7 +161,8 @@ def test_infer_without_a_manifest_names_the_folder_before_any_container(engine, 
 
 def test_drift_test_takes_the_model_file_for_its_directory(engine, model_dir, tmp_path, monkeypatch):
     from coldchain.environments.matrix import DEFAULT_VARIANT, load_matrix
-    from coldchain.drift.runner import DriftOptions, make_variants
+    from coldchain.drift.options import DriftOptions
+    from coldchain.drift.variants import make_variants
 
     seen = []
 

@@ -15,7 +15,8 @@ from coldchain.contract import (CONVERSION_FILE, CONVERTED_DIR, EXPECT_AS_PRECIS
 from coldchain.drift.judging import required_findings, resolve_expectation
 from coldchain.environments.matrix import load_matrix
 from coldchain.drift.report import describe_runtime
-from coldchain.drift.runner import judge, probe_arguments
+from coldchain.drift.judging import judge
+from coldchain.drift.probe import probe_arguments
 from coldchain.errors import UsageError
 from coldchain.steps.convert import stale_because
 

@@ -15,7 +15,7 @@ from coldchain.contract import Exit
 from coldchain.environments.matrix import CaseSpec, Settings, load_matrix
 from coldchain.drift.merge import merge
 from coldchain.drift.report import report_names, write_reports
-from coldchain.drift.runner import summarise
+from coldchain.drift.assembly import summarise
 from coldchain.fsutil import file_sha256
 from coldchain.drift.shards import (Shard, assign, images_needed, measured_costs, parse_shard, plan,
                                     shard_from_environment)
@@ -129,7 +129,7 @@ def test_the_split_does_not_depend_on_positions_in_the_file(matrix, total):
 def test_adding_a_case_moves_at_most_one_other_container(matrix, env, settings, total):
     """Rendezvous hashing keeps every group on its shard; the load bound (SLACK) may push one group
     that no longer fits to its next-best shard, never reshuffle the split."""
-    from coldchain.drift.runner import group_cases
+    from coldchain.drift.probe import group_cases
 
     added = CaseSpec(name="added", env=env, variant="default", expect="pass", settings=settings)
     before = where(assign(matrix, total))
@@ -153,7 +153,6 @@ def test_a_shard_builds_only_the_images_its_cases_need(matrix):
         sorted(case.name for case in matrix.cases)
 
 
-
 def test_freeze_variants_need_the_training_image_and_the_op_build_image_made_from_it(matrix):
     from coldchain.environments.matrix import OP_BUILD_ENV, freeze_images
 
@@ -161,6 +160,7 @@ def test_freeze_variants_need_the_training_image_and_the_op_build_image_made_fro
     assert freeze_images(OP_BUILD_ENV) == ("train-cpu", "opbuild")
     custom = [case for case in matrix.cases if matrix.variants[case.variant].freeze_in == OP_BUILD_ENV]
     assert custom and {"train-cpu", "opbuild"} <= set(images_needed(matrix, custom))
+
 
 # ---- merge ---------------------------------------------------------------------------------------
 

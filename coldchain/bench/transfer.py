@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import Project
 from ..environments.matrix import load_matrix
-from ..drift.runner import with_model_environment
+from ..drift.variants import with_model_environment
 from ..drift.shards import assign, parse_shard
 from ..drift.transfer import image_names, load, pull, push, resolve, save
 from ..engine import Engine

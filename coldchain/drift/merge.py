@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
-from .runner import summarise
+from .assembly import summarise
 
 PARTIAL_GLOB = "drift-report.shard-*-of-*.json"
 PARTIAL_NAME = re.compile(r"drift-report\.shard-(\d+)-of-(\d+)\.json$")

@@ -15,11 +15,11 @@ from pathlib import Path
 from ..config import IMAGES, Project
 from ..engine import Engine
 from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, ensure_image
-from ..environments.opbuild import build_opbuild_image
 from ..errors import ColdchainError, ImageNotAvailable, UsageError
 from ..fsutil import atomic_write_text
 from ..environments.matrix import OP_BUILD_ENV, CaseSpec, Matrix
 from .shards import images_needed
+from .variants import freeze_image
 
 log = logging.getLogger(__name__)
 INDEX_FORMAT = 1
@@ -41,9 +41,7 @@ def resolve(engine: Engine, project: Project, matrix: Matrix, names: list[str], 
     built: dict[str, BuiltImage] = {}
     for name in sorted(names, key=lambda n: n == OP_BUILD_ENV):  # opbuild is made from train-cpu
         if name == OP_BUILD_ENV:
-            if "train-cpu" not in built:
-                built["train-cpu"] = ensure_image(engine, project, IMAGES["train-cpu"], options)
-            built[name] = build_opbuild_image(engine, project, built["train-cpu"], options)
+            freeze_image(engine, project, OP_BUILD_ENV, options, built)
             continue
         spec = matrix.image_spec(name.removeprefix("env:")) if name.startswith("env:") else IMAGES.get(name)
         if spec is None:

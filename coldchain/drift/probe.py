@@ -1,0 +1,94 @@
+"""The drift probe on the host's side: the arguments each case passes it, which cases share one
+probe container, where ONNX conversions are kept between runs, and the one container run that
+probes a group of cases and reads back each case's report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_LOAD_OP_LIBRARIES,
+                        FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16, PRECISION_FP32,
+                        RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport)
+from ..engine import Engine, Mount
+from ..environments.images import BuiltImage
+from ..environments.matrix import CaseSpec, EnvSpec
+from ..errors import ColdchainError
+from ..steps.convert import memory_for
+from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
+from .options import DriftOptions
+
+CASE_TIMEOUT_S = 900.0
+
+
+def model_mount(variant: str) -> str:
+    return f"{MOUNT_MODELS}/{variant}"
+
+
+def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
+    settings = case.settings
+    arguments = ["--model", model_mount(case.variant)]
+    if settings.load_op_libraries:
+        arguments.append(FLAG_LOAD_OP_LIBRARIES)
+    if settings.allow_soft_placement:
+        arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
+    if settings.intra_op_threads:
+        arguments += ["--intra-op-threads", str(settings.intra_op_threads)]
+    if settings.inter_op_threads:
+        arguments += ["--inter-op-threads", str(settings.inter_op_threads)]
+    for item in settings.preprocessing:
+        arguments += ["--preprocessing", item]
+    if settings.runtime != RUNTIME_TENSORFLOW:
+        arguments += [FLAG_RUNTIME, settings.runtime]
+    if settings.precision != PRECISION_FP32:
+        arguments += [FLAG_PRECISION, settings.precision]
+    if settings.precision == PRECISION_BF16:
+        arguments += [FLAG_BF16_TOLERANCE, str(settings.bf16_tolerance)]
+    return tuple(arguments)
+
+
+def group_cases(cases, isolate: bool = False) -> list[list[CaseSpec]]:
+    """Cases that share one container (CaseSpec.container_key); each alone with isolate."""
+    groups: dict[tuple, list[CaseSpec]] = {}
+    for case in cases:
+        groups.setdefault((case.name,) if isolate else case.container_key, []).append(case)
+    return list(groups.values())
+
+
+def conversions(options: DriftOptions) -> Path:
+    """Where the probes keep their ONNX conversions between runs (one per graph, converter and image):
+    beside the report, writable by the containers' user."""
+    directory = (options.out / "conversions").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    hand_to_container_user(directory)
+    return directory
+
+
+def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: BuiltImage, models: dict[str, Path],
+                options: DriftOptions) -> tuple[dict[str, dict], str | None, float | None]:
+    """Probe the cases in one container (one TensorFlow import): (each case's report by name, why
+    there are none, the container's seconds)."""
+    first = cases[0]
+    kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
+    plan = [{"name": case.name, "args": [*probe_arguments(case),
+                                         *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
+            for case in cases]
+    run = ModuleRun(image=Image.of(image), module="probe", arguments=("--plan", json.dumps(plan)),
+                    output=Mount(kept, MOUNT_CONVERSIONS, False) if kept else None,
+                    what=f"drift case{'s' if len(cases) > 1 else ''} {', '.join(case.name for case in cases)}",
+                    inputs={model_mount(case.variant): models[case.variant] for case in cases},
+                    environment=dict(first.settings.environment),
+                    memory=memory_for(first.settings.runtime, options.memory),
+                    timeout_s=CASE_TIMEOUT_S * len(cases), gpus=env.device == "cuda" and engine.gpu_runtime(),
+                    run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120])
+    probes, error, container_s = {}, None, None
+    try:
+        result = run_module(engine, run)
+        container_s = result.seconds
+        probes = {name: report.to_dict()
+                  for name, report in ProbeReport.many_from_json(result.stdout.strip().splitlines()[-1]).items()}
+    except (ValueError, IndexError):
+        error = "the probe printed no whole report"
+    except ColdchainError as failure:
+        error = failure.message
+    return probes, error, container_s
