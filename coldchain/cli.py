@@ -350,10 +350,9 @@ def convert_command(project: Project, model: Path, runtime: str, device: str, me
 @step_command("reexport")
 @options.model_argument
 @options.out_dir
-@click.option("--clear-devices", is_flag=True, help="Empty every node's device field (pins to GPUs or cluster jobs).")
-@click.option("--strip-default-attrs", is_flag=True, help="Drop attributes that hold their default (older runtimes).")
-@click.option("--with", "with_env", default=None, help="Re-export in this drift-matrix environment (default: the "
-                                                       "inference image).")
+@options.clear_devices
+@options.strip_default_attrs
+@options.with_env
 @options.matrix
 def reexport_command(project: Project, model: Path, out: Path, clear_devices: bool, strip_default_attrs: bool,
                      with_env: str | None, matrix_path: Path, device: str, memory: str, prefix: str, timeout_s, extra):
@@ -639,8 +638,7 @@ def images_pull_command(project: Project, index: Path, matrix_path: Path, model:
 @options.image_tag
 @options.load_op_libraries
 @options.allow_soft_placement
-@click.option("--no-run", "run", is_flag=True, flag_value=False, default=True,
-              help="Stop after the import stage (do not execute the graph once).")
+@options.no_run
 @options.matrix
 @options.prefix
 @options.json_output
@@ -662,23 +660,17 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 
 @main.command("bench")
 @options.devices
-@click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
-@click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
-@click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
-@click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the machinery "
-                                           "and writes bench/results-quick.json, not the README's numbers.")
-@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
-              help="Repeats of each build measurement.")
-@click.option("--no-adopt", is_flag=True, help="Skip timing adopt (default environment, and your own requirements).")
-@click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from bench/results.json.")
-@click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, shared "
-                                                "containers, 2 and 3 shards side by side, merge).")
-@click.option("--no-transfer", is_flag=True, help="Skip timing a shard's images across daemons (built in the job, "
-                                                   "archive save/load, registry push/pull).")
-@click.option("--no-reproducibility", is_flag=True,
-              help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
-@click.option("--run", "run", type=options.PathType(), default=Path("out/run"), show_default=True,
-              help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
+@options.no_cold
+@options.no_images
+@options.no_inference
+@options.quick
+@options.repeats
+@options.no_adopt
+@options.page_only
+@options.no_drift
+@options.no_transfer
+@options.no_reproducibility
+@options.bench_run
 @options.prefix
 @command
 def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_images: bool, no_inference: bool,
@@ -741,10 +733,8 @@ def bench_command(project: Project, devices: tuple[str, ...], no_cold: bool, no_
 
 @main.command("clean")
 @options.prefix
-@click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
-@click.option("--superseded", is_flag=True,
-              help="Only the kit's images that no tag names any more and no container uses (what each rebuild "
-                   "after an edit leaves behind); nothing else.")
+@options.clean_all
+@options.superseded
 @command
 def clean_command(project: Project, prefix: str, everything: bool, superseded: bool):
     """Remove the kit's containers and images (found by label), and build leftovers."""

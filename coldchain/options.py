@@ -170,6 +170,41 @@ golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_def
                            "golden arrays, runtime, precision and effective numerics) instead of running the probe "
                            "again; --golden-only always runs it.")
 
+no_run = click.option("--no-run", "run", is_flag=True, flag_value=False, default=True,
+                      help="Stop after the import stage (do not execute the graph once).")
+clear_devices = click.option("--clear-devices", is_flag=True,
+                             help="Empty every node's device field (pins to GPUs or cluster jobs).")
+strip_default_attrs = click.option("--strip-default-attrs", is_flag=True,
+                                   help="Drop attributes that hold their default (older runtimes).")
+with_env = click.option("--with", "with_env", default=None,
+                        help="Re-export in this drift-matrix environment (default: the inference image).")
+
+clean_all = click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
+superseded = click.option("--superseded", is_flag=True,
+                          help="Only the kit's images that no tag names any more and no container uses (what each "
+                               "rebuild after an edit leaves behind); nothing else.")
+
+no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
+no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
+no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
+                                                  "machinery and writes bench/results-quick.json, not the README's "
+                                                  "numbers.")
+repeats = click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+                       help="Repeats of each build measurement.")
+no_adopt = click.option("--no-adopt", is_flag=True,
+                        help="Skip timing adopt (default environment, and your own requirements).")
+page_only = click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from "
+                                                           "bench/results.json.")
+no_drift = click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, "
+                                                         "shared containers, 2 and 3 shards side by side, merge).")
+no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a shard's images across daemons (built "
+                                                               "in the job, archive save/load, registry push/pull).")
+no_reproducibility = click.option("--no-reproducibility", is_flag=True,
+                                  help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
+bench_run = click.option("--run", "run", type=PathType(), default=Path("out/run"), show_default=True,
+                         help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
+
 
 def image_selection(function):
     """Which images a transfer command moves: those of one drift-test shard (or, without one, all the
