@@ -58,9 +58,13 @@ model_argument = click.argument("model", type=PathType())
 checkpoint = click.option("--checkpoint-path", type=PathType(), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
 passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-output_file = click.option("--output", type=PathType(), required=True, help="Predictions file (.jsonl or .csv).")
-inputs = click.option("--input", "inputs", multiple=True, required=True, type=PathType(),
-                      help="An image file or a directory of images (repeatable).")
+images_and_passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[IMAGE]...")
+output_file = click.option("--output", type=PathType(), default=None,
+                           help="Predictions file (.jsonl or .csv), and the summary as JSON on stdout. Without it, "
+                                "each image's top 5 is printed as label_image prints it (--format jsonl or csv: the "
+                                "predictions in that format instead).")
+inputs = click.option("--input", "inputs", multiple=True, type=PathType(),
+                      help="An image file or a directory of images (repeatable); or name them as arguments.")
 manifest = click.option("--manifest", type=PathType(dir_okay=False), default=None,
                         help="manifest.json (default: the one beside the model).")
 load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,

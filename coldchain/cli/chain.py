@@ -56,7 +56,7 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
     log.info("frozen model written to %s", out)
 
 
-@step_command("infer")
+@step_command("infer", passthrough=options.images_and_passthrough)
 @options.model_dir
 @options.output_file
 @options.inputs
@@ -64,7 +64,7 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.precision
 @options.bf16_tolerance
 @options.golden_cache
-def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Path, ...], runtime: str, precision: str,
+def infer_command(project: Project, model: Path, output: Path | None, inputs: tuple[Path, ...], runtime: str, precision: str,
                   bf16_tolerance: float, golden_cache: bool, device: str, memory: str, prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
@@ -73,13 +73,18 @@ def infer_command(project: Project, model: Path, output: Path, inputs: tuple[Pat
     fastest, every runtime able to compute at --precision is golden-checked and timed, and the fastest
     that passed predicts (runtime_choice in the summary says which and why). A golden check this model
     passed in this image is kept (build/golden-checks) and used instead of the probe while the model,
-    image and effective numerics stay the same; the summary's startup breaks the wait down."""
-    entered = seconds_since_process_start()
-    from ..steps.infer import InferRequest, infer
+    image and effective numerics stay the same; the summary's startup breaks the wait down.
 
-    request = InferRequest(model=model, output=output, inputs=inputs, runtime=runtime, precision=precision,
+    Images are files or folders, given with --input or as arguments. With --output the predictions go
+    to that file and the summary (JSON) to stdout; without it each image's top 5 is printed, the path
+    then `label (probability)` lines, as TensorFlow's label_image prints them."""
+    entered = seconds_since_process_start()
+    from ..steps.infer import InferRequest, infer, split_images
+
+    images, arguments = split_images(extra)
+    request = InferRequest(model=model, output=output, inputs=inputs + images, runtime=runtime, precision=precision,
                            bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered,
-                           settings=step_settings(device, memory, prefix, timeout_s, extra))
+                           settings=step_settings(device, memory, prefix, timeout_s, arguments))
     click.echo(infer(base.connect, project, request))
 
 
