@@ -26,11 +26,9 @@ def lock_command(project: Project, only: tuple[str, ...], upgrade: bool):
 @command
 def lock_check_command(project: Project, as_json: bool):
     """Fail, naming the file, when a lock is stale, unhashed, or disagrees with its partner."""
-    from ..environments.locks import check_all
+    from ..steps.environment import lock_summary
 
-    locks = check_all(project)
-    summary = {name: {"lock": str(lock.path.relative_to(project.root)), "sha256": lock.sha256,
-                      "packages": len(lock.pins)} for name, lock in locks.items()}
+    summary = lock_summary(project)
     emit(summary, as_json, "\n".join(f"ok  {v['lock']}  ({v['packages']} pins)" for v in summary.values()))
 
 
@@ -52,10 +50,9 @@ def wheels_command(project: Project, only: tuple[str, ...]):
 @command
 def base_command(project: Project, suite: str, base_image: str | None, no_pull: bool, as_json: bool):
     """Make sure the base image exists: pulled where a registry answers, else built locally."""
-    from ..config import BASES
-    from ..environments.bases import resolve_base
+    from ..steps.environment import base_image as find_base
 
-    resolved = resolve_base(base.connect(), project, BASES[suite], base_image, allow_pull=not no_pull)
+    resolved = find_base(base.connect(), project, suite, base_image, allow_pull=not no_pull)
     emit(resolved.__dict__, as_json, f"{resolved.ref}  {resolved.image_id}  ({resolved.source}, "
                                      f"Python {resolved.python_version})")
 
@@ -73,14 +70,11 @@ def base_command(project: Project, suite: str, base_image: str | None, no_pull: 
 def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str,
                    base_image: str | None, no_pull: bool, force: bool, keep_build_stages: bool, as_json: bool):
     """Build the train and infer images for a device from their locks."""
-    from ..environments.images import BuildOptions
-    from ..steps.environment import build_named_images
+    from ..steps.environment import ImagesRequest, build_named_images
 
-    build_options = BuildOptions(prefix=prefix, base_image=base_image, allow_pull=not no_pull, force=force,
-                                 keep_stages=keep_build_stages)
-    results = [{"image": built.spec.name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
-                "reused": built.reused, "base": built.base.ref, "labels": built.info.labels}
-               for built in build_named_images(base.connect(), project, images, device, build_options)]
+    request = ImagesRequest(names=images, device=device, prefix=prefix, base_image=base_image, allow_pull=not no_pull,
+                            force=force, keep_stages=keep_build_stages)
+    results = build_named_images(base.connect(), project, request)
     emit(results, as_json, "\n".join(f"{r['tag']}  {r['id'][:19]}  {r['size'] / 1e9:.2f} GB"
                                      f"{'  (up to date)' if r['reused'] else ''}" for r in results))
 
