@@ -58,9 +58,13 @@ model_argument = click.argument("model", type=PathType())
 checkpoint = click.option("--checkpoint-path", type=PathType(), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
 passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
-output_file = click.option("--output", type=PathType(), required=True, help="Predictions file (.jsonl or .csv).")
-inputs = click.option("--input", "inputs", multiple=True, required=True, type=PathType(),
-                      help="An image file or a directory of images (repeatable).")
+images_and_passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[IMAGE]...")
+output_file = click.option("--output", type=PathType(), default=None,
+                           help="Predictions file (.jsonl or .csv), and the summary as JSON on stdout. Without it, "
+                                "each image's top 5 is printed as label_image prints it (--format jsonl or csv: the "
+                                "predictions in that format instead).")
+inputs = click.option("--input", "inputs", multiple=True, type=PathType(),
+                      help="An image file or a directory of images (repeatable); or name them as arguments.")
 manifest = click.option("--manifest", type=PathType(dir_okay=False), default=None,
                         help="manifest.json (default: the one beside the model).")
 load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
@@ -169,6 +173,41 @@ golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_def
                       help="Use a golden check this model passed before in this image (same model sha256, manifest, "
                            "golden arrays, runtime, precision and effective numerics) instead of running the probe "
                            "again; --golden-only always runs it.")
+
+no_run = click.option("--no-run", "run", is_flag=True, flag_value=False, default=True,
+                      help="Stop after the import stage (do not execute the graph once).")
+clear_devices = click.option("--clear-devices", is_flag=True,
+                             help="Empty every node's device field (pins to GPUs or cluster jobs).")
+strip_default_attrs = click.option("--strip-default-attrs", is_flag=True,
+                                   help="Drop attributes that hold their default (older runtimes).")
+with_env = click.option("--with", "with_env", default=None,
+                        help="Re-export in this drift-matrix environment (default: the inference image).")
+
+clean_all = click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
+superseded = click.option("--superseded", is_flag=True,
+                          help="Only the kit's images that no tag names any more and no container uses (what each "
+                               "rebuild after an edit leaves behind); nothing else.")
+
+no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
+no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
+no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
+                                                  "machinery and writes bench/results-quick.json, not the README's "
+                                                  "numbers.")
+repeats = click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+                       help="Repeats of each build measurement.")
+no_adopt = click.option("--no-adopt", is_flag=True,
+                        help="Skip timing adopt (default environment, and your own requirements).")
+page_only = click.option("--page-only", is_flag=True, help="Measure nothing: write bench/README.md from "
+                                                           "bench/results.json.")
+no_drift = click.option("--no-drift", is_flag=True, help="Skip timing the drift test warm (one container per case, "
+                                                         "shared containers, 2 and 3 shards side by side, merge).")
+no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a shard's images across daemons (built "
+                                                               "in the job, archive save/load, registry push/pull).")
+no_reproducibility = click.option("--no-reproducibility", is_flag=True,
+                                  help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
+bench_run = click.option("--run", "run", type=PathType(), default=Path("out/run"), show_default=True,
+                         help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 
 
 def image_selection(function):

@@ -208,3 +208,25 @@ def test_every_file_states_its_job_in_its_first_line(path):
     if path.name == "__main__.py":
         return
     assert docstring and len(docstring.splitlines()[0]) > 20, f"{path}: no docstring stating the file's job"
+
+
+# What the command line may import: its own modules, the option definitions and the kit's plain data
+# (configuration, contract, errors), the steps and the bench it hands requests to; base.py connects the
+# engine. Nothing it hands requests to imports it back.
+CLI_IMPORTS = ("coldchain", "coldchain.options", "coldchain.config", "coldchain.contract", "coldchain.errors")
+
+
+def test_the_cli_only_parses_and_hands_requests_to_steps_or_bench():
+    graph = import_graph(HOST, "coldchain")
+    offenders = []
+    for name, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if name.startswith("coldchain.cli"):
+                allowed = target in CLI_IMPORTS or target.startswith(("coldchain.cli", "coldchain.steps.",
+                                                                      "coldchain.bench.")) or \
+                    (name, target) == ("coldchain.cli.base", "coldchain.engine.docker")
+                if not allowed:
+                    offenders.append(f"{name} imports {target}")
+            elif target.startswith("coldchain.cli") and name != "coldchain.__main__":
+                offenders.append(f"{name} imports the command line ({target})")
+    assert offenders == []

@@ -103,10 +103,11 @@ def test_the_matrix_reads_a_model_that_may_not_exist_yet(tmp_path, model_dir):
 def engine(monkeypatch):
     engine = FakeEngine()
     engine.run_handler = lambda spec: RunResult(0, '{"golden": {"ok": true}}\n', "")
-    monkeypatch.setattr("coldchain.cli._engine", lambda: engine)
-    monkeypatch.setattr("coldchain.steps.pipeline.ensure_images", lambda *args, **kwargs: IMAGE)
+    monkeypatch.setattr("coldchain.cli.base.connect", lambda: engine)
+    monkeypatch.setattr("coldchain.steps.infer.ensure_images", lambda *args, **kwargs: IMAGE)
+    monkeypatch.setattr("coldchain.steps.infer.runtimes_image", lambda *args, **kwargs: IMAGE)
     monkeypatch.setattr("coldchain.steps.convert.runtimes_image", lambda *args, **kwargs: IMAGE)
-    monkeypatch.setattr("coldchain.environments.images.build_images", lambda *args, **kwargs: [IMAGE])
+    monkeypatch.setattr("coldchain.steps.reexport.build_images", lambda *args, **kwargs: [IMAGE])
     monkeypatch.setattr("coldchain.steps.diagnose.image_for", lambda *args, **kwargs: Image.of(IMAGE))
     return engine
 
@@ -190,7 +191,7 @@ def test_the_matrix_commands_read_the_model_files_directory(engine, model_dir, t
                         lambda matrix, model: seen.append(model) or real(matrix, model))
     for name in ("resolve", "save", "load", "push", "pull"):
         monkeypatch.setattr(f"coldchain.drift.transfer.{name}", lambda *args, **kwargs: [])
-    monkeypatch.setattr("coldchain.cli._transferred", lambda result, as_json: None)
+    monkeypatch.setattr("coldchain.cli.transfer._transferred", lambda result, as_json: None)
     archive = tmp_path / "images.tar"
     archive.write_text("")
     arguments = [str(archive) if part == "ARCHIVE" else part for part in command]

@@ -279,7 +279,7 @@ def test_pre_is_carried_and_harmless_options_are_said_to_be_ignored(project, tmp
 def test_the_cli_says_which_line_and_the_fix_without_a_traceback(project_copy, tmp_path, monkeypatch):
     from coldchain import cli
 
-    monkeypatch.setattr(cli, "_engine", lambda: object())  # refused before any image is built
+    monkeypatch.setattr(cli.base, "connect", lambda: object())  # refused before any image is built
     monkeypatch.setattr(user_requirements, "host_python", lambda: "3.11")
     model = tmp_path / "frozen.pb"
     model.write_bytes(b"graph")

@@ -23,6 +23,23 @@ from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to
 log = logging.getLogger(__name__)
 # Which make target produces what a step reads, for the "not found" fix.
 PRODUCED_BY = {"train": "make data", "freeze": "make train", "infer": "make freeze"}
+TRAIN_TIMEOUT_S = 4 * 3600.0
+STEP_TIMEOUT_S = DEFAULT_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the user chose for any containerised step command: --device, --memory, --prefix, --timeout,
+    and the arguments the host does not know, passed on to the container's module."""
+
+    device: str = "cpu"
+    memory: str = "8g"
+    prefix: str = "coldchain"
+    timeout_s: float | None = None  # None: the step's own limit (timeout_for)
+    arguments: tuple[str, ...] = ()
+
+    def timeout_for(self, name: str) -> float:
+        return self.timeout_s or (TRAIN_TIMEOUT_S if name == "train" else STEP_TIMEOUT_S)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,106 @@
+"""The command line's shared plumbing: the `coldchain` group, the logging flags, the checkout, the
+engine, output as JSON or text, and the only place where errors become messages and exit codes (the
+table is contract.Exit, shared with the containers)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .. import __version__, options
+from ..config import Project
+from ..contract import EXIT_MEANINGS, Exit, error_line
+from ..errors import ColdchainError
+
+if TYPE_CHECKING:
+    from ..steps.pipeline import StepSettings
+
+log = logging.getLogger("coldchain")
+
+
+def _setup_logging(verbose: int, quiet: int) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr, format="coldchain: %(message)s")
+
+
+def _report(error: ColdchainError) -> None:
+    click.echo(error_line(error.message), err=True)
+    if error.log_tail:
+        click.echo("  --- log tail ---", err=True)
+        click.echo("\n".join(f"  | {line}" for line in error.log_tail.splitlines()), err=True)
+    if error.fix:
+        click.echo(f"  fix: {error.fix}", err=True)
+
+
+def command(function):
+    """Shared plumbing: logging flags, project discovery, and every failure as one message and its code."""
+
+    @options.verbose
+    @options.quiet
+    @options.project
+    @functools.wraps(function)
+    def wrapper(verbose: int, quiet: int, project: Path | None, **kwargs):
+        _setup_logging(verbose, quiet)
+        try:
+            return function(Project.find(project), **kwargs)
+        except ColdchainError as error:
+            _report(error)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("coldchain: interrupted", err=True)
+            sys.exit(Exit.INTERRUPTED)
+        except Exception as error:  # noqa: BLE001 - a bug must still end in one line, not a traceback
+            if verbose:
+                traceback.print_exc()
+            click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
+            click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
+            sys.exit(Exit.INTERNAL)
+
+    return wrapper
+
+
+def connect():
+    """The Docker engine, once it answers. Commands pass this function on (not an engine), so a request
+    is checked before the daemon is asked; tests replace it with a fake engine."""
+    from ..engine.docker import DockerEngine
+
+    engine = DockerEngine()
+    engine.ping()
+    return engine
+
+
+def emit(data, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+EPILOG = "Exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in sorted(EXIT_MEANINGS.items()))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.version_option(package_name=None, version=__version__)
+def main():
+    """coldchain: a frozen ResNet v1 50 from the training container to the inference container,
+    environment captured to the byte."""
+
+
+def step_command(name: str, passthrough=options.passthrough):
+    """The options every containerised step shares; arguments the host does not know go to the container."""
+    def decorate(function):
+        for option in (command, passthrough, options.timeout, options.prefix, options.memory, options.device):
+            function = option(function)
+        return main.command(name, context_settings={"ignore_unknown_options": True})(function)
+    return decorate
+
+
+def step_settings(device: str, memory: str, prefix: str, timeout_s: float | None, extra) -> StepSettings:
+    """What every step command's shared options say, for its request."""
+    from ..steps.pipeline import StepSettings
+
+    return StepSettings(device=device, memory=memory, prefix=prefix, timeout_s=timeout_s, arguments=tuple(extra))

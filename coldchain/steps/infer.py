@@ -1,0 +1,184 @@
+"""`coldchain infer` on the host: the image the runtime runs in (the inference image, or the runtimes
+image with the model's conversions made first), the golden check kept from an earlier run, the inputs
+mounted read-only (an image file by its folder), the summary's start-up completed with the host's share
+of the wait, and, without --output, the predictions read back from a scratch file for people."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import Project
+from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BF16_TOLERANCE, FLAG_GOLDEN_VERIFIED,
+                        FLAG_PRECISION, FLAG_RUNTIME, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL,
+                        PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
+from ..engine import Engine
+from ..environments.images import BuiltImage
+from ..errors import UsageError
+from .convert import ensure_converted, runtimes_image
+from .golden_cache import cache_file, remember
+from .label_image import for_people
+from .model_argument import model_directory
+from .pipeline import StepConfig, StepSettings, ensure_images, run_step
+
+log = logging.getLogger(__name__)
+# The container's infer options that take a value (scripts/incontainer/steps/infer.py, parse_args) and
+# that the host passes on: the word after one is its value, not an image.
+VALUE_OPTIONS = ("--format", "--top-k", "--batch-size", "--on-bad-image")
+SCRATCH_PREDICTIONS = "predictions.jsonl"  # without --output: read back, printed, removed
+
+@dataclass(frozen=True)
+class InferRequest:
+    model: Path
+    output: Path | None = None  # None: the predictions printed for people (see infer)
+    inputs: tuple[Path, ...] = ()
+    runtime: str = RUNTIME_TENSORFLOW
+    precision: str = PRECISION_FP32
+    bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
+    golden_cache: bool = True
+    settings: StepSettings = StepSettings()
+    entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
+
+
+def runtime_image(engine: Engine, project: Project, request: InferRequest, model: Path) -> tuple[BuiltImage, str]:
+    """The image and role the runtime runs in; for a converted runtime, the model's conversions made
+    (or made again) first where missing or stale."""
+    settings = request.settings
+    if request.runtime == RUNTIME_TENSORFLOW:
+        return ensure_images(engine, project, "infer", settings.device, settings.prefix), "infer"
+    image = runtimes_image(engine, project, settings.prefix)
+    for converted in (CONVERTED_RUNTIMES if request.runtime == RUNTIME_FASTEST else (request.runtime,)):
+        ensure_converted(engine, project, model, converted, image, memory=settings.memory, prefix=settings.prefix,
+                         timeout_s=settings.timeout_s)
+    return image, "runtimes"
+
+
+def kept_check(project: Project, request: InferRequest, model: Path, image: BuiltImage) -> Path | None:
+    """Where this model's golden check in this image, runtime and precision is kept (--golden-cache);
+    None where none may be used: --no-golden-cache, or fastest, which checks every runtime itself."""
+    if not request.golden_cache or request.runtime == RUNTIME_FASTEST:
+        return None
+    return cache_file(project, model, image.info.id, {"name": request.runtime, "precision": request.precision,
+                                                      "bf16_tolerance": request.bf16_tolerance})
+
+
+def split_images(extra: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
+    """The command line's words the host does not know: (the images named there, the arguments for
+    the container). A word is an image unless it is an option or the value of one of VALUE_OPTIONS."""
+    images, arguments, value_next = [], [], False
+    for word in extra:
+        if value_next or word.startswith("-"):
+            arguments.append(word)
+            value_next = not value_next and word in VALUE_OPTIONS
+        else:
+            images.append(Path(word))
+    return tuple(images), tuple(arguments)
+
+
+def input_mounts(inputs: tuple[Path, ...]) -> tuple[dict, list[str]]:
+    """Each input mounted read-only: {mount point: host path}, and the paths the container is told.
+    A folder (or a path that is not there, for run_step to name) is mounted as itself; an image file by
+    its folder, the container told the file in it (a file mounted alone would lose its name)."""
+    mounts, targets = {}, []
+    for index, path in enumerate(inputs):
+        mount, path = f"{MOUNT_INPUTS}/{index}", path.resolve()
+        if path.is_file():
+            mounts[mount] = path.parent
+            targets.append(f"{mount}/{path.name}")
+        else:
+            mounts[mount] = path
+            targets.append(mount)
+    return mounts, targets
+
+
+def with_startup(stdout: str, entered: float | None, timing: dict, started: float) -> str:
+    """infer's summary with the host's share of the start-up added to the container's phases
+    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output."""
+    try:
+        summary = json.loads(stdout)
+    except ValueError:
+        return stdout.strip()
+    inside = summary.get(STARTUP_KEY)
+    if not isinstance(inside, dict) or entered is None or "container" not in timing:
+        return stdout.strip()
+    process = inside.get("container_process_s") or 0.0
+    inside.update(host_cli_s=round(entered, 3), host_checks_s=round(timing["checks"], 3),
+                  # docker's create, start and exit around the process; then removal and the output's move
+                  container_start_s=round(max(0.0, timing["container"] - process), 3),
+                  finish_s=round(max(0.0, timing["step"] - timing["container"]), 3),
+                  total_s=round(entered + time.perf_counter() - started, 3))
+    return json.dumps(summary, sort_keys=True)
+
+
+def predict(connect: Callable[[], Engine], project: Project, request: InferRequest, output: Path) -> str:
+    """Predict into `output`; infer's summary (JSON), its start-up completed. The engine is connected
+    only after the request's own checks, so a wrong model path is named at once."""
+    started, timing = time.perf_counter(), {}
+    settings = request.settings
+    if not request.inputs and "--golden-only" not in settings.arguments:
+        raise UsageError("no images to predict", fix="name image files or folders (as arguments or with --input), "
+                                                     "or pass --golden-only to check the model only")
+    mounts, targets = input_mounts(request.inputs)
+    fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
+    source = model_directory(request.model)
+    if request.runtime != RUNTIME_TENSORFLOW and settings.device != "cpu":
+        raise UsageError(f"--runtime {request.runtime} runs on the CPU here", fix="drop --device cuda")
+    engine = connect()
+    image, role = runtime_image(engine, project, request, source)
+    kept = kept_check(project, request, source, image)
+    verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
+    arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
+                 FLAG_BF16_TOLERANCE, str(request.bf16_tolerance),
+                 *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *settings.arguments, *targets]
+    step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
+                      inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),
+                      device=settings.device, memory=settings.memory, prefix=settings.prefix,
+                      timeout_s=settings.timeout_for("infer"))
+    timing["checks"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    summary = run_step(engine, project, step, image, timing=timing)
+    timing["step"] = time.perf_counter() - mark
+    if kept is not None:
+        try:
+            remember(kept, json.loads(summary))
+        except ValueError:
+            pass  # not a summary (extra arguments asked for --help): nothing to keep
+    return with_startup(summary, request.entered, timing, started)
+
+
+def infer(connect: Callable[[], Engine], project: Project, request: InferRequest) -> str:
+    """What infer shows on stdout: with --output, the summary (JSON, for CI); without, the predictions
+    for people (label_image's blocks, or the file --format asked for), the summary logged."""
+    if request.output is not None:
+        return predict(connect, project, request, request.output)
+    project.build_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="infer-"))
+    try:
+        summary = predict(connect, project, request, scratch / SCRATCH_PREDICTIONS)
+        predictions = scratch / SCRATCH_PREDICTIONS
+        if not predictions.is_file():
+            return summary  # nothing predicted (--golden-only): the summary is the result
+        text = predictions.read_text()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log_summary(summary)
+    asked = any(word == "--format" or word.startswith("--format=") for word in request.settings.arguments)
+    return text.rstrip("\n") if asked else for_people(text)
+
+
+def log_summary(summary: str) -> None:
+    """The summary's gist on stderr, beside the predictions on stdout (all of it with -v)."""
+    log.debug("infer summary: %s", summary)
+    try:
+        data = json.loads(summary)
+        total = (data.get(STARTUP_KEY) or {}).get("total_s")
+        log.info("infer: %s images in %s s%s", data.get("images"), data.get("seconds"),
+                 f"; {total} s from the command to the predictions" if total is not None else "")
+    except (ValueError, TypeError, AttributeError):
+        pass  # not a summary: nothing to say

@@ -1,0 +1,54 @@
+"""`coldchain reexport` on the host: write a model out again with the standard fixes (device fields
+cleared, default-valued attributes stripped) in the inference image or a drift-matrix environment,
+the model mounted read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import IMAGES, Project
+from ..contract import MOUNT_MODEL
+from ..engine import Engine
+from ..environments.images import BuildOptions, BuiltImage, build_images
+from .model_argument import EITHER, resolve_model
+from .pipeline import StepConfig, StepSettings, run_step
+
+
+@dataclass(frozen=True)
+class ReexportRequest:
+    model: Path
+    out: Path
+    clear_devices: bool = False
+    strip_default_attrs: bool = False
+    with_env: str | None = None  # a drift-matrix environment to re-export in (default: the inference image)
+    matrix_path: Path = Path("drift/matrix.toml")
+    settings: StepSettings = StepSettings()
+
+
+def reexport_image(engine: Engine, project: Project, request: ReexportRequest) -> BuiltImage:
+    """The inference image for --device, or the image of the drift-matrix environment --with names."""
+    spec = IMAGES[f"infer-{request.settings.device}"]
+    if request.with_env:
+        from ..drift.matrix import known, load_matrix
+
+        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
+        matrix = load_matrix(path)
+        spec = matrix.envs[known(matrix.path, "environment", request.with_env, matrix.envs, " (--with)")].image_spec()
+    (image,) = build_images(engine, project, [spec], BuildOptions(prefix=request.settings.prefix))
+    return image
+
+
+def reexport(connect: Callable[[], Engine], project: Project, request: ReexportRequest) -> Path:
+    """Re-export into request.out; the engine is connected only once the model is found."""
+    found = resolve_model(request.model, EITHER)
+    arguments = ["--model", found.target] + (["--clear-devices"] if request.clear_devices else []) + \
+        (["--strip-default-attrs"] if request.strip_default_attrs else []) + list(request.settings.arguments)
+    engine = connect()
+    settings = request.settings
+    step = StepConfig(name="reexport", role="infer", module="reexport", output=request.out.resolve(),
+                      inputs={MOUNT_MODEL: found.directory}, arguments=tuple(arguments), device=settings.device,
+                      memory=settings.memory, prefix=settings.prefix, timeout_s=settings.timeout_for("reexport"))
+    run_step(engine, project, step, reexport_image(engine, project, request))
+    return request.out
