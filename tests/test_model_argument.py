@@ -107,7 +107,7 @@ def engine(monkeypatch):
     monkeypatch.setattr("coldchain.steps.infer.ensure_images", lambda *args, **kwargs: IMAGE)
     monkeypatch.setattr("coldchain.steps.infer.runtimes_image", lambda *args, **kwargs: IMAGE)
     monkeypatch.setattr("coldchain.steps.convert.runtimes_image", lambda *args, **kwargs: IMAGE)
-    monkeypatch.setattr("coldchain.steps.reexport.build_images", lambda *args, **kwargs: [IMAGE])
+    monkeypatch.setattr("coldchain.environments.images.build_images", lambda *args, **kwargs: [IMAGE])
     monkeypatch.setattr("coldchain.steps.diagnose.image_for", lambda *args, **kwargs: Image.of(IMAGE))
     return engine
 

@@ -38,7 +38,7 @@ def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Pa
                        memory: str, prefix: str, as_json: bool):
     """Run the model in every environment of the drift matrix; fail unless every outcome (and every
     expected finding) is the expected one. Exit 0: all as expected; 1: some case unexpected."""
-    from ..steps.drift import DriftTestRequest, drift_test
+    from ..drift.commands import DriftTestRequest, drift_test
 
     result = drift_test(base.connect, project, DriftTestRequest(
         model=model, out=out, run=run, matrix_path=matrix_path, cases=cases, shard=shard, environ=dict(os.environ),
@@ -70,7 +70,7 @@ def drift_plan_command(project: Project, matrix_path: Path, model: Path, cases: 
     """Print how drift-test --shard I/N splits the matrix, as one line of JSON a CI job matrix reads
     (GitHub: matrix: ${{ fromJSON(needs.plan.outputs.shards) }}): each shard's cases, the
     environments and images it needs, and its estimated seconds."""
-    from ..steps.drift import drift_plan
+    from ..drift.commands import drift_plan
 
     click.echo(json.dumps(drift_plan(project, matrix_path, model, cases, shards, costs), sort_keys=True))
 
@@ -88,7 +88,7 @@ def drift_merge_command(project: Project, partials: tuple[Path, ...], out: Path,
     unsharded run writes: JSON, Markdown, JUnit XML and the heatmap. Refuses, naming the file, shards
     of another model or matrix, a missing or repeated shard or case, a truncated report. Exit 1 when
     any case is unexpected."""
-    from ..steps.drift import drift_merge
+    from ..drift.commands import drift_merge
 
     result = drift_merge(base.connect, project, partials, out, heatmap=not no_heatmap, prefix=prefix)
     _finish_drift(result, as_json, f"{result.report['timing']['jobs']} shards merged: ")

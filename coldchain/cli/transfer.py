@@ -13,7 +13,7 @@ from .base import command, emit, main
 
 
 def _selection(matrix_path: Path, model: Path, shard: str | None, costs: Path | None, prefix: str):
-    from ..steps.transfer import ImageSelection
+    from ..drift.transfer_commands import ImageSelection
 
     return ImageSelection(model=model, matrix_path=matrix_path, shard=shard, environ=dict(os.environ), costs=costs,
                           prefix=prefix)
@@ -34,7 +34,7 @@ def images_save_command(project: Project, archive: Path, matrix_path: Path, mode
                         costs: Path | None, prefix: str, as_json: bool):
     """Write the images a drift-test shard needs (building what is missing) and their bases to one
     archive, for a CI job on another Docker daemon: pass it as an artifact, then images-load it."""
-    from ..steps.transfer import save_images
+    from ..drift.transfer_commands import save_images
 
     _transferred(save_images(base.connect, project, _selection(matrix_path, model, shard, costs, prefix), archive),
                  as_json)
@@ -48,7 +48,7 @@ def images_load_command(project: Project, archive: Path, matrix_path: Path, mode
                         costs: Path | None, prefix: str, as_json: bool):
     """Load an archive images-save wrote and check every image the shard needs against the inputs this
     checkout builds it from (Dockerfile, lock, scripts, base); refuse, naming what differs, otherwise."""
-    from ..steps.transfer import load_images
+    from ..drift.transfer_commands import load_images
 
     _transferred(load_images(base.connect, project, _selection(matrix_path, model, shard, costs, prefix), archive),
                  as_json)
@@ -63,7 +63,7 @@ def images_push_command(project: Project, registry: str, index: Path, matrix_pat
                         shard: str | None, costs: Path | None, prefix: str, as_json: bool):
     """Tag the images a shard needs (and their bases) under REGISTRY (host:port[/path]), push them with
     their labels, and write their name@digest references to --index for images-pull."""
-    from ..steps.transfer import push_images
+    from ..drift.transfer_commands import push_images
 
     _transferred(push_images(base.connect, project, _selection(matrix_path, model, shard, costs, prefix), registry,
                              index), as_json)
@@ -77,7 +77,7 @@ def images_pull_command(project: Project, index: Path, matrix_path: Path, model:
                         costs: Path | None, prefix: str, as_json: bool):
     """Pull by digest the images images-push listed in INDEX, tag them under the kit's names, and check
     those the shard needs against this checkout's inputs, as images-load does."""
-    from ..steps.transfer import pull_images
+    from ..drift.transfer_commands import pull_images
 
     _transferred(pull_images(base.connect, project, _selection(matrix_path, model, shard, costs, prefix), index),
                  as_json)

@@ -11,7 +11,8 @@ from typing import Callable
 from ..config import IMAGES, Project
 from ..contract import MOUNT_MODEL
 from ..engine import Engine
-from ..environments.images import BuildOptions, BuiltImage, build_images
+from ..environments.images import BuildOptions, BuiltImage, ensure_image
+from ..environments.matrix import environment_image_spec
 from .model_argument import EITHER, resolve_model
 from .pipeline import StepConfig, StepSettings, run_step
 
@@ -31,13 +32,8 @@ def reexport_image(engine: Engine, project: Project, request: ReexportRequest) -
     """The inference image for --device, or the image of the drift-matrix environment --with names."""
     spec = IMAGES[f"infer-{request.settings.device}"]
     if request.with_env:
-        from ..drift.matrix import known, load_matrix
-
-        path = request.matrix_path if request.matrix_path.is_absolute() else project.root / request.matrix_path
-        matrix = load_matrix(path)
-        spec = matrix.envs[known(matrix.path, "environment", request.with_env, matrix.envs, " (--with)")].image_spec()
-    (image,) = build_images(engine, project, [spec], BuildOptions(prefix=request.settings.prefix))
-    return image
+        spec = environment_image_spec(project, request.matrix_path, request.with_env, "--with")
+    return ensure_image(engine, project, spec, BuildOptions(prefix=request.settings.prefix))
 
 
 def reexport(connect: Callable[[], Engine], project: Project, request: ReexportRequest) -> Path:

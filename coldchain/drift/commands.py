@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 from ..config import RUN_LABEL, Project
 from ..engine import Engine
-from .model_argument import matrix_model, resolve_model
+from ..steps.model_argument import matrix_model, resolve_model
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class DriftResult:
 
 def load_matrix_at(project: Project, matrix_path: Path, cases: tuple[str, ...] = ()):
     """The drift matrix (relative to the checkout unless absolute), only the named cases if any."""
-    from ..drift.matrix import load_matrix
+    from .matrix import load_matrix
 
     return load_matrix(matrix_path if matrix_path.is_absolute() else project.root / matrix_path).select(cases)
 
 
 def choose_shard(shard: str | None, environ: Mapping[str, str]):
-    from ..drift.shards import parse_shard, shard_from_environment
+    from .shards import parse_shard, shard_from_environment
 
     return parse_shard(shard) if shard else shard_from_environment(environ)
 
@@ -59,8 +59,8 @@ def new_run_id(prefix: str) -> str:
 def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTestRequest) -> DriftResult:
     """Run the cases (one shard's, or all and the heatmap), write the reports; the engine is connected
     once the matrix, shard and model are known to be right."""
-    from ..drift.report import write_reports
-    from ..drift.runner import DriftOptions, default_jobs, render_heatmap, run_drift_test
+    from .report import write_reports
+    from .runner import DriftOptions, default_jobs, render_heatmap, run_drift_test
 
     matrix = load_matrix_at(project, request.matrix_path, request.cases)
     chosen = choose_shard(request.shard, request.environ)
@@ -85,8 +85,8 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
 def drift_plan(project: Project, matrix_path: Path, model: Path, cases: tuple[str, ...], shards: int,
                costs: Path | None) -> dict:
     """How drift-test --shard I/N splits the matrix (the model's own environment included)."""
-    from ..drift.runner import with_model_environment
-    from ..drift.shards import measured_costs, plan
+    from .runner import with_model_environment
+    from .shards import measured_costs, plan
 
     matrix = with_model_environment(load_matrix_at(project, matrix_path, cases), matrix_model(model))
     return plan(matrix, shards, measured_costs(costs))
@@ -95,9 +95,9 @@ def drift_plan(project: Project, matrix_path: Path, model: Path, cases: tuple[st
 def drift_merge(connect: Callable[[], Engine], project: Project, partials: tuple[Path, ...], out: Path, *,
                 heatmap: bool = True, prefix: str = "coldchain") -> DriftResult:
     """The shards' partial reports as the one an unsharded run writes (the heatmap drawn unless not wanted)."""
-    from ..drift.merge import merge
-    from ..drift.report import write_reports
-    from ..drift.runner import DriftOptions, render_heatmap
+    from .merge import merge
+    from .report import write_reports
+    from .runner import DriftOptions, render_heatmap
 
     report = merge(list(partials))
     paths = write_reports(report, out)

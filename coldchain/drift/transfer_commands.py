@@ -11,8 +11,8 @@ from typing import Callable, Mapping
 from ..config import Project
 from ..engine import Engine
 from ..environments.images import BuildOptions
-from .drift import choose_shard, load_matrix_at
-from .model_argument import matrix_model
+from .commands import choose_shard, load_matrix_at
+from ..steps.model_argument import matrix_model
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,9 @@ class ImageSelection:
 def selected_images(project: Project, selection: ImageSelection):
     """(the matrix, the names of the images the job needs): its shard's, or, without a shard, all the
     matrix needs plus the merge job's heatmap image."""
-    from ..drift.runner import with_model_environment
-    from ..drift.shards import assign, measured_costs
-    from ..drift.transfer import image_names
+    from .runner import with_model_environment
+    from .shards import assign, measured_costs
+    from .transfer import image_names
 
     matrix = with_model_environment(load_matrix_at(project, selection.matrix_path), matrix_model(selection.model))
     chosen = choose_shard(selection.shard, selection.environ)
@@ -40,7 +40,7 @@ def selected_images(project: Project, selection: ImageSelection):
 
 
 def save_images(connect: Callable[[], Engine], project: Project, selection: ImageSelection, archive: Path):
-    from ..drift.transfer import resolve, save
+    from .transfer import resolve, save
 
     matrix, names = selected_images(project, selection)
     engine = connect()
@@ -49,7 +49,7 @@ def save_images(connect: Callable[[], Engine], project: Project, selection: Imag
 
 def push_images(connect: Callable[[], Engine], project: Project, selection: ImageSelection, registry: str,
                 index: Path):
-    from ..drift.transfer import push, resolve
+    from .transfer import push, resolve
 
     matrix, names = selected_images(project, selection)
     engine = connect()
@@ -59,14 +59,14 @@ def push_images(connect: Callable[[], Engine], project: Project, selection: Imag
 
 def load_images(connect: Callable[[], Engine], project: Project, selection: ImageSelection, archive: Path):
     """images-load: the archive images-save wrote, loaded and checked against this checkout's inputs."""
-    from ..drift.transfer import load
+    from .transfer import load
 
     return _receive(load, connect, project, selection, archive)
 
 
 def pull_images(connect: Callable[[], Engine], project: Project, selection: ImageSelection, index: Path):
     """images-pull: the images images-push listed, pulled by digest and checked like images-load's."""
-    from ..drift.transfer import pull
+    from .transfer import pull
 
     return _receive(pull, connect, project, selection, index)
 
