@@ -49,8 +49,11 @@ def _first_finding(case: dict) -> str:
     pre = case.get("preprocessing")
     if pre and not pre.get("ok"):
         fields = ", ".join(f"{k}={v['here']} (training {v['training']})" for k, v in (pre.get("differing_fields") or {}).items())
-        stage = f" at the {pre['stage']} stage" if pre.get("stage") else ""
-        return (f"preprocessing mismatch{stage}: {fields or 'same spec, different pixels'} "
+        stage, (worst, mean) = _stage_levels(pre)
+        if stage:
+            return (f"preprocessing mismatch at the {stage} stage: {fields or 'same spec, different pixels'} "
+                    f"(up to {worst:.3g} uint8 levels, {mean:.3g} on average, on the encoded goldens)")
+        return (f"preprocessing mismatch: {fields or 'same spec, different pixels'} "
                 f"(max abs {fmt(pre.get('max_abs_diff'))})")
     if case.get("error"):
         return case["error"].splitlines()[0]
@@ -58,13 +61,28 @@ def _first_finding(case: dict) -> str:
 
 
 def _levels(preprocessing: dict | None) -> str:
-    """Input differences in uint8 levels (the probe records how much one level is in input units)."""
+    """Input differences in uint8 levels: at the first stage where the encoded goldens differ (the
+    stage named beside them), else the raw-array probe's (the probe records one level's size)."""
+    stage, worst = _stage_levels(preprocessing)
+    if stage:
+        return f"{worst[0]:.2g} / {worst[1]:.2g} ({stage})"
     if not preprocessing or "max_abs_diff" not in preprocessing:
         return "-"
     level = preprocessing.get("level") or 1 / 127.5
-    stage = preprocessing.get("stage") or (preprocessing.get("encoded") or {}).get("differs_at")
-    return f"{preprocessing['max_abs_diff'] / level:.2g} / {preprocessing['mean_abs_diff'] / level:.2g}" + \
-        (f" ({stage})" if stage else "")
+    return f"{preprocessing['max_abs_diff'] / level:.2g} / {preprocessing['mean_abs_diff'] / level:.2g}"
+
+
+def _stage_levels(preprocessing: dict | None) -> tuple[str | None, tuple[float, float]]:
+    """(the failing stage, or else the first that differs; its worst max and mean levels over the files)."""
+    encoded = (preprocessing or {}).get("encoded") or {}
+    stage = encoded.get("stage") or encoded.get("differs_at")
+    if not stage:
+        return None, (0.0, 0.0)
+    results = [item["stages"].get(stage) or {} for item in encoded.get("files", [])]
+    if any("shape" in result or "error" in result for result in results):
+        return stage, (float("inf"), float("inf"))
+    return stage, (max((r.get("max_levels", 0.0) for r in results), default=0.0),
+                   max((r.get("mean_levels", 0.0) for r in results), default=0.0))
 
 
 def _expected(case: dict) -> str:
