@@ -93,3 +93,9 @@ def test_encoded_goldens_name_the_stage_that_differs(docker_engine, kit_images):
     assert found["coldchain"]["tensorflow-accurate"] == {"ok": True, "stage": None, "differs_at": None,
                                                          "findings": ["decoder-differs"], "message": None}
     assert found["vgg"]["tensorflow-accurate"]["stage"] == "decode"
+    # A decoder this environment cannot reproduce is refused by name with the fix, never replaced.
+    refusals = found["refusals"]
+    assert all(refusal and refusal["type"] == "DecoderUnavailable" for refusal in refusals.values()), refusals
+    assert "TensorFlow is not installed" in refusals["bmp-without-tensorflow"]["message"]
+    assert "simplejpeg" in refusals["jpeg-without-simplejpeg"]["message"]
+    assert "OpenCV" in refusals["opencv-missing"]["message"] and "opencv-python-headless" in refusals["opencv-missing"]["message"]

@@ -20,6 +20,42 @@ CHANGES = {"none": [], "other-idct": ["decoder=other-idct"], "tensorflow-accurat
            "bgr": ["channel_order=BGR"], "orientation": None}
 
 
+def refusals() -> dict:
+    """What a decoder this environment cannot reproduce says: a BMP where TensorFlow is absent (only
+    TensorFlow decodes it as the model says), JPEG with neither TensorFlow nor simplejpeg, OpenCV
+    missing. Absence is simulated by blocking the import."""
+    import io
+
+    from PIL import Image
+
+    from incontainer.common import InsideError
+    from incontainer.data import decode
+
+    bmp, jpeg = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(bmp, format="BMP")
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(jpeg, format="JPEG")
+    found = {}
+    for name, call, blocked in (
+            ("bmp-without-tensorflow", lambda: decode.without_tensorflow(bmp.getvalue(), "x.bmp", False, True), None),
+            ("jpeg-without-simplejpeg", lambda: decode.without_tensorflow(jpeg.getvalue(), "x.jpg", False, True),
+             "simplejpeg"),
+            ("opencv-missing", lambda: decode.decode_pixels(jpeg.getvalue(), "x.jpg", decode.OPENCV, True), "cv2")):
+        saved = sys.modules.get(blocked) if blocked else None
+        if blocked:
+            sys.modules[blocked] = None  # import raises ImportError
+        try:
+            call()
+            found[name] = None
+        except InsideError as error:
+            found[name] = {"type": type(error).__name__, "message": str(error)}
+        finally:
+            if blocked:
+                sys.modules.pop(blocked)
+                if saved is not None:
+                    sys.modules[blocked] = saved
+    return found
+
+
 def main() -> int:
     size = int(sys.argv[1])
     results = {}
@@ -37,6 +73,7 @@ def main() -> int:
                 "ok": found["ok"], "stage": found["stage"], "differs_at": found["differs_at"],
                 "findings": [code for code, _, _ in input_path_findings({"encoded": found})],
                 "message": encoded.message("M", found) if not found["ok"] else None}
+    results["refusals"] = refusals()
     print(json.dumps(results, sort_keys=True, default=lambda value: value.item() if isinstance(value, np.generic) else str(value)))
     return 0
 
