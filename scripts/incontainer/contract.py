@@ -105,7 +105,15 @@ MODULES = {
     "env-check": "incontainer.env_check",
     "convert": "incontainer.steps.convert",
 }
-# Flags both sides spell the same way.
+# Flags of those modules that the host writes into their command lines (or reads among the words a
+# user passes on to them): the host builds arguments with these and the modules' parsers declare them,
+# so a renamed flag cannot leave one side behind. A host option spelled the same is that flag, passed on.
+FLAG_MODEL = "--model"
+FLAG_OUT = "--out"  # a step's output directory
+FLAG_OUTPUT = "--output"  # a step's output file; adopt: the graph's probabilities node
+FLAG_DATA = "--data"
+FLAG_RUN = "--run"
+FLAG_JSON = "--json"
 FLAG_LOAD_OP_LIBRARIES = "--load-op-libraries"
 FLAG_ALLOW_SOFT_PLACEMENT = "--allow-soft-placement"
 FLAG_RUNTIME = "--runtime"
@@ -113,6 +121,48 @@ FLAG_PRECISION = "--precision"
 FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 FLAG_GOLDEN_VERIFIED = "--golden-verified"
 FLAG_CONVERSION_CACHE = "--conversion-cache"
+FLAG_PREPROCESSING = "--preprocessing"
+FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
+FLAG_INTRA_OP_THREADS = "--intra-op-threads"
+FLAG_INTER_OP_THREADS = "--inter-op-threads"
+# infer
+FLAG_FORMAT = "--format"
+FLAG_TOP_K = "--top-k"
+FLAG_BATCH_SIZE = "--batch-size"  # train too
+FLAG_ON_BAD_IMAGE = "--on-bad-image"  # train too
+FLAG_GOLDEN_ONLY = "--golden-only"
+# train and freeze
+FLAG_CHECKPOINT_PATH = "--checkpoint-path"
+FLAG_NUMERICS = "--numerics"
+FLAG_MAX_STEPS = "--max-steps"
+FLAG_LOG_EVERY = "--log-every"
+FLAG_IMAGE_SIZE = "--image-size"  # adopt too
+FLAG_THREADS = "--threads"
+FLAG_INPUT_SIZE = "--input-size"
+FLAG_FOLD_BATCH_NORM = "--fold-batch-norm"
+FLAG_STRIP_UNUSED = "--strip-unused"
+# adopt
+FLAG_INPUT = "--input"  # the graph's input placeholder
+FLAG_LOGITS = "--logits"
+FLAG_LABELS = "--labels"
+FLAG_LABELS_OFFSET = "--labels-offset"
+FLAG_IMAGES = "--images"
+FLAG_OP_LIBRARY = "--op-library"  # doctor too
+FLAG_ENVIRONMENT = "--environment"
+FLAG_ENVIRONMENT_NAME = "--environment-name"
+FLAG_REFERENCE = "--reference"
+# reexport (and the drift matrix's re-exported variants)
+FLAG_CLEAR_DEVICES = "--clear-devices"
+FLAG_STRIP_DEFAULT_ATTRS = "--strip-default-attrs"
+# doctor, probe, bench, heatmap
+FLAG_MANIFEST = "--manifest"
+FLAG_NO_RUN = "--no-run"
+FLAG_PLAN = "--plan"
+FLAG_BATCH = "--batch"
+FLAG_REPEATS = "--repeats"
+FLAG_PROFILE = "--profile"
+FLAG_PEAK = "--peak"
+FLAG_REPORT = "--report"
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "

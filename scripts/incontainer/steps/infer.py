@@ -19,7 +19,9 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start)
+                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start,
+                        FLAG_BATCH_SIZE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
+                        FLAG_TOP_K)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -54,13 +56,13 @@ class InferConfig:
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
     parser = argparse.ArgumentParser(prog="python -m incontainer.steps.infer", description=__doc__)
-    parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
-    parser.add_argument("--output", help="predictions file (JSON lines or CSV)")
-    parser.add_argument("--format", choices=FORMATS, default="jsonl")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--golden-only", action="store_true", help="only verify the golden probe")
-    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
+    parser.add_argument(FLAG_OUTPUT, help="predictions file (JSON lines or CSV)")
+    parser.add_argument(FLAG_FORMAT, choices=FORMATS, default="jsonl")
+    parser.add_argument(FLAG_TOP_K, type=int, default=5)
+    parser.add_argument(FLAG_BATCH_SIZE, type=int, default=16)
+    parser.add_argument(FLAG_GOLDEN_ONLY, action="store_true", help="only verify the golden probe")
+    parser.add_argument(FLAG_ON_BAD_IMAGE, choices=("fail", "skip"), default="fail")
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
                         help="load the custom-op libraries shipped in the model's ops/ folder (runs their code)")
     parser.add_argument("--no-soft-placement", dest="allow_soft_placement", action="store_false",
