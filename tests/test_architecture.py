@@ -81,6 +81,14 @@ def test_no_contract_literal_is_written_outside_the_contract():
     assert offenders == [], "\n".join(offenders)
 
 
+def test_the_cpu_flags_that_decide_numerics_are_listed_only_in_the_contract():
+    listed = set(contract.ONEDNN_DEFAULT_FLAGS)
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {value!r} is in contract.ONEDNN_DEFAULT_FLAGS"
+                 for path in sources(HOST) + sources(CONTAINER) if path != CONTRACT_FILE
+                 for line, value in string_literals(path) if value in listed]
+    assert offenders == [], "\n".join(offenders)
+
+
 def declared_flags() -> set[str]:
     """The contract's flags an in-container parser declares (add_argument(FLAG_...))."""
     found = set()

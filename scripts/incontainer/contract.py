@@ -353,6 +353,15 @@ class ProbeReport:
 
 
 # --- numerics: what decides the bits a run produces (runtime.effective_numerics records them) ---
+# The CPU features that change TensorFlow's kernels or its oneDNN default: recorded per run in the
+# container and for the host of a drift report or benchmark (hostinfo).
+NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
+                  "amx_int8")
+# Those on which TensorFlow turns oneDNN on by itself unless TF_ENABLE_ONEDNN_OPTS says otherwise: the
+# container names the ones that decided a run, the host classes its CPU by them.
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
 def numerics_differences(reference: Optional[dict], actual: Optional[dict]) -> Optional[List[str]]:
     """What differs between two effective settings ([] = same); None when either is unknown, so
     bit-exactness cannot be promised."""
