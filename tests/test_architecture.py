@@ -89,6 +89,28 @@ def test_the_cpu_flags_that_decide_numerics_are_listed_only_in_the_contract():
     assert offenders == [], "\n".join(offenders)
 
 
+def logged_prefixes():
+    """(where, first word) of every progress line the container logs (common.log), from the call's
+    literal start ("" where the message starts with no literal)."""
+    for path in sources(CONTAINER):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "log" and node.args:
+                first = node.args[0]
+                while isinstance(first, ast.BinOp):  # "a: " + ...
+                    first = first.left
+                if isinstance(first, ast.JoinedStr) and first.values:
+                    first = first.values[0]
+                text = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", text.split(" ", 1)[0]
+
+
+def test_every_progress_line_a_container_logs_has_a_prefix_the_host_shows():
+    found = list(logged_prefixes())
+    assert len(found) > 20, "the scan finds the container's log calls"
+    offenders = [f"{where}: {word!r}" for where, word in found if word not in contract.PROGRESS_PREFIXES]
+    assert offenders == [], "\n".join(offenders)
+
+
 def declared_flags() -> set[str]:
     """The contract's flags an in-container parser declares (add_argument(FLAG_...))."""
     found = set()

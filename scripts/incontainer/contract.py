@@ -181,6 +181,19 @@ def last_error(stderr: str) -> Optional[str]:
     return found
 
 
+# --- progress: the lines a container logs for people (incontainer.common.log) ---------------------
+# Each starts with one of these, and the host shows exactly these at its default log level (the rest of
+# a container's stderr, TensorFlow's own chatter, only with -v).
+PROGRESS_KIT = "coldchain:"  # the kit's own, which the error line starts with too
+PROGRESS_PREFIXES = tuple(f"{name}:" for name in (
+    "make_data", "data", "train", "selftest", "freeze", "adopt", "reexport", "convert", "doctor", "infer", "probe",
+    "bench_infer")) + (PROGRESS_KIT,)
+
+
+def is_progress(line: str) -> bool:
+    return line.startswith(PROGRESS_PREFIXES)
+
+
 # --- exit codes: one meaning each, host and container ---------------------------------------------
 class Exit:
     OK = 0
