@@ -111,6 +111,28 @@ def test_every_progress_line_a_container_logs_has_a_prefix_the_host_shows():
     assert offenders == [], "\n".join(offenders)
 
 
+def parser_progs(path: Path) -> list[str]:
+    """How each ArgumentParser in the file names its program: "MODULES[key]" where it is
+    f"python -m {MODULES[key]}", else the source of the prog argument ("" without one)."""
+    progs = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "ArgumentParser":
+            prog = next((keyword.value for keyword in node.keywords if keyword.arg == "prog"), None)
+            parts = prog.values if isinstance(prog, ast.JoinedStr) else []
+            if len(parts) == 2 and isinstance(parts[0], ast.Constant) and parts[0].value == "python -m " and \
+                    isinstance(parts[1].value, ast.Subscript) and getattr(parts[1].value.value, "id", "") == "MODULES":
+                progs.append(f"MODULES[{ast.literal_eval(parts[1].value.slice)!r}]")
+            else:
+                progs.append(ast.unparse(prog) if prog is not None else "")
+    return progs
+
+
+@pytest.mark.parametrize("key", sorted(contract.MODULES))
+def test_every_module_the_host_runs_names_itself_as_the_contract_does(key):
+    path = CONTAINER.parent / (contract.MODULES[key].replace(".", "/") + ".py")
+    assert parser_progs(path) == [f"MODULES[{key!r}]"]
+
+
 def declared_flags() -> set[str]:
     """The contract's flags an in-container parser declares (add_argument(FLAG_...))."""
     found = set()

@@ -25,8 +25,8 @@ import numpy as np
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        FLAG_OP_LIBRARY, MANIFEST_FILE, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC,
-                        Code, exit_for_outcome)
+                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN,
+                        STAGE_STATIC, Code, exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
                               import_graph, model_path, parse_graph_def, placeholder_shape, placeholders,
@@ -432,7 +432,7 @@ def _environment_findings(manifest: dict, runtime: dict) -> list:
 
 
 def parse_args(argv: Optional[Sequence[str]]):
-    parser = argparse.ArgumentParser(prog="python -m incontainer.diagnosis.doctor", description=__doc__,
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['doctor']}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="frozen model.pb (binary or text), or the model directory holding it")
     parser.add_argument(FLAG_MANIFEST, help="manifest.json (default: the one beside the model, if any)")

@@ -10,7 +10,7 @@ import os
 from typing import Sequence
 
 from ..common import InsideError, log, quiet_tensorflow_logs, run_main
-from ..contract import FLAG_DATA, FLAG_IMAGE_SIZE, FLAG_OUT
+from ..contract import FLAG_DATA, FLAG_IMAGE_SIZE, FLAG_OUT, MODULES
 
 OFFICIAL_CLASSES = 1000
 PROBE_VARIABLE = "resnet_v1_50/conv1/weights"
@@ -77,7 +77,7 @@ def run_selftest(work: str, data: str | None, steps: int) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int | None:
     quiet_tensorflow_logs()
-    parser = argparse.ArgumentParser(prog="python -m incontainer.checkpoint_selftest", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['checkpoint']}", description=__doc__)
     parser.add_argument("--work", FLAG_OUT, dest="work", required=True,
                         help="scratch directory (must not hold a previous self-test)")
     parser.add_argument("--write-checkpoint-only", action="store_true",

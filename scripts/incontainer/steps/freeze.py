@@ -17,7 +17,8 @@ from ..contract import (GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN
                         GOLDEN_RAW_PREPROCESSED_KEY, INPUT_NODE, LOGITS_NODE, MANIFEST_FILE, MANIFEST_FORMAT,
                         MANIFEST_SCHEMA_VERSION, MODEL_FILE, OPS_DIR, PROBABILITIES_NODE, RUN_CONFIG_FILE,
                         LABELS_FILE, TOP_K_NODE, tensor_name,
-                        FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS)
+                        FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS,
+                        MODULES)
 from ..data.labels import read_labels_file
 from ..data.preprocess import PreprocessSpec
 from ..graph.graphdef import graph_stats, op_inventory
@@ -54,7 +55,7 @@ class TrainingRun:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
-    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.freeze", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['freeze']}", description=__doc__)
     parser.add_argument(FLAG_RUN, required=True, help="training run directory (config.json, labels.txt, checkpoints)")
     parser.add_argument(FLAG_OUT, required=True, help="model directory to write")
     parser.add_argument("--keep-devices", action="store_true", help="keep device strings (default: cleared)")

@@ -21,7 +21,7 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
                         RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start,
                         FLAG_BATCH_SIZE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
-                        FLAG_TOP_K)
+                        FLAG_TOP_K, MODULES)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -55,7 +55,7 @@ class InferConfig:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
-    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.infer", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['infer']}", description=__doc__)
     parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
     parser.add_argument(FLAG_OUTPUT, help="predictions file (JSON lines or CSV)")
     parser.add_argument(FLAG_FORMAT, choices=FORMATS, default="jsonl")
