@@ -365,6 +365,53 @@ class ProbeReport:
         return {name: cls.from_json(json.dumps(report)) for name, report in data.items()}
 
 
+# --- a golden check infer passed, kept by the host for the next run (FLAG_GOLDEN_VERIFIED) --------
+@dataclass(frozen=True)
+class KeptGolden:
+    """A passing golden check as the host keeps it (coldchain/steps/golden_cache.py) and hands it back to
+    infer (FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED). It stands in for the probe only while the model,
+    the effective numerics and the runtime are the ones it ran with: any other would compute other bits."""
+
+    golden: Dict[str, Any]  # infer's summary["golden"] of the run that passed
+    model: Optional[str] = None  # the model's sha256
+    numerics: Optional[Dict[str, Any]] = None  # numerics.effective() of that run
+    runtime: Optional[Dict[str, Any]] = None  # name, versions, declared/effective precision
+    verified_at: Optional[str] = None  # UTC, ISO 8601
+
+    MATCHED = ("model", "numerics", "runtime")  # what must equal the run at hand (from infer's summary)
+
+    @classmethod
+    def from_summary(cls, summary: Dict[str, Any], verified_at: str) -> Optional["KeptGolden"]:
+        """The check worth keeping from infer's summary: one that passed and ran just now (a kept one is
+        not dated again); None otherwise."""
+        golden = summary.get("golden") or {}
+        if golden.get("ok") is not True or "cached" in golden:
+            return None
+        return cls(golden=golden, verified_at=verified_at, **{key: summary.get(key) for key in cls.MATCHED})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "KeptGolden":
+        """Raises ValueError when the text is not a kept check (not an object, or no golden result in it)."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("golden"), dict):
+            raise ValueError("not a kept golden check (a JSON object with a golden result)")
+        return cls(**{field.name: data.get(field.name) for field in fields(cls)})
+
+    def differences(self, summary: Dict[str, Any]) -> List[str]:
+        """Which of MATCHED differ between the run this check was made in and the one at hand ([]: none)."""
+        return [key for key in self.MATCHED if getattr(self, key) != summary.get(key)]
+
+    def reused(self) -> Dict[str, Any]:
+        """The golden result this check stands in for, marked as kept from when it ran."""
+        return {**self.golden, "cached": {"verified_at": self.verified_at}}
+
+
 # --- numerics: what decides the bits a run produces (runtime.effective_numerics records them) ---
 # The CPU features that change TensorFlow's kernels or its oneDNN default: recorded per run in the
 # container and for the host of a drift report or benchmark (hostinfo).

@@ -21,7 +21,7 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
                         RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start,
                         FLAG_BATCH_SIZE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
-                        FLAG_TOP_K, MODULES)
+                        FLAG_TOP_K, MODULES, KeptGolden)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -442,19 +442,18 @@ def verified_earlier(config: InferConfig, summary: dict) -> Optional[dict]:
         return None
     try:
         with open(config.golden_verified) as handle:
-            earlier = json.load(handle)
-        same = {key: earlier.get(key) == summary.get(key) for key in ("model", "numerics", "runtime")}
-        golden = earlier["golden"]
-        if not all(same.values()) or golden.get("ok") is not True:
-            log(f"infer: the kept golden check does not apply ({', '.join(k for k, v in same.items() if not v) or 'it failed'}"
+            earlier = KeptGolden.from_json(handle.read())
+        differing = earlier.differences(summary)
+        if differing or earlier.golden.get("ok") is not True:
+            log(f"infer: the kept golden check does not apply ({', '.join(differing) or 'it failed'}"
                 " differs); running the probe")
             return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         log(f"infer: the kept golden check is unreadable ({error}); running the probe")
         return None
-    log(f"infer: golden probe passed earlier for this model, image and numerics ({earlier.get('verified_at')}); "
+    log(f"infer: golden probe passed earlier for this model, image and numerics ({earlier.verified_at}); "
         "not run again")
-    return {**golden, "cached": {"verified_at": earlier.get("verified_at")}}
+    return earlier.reused()
 
 
 def startup(config: InferConfig, predictor: Predictor) -> dict:
