@@ -1,8 +1,9 @@
 """The contract between the host (coldchain/) and the containers (incontainer/), written once.
 
 Everything both sides must agree on lives here and nowhere else: outcome and finding codes (in
-priority order), exit codes, environment variables, file, node and module names, mount points,
-the error-line format and the probe's JSON keys. The host loads this very file (coldchain/contract.py)
+priority order), exit codes, environment variables, file, node and module names, the modules' flags,
+mount points, the error-line format, progress prefixes, the numerics CPU flags, the probe's JSON keys
+and the kept golden check. The host loads this very file (coldchain/contract.py)
 and the images carry it inside incontainer/, so it must stay dependency-free and run on every
 Python the drift matrix covers (3.9+).
 """
