@@ -7,10 +7,8 @@ import os
 import platform
 from pathlib import Path
 
-# The flags that decide TensorFlow's oneDNN default and the kernels that run (same list as the
-# container side's runtime.NUMERICS_FLAGS, which records them per run).
-NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
-                  "amx_int8")
+from .contract import NUMERICS_FLAGS, ONEDNN_DEFAULT_FLAGS
+
 FMA_PIPES_PER_CORE = 2  # Zen 2-4 and Intel server cores since Haswell issue two FMAs per cycle
 
 
@@ -43,7 +41,7 @@ def numerics_flags() -> list[str]:
 def cpu_class() -> str:
     """The class that decides TensorFlow's oneDNN default (and OpenVINO's bf16 default)."""
     flags = cpu_flags()
-    if flags & {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"}:
+    if flags & set(ONEDNN_DEFAULT_FLAGS):
         return "avx512-vnni"
     return "avx2" if "avx2" in flags else "other"
 

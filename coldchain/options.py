@@ -9,9 +9,13 @@ from pathlib import Path
 import click
 
 from .config import BASES, IMAGES, LOCKS
-from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_LOAD_OP_LIBRARIES,
-                       FLAG_PRECISION, FLAG_RUNTIME, PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
-                       RUNTIME_FASTEST, RUNTIME_TENSORFLOW, RUNTIMES)
+from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CHECKPOINT_PATH,
+                       FLAG_CLEAR_DEVICES, FLAG_DATA, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_JSON, FLAG_LABELS,
+                       FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST, FLAG_MODEL, FLAG_NO_RUN,
+                       FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION, FLAG_PREPROCESSING,
+                       FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME, FLAG_STRIP_DEFAULT_ATTRS,
+                       PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
+                       RUNTIME_TENSORFLOW)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -20,7 +24,7 @@ verbose = click.option("-v", "--verbose", count=True, help="More log output (rep
 quiet = click.option("-q", "--quiet", count=True, help="Less log output.")
 project = option("--project", type=PathType(file_okay=False), default=None, envvar="COLDCHAIN_PROJECT",
                  help="The coldchain checkout (default: found from the current directory).")
-json_output = click.option("--json", "as_json", is_flag=True, help="Write the result as JSON on stdout.")
+json_output = click.option(FLAG_JSON, "as_json", is_flag=True, help="Write the result as JSON on stdout.")
 prefix = option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
                 help="Image name prefix; tests use a unique one per run.")
 base_image = option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
@@ -46,26 +50,26 @@ memory = option("--memory", default="8g", show_default=True, envvar="COLDCHAIN_M
 timeout = option("--timeout", "timeout_s", type=click.FloatRange(1, None), default=None, envvar="COLDCHAIN_TIMEOUT",
                  help="Kill a step's container after this many seconds (default: 4 h for train, 30 min otherwise).")
 
-out_dir = click.option("--out", "out", type=PathType(), required=True,
+out_dir = click.option(FLAG_OUT, "out", type=PathType(), required=True,
                        help="Where the step writes its result (replaced only when the step succeeds).")
-data_dir = click.option("--data", type=PathType(), required=True,
+data_dir = click.option(FLAG_DATA, type=PathType(), required=True,
                         help="Dataset: one subfolder per class (JPEG/PNG), or slim TFRecords.")
-run_dir = click.option("--run", "run", type=PathType(), required=True,
+run_dir = click.option(FLAG_RUN, "run", type=PathType(), required=True,
                        help="A training run directory (checkpoints, config.json).")
-model_dir = click.option("--model", type=PathType(), required=True,
+model_dir = click.option(FLAG_MODEL, type=PathType(), required=True,
                          help="A model directory (model.pb, manifest.json, golden.npz), or the model.pb in it.")
 model_argument = click.argument("model", type=PathType())
-checkpoint = click.option("--checkpoint-path", type=PathType(), default=None,
+checkpoint = click.option(FLAG_CHECKPOINT_PATH, type=PathType(), default=None,
                           help="Fine-tune from this checkpoint (file prefix or directory).")
 passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 images_and_passthrough = click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[IMAGE]...")
-output_file = click.option("--output", type=PathType(), default=None,
+output_file = click.option(FLAG_OUTPUT, type=PathType(), default=None,
                            help="Predictions file (.jsonl or .csv), and the summary as JSON on stdout. Without it, "
                                 "each image's top 5 is printed as label_image prints it (--format jsonl or csv: the "
                                 "predictions in that format instead).")
-inputs = click.option("--input", "inputs", multiple=True, type=PathType(),
+inputs = click.option(FLAG_INPUT, "inputs", multiple=True, type=PathType(),
                       help="An image file or a directory of images (repeatable); or name them as arguments.")
-manifest = click.option("--manifest", type=PathType(dir_okay=False), default=None,
+manifest = click.option(FLAG_MANIFEST, type=PathType(dir_okay=False), default=None,
                         help="manifest.json (default: the one beside the model).")
 load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
                                  help="Load the model's shipped custom-op libraries (runs their code).")
@@ -94,14 +98,14 @@ matrix = option("--matrix", "matrix_path", type=PathType(dir_okay=False), defaul
 cases = click.option("--case", "cases", multiple=True, help="Run only these cases (repeatable).")
 jobs = option("--jobs", type=click.IntRange(0, 64), default=0, show_default=True, envvar="COLDCHAIN_JOBS",
               help="Cases run at once (0: one per two cores, at least one).")
-drift_model = click.option("--model", type=PathType(), default=Path("out/model"), show_default=True,
+drift_model = click.option(FLAG_MODEL, type=PathType(), default=Path("out/model"), show_default=True,
                            help="The model every environment must load: make freeze's, or one made by adopt (its "
                                 "directory, or the model.pb in it).")
-drift_run = click.option("--run", "run", type=PathType(), default=None,
+drift_run = click.option(FLAG_RUN, "run", type=PathType(), default=None,
                          help="The training run the re-frozen variants are made from (default: out/run when --model "
                               "is out/model; none for an adopted model, whose re-frozen variants are then not "
                               "applicable).")
-drift_out = click.option("--out", "out", type=PathType(), default=Path("out/drift"), show_default=True,
+drift_out = click.option(FLAG_OUT, "out", type=PathType(), default=Path("out/drift"), show_default=True,
                          help="Report directory (JSON, Markdown, JUnit XML, heatmap PNG; variants in models/).")
 shard = option("--shard", default=None, envvar="COLDCHAIN_SHARD", metavar="I/N",
                help="Run only shard I of N (1-based), as drift-plan splits the matrix. Without it, a CI job "
@@ -118,35 +122,35 @@ isolate = click.option("--isolate", is_flag=True,
                             "variables share a container (one TensorFlow import); a case loading an op library "
                             "always runs alone.")
 partials = click.argument("partials", nargs=-1, required=True, type=PathType())
-merge_out = click.option("--out", "out", type=PathType(), default=Path("out/drift"), show_default=True,
+merge_out = click.option(FLAG_OUT, "out", type=PathType(), default=Path("out/drift"), show_default=True,
                          help="Where the merged report goes (the names an unsharded run writes).")
 no_heatmap = click.option("--no-heatmap", is_flag=True,
                           help="Skip the heatmap PNG (drawn in the inference image, which is built if missing).")
 env_name = click.option("--env", "env_name", default=None, help="A drift-matrix environment's runtime.")
 image_tag = click.option("--image", "image_tag", default=None, help="The runtime in this image (any local tag).")
 
-adopt_out = click.option("--out", "out", type=PathType(), default=Path("out/adopted"), show_default=True,
+adopt_out = click.option(FLAG_OUT, "out", type=PathType(), default=Path("out/adopted"), show_default=True,
                          help="The model directory to write (model, manifest.json, golden.npz).")
-labels_file = click.option("--labels", type=PathType(dir_okay=False), default=None,
+labels_file = click.option(FLAG_LABELS, type=PathType(dir_okay=False), default=None,
                            help="The model's labels: one class name per line, or slim's id:name lines.")
-labels_offset = click.option("--labels-offset", type=click.IntRange(0, 1), default=None,
+labels_offset = click.option(FLAG_LABELS_OFFSET, type=click.IntRange(0, 1), default=None,
                              help="1 when class 0 is slim's background (default: 1 for slim's 1001 classes with "
                                   "a 1000-name labels file).")
-own_images = click.option("--images", type=PathType(file_okay=False), default=None,
+own_images = click.option(FLAG_IMAGES, type=PathType(file_okay=False), default=None,
                           help="A few of your own images, added to the golden probe.")
-preprocessing = click.option("--preprocessing", default="vgg", show_default=True,
+preprocessing = click.option(FLAG_PREPROCESSING, default="vgg", show_default=True,
                              help="Preprocessing preset as slim names it: vgg (resnet_v1's), inception, coldchain.")
-preprocessing_fields = click.option("--preprocessing-field", "preprocessing_fields", multiple=True,
+preprocessing_fields = click.option(FLAG_PREPROCESSING_FIELD, "preprocessing_fields", multiple=True,
                                     metavar="FIELD=VALUE", help="Change one field of the preset (repeatable).")
-graph_input = click.option("--input", "graph_input", default=None,
+graph_input = click.option(FLAG_INPUT, "graph_input", default=None,
                            help="The input placeholder (default: the graph's only one).")
-graph_output = click.option("--output", "graph_output", default=None,
+graph_output = click.option(FLAG_OUTPUT, "graph_output", default=None,
                             help="The probabilities output (default: slim's resnet_v1_50/predictions/Reshape_1).")
-graph_logits = click.option("--logits", "graph_logits", default=None,
+graph_logits = click.option(FLAG_LOGITS, "graph_logits", default=None,
                             help="The logits output (default: slim's SpatialSqueeze or logits/BiasAdd).")
-image_size = click.option("--image-size", type=click.IntRange(16, 4096), default=None,
+image_size = click.option(FLAG_IMAGE_SIZE, type=click.IntRange(16, 4096), default=None,
                           help="The image size where the placeholder leaves it open.")
-op_library = click.option("--op-library", "op_libraries", multiple=True, type=PathType(dir_okay=False),
+op_library = click.option(FLAG_OP_LIBRARY, "op_libraries", multiple=True, type=PathType(dir_okay=False),
                           help="A custom-op library the graph needs (repeatable); it ships with the model.")
 requirements = option("--requirements", type=PathType(dir_okay=False), default=None, envvar="COLDCHAIN_REQUIREMENTS",
                       help="The requirements of the environment that froze the model (pip freeze or "
@@ -160,7 +164,7 @@ reference_image = click.option("--reference-image", default=None,
 reference_env = click.option("--reference-env", default=None,
                              help="Compute the golden in this drift-matrix environment.")
 
-archive_out = click.option("--out", "archive", type=PathType(dir_okay=False), required=True,
+archive_out = click.option(FLAG_OUT, "archive", type=PathType(dir_okay=False), required=True,
                            help="The image archive to write (a docker save tar, written under a temporary name "
                                 "and renamed when complete).")
 archive_in = click.argument("archive", type=PathType(dir_okay=False))
@@ -174,11 +178,11 @@ golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_def
                            "golden arrays, runtime, precision and effective numerics) instead of running the probe "
                            "again; --golden-only always runs it.")
 
-no_run = click.option("--no-run", "run", is_flag=True, flag_value=False, default=True,
+no_run = click.option(FLAG_NO_RUN, "run", is_flag=True, flag_value=False, default=True,
                       help="Stop after the import stage (do not execute the graph once).")
-clear_devices = click.option("--clear-devices", is_flag=True,
+clear_devices = click.option(FLAG_CLEAR_DEVICES, is_flag=True,
                              help="Empty every node's device field (pins to GPUs or cluster jobs).")
-strip_default_attrs = click.option("--strip-default-attrs", is_flag=True,
+strip_default_attrs = click.option(FLAG_STRIP_DEFAULT_ATTRS, is_flag=True,
                                    help="Drop attributes that hold their default (older runtimes).")
 with_env = click.option("--with", "with_env", default=None,
                         help="Re-export in this drift-matrix environment (default: the inference image).")
@@ -194,7 +198,7 @@ no_inference = click.option("--no-inference", is_flag=True, help="Skip the infer
 quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
                                                   "machinery and writes bench/results-quick.json, not the README's "
                                                   "numbers.")
-repeats = click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+repeats = click.option(FLAG_REPEATS, type=click.IntRange(1, 50), default=3, show_default=True,
                        help="Repeats of each build measurement.")
 no_adopt = click.option("--no-adopt", is_flag=True,
                         help="Skip timing adopt (default environment, and your own requirements).")
@@ -206,7 +210,7 @@ no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a sh
                                                                "in the job, archive save/load, registry push/pull).")
 no_reproducibility = click.option("--no-reproducibility", is_flag=True,
                                   help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
-bench_run = click.option("--run", "run", type=PathType(), default=Path("out/run"), show_default=True,
+bench_run = click.option(FLAG_RUN, "run", type=PathType(), default=Path("out/run"), show_default=True,
                          help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 
 

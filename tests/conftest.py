@@ -127,13 +127,17 @@ env = "infer-cpu"
 expect = "bit-exact"
 """
 
-TINY_DATA = ("--classes", "3", "--train-per-class", "12", "--val-per-class", "4", "--size", "32", "--seed", "5")
-TINY_TRAIN = ("--image-size", "32", "--max-steps", "4", "--batch-size", "8", "--log-every", "2")
+# The one tiny chain (tiny_chain) and its sizes, which tests count with.
+TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS, TINY_STEPS = 3, 12, 4, 4
+TINY_DATA = ("--classes", str(TINY_CLASSES), "--train-per-class", str(TINY_TRAIN_PER_CLASS), "--val-per-class",
+             str(TINY_VAL_PER_CLASS), "--size", "32", "--seed", "5")
+TINY_TRAIN = ("--image-size", "32", "--max-steps", str(TINY_STEPS), "--batch-size", "8", "--log-every", "2")
 
 
 @pytest.fixture(scope="session")
 def kit_images(docker_engine, project, run_id, session_tags):
-    """The CPU train and infer images under this session's prefix (Docker's layer cache makes it quick)."""
+    """The CPU train and infer images under this session's prefix, by role ("train", "infer"): the one
+    build of them every Docker test shares (Docker's layer cache makes it quick)."""
     from coldchain.config import IMAGES
     from coldchain.environments.images import BuildOptions, build_images
 
@@ -145,7 +149,8 @@ def kit_images(docker_engine, project, run_id, session_tags):
 
 @pytest.fixture(scope="session")
 def tiny_chain(docker_engine, project, run_id, kit_images, tmp_path_factory):
-    """A 4-step training run on 32 px data and its frozen model: enough to make model variants from."""
+    """data/, run/ and model/ of a TINY_STEPS-step training run on 32 px data, frozen: the one chain every
+    Docker test shares, enough to make model variants from. Tests write their own outputs elsewhere."""
     from coldchain.steps.pipeline import StepConfig, run_step
 
     work = tmp_path_factory.mktemp("tiny")

@@ -49,6 +49,8 @@ def contract_strings() -> dict[str, str]:
 
 
 TENSOR_NAME = re.compile(r"^(input|logits|probabilities|top_k):\d+$")
+# Literals that spell a contract value but belong to another program: pip's own --report.
+NOT_THE_CONTRACT = {("coldchain/environments/requirements.py", "--report")}
 
 
 def string_literals(path: Path):
@@ -70,11 +72,80 @@ def test_no_contract_literal_is_written_outside_the_contract():
         if path == CONTRACT_FILE:
             continue
         for line, value in string_literals(path):
+            if (str(path.relative_to(ROOT)), value) in NOT_THE_CONTRACT:
+                continue
             if value in wanted:
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {value!r} is contract.{wanted[value]}")
             elif TENSOR_NAME.match(value):
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: {value!r} is contract.tensor_name(...)")
     assert offenders == [], "\n".join(offenders)
+
+
+def test_the_cpu_flags_that_decide_numerics_are_listed_only_in_the_contract():
+    listed = set(contract.ONEDNN_DEFAULT_FLAGS)
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {value!r} is in contract.ONEDNN_DEFAULT_FLAGS"
+                 for path in sources(HOST) + sources(CONTAINER) if path != CONTRACT_FILE
+                 for line, value in string_literals(path) if value in listed]
+    assert offenders == [], "\n".join(offenders)
+
+
+def logged_prefixes():
+    """(where, first word) of every progress line the container logs (common.log), from the call's
+    literal start ("" where the message starts with no literal)."""
+    for path in sources(CONTAINER):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "log" and node.args:
+                first = node.args[0]
+                while isinstance(first, ast.BinOp):  # "a: " + ...
+                    first = first.left
+                if isinstance(first, ast.JoinedStr) and first.values:
+                    first = first.values[0]
+                text = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else ""
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", text.split(" ", 1)[0]
+
+
+def test_every_progress_line_a_container_logs_has_a_prefix_the_host_shows():
+    found = list(logged_prefixes())
+    assert len(found) > 20, "the scan finds the container's log calls"
+    offenders = [f"{where}: {word!r}" for where, word in found if word not in contract.PROGRESS_PREFIXES]
+    assert offenders == [], "\n".join(offenders)
+
+
+def parser_progs(path: Path) -> list[str]:
+    """How each ArgumentParser in the file names its program: "MODULES[key]" where it is
+    f"python -m {MODULES[key]}", else the source of the prog argument ("" without one)."""
+    progs = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "ArgumentParser":
+            prog = next((keyword.value for keyword in node.keywords if keyword.arg == "prog"), None)
+            parts = prog.values if isinstance(prog, ast.JoinedStr) else []
+            if len(parts) == 2 and isinstance(parts[0], ast.Constant) and parts[0].value == "python -m " and \
+                    isinstance(parts[1].value, ast.Subscript) and getattr(parts[1].value.value, "id", "") == "MODULES":
+                progs.append(f"MODULES[{ast.literal_eval(parts[1].value.slice)!r}]")
+            else:
+                progs.append(ast.unparse(prog) if prog is not None else "")
+    return progs
+
+
+@pytest.mark.parametrize("key", sorted(contract.MODULES))
+def test_every_module_the_host_runs_names_itself_as_the_contract_does(key):
+    path = CONTAINER.parent / (contract.MODULES[key].replace(".", "/") + ".py")
+    assert parser_progs(path) == [f"MODULES[{key!r}]"]
+
+
+def declared_flags() -> set[str]:
+    """The contract's flags an in-container parser declares (add_argument(FLAG_...))."""
+    found = set()
+    for path in sources(CONTAINER):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+                found.update(arg.id for arg in node.args if isinstance(arg, ast.Name) and arg.id.startswith("FLAG_"))
+    return found
+
+
+def test_every_contract_flag_is_one_a_container_module_declares():
+    flags = {name for name in vars(contract) if name.startswith("FLAG_")}
+    assert sorted(flags - declared_flags()) == []
 
 
 def _module_name(path: Path, root: Path, package: str) -> str:

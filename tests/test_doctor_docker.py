@@ -25,14 +25,14 @@ VARIANTS = ("custom-op", "gpu-pinned", "gpu-pinned-default-freeze", "training-mo
 
 
 @pytest.fixture(scope="session")
-def broken_models(docker_engine, project, run_id, session_tags, kit_images, tiny_chain):
+def broken_models(docker_engine, project, run_id, session_tags, kit_images, tiny_chain, tmp_path_factory):
     matrix = load_matrix(project.path("drift/matrix.toml"))
     session_tags.append(f"{run_id}-opbuild:cpu")
     session_tags.extend(matrix.envs[name].image_spec().tag(run_id) for name in ("tf2.7-py3.9", "tf2.21-py3.11"))
     (tf221,) = build_images(docker_engine, project, [matrix.envs["tf2.21-py3.11"].image_spec()],
                             BuildOptions(prefix=run_id))
-    options = DriftOptions(model=tiny_chain / "model", run=tiny_chain / "run", out=tiny_chain / "drift", prefix=run_id,
-                           run_id=run_id)
+    options = DriftOptions(model=tiny_chain / "model", run=tiny_chain / "run", out=tmp_path_factory.mktemp("drift"),
+                           prefix=run_id, run_id=run_id)
     paths = make_variants(docker_engine, project, matrix, options, set(VARIANTS) | {"default"},
                           {"training": kit_images["train"], "tf2.21-py3.11": tf221})
     return {"paths": paths}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from coldchain.config import Project
+from coldchain.contract import KeptGolden
 from coldchain.steps.golden_cache import cache_file, remember
 
 FP32 = {"name": "tensorflow", "precision": "fp32", "bf16_tolerance": 0.03}
@@ -42,3 +45,25 @@ def test_only_a_fresh_passing_check_is_kept(tmp_path):
     remember(kept, {**summary, "golden": {"ok": True, "top1": {"agree": 4}}})
     entry = json.loads(kept.read_text())
     assert entry["model"] == "abc" and entry["numerics"] == summary["numerics"] and entry["verified_at"]
+
+
+def test_what_the_host_keeps_is_what_the_container_reads_back(tmp_path):
+    kept = tmp_path / "kept.json"
+    summary = {"model": "abc", "numerics": {"onednn": {"enabled": True}}, "runtime": {"name": "tensorflow"},
+               "golden": {"ok": True, "top1": {"agree": 4}}, "images": 3}
+    remember(kept, summary)
+    earlier = KeptGolden.from_json(kept.read_text())
+    assert earlier == KeptGolden(golden=summary["golden"], model="abc", numerics=summary["numerics"],
+                                 runtime=summary["runtime"], verified_at=earlier.verified_at)
+    assert json.loads(kept.read_text()) == earlier.to_dict() and set(earlier.to_dict()) == {
+        "golden", "model", "numerics", "runtime", "verified_at"}
+    assert earlier.differences(summary) == []
+    assert earlier.differences({**summary, "numerics": {"onednn": {"enabled": False}}, "model": "def"}) == [
+        "model", "numerics"]
+    assert earlier.reused() == {"ok": True, "top1": {"agree": 4}, "cached": {"verified_at": earlier.verified_at}}
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"golden": null, "model": "abc"}', "not json"])
+def test_a_kept_check_without_its_golden_result_is_refused(text):
+    with pytest.raises(ValueError):
+        KeptGolden.from_json(text)

@@ -23,23 +23,14 @@ from coldchain.environments.wheelhouse import Wheelhouse
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="session")
-def cpu_images(docker_engine, project, run_id, session_tags):
-    built = {}
-    for name in ("train-cpu", "infer-cpu"):
-        session_tags.append(IMAGES[name].tag(run_id))  # registered before it can exist
-        built[name] = build_image(docker_engine, project, IMAGES[name], BuildOptions(prefix=run_id))
-    return built
-
-
 def run_in(engine, image: str, *command: str, run_id: str) -> str:
     result = engine.run(RunSpec(image=image, command=command, labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
     assert result.exit_code == 0, result.stderr[-3000:]
     return result.stdout
 
 
-def test_labels_record_the_environment(cpu_images, project):
-    for name, built in cpu_images.items():
+def test_labels_record_the_environment(kit_images, project):
+    for role, built in kit_images.items():
         labels = built.info.labels
         lock_path = project.path(labels["io.coldchain.lock.file"])
         assert labels["io.coldchain.lock.sha256"] == hashlib.sha256(lock_path.read_bytes()).hexdigest()
@@ -47,7 +38,7 @@ def test_labels_record_the_environment(cpu_images, project):
         assert labels["io.coldchain.numpy.version"]
         assert labels["io.coldchain.python.version"].startswith("3.11.")
         assert labels["io.coldchain.device"] == "cpu"
-        assert labels["io.coldchain.role"] == name.split("-")[0]
+        assert labels["io.coldchain.role"] == role
         assert labels["org.opencontainers.image.base.digest"] == built.base.image_id
         # Built now: this checkout's commit exactly. Reused (identical inputs), it keeps the commit of the
         # build that made it, which only test_unchanged_rebuild_comes_from_cache's forced build pins down.
@@ -55,8 +46,8 @@ def test_labels_record_the_environment(cpu_images, project):
             assert labels["org.opencontainers.image.revision"] == git_revision(project.root)
 
 
-def test_recorded_environment_matches_the_labels(docker_engine, cpu_images, run_id):
-    for built in cpu_images.values():
+def test_recorded_environment_matches_the_labels(docker_engine, kit_images, run_id):
+    for built in kit_images.values():
         environment = json.loads(run_in(docker_engine, built.tag, "cat", "/opt/coldchain/environment.json", run_id=run_id))
         assert environment["versions"]["tensorflow"] == built.info.labels["io.coldchain.tensorflow.version"]
         assert environment["versions"]["numpy"] == built.info.labels["io.coldchain.numpy.version"]
@@ -65,23 +56,23 @@ def test_recorded_environment_matches_the_labels(docker_engine, cpu_images, run_
         assert any(line.startswith("python3\t") for line in packages.splitlines())
 
 
-def test_inference_image_is_non_root_and_has_no_slim(docker_engine, cpu_images, run_id):
+def test_inference_image_is_non_root_and_has_no_slim(docker_engine, kit_images, run_id):
     probe = "import os, importlib.util as u; print(os.getuid(), u.find_spec('tf_slim') is None, u.find_spec('PIL') is not None)"
-    assert run_in(docker_engine, cpu_images["infer-cpu"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "True", "True"]
-    assert run_in(docker_engine, cpu_images["train-cpu"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "False", "True"]
+    assert run_in(docker_engine, kit_images["infer"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "True", "True"]
+    assert run_in(docker_engine, kit_images["train"].tag, "python", "-c", probe, run_id=run_id).split() == ["10001", "False", "True"]
 
 
-def test_images_hold_no_wheels_or_pip_cache(docker_engine, cpu_images, run_id):
+def test_images_hold_no_wheels_or_pip_cache(docker_engine, kit_images, run_id):
     probe = ("import glob, os; print([p for pattern in ('/tmp/coldchain/**', '/root/.cache/pip/**', '/opt/**/*.whl') "
              "for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)])")
-    for built in cpu_images.values():
+    for built in kit_images.values():
         # No tmpfs over /tmp here: the image's own /tmp is what is inspected.
         result = docker_engine.run(RunSpec(image=built.tag, command=("python", "-c", probe), tmpfs={},
                                            labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
         assert result.exit_code == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
-def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, run_id):
+def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, kit_images, run_id):
     """The build never needs the host's CA bundle or any credential (the wheelhouse is local), and
     none may hide in a layer: not in the files, the environment, or the recorded build commands."""
     suspicious = ("/etc/coldchain-ca.pem", "/root/.netrc", "/root/.pypirc", "/etc/pip.conf", "/root/.config/pip",
@@ -89,7 +80,7 @@ def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, 
     probe = (f"import os, json; print(json.dumps({{'files': [p for p in {list(suspicious)!r} if os.path.exists(p)], "
              "'env': sorted(k for k in os.environ if any(w in k.upper() for w in "
              "('CERT', 'TOKEN', 'PASSWORD', 'SECRET', 'INDEX_URL', 'PROXY')))}))")
-    for built in cpu_images.values():
+    for built in kit_images.values():
         result = docker_engine.run(RunSpec(image=built.tag, command=("python", "-c", probe), tmpfs={},
                                            labels={KIT_LABEL: "coldchain", "io.coldchain.run": run_id}))
         assert result.exit_code == 0, result.stderr[-2000:]
@@ -99,9 +90,9 @@ def test_no_layer_carries_credentials_or_a_ca_bundle(docker_engine, cpu_images, 
             assert word not in history, word
 
 
-def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, run_id, caplog, request):
+def test_unchanged_rebuild_comes_from_cache(docker_engine, project, kit_images, run_id, caplog, request):
     again = build_image(docker_engine, project, IMAGES["infer-cpu"], BuildOptions(prefix=run_id))
-    assert again.reused and again.info.id == cpu_images["infer-cpu"].info.id
+    assert again.reused and again.info.id == kit_images["infer"].info.id
     caplog.set_level(logging.DEBUG, logger="coldchain.environments.images")
     # Under a name of its own: the session's tag must keep naming the image other tests were given
     # (an image reused from an earlier commit gets a new id here, from its newer revision label).
@@ -114,7 +105,7 @@ def test_unchanged_rebuild_comes_from_cache(docker_engine, project, cpu_images, 
     # The install stage was removed after the first build, so pip ran again; the venv it made is
     # byte-identical (SOURCE_DATE_EPOCH), so every layer of the image comes from the cache.
     layers = lambda ref: docker_engine.client.images.get(ref).attrs["RootFS"]["Layers"]  # noqa: E731
-    assert layers(forced.info.id) == layers(cpu_images["infer-cpu"].info.id)
+    assert layers(forced.info.id) == layers(kit_images["infer"].info.id)
     lines = [r.getMessage().split(" | ", 1)[-1] for r in caplog.records if r.name == "coldchain.environments.images"]
     froms = [i for i, line in enumerate(lines) if line.startswith("Step ") and " : FROM " in line]
     assert len(froms) == 2, "\n".join(lines)
@@ -147,7 +138,7 @@ def test_edited_hash_in_lock_fails_naming_the_package(project, run_id, tmp_path)
     assert "six==" in result.stderr and "requirements-infer.lock" in result.stderr, result.stderr
 
 
-def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, cpu_images, run_id, tmp_path):
+def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, kit_images, run_id, tmp_path):
     """Second line of defence: even a context that skipped the host check cannot install a wheel
     whose hash the lock does not pin."""
     spec = IMAGES["infer-cpu"]
@@ -168,33 +159,33 @@ def test_pip_in_the_image_refuses_a_swapped_wheel(docker_engine, project, cpu_im
     tag = f"{run_id}-tampered:cpu"
     with pytest.raises(BuildError) as caught:
         docker_engine.build(tarball, dockerfile=spec.dockerfile, tag=tag, labels={KIT_LABEL: "coldchain"},
-                            buildargs={"BASE_IMAGE": cpu_images["infer-cpu"].base.image_id, "LOCK": "requirements-infer.lock"},
+                            buildargs={"BASE_IMAGE": kit_images["infer"].base.image_id, "LOCK": "requirements-infer.lock"},
                             log=lambda line: None)
     assert "DO NOT MATCH THE HASHES" in caught.value.log_tail
     assert "six==" in caught.value.log_tail
     assert docker_engine.inspect_image(tag) is None, "a failed build must not be tagged"
 
 
-def test_cuda_check_fails_clearly_without_cuda_wheels(docker_engine, cpu_images, run_id):
+def test_cuda_check_fails_clearly_without_cuda_wheels(docker_engine, kit_images, run_id):
     """The build-time CUDA check, run where the CUDA wheels are missing, names what is missing."""
-    result = docker_engine.run(RunSpec(image=cpu_images["train-cpu"].tag, labels={KIT_LABEL: "coldchain"},
+    result = docker_engine.run(RunSpec(image=kit_images["train"].tag, labels={KIT_LABEL: "coldchain"},
                                        command=("python", "-m", "incontainer.env_check", "--device", "cuda")))
     assert result.exit_code == 2
     assert "environment check failed" in result.stderr
     assert "no CUDA wheel provides cuda_version 11.8" in result.stderr
 
 
-def test_version_mismatch_fails_the_check(docker_engine, cpu_images):
-    result = docker_engine.run(RunSpec(image=cpu_images["infer-cpu"].tag, labels={KIT_LABEL: "coldchain"},
+def test_version_mismatch_fails_the_check(docker_engine, kit_images):
+    result = docker_engine.run(RunSpec(image=kit_images["infer"].tag, labels={KIT_LABEL: "coldchain"},
                                        command=("python", "-m", "incontainer.env_check", "--expect-tensorflow", "2.13.1")))
     assert result.exit_code == 2
     assert "tensorflow is 2.14.1, the lock/base promised 2.13.1" in result.stderr
 
 
-def test_the_cpu_images_steps_drop_only_tensorflows_known_import_noise(docker_engine, cpu_images, run_id):
+def test_the_cpu_images_steps_drop_only_tensorflows_known_import_noise(docker_engine, kit_images, run_id):
     """TF's CPU wheel prints CUDA-factory errors and a TensorRT warning at every import; the steps drop
     those lines (and only those), so a user reading the log sees the kit's lines and real problems."""
-    image = cpu_images["infer-cpu"].tag
+    image = kit_images["infer"].tag
     raw = docker_engine.run(RunSpec(image=image, command=("python", "-c", "import tensorflow"),
                                     environment={"TF_CPP_MIN_LOG_LEVEL": "0"}, labels={"io.coldchain.run": run_id}))
     assert "Unable to register" in raw.stderr, "the noise this test is about is there without the filter"

@@ -10,51 +10,43 @@ from pathlib import Path
 
 import pytest
 
-from coldchain.config import IMAGES
 from coldchain.errors import ContainerError, UsageError
-from coldchain.environments.images import BuildOptions, build_images
 from coldchain.steps.pipeline import StepConfig, run_step
+from conftest import TINY_CLASSES, TINY_STEPS, TINY_TRAIN, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS
 
 pytestmark = pytest.mark.docker
 
-TINY_DATA = ("--classes", "3", "--train-per-class", "16", "--val-per-class", "6", "--size", "32", "--seed", "3")
-TINY_TRAIN = ("--image-size", "32", "--max-steps", "12", "--batch-size", "8", "--log-every", "4")
+HELD_OUT = TINY_CLASSES * TINY_VAL_PER_CLASS  # images in tiny_chain's data/val
 
 
-@pytest.fixture(scope="session")
-def images(docker_engine, project, run_id, session_tags):
-    specs = [IMAGES["train-cpu"], IMAGES["infer-cpu"]]
-    session_tags.extend(spec.tag(run_id) for spec in specs)
-    return {b.spec.role: b for b in build_images(docker_engine, project, specs, BuildOptions(prefix=run_id))}
-
-
-@pytest.fixture(scope="session")
-def chain(docker_engine, project, images, run_id, tmp_path_factory):
-    """One small run of the whole chain, shared by the tests below."""
-    work = tmp_path_factory.mktemp("chain")
-
-    def step(name, role, module, output, inputs, arguments):
+@pytest.fixture(scope="module")
+def step(docker_engine, project, run_id, kit_images):
+    """Run one step in the session's kit image of its role."""
+    def run(name, role, module, output, inputs, arguments):
         config = StepConfig(name=name, role=role, module=module, output=output, inputs=inputs,
                             arguments=arguments, run_id=run_id, prefix=run_id)
-        return run_step(docker_engine, project, config, images[role])
+        return run_step(docker_engine, project, config, kit_images[role])
+    return run
 
-    step("data", "train", "data", work / "data", {}, TINY_DATA)
-    step("train", "train", "train", work / "run", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN))
-    step("freeze", "train", "freeze", work / "model", {"/run": work / "run"}, ("--run", "/run"))
-    summary = step("infer", "infer", "infer", work / "predictions.jsonl",
-                   {"/model": work / "model", "/inputs/0": work / "data" / "val"},
+
+@pytest.fixture(scope="module")
+def predicted(step, tiny_chain, tmp_path_factory):
+    """The last link of the chain: tiny_chain's model predicting its held-out images (top 2)."""
+    output = tmp_path_factory.mktemp("predicted") / "predictions.jsonl"
+    summary = step("infer", "infer", "infer", output, {"/model": tiny_chain / "model",
+                                                       "/inputs/0": tiny_chain / "data" / "val"},
                    ("--model", "/model", "--top-k", "2", "/inputs/0"))
-    return {"work": work, "step": step, "summary": summary}
+    return {"predictions": output, "summary": json.loads(summary.strip().splitlines()[-1])}
 
 
-def test_training_runs_slim_resnet_v1_50_in_the_training_image(chain):
-    run = chain["work"] / "run"
+def test_training_runs_slim_resnet_v1_50_in_the_training_image(tiny_chain, predicted):
+    run = tiny_chain / "run"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 12
+    assert metrics["steps"] == TINY_STEPS
     # The frozen graph, in the inference image, scores the held-out images exactly as training's own
     # evaluation did: the same weights and preprocessing made it across.
-    summary = json.loads(chain["summary"].strip().splitlines()[-1])
-    assert metrics["held_out"]["images"] == summary["folder_accuracy"]["images"] == 18
+    summary = predicted["summary"]
+    assert metrics["held_out"]["images"] == summary["folder_accuracy"]["images"] == HELD_OUT
     assert round(metrics["held_out"]["top1"], 4) == summary["folder_accuracy"]["top1"]
     assert metrics["numerics"]["onednn"]["enabled"] in (True, False) and metrics["numerics"]["threads_effective"]
     config = json.loads((run / "config.json").read_text())
@@ -63,92 +55,89 @@ def test_training_runs_slim_resnet_v1_50_in_the_training_image(chain):
     assert any(p.suffix == ".index" for p in run.iterdir())
 
 
-def test_frozen_model_travels_with_its_manifest(chain, images):
-    model = chain["work"] / "model"
+def test_frozen_model_travels_with_its_manifest(tiny_chain, kit_images):
+    model = tiny_chain / "model"
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == hashlib.sha256((model / "model.pb").read_bytes()).hexdigest()
     fingerprint = json.dumps(manifest["environment"])
-    assert images["train"].info.labels["io.coldchain.lock.sha256"] in fingerprint
+    assert kit_images["train"].info.labels["io.coldchain.lock.sha256"] in fingerprint
     assert (model / "golden.npz").stat().st_size > 0
 
 
-def test_inference_writes_top_k_for_every_held_out_image(chain):
-    rows = [json.loads(line) for line in (chain["work"] / "predictions.jsonl").read_text().splitlines()]
-    val_images = [p for p in (chain["work"] / "data" / "val").rglob("*.png")]
-    assert len(rows) == len(val_images) == 18
+def test_inference_writes_top_k_for_every_held_out_image(tiny_chain, predicted):
+    rows = [json.loads(line) for line in predicted["predictions"].read_text().splitlines()]
+    val_images = [p for p in (tiny_chain / "data" / "val").rglob("*.png")]
+    assert len(rows) == len(val_images) == HELD_OUT
     assert sorted(row["path"] for row in rows) == sorted(str(p) for p in val_images), "paths name the host's files"
     assert all(len(row["top_k"]) == 2 for row in rows)
-    summary = json.loads(chain["summary"].strip().splitlines()[-1])
+    summary = predicted["summary"]
     assert summary["golden"]["ok"] is True
     truth = sum(row["top_k"][0]["label"] == Path(row["path"]).parent.name for row in rows) / len(rows)
-    assert summary["folder_accuracy"] == {"top1": round(truth, 4), "images": 18}
+    assert summary["folder_accuracy"] == {"top1": round(truth, 4), "images": HELD_OUT}
 
 
-def test_tampered_model_is_refused_before_use(chain):
-    work = chain["work"]
-    tampered = work / "tampered"
-    shutil.copytree(work / "model", tampered)
+def test_tampered_model_is_refused_before_use(step, tiny_chain, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_chain / "model", tampered)
     data = bytearray((tampered / "model.pb").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tampered / "model.pb").write_bytes(bytes(data))
-    output = work / "tampered.jsonl"
+    output = tmp_path / "tampered.jsonl"
     with pytest.raises(ContainerError) as caught:
-        chain["step"]("infer", "infer", "infer", output, {"/model": tampered, "/inputs/0": work / "data" / "val"},
-                      ("--model", "/model", "/inputs/0"))
+        step("infer", "infer", "infer", output, {"/model": tampered, "/inputs/0": tiny_chain / "data" / "val"},
+             ("--model", "/model", "/inputs/0"))
     assert caught.value.container_exit == 2
     assert "sha256" in caught.value.message
     assert not output.exists(), "a failed step must leave no output behind"
 
 
-def test_non_image_input_is_named(chain):
-    work = chain["work"]
-    inputs = work / "junk"
+def test_non_image_input_is_named(step, tiny_chain, tmp_path):
+    inputs = tmp_path / "junk"
     inputs.mkdir()
     (inputs / "notes.png").write_text("this is not a picture")
     with pytest.raises(ContainerError) as caught:
-        chain["step"]("infer", "infer", "infer", work / "junk.jsonl", {"/model": work / "model", "/inputs/0": inputs},
-                      ("--model", "/model", "/inputs/0"))
+        step("infer", "infer", "infer", tmp_path / "junk.jsonl", {"/model": tiny_chain / "model", "/inputs/0": inputs},
+             ("--model", "/model", "/inputs/0"))
     assert caught.value.container_exit == 2
     assert "notes.png" in caught.value.message
 
 
-def test_missing_input_is_a_usage_error_on_the_host(chain):
+def test_missing_input_is_a_usage_error_on_the_host(step, tmp_path):
     with pytest.raises(UsageError, match="not found"):
-        chain["step"]("infer", "infer", "infer", chain["work"] / "x.jsonl", {"/model": chain["work"] / "nope"},
-                      ("--model", "/model"))
+        step("infer", "infer", "infer", tmp_path / "x.jsonl", {"/model": tmp_path / "nope"}, ("--model", "/model"))
 
 
-def test_fine_tunes_from_an_official_layout_checkpoint(chain):
+def test_fine_tunes_from_an_official_layout_checkpoint(step, tiny_chain, tmp_path):
     """A checkpoint laid out like the official resnet_v1_50 one (1000 classes) loads; the logits
     are excluded because the class count differs. The official file cannot be downloaded here,
     so the training image writes one with the same variable names and shapes."""
-    work = chain["work"]
-    chain["step"]("checkpoint", "train", "checkpoint", work / "official", {},
-                  ("--write-checkpoint-only", "--image-size", "32"))
-    assert (work / "official" / "resnet_v1_50.ckpt.index").exists()
-    chain["step"]("train", "train", "train", work / "finetuned",
-                  {"/data": work / "data", "/checkpoint": work / "official"},
-                  ("--data", "/data", "--checkpoint-path", "/checkpoint/resnet_v1_50.ckpt",
-                   "--trainable-scopes", "resnet_v1_50/logits", *TINY_TRAIN))
-    restored = json.loads((work / "finetuned" / "config.json").read_text())["checkpoint_init"]
+    step("checkpoint", "train", "checkpoint", tmp_path / "official", {},
+         ("--write-checkpoint-only", "--image-size", "32"))
+    assert (tmp_path / "official" / "resnet_v1_50.ckpt.index").exists()
+    step("train", "train", "train", tmp_path / "finetuned",
+         {"/data": tiny_chain / "data", "/checkpoint": tmp_path / "official"},
+         ("--data", "/data", "--checkpoint-path", "/checkpoint/resnet_v1_50.ckpt",
+          "--trainable-scopes", "resnet_v1_50/logits", *TINY_TRAIN))
+    restored = json.loads((tmp_path / "finetuned" / "config.json").read_text())["checkpoint_init"]
     assert restored["exclude_scopes"] == ["resnet_v1_50/logits"]
     assert restored["restored_variables"] == 265
 
 
-def test_same_seed_same_image_gives_identical_bytes(chain):
+def test_same_seed_same_image_gives_identical_bytes(step, tiny_chain, tmp_path):
     """Train and freeze again with the same seed in the same image: checkpoint and frozen graph
-    must match byte for byte (TF on this CPU allows it; see the README's reproducibility notes)."""
-    work = chain["work"]
-    chain["step"]("train", "train", "train", work / "run-again", {"/data": work / "data"}, ("--data", "/data", *TINY_TRAIN))
-    chain["step"]("freeze", "train", "freeze", work / "model-again", {"/run": work / "run-again"}, ("--run", "/run"))
+    must match byte for byte (TF on this CPU allows it; see the README's reproducibility notes).
+    tiny_chain trained and froze with these very arguments."""
+    step("train", "train", "train", tmp_path / "run-again", {"/data": tiny_chain / "data"},
+         ("--data", "/data", *TINY_TRAIN))
+    step("freeze", "train", "freeze", tmp_path / "model-again", {"/run": tmp_path / "run-again"}, ("--run", "/run"))
 
     def digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    for name in ("model.ckpt-12.data-00000-of-00001", "model.ckpt-12.index"):
-        assert digest(work / "run" / name) == digest(work / "run-again" / name), name
+    for name in (f"model.ckpt-{TINY_STEPS}.data-00000-of-00001", f"model.ckpt-{TINY_STEPS}.index"):
+        assert digest(tiny_chain / "run" / name) == digest(tmp_path / "run-again" / name), name
     for name in ("model.pb", "golden.npz", "manifest.json"):
-        assert digest(work / "model" / name) == digest(work / "model-again" / name), name
+        assert digest(tiny_chain / "model" / name) == digest(tmp_path / "model-again" / name), name
 
 
 ODD_IMAGES = r"""
@@ -179,24 +168,24 @@ print(json.dumps(found))
 """
 
 
-def test_odd_but_valid_images_are_handled(docker_engine, chain, images, run_id, tmp_path):
+def test_odd_but_valid_images_are_handled(docker_engine, step, tiny_chain, kit_images, tmp_path):
     from coldchain.config import KIT_LABEL
     from coldchain.engine import Mount, RunSpec
 
     odd = tmp_path / "odd"
     odd.mkdir()
     odd.chmod(0o777)  # written by the image's non-root user
-    result = docker_engine.run(RunSpec(image=images["train"].tag, command=("python", "-c", ODD_IMAGES, "/odd"),
+    result = docker_engine.run(RunSpec(image=kit_images["train"].tag, command=("python", "-c", ODD_IMAGES, "/odd"),
                                        mounts=(Mount(odd, "/odd", read_only=False),), labels={KIT_LABEL: "coldchain"}))
     assert result.exit_code == 0, result.stderr[-2000:]
-    output = chain["work"] / "odd.csv"
-    chain["step"]("infer", "infer", "infer", output, {"/model": chain["work"] / "model", "/inputs/0": odd},
-                  ("--model", "/model", "--format", "csv", "/inputs/0"))
+    output = tmp_path / "odd.csv"
+    step("infer", "infer", "infer", output, {"/model": tiny_chain / "model", "/inputs/0": odd},
+         ("--model", "/model", "--format", "csv", "/inputs/0"))
     lines = output.read_text().splitlines()
     assert lines[0].startswith("path,label_1,probability_1")
     named = sorted(Path(line.split(",")[0]).name for line in lines[1:])
     assert named == sorted(["gray.png", "palette.png", "rgba.png", "cmyk.jpg", "sixteen bit.png", "rotated-ü.jpg"])
-    result = docker_engine.run(RunSpec(image=images["infer"].info.id, command=("python", "-c", DECODED, "/odd"),
+    result = docker_engine.run(RunSpec(image=kit_images["infer"].info.id, command=("python", "-c", DECODED, "/odd"),
                                        mounts=(Mount(odd, "/odd"),), labels={KIT_LABEL: "coldchain"}))
     assert result.exit_code == 0, result.stderr[-2000:]
     decoded = json.loads(result.stdout)
@@ -219,10 +208,9 @@ def test_odd_but_valid_images_are_handled(docker_engine, chain, images, run_id, 
     ("truncated-pb", "sha256"),
     ("newer-schema", "schema"),
 ])
-def test_broken_model_directories_are_refused(chain, breakage, expected):
-    work = chain["work"]
-    broken = work / f"broken-{breakage}"
-    shutil.copytree(work / "model", broken)
+def test_broken_model_directories_are_refused(step, tiny_chain, tmp_path, breakage, expected):
+    broken = tmp_path / f"broken-{breakage}"
+    shutil.copytree(tiny_chain / "model", broken)
     if breakage == "no-manifest":
         (broken / "manifest.json").unlink()
     elif breakage == "truncated-pb":
@@ -232,10 +220,10 @@ def test_broken_model_directories_are_refused(chain, breakage, expected):
         manifest = json.loads((broken / "manifest.json").read_text())
         manifest["schema_version"] = 99
         (broken / "manifest.json").write_text(json.dumps(manifest))
-    output = work / f"{breakage}.jsonl"
+    output = tmp_path / f"{breakage}.jsonl"
     with pytest.raises(ContainerError) as caught:
-        chain["step"]("infer", "infer", "infer", output, {"/model": broken, "/inputs/0": work / "data" / "val"},
-                      ("--model", "/model", "/inputs/0"))
+        step("infer", "infer", "infer", output, {"/model": broken, "/inputs/0": tiny_chain / "data" / "val"},
+             ("--model", "/model", "/inputs/0"))
     assert caught.value.container_exit == 2
     assert expected in caught.value.message.lower()
     assert str(broken) in caught.value.message, "the message names the user's file"
@@ -263,7 +251,7 @@ for split, slim_split in (("train", "train"), ("val", "validation")):
 """
 
 
-def test_trains_from_slim_format_tfrecords(docker_engine, chain, images, tmp_path):
+def test_trains_from_slim_format_tfrecords(docker_engine, step, tiny_chain, kit_images, tmp_path):
     from coldchain.config import KIT_LABEL
     from coldchain.engine import Mount, RunSpec
 
@@ -271,11 +259,11 @@ def test_trains_from_slim_format_tfrecords(docker_engine, chain, images, tmp_pat
     records.mkdir()
     records.chmod(0o777)
     result = docker_engine.run(RunSpec(
-        image=images["train"].tag, command=("python", "-c", TO_TFRECORDS, "/data", "/records"),
-        mounts=(Mount(chain["work"] / "data", "/data"), Mount(records, "/records", read_only=False)),
+        image=kit_images["train"].tag, command=("python", "-c", TO_TFRECORDS, "/data", "/records"),
+        mounts=(Mount(tiny_chain / "data", "/data"), Mount(records, "/records", read_only=False)),
         labels={KIT_LABEL: "coldchain"}))
     assert result.exit_code == 0, result.stderr[-2000:]
-    run = chain["work"] / "run-tfrecords"
-    chain["step"]("train", "train", "train", run, {"/data": records}, ("--data", "/data", *TINY_TRAIN))
+    run = tmp_path / "run-tfrecords"
+    step("train", "train", "train", run, {"/data": records}, ("--data", "/data", *TINY_TRAIN))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["train_images"] == 48 and metrics["held_out"]["images"] == 18
+    assert metrics["train_images"] == TINY_CLASSES * TINY_TRAIN_PER_CLASS and metrics["held_out"]["images"] == HELD_OUT

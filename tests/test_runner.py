@@ -4,6 +4,7 @@ error with its exit code (a hang, a memory kill, the container's own error line,
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from coldchain.contract import ENV_PATH_MAP, MODULES, Exit, error_line
 from coldchain.engine import RunResult
 from coldchain.errors import ContainerError, ContainerTimeout
-from coldchain.steps.runner import Image, ModuleRun, run_module
+from coldchain.steps.runner import Image, ModuleRun, progress, run_module
 from fake_engine import FakeEngine
 
 IMAGE = Image("sha256:abc", "t-infer:cpu", {"io.coldchain.lock.sha256": "f00d"})
@@ -78,3 +79,14 @@ def test_one_container_user_for_runs_and_the_paths_handed_to_them(tmp_path, monk
         assert chowned == []
     spec = runner.spec_for(ModuleRun(image=IMAGE, module="probe"))
     assert spec.user == runner.container_user()
+
+
+def test_every_steps_progress_shows_at_the_default_level_and_tensorflows_chatter_does_not(caplog):
+    caplog.set_level(logging.DEBUG, logger="coldchain")
+    sink = progress("convert")
+    for line in ("convert: onnxruntime artefact written", "bench_infer: batch 1: 9 images/s", "freeze: wrote x",
+                 "2024-01-01 I tensorflow/core/platform/cpu_feature_guard.cc:182] This TensorFlow binary is"):
+        sink(line)
+    levels = {record.getMessage().split(" | ", 1)[1].split(":", 1)[0]: record.levelno for record in caplog.records}
+    assert levels == {"convert": logging.INFO, "bench_infer": logging.INFO, "freeze": logging.INFO,
+                      "2024-01-01 I tensorflow/core/platform/cpu_feature_guard.cc": logging.DEBUG}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Project
-from ..contract import LOGITS_NODE, MODEL_FILE, PROBABILITIES_NODE
+from ..contract import FLAG_LOGITS, FLAG_OUTPUT, FLAG_PREPROCESSING, LOGITS_NODE, MODEL_FILE, PROBABILITIES_NODE
 from ..engine import Engine
 from ..steps.adopt import AdoptRequest, adopt
 
@@ -35,7 +35,7 @@ def _timed(action) -> float:
 
 
 def bench_adopt(engine: Engine, project: Project, options: AdoptBenchOptions) -> dict:
-    arguments = ("--preprocessing", "coldchain", "--output", PROBABILITIES_NODE, "--logits", LOGITS_NODE)
+    arguments = (FLAG_PREPROCESSING, "coldchain", FLAG_OUTPUT, PROBABILITIES_NODE, FLAG_LOGITS, LOGITS_NODE)
     graph = options.model / MODEL_FILE
     shutil.rmtree(options.out, ignore_errors=True)
     options.out.mkdir(parents=True)

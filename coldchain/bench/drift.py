@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Project
+from ..contract import FLAG_JSON, FLAG_MODEL, FLAG_OUT
 from ..drift.report import PHASES, REPORT_JSON
 from ..errors import ColdchainError
 
@@ -70,26 +71,26 @@ def bench_drift(project: Project, options: DriftBenchOptions) -> dict:
     if not (options.model.parent / "drift" / REPORT_JSON).is_file():
         raise ColdchainError(f"bench: no {options.model.parent / 'drift' / REPORT_JSON}",
                              fix="run 'make drift-test' first: the benchmark times the drift test warm")
-    base = ["drift-test", "--model", str(options.model), "--json"]
+    base = ["drift-test", FLAG_MODEL, str(options.model), FLAG_JSON]
     for case in QUICK_CASES if options.quick else ():
         base += ["--case", case]
     results: dict = {}
     for name, extra in (("isolated", ["--isolate"]), ("shared", [])):
         out = _out(options, name)
         started = time.perf_counter()
-        (report,) = _wait([_coldchain(project, options, *base, "--out", str(out), *extra)], f"drift-test {name}")
+        (report,) = _wait([_coldchain(project, options, *base, FLAG_OUT, str(out), *extra)], f"drift-test {name}")
         results[name] = {"wall_s": round(time.perf_counter() - started, 1), "cases_s": report["timing"]["cases_s"],
                          "ok": report["ok"], "per_case": per_case(report)}
         log.info("drift-test %s: %.1f s", name, results[name]["wall_s"])
     for total in (2,) if options.quick else (2, 3):
         out = _out(options, f"shards-{total}")
         started = time.perf_counter()
-        reports = _wait([_coldchain(project, options, *base, "--out", str(out), "--shard", f"{index}/{total}")
+        reports = _wait([_coldchain(project, options, *base, FLAG_OUT, str(out), "--shard", f"{index}/{total}")
                          for index in range(1, total + 1)], f"{total} shards")
         wall = time.perf_counter() - started
         started = time.perf_counter()
-        (merged,) = _wait([_coldchain(project, options, "drift-merge", str(out), "--out", str(out / "merged"),
-                                      "--no-heatmap", "--json")], "drift-merge")
+        (merged,) = _wait([_coldchain(project, options, "drift-merge", str(out), FLAG_OUT, str(out / "merged"),
+                                      "--no-heatmap", FLAG_JSON)], "drift-merge")
         results[f"shards_{total}"] = {
             "side_by_side_wall_s": round(wall, 1), "merge_wall_s": round(time.perf_counter() - started, 1),
             "merge_s": merged["timing"]["merge_s"], "ok": merged["ok"],

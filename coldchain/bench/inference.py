@@ -17,8 +17,11 @@ from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import BENCH_IMAGE, IMAGES, Project
-from ..contract import (ENV_ONEDNN, FLAG_PRECISION, FLAG_RUNTIME, MOUNT_MODEL, PRECISION_BF16,
-                        PRECISION_FP32, RUN_CONFIG_FILE, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY)
+from ..contract import (ENV_ONEDNN, FLAG_BATCH, FLAG_FOLD_BATCH_NORM, FLAG_INPUT, FLAG_INPUT_SIZE,
+                        FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_OUTPUT, FLAG_PEAK,
+                        FLAG_PRECISION, FLAG_PROFILE, FLAG_REPEATS, FLAG_RUNTIME, FLAG_STRIP_UNUSED, MOUNT_MODEL,
+                        PRECISION_BF16, PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
+                        RUN_CONFIG_FILE, STARTUP_KEY)
 from ..engine import Engine
 from ..steps.convert import memory_for
 from ..steps.golden_cache import CACHE_DIR
@@ -49,9 +52,9 @@ def bench_models(engine: Engine, project: Project, options: InferenceBenchOption
     """The plain and the folded+stripped graph at the benchmark size, frozen once per run and image."""
     run_fingerprint = tree_fingerprint(options.run)
     models = {}
-    for name, extra in (("plain", ()), ("folded", ("--fold-batch-norm", "--strip-unused"))):
+    for name, extra in (("plain", ()), ("folded", (FLAG_FOLD_BATCH_NORM, FLAG_STRIP_UNUSED))):
         step = freeze_step(options.run.resolve(), (options.out / f"model-{size}-{name}").resolve(),
-                           ("--input-size", str(size), *extra), prefix=options.prefix, run_id=options.run_id)
+                           (FLAG_INPUT_SIZE, str(size), *extra), prefix=options.prefix, run_id=options.run_id)
         key = {"image": image_identity(train.info.labels, train.info.id), "args": list(step.arguments),
                "run": run_fingerprint}
         produce(step.output, key, lambda step=step: run_step(engine, project, step, train))
@@ -74,10 +77,11 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
     def measure(label: str, image, model: str, runtime: str = RUNTIME_TENSORFLOW, environment: dict | None = None,
                 threads: tuple[int, int] = (0, 0), sizes=batches, profile: bool = False,
                 precision: str = PRECISION_FP32, peak: bool = False) -> dict:
-        arguments = ["--model", MOUNT_MODEL, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision, "--repeats", str(repeats),
-                     "--intra-op-threads", str(threads[0]), "--inter-op-threads", str(threads[1])] + \
-            [arg for b in sizes for arg in ("--batch", str(b))] + (["--profile"] if profile else []) + \
-            (["--peak"] if peak else [])
+        arguments = [FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision,
+                     FLAG_REPEATS, str(repeats), FLAG_INTRA_OP_THREADS, str(threads[0]),
+                     FLAG_INTER_OP_THREADS, str(threads[1])] + \
+            [arg for b in sizes for arg in (FLAG_BATCH, str(b))] + ([FLAG_PROFILE] if profile else []) + \
+            ([FLAG_PEAK] if peak else [])
         log.info("bench: %s (%s, batches %s)", label, image.tag, list(sizes))
         run = ModuleRun(image=Image.of(image), module="bench", arguments=tuple(arguments), what=f"bench {label}",
                         inputs={MOUNT_MODEL: models[model]}, environment=environment or {}, run_id=options.run_id,
@@ -130,8 +134,8 @@ def _first_prediction(project: Project, models: dict[str, Path], options: Infere
             shutil.rmtree(project.build_dir / CACHE_DIR, ignore_errors=True)  # the first run: nothing kept
             runs = []
             for _ in range(2 if options.quick else 4):
-                completed = subprocess.run([sys.executable, "-m", "coldchain", "infer", "--model", str(model),
-                                            "--input", str(sample), "--output", str(Path(tmp) / "p.jsonl")],
+                completed = subprocess.run([sys.executable, "-m", "coldchain", "infer", FLAG_MODEL, str(model),
+                                            FLAG_INPUT, str(sample), FLAG_OUTPUT, str(Path(tmp) / "p.jsonl")],
                                            cwd=project.root, env=dict(os.environ, COLDCHAIN_PREFIX=options.prefix),
                                            capture_output=True, text=True, timeout=900, check=False)
                 if completed.returncode != 0:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..cache import produce, tree_fingerprint
 from ..config import IMAGES, Project
-from ..contract import ENV_ONEDNN, MANIFEST_FILE, MOUNT_DATA, RUN_CONFIG_FILE, describe_numerics
+from ..contract import (ENV_ONEDNN, FLAG_DATA, FLAG_NUMERICS, MANIFEST_FILE, MOUNT_DATA, RUN_CONFIG_FILE,
+                        describe_numerics)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..hostinfo import cpu_class
@@ -46,7 +47,7 @@ def bench_reproducibility(engine: Engine, project: Project, options: Reproducibi
     for mode in MODES:
         for simulated, environment in SIMULATED_CLASSES.items():
             base = options.out / f"{mode}-{simulated}"
-            arguments = ("--data", MOUNT_DATA, "--numerics", mode, *options.train_args)
+            arguments = (FLAG_DATA, MOUNT_DATA, FLAG_NUMERICS, mode, *options.train_args)
             step = StepConfig(name="train", role="train", module="train", output=(base / "run").resolve(),
                               inputs={MOUNT_DATA: options.data.resolve()}, arguments=arguments,
                               environment=environment, prefix=options.prefix, run_id=options.run_id, timeout_s=7200)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Project
+from ..contract import FLAG_BATCH_SIZE, FLAG_LOG_EVERY, FLAG_MAX_STEPS
 from ..engine import Engine
 from .results import QUICK_RESULTS, RESULTS, drift_timing, stamp, write_results
 
@@ -60,7 +61,7 @@ def measure(engine: Engine, project: Project, request: BenchRequest) -> dict:
     if request.reproducibility:
         from .reproducibility import ReproducibilityOptions, bench_reproducibility
 
-        tiny = ("--max-steps", "4", "--batch-size", "8", "--log-every", "2") if quick else ()
+        tiny = (FLAG_MAX_STEPS, "4", FLAG_BATCH_SIZE, "8", FLAG_LOG_EVERY, "2") if quick else ()
         results["reproducibility"] = stamp({mode: bench_reproducibility(engine, project, ReproducibilityOptions(
             data=paths.run.parent / "data", out=paths.out / ("reproducibility-quick" if quick else "reproducibility"),
             train_args=tiny, prefix=prefix))})

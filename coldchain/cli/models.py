@@ -10,6 +10,8 @@ import click
 
 from .. import options
 from ..config import Project
+from ..contract import (FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_LABELS_OFFSET, FLAG_LOGITS, FLAG_OUTPUT, FLAG_PREPROCESSING,
+                        FLAG_PREPROCESSING_FIELD)
 from . import base
 from .base import command, main, step_command, step_settings
 
@@ -70,11 +72,11 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
     environment: your own (--requirements), an image, a matrix environment, or the kit's training image."""
     from ..steps.adopt import ADOPT_TIMEOUT_S, AdoptRequest, adopt
 
-    arguments = ["--preprocessing", preprocessing]
+    arguments = [FLAG_PREPROCESSING, preprocessing]
     for field_value in preprocessing_fields:
-        arguments += ["--preprocessing-field", field_value]
-    for flag, value in (("--input", graph_input), ("--output", graph_output), ("--logits", graph_logits),
-                        ("--image-size", image_size), ("--labels-offset", labels_offset)):
+        arguments += [FLAG_PREPROCESSING_FIELD, field_value]
+    for flag, value in ((FLAG_INPUT, graph_input), (FLAG_OUTPUT, graph_output), (FLAG_LOGITS, graph_logits),
+                        (FLAG_IMAGE_SIZE, image_size), (FLAG_LABELS_OFFSET, labels_offset)):
         if value is not None:
             arguments += [flag, str(value)]
     request = AdoptRequest(model=model, out=out, labels=labels, images=images, op_libraries=op_libraries,

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from ..config import IMAGES, Project
-from ..contract import GOLDEN_LOGITS_KEY, MANIFEST_FILE, MOUNT_REPORT, OUTCOME_NOT_APPLICABLE, describe_numerics
+from ..contract import (FLAG_REPORT, GOLDEN_LOGITS_KEY, MANIFEST_FILE, MOUNT_REPORT, OUTCOME_NOT_APPLICABLE,
+                        describe_numerics)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import DEFAULT_VARIANT, Matrix
@@ -97,7 +98,7 @@ def render_heatmap(engine: Engine, project: Project, report_json: Path, options:
     target = report_json.with_name(REPORT_HEATMAP)
     step = StepConfig(name="heatmap", role="infer", module="heatmap", output=target.resolve(),
                       inputs={MOUNT_REPORT: report_json.parent.resolve()},
-                      arguments=("--report", f"{MOUNT_REPORT}/{report_json.name}"), memory="1g",
+                      arguments=(FLAG_REPORT, f"{MOUNT_REPORT}/{report_json.name}"), memory="1g",
                       prefix=options.prefix, run_id=options.run_id, output_is_file=True)
     run_step(engine, project, step, image)
     return target

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_LOAD_OP_LIBRARIES,
-                        FLAG_PRECISION, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16, PRECISION_FP32,
-                        RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport)
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION,
+                        FLAG_PREPROCESSING, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16,
+                        PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport)
 from ..engine import Engine, Mount
 from ..environments.images import BuiltImage
 from ..environments.matrix import CaseSpec, EnvSpec
@@ -27,17 +28,17 @@ def model_mount(variant: str) -> str:
 
 def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
     settings = case.settings
-    arguments = ["--model", model_mount(case.variant)]
+    arguments = [FLAG_MODEL, model_mount(case.variant)]
     if settings.load_op_libraries:
         arguments.append(FLAG_LOAD_OP_LIBRARIES)
     if settings.allow_soft_placement:
         arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
     if settings.intra_op_threads:
-        arguments += ["--intra-op-threads", str(settings.intra_op_threads)]
+        arguments += [FLAG_INTRA_OP_THREADS, str(settings.intra_op_threads)]
     if settings.inter_op_threads:
-        arguments += ["--inter-op-threads", str(settings.inter_op_threads)]
+        arguments += [FLAG_INTER_OP_THREADS, str(settings.inter_op_threads)]
     for item in settings.preprocessing:
-        arguments += ["--preprocessing", item]
+        arguments += [FLAG_PREPROCESSING, item]
     if settings.runtime != RUNTIME_TENSORFLOW:
         arguments += [FLAG_RUNTIME, settings.runtime]
     if settings.precision != PRECISION_FP32:
@@ -73,7 +74,7 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     plan = [{"name": case.name, "args": [*probe_arguments(case),
                                          *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
             for case in cases]
-    run = ModuleRun(image=Image.of(image), module="probe", arguments=("--plan", json.dumps(plan)),
+    run = ModuleRun(image=Image.of(image), module="probe", arguments=(FLAG_PLAN, json.dumps(plan)),
                     output=Mount(kept, MOUNT_CONVERSIONS, False) if kept else None,
                     what=f"drift case{'s' if len(cases) > 1 else ''} {', '.join(case.name for case in cases)}",
                     inputs={model_mount(case.variant): models[case.variant] for case in cases},

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import IMAGES, Project
-from ..contract import EXPECT_AS_REFERENCE, MANIFEST_FILE, MOUNT_MODEL, RUN_CONFIG_FILE
+from ..contract import (EXPECT_AS_REFERENCE, FLAG_MODEL, FLAG_STRIP_DEFAULT_ATTRS, MANIFEST_FILE, MOUNT_MODEL,
+                        RUN_CONFIG_FILE)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..environments.matrix import (DEFAULT_VARIANT, FREEZE_IMAGE, OP_BUILD_ENV, CaseSpec, EnvSpec, Matrix, VariantSpec,
@@ -95,7 +96,7 @@ def make_variants(engine: Engine, project: Project, matrix: Matrix, options: Dri
 
 
 def reexport_step(variant: VariantSpec, source: Path, target: Path, options: DriftOptions) -> StepConfig:
-    arguments = ("--model", MOUNT_MODEL) + (("--strip-default-attrs",) if variant.strip_default_attrs else ())
+    arguments = (FLAG_MODEL, MOUNT_MODEL) + ((FLAG_STRIP_DEFAULT_ATTRS,) if variant.strip_default_attrs else ())
     return StepConfig(name="reexport", role="infer", module="reexport", output=target, inputs={MOUNT_MODEL: source},
                       arguments=arguments, memory=options.memory, prefix=options.prefix, run_id=options.run_id,
                       timeout_s=VARIANT_TIMEOUT_S)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import IMAGES, ImageSpec, Project
-from ..contract import MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL
+from ..contract import (FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_LABELS, FLAG_MODEL, FLAG_OP_LIBRARY,
+                        FLAG_REFERENCE, MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
 from ..environments.matrix import environment_image_spec
@@ -84,14 +85,14 @@ def reference_image(engine: Engine, project: Project, request: AdoptRequest) -> 
 def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
     graph = resolve_model(request.model, GRAPH)
     inputs = {MOUNT_MODEL: graph.directory}
-    arguments = ["--model", graph.target]
-    for flag, path, mount in (("--labels", request.labels, MOUNT_LABELS), ("--images", request.images, MOUNT_IMAGES)):
+    arguments = [FLAG_MODEL, graph.target]
+    for flag, path, mount in ((FLAG_LABELS, request.labels, MOUNT_LABELS), (FLAG_IMAGES, request.images, MOUNT_IMAGES)):
         if path is None:
             continue
         path = path.resolve()
         if not path.exists():
             raise UsageError(f"{path}: not found ({flag})", fix=f"pass an existing {flag[2:]} path")
-        if flag == "--labels":
+        if flag == FLAG_LABELS:
             inputs[mount] = path.parent
             arguments += [flag, f"{mount}/{path.name}"]
         else:
@@ -102,7 +103,7 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         if not library.is_file():
             raise UsageError(f"{library}: op library not found", fix="pass the compiled .so the graph's custom ops need")
         inputs[f"{MOUNT_INPUTS}/{index}"] = library.parent
-        arguments += ["--op-library", f"{MOUNT_INPUTS}/{index}/{library.name}"]
+        arguments += [FLAG_OP_LIBRARY, f"{MOUNT_INPUTS}/{index}/{library.name}"]
     project.build_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="environment-"))
     try:
@@ -112,13 +113,13 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
             for path in staging.iterdir():
                 path.chmod(0o644)
             inputs[MOUNT_ENVIRONMENT] = staging
-            arguments += ["--environment", MOUNT_ENVIRONMENT, "--environment-name",
+            arguments += [FLAG_ENVIRONMENT, MOUNT_ENVIRONMENT, FLAG_ENVIRONMENT_NAME,
                           request.environment_name or request.out.resolve().name]
         else:
             image, description = reference_image(engine, project, request)
         log.info("adopt: reference environment: %s", description)
         step = StepConfig(name="adopt", role="reference", module="adopt", output=request.out.resolve(),
-                          inputs=inputs, arguments=(*arguments, "--reference", description, *request.arguments),
+                          inputs=inputs, arguments=(*arguments, FLAG_REFERENCE, description, *request.arguments),
                           memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s)
         run_step(engine, project, step, image)
     finally:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Project
-from ..contract import MOUNT_CHECKPOINT, MOUNT_DATA, MOUNT_RUN, RUN_METRICS_FILE
+from ..contract import (FLAG_CHECKPOINT_PATH, FLAG_DATA, FLAG_RUN, FLAG_THREADS, MOUNT_CHECKPOINT, MOUNT_DATA,
+                        MOUNT_RUN, RUN_METRICS_FILE)
 from ..engine import Engine
 from ..errors import UsageError
 from .pipeline import StepConfig, StepSettings, ensure_images, run_step
@@ -62,10 +63,10 @@ def checkpoint_mount(checkpoint: Path) -> tuple[Path, str]:
 def train(engine: Engine, project: Project, request: TrainRequest) -> str | None:
     """Train (or fine-tune); the run's metrics as the container wrote them, if it did."""
     inputs = {MOUNT_DATA: request.data.resolve()}
-    arguments = ["--data", MOUNT_DATA, *request.settings.arguments]
+    arguments = [FLAG_DATA, MOUNT_DATA, *request.settings.arguments]
     if request.checkpoint is not None:
         inputs[MOUNT_CHECKPOINT], target = checkpoint_mount(request.checkpoint)
-        arguments += ["--checkpoint-path", target]
+        arguments += [FLAG_CHECKPOINT_PATH, target]
     run_training_step(engine, project, "train", request.out, inputs, arguments, request.settings)
     metrics = request.out / RUN_METRICS_FILE
     return metrics.read_text().strip() if metrics.exists() else None
@@ -74,7 +75,7 @@ def train(engine: Engine, project: Project, request: TrainRequest) -> str | None
 def freeze(engine: Engine, project: Project, request: FreezeRequest) -> Path:
     """Freeze with the thread settings `make bench` found fastest here, unless the arguments set them."""
     extra = request.settings.arguments
-    threads = [] if any(arg.startswith("--threads") for arg in extra) else ["--threads", recommended_threads(project)]
+    threads = [] if any(arg.startswith(FLAG_THREADS) for arg in extra) else [FLAG_THREADS, recommended_threads(project)]
     run_training_step(engine, project, "freeze", request.out, {MOUNT_RUN: request.run.resolve()},
-                      ["--run", MOUNT_RUN, *threads, *extra], request.settings)
+                      [FLAG_RUN, MOUNT_RUN, *threads, *extra], request.settings)
     return request.out

@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
-from ..contract import CONVERSION_FILE, CONVERTED_DIR, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL, RUNTIME_ONNXRUNTIME
+from ..contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_MODEL, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL,
+                        RUNTIME_ONNXRUNTIME)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -75,7 +76,7 @@ def convert(engine: Engine, project: Project, model: Path, runtime: str, image: 
     model = model_directory(model)
     target = converted_dir(model, runtime)
     step = StepConfig(name="convert", role="runtimes", module="convert", output=target,
-                      inputs={MOUNT_MODEL: model}, arguments=("--model", MOUNT_MODEL, FLAG_RUNTIME, runtime),
+                      inputs={MOUNT_MODEL: model}, arguments=(FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime),
                       memory=memory_for(runtime, memory), prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
     try:
         return run_step(engine, project, step, image)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import IMAGES, Project
-from ..contract import FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MOUNT_MANIFEST, MOUNT_MODEL, Exit
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
+                        MOUNT_MANIFEST, MOUNT_MODEL, Exit)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import environment_image_spec
@@ -57,15 +58,15 @@ def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tupl
         if not manifest.is_file():
             raise UsageError(f"{manifest}: manifest not found", fix="pass the manifest.json written by freeze or adopt")
         inputs[MOUNT_MANIFEST] = manifest.parent
-        arguments += ["--manifest", f"{MOUNT_MANIFEST}/{manifest.name}"]
+        arguments += [FLAG_MANIFEST, f"{MOUNT_MANIFEST}/{manifest.name}"]
     if request.load_op_libraries:
         arguments.append(FLAG_LOAD_OP_LIBRARIES)
     if request.allow_soft_placement:
         arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
     if not request.run:
-        arguments.append("--no-run")
+        arguments.append(FLAG_NO_RUN)
     if request.as_json:
-        arguments.append("--json")
+        arguments.append(FLAG_JSON)
     image = image_for(engine, project, request)
     run = ModuleRun(image=image, module="doctor", arguments=tuple(arguments), what="doctor", inputs=inputs,
                     timeout_s=DOCTOR_TIMEOUT_S)

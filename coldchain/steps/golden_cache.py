@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..config import Project
-from ..contract import GOLDEN_FILE, MANIFEST_FILE
+from ..contract import GOLDEN_FILE, MANIFEST_FILE, KeptGolden
 from ..fsutil import atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,9 @@ def cache_file(project: Project, model_dir: Path, image_id: str, runtime: dict) 
 
 def remember(path: Path, summary: dict) -> None:
     """Keep a passing, freshly run golden check from infer's summary."""
-    golden = summary.get("golden") or {}
-    if golden.get("ok") is not True or "cached" in golden:
+    kept = KeptGolden.from_summary(summary, verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if kept is None:
         return
-    entry = {key: summary.get(key) for key in ("model", "numerics", "runtime")}
-    entry.update(golden=golden, verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(entry, sort_keys=True))
+    atomic_write_text(path, kept.to_json())
     log.debug("kept the golden check in %s", path)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Project
-from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BF16_TOLERANCE, FLAG_GOLDEN_VERIFIED,
-                        FLAG_PRECISION, FLAG_RUNTIME, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL,
-                        PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
+from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE, FLAG_FORMAT,
+                        FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
+                        FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
+                        RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
 from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..errors import UsageError
@@ -30,7 +31,7 @@ from .pipeline import StepConfig, StepSettings, ensure_images, run_step
 log = logging.getLogger(__name__)
 # The container's infer options that take a value (scripts/incontainer/steps/infer.py, parse_args) and
 # that the host passes on: the word after one is its value, not an image.
-VALUE_OPTIONS = ("--format", "--top-k", "--batch-size", "--on-bad-image")
+VALUE_OPTIONS = (FLAG_FORMAT, FLAG_TOP_K, FLAG_BATCH_SIZE, FLAG_ON_BAD_IMAGE)
 SCRATCH_PREDICTIONS = "predictions.jsonl"  # without --output: read back, printed, removed
 
 @dataclass(frozen=True)
@@ -121,11 +122,11 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     only after the request's own checks, so a wrong model path is named at once."""
     started, timing = time.perf_counter(), {}
     settings = request.settings
-    if not request.inputs and "--golden-only" not in settings.arguments:
+    if not request.inputs and FLAG_GOLDEN_ONLY not in settings.arguments:
         raise UsageError("no images to predict", fix="name image files or folders (as arguments or with --input), "
                                                      "or pass --golden-only to check the model only")
     mounts, targets = input_mounts(request.inputs)
-    fmt = ["--format", "csv"] if output.suffix == ".csv" else ["--format", "jsonl"]
+    fmt = [FLAG_FORMAT, "csv"] if output.suffix == ".csv" else [FLAG_FORMAT, "jsonl"]
     source = model_directory(request.model)
     if request.runtime != RUNTIME_TENSORFLOW and settings.device != "cpu":
         raise UsageError(f"--runtime {request.runtime} runs on the CPU here", fix="drop --device cuda")
@@ -133,7 +134,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     image, role = runtime_image(engine, project, request, source)
     kept = kept_check(project, request, source, image)
     verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
-    arguments = ["--model", MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
+    arguments = [FLAG_MODEL, MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
                  FLAG_BF16_TOLERANCE, str(request.bf16_tolerance),
                  *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *settings.arguments, *targets]
     step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
@@ -168,7 +169,7 @@ def infer(connect: Callable[[], Engine], project: Project, request: InferRequest
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log_summary(summary)
-    asked = any(word == "--format" or word.startswith("--format=") for word in request.settings.arguments)
+    asked = any(word == FLAG_FORMAT or word.startswith(f"{FLAG_FORMAT}=") for word in request.settings.arguments)
     return text.rstrip("\n") if asked else for_people(text)
 
 

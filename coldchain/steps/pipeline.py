@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import IMAGES, Project
-from ..contract import MOUNT_OUT, MOUNT_RUN
+from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -69,7 +69,7 @@ def freeze_step(run: Path, output: Path, arguments: tuple[str, ...] = (), **sett
     """Freezing the training run `run` into the model directory `output` in the training image, with
     freeze's further `arguments`; `settings` are StepConfig's (prefix, run_id, memory, timeout_s)."""
     return StepConfig(name="freeze", role="train", module="freeze", output=output, inputs={MOUNT_RUN: run},
-                      arguments=("--run", MOUNT_RUN, *arguments), **settings)
+                      arguments=(FLAG_RUN, MOUNT_RUN, *arguments), **settings)
 
 
 def _user_for_outputs(staging: Path) -> str:
@@ -103,7 +103,7 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
     staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
-        flag = "--output" if step.writes_file else "--out"
+        flag = FLAG_OUTPUT if step.writes_file else FLAG_OUT
         run = ModuleRun(image=Image.of(image), module=step.module, arguments=(flag, target, *step.arguments),
                         what=step.name, inputs=dict(step.inputs), output=Mount(staging.resolve(), MOUNT_OUT, False),
                         environment=dict(step.environment), memory=step.memory, timeout_s=step.timeout_s,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import IMAGES, Project
-from ..contract import MOUNT_MODEL
+from ..contract import FLAG_CLEAR_DEVICES, FLAG_MODEL, FLAG_STRIP_DEFAULT_ATTRS, MOUNT_MODEL
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..environments.matrix import environment_image_spec
@@ -39,8 +39,8 @@ def reexport_image(engine: Engine, project: Project, request: ReexportRequest) -
 def reexport(connect: Callable[[], Engine], project: Project, request: ReexportRequest) -> Path:
     """Re-export into request.out; the engine is connected only once the model is found."""
     found = resolve_model(request.model, EITHER)
-    arguments = ["--model", found.target] + (["--clear-devices"] if request.clear_devices else []) + \
-        (["--strip-default-attrs"] if request.strip_default_attrs else []) + list(request.settings.arguments)
+    arguments = [FLAG_MODEL, found.target] + ([FLAG_CLEAR_DEVICES] if request.clear_devices else []) + \
+        ([FLAG_STRIP_DEFAULT_ATTRS] if request.strip_default_attrs else []) + list(request.settings.arguments)
     engine = connect()
     settings = request.settings
     step = StepConfig(name="reexport", role="infer", module="reexport", output=request.out.resolve(),

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..config import KIT_LABEL, RUN_LABEL
 from ..contract import (ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_PATH_MAP, EXIT_MEANINGS, MODULES, Exit,
-                        last_error)
+                        is_progress, last_error)
 from ..engine import Engine, Mount, RunResult, RunSpec
 from ..errors import ContainerError, ContainerTimeout
 
@@ -28,9 +28,6 @@ CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_GID}"
 PASSED_THROUGH = (Exit.USAGE, Exit.MODEL_BLOCKED, Exit.GOLDEN_MISMATCH, Exit.PREPROCESSING_MISMATCH,
                   Exit.OUT_OF_MEMORY, Exit.INTERRUPTED)
 DEFAULT_TIMEOUT_S = 1800.0
-# Lines worth showing at the default log level: the kit's own progress, not TensorFlow's C++ chatter.
-PROGRESS_PREFIXES = tuple(f"{name}:" for name in ("train", "freeze", "infer", "make_data", "data", "adopt", "reexport",
-                                                  "doctor", "probe", "coldchain", "selftest", "bench"))
 
 
 @dataclass(frozen=True)
@@ -107,8 +104,10 @@ def spec_for(run: ModuleRun) -> RunSpec:
 
 
 def progress(name: str) -> Callable[[str], None]:
+    """Lines worth showing at the default log level: the kit's progress (contract.PROGRESS_PREFIXES),
+    not TensorFlow's C++ chatter."""
     def sink(line: str) -> None:
-        log.log(logging.INFO if line.startswith(PROGRESS_PREFIXES) else logging.DEBUG, "%s | %s", name, line)
+        log.log(logging.INFO if is_progress(line) else logging.DEBUG, "%s | %s", name, line)
     return sink
 
 

@@ -15,7 +15,7 @@ import traceback
 import zipfile
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .contract import ENV_PATH_MAP, Exit, error_line, map_paths
+from .contract import ENV_PATH_MAP, PROGRESS_KIT, Exit, error_line, is_progress, map_paths
 
 
 class InsideError(Exception):
@@ -48,7 +48,11 @@ class PreprocessingMismatch(InsideError):
 
 
 def log(message: str) -> None:
-    """Progress goes to stderr so stdout stays clean for machine-readable output."""
+    """Progress goes to stderr so stdout stays clean for machine-readable output. The host shows only
+    lines with a contract progress prefix ("infer: ...") at its default level: one without is given
+    the kit's own, so that no progress is hidden."""
+    if not is_progress(message):
+        message = f"{PROGRESS_KIT} {message}"
     print(host_paths(message), file=sys.stderr, flush=True)
 
 

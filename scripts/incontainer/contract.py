@@ -1,8 +1,9 @@
 """The contract between the host (coldchain/) and the containers (incontainer/), written once.
 
 Everything both sides must agree on lives here and nowhere else: outcome and finding codes (in
-priority order), exit codes, environment variables, file, node and module names, mount points,
-the error-line format and the probe's JSON keys. The host loads this very file (coldchain/contract.py)
+priority order), exit codes, environment variables, file, node and module names, the modules' flags,
+mount points, the error-line format, progress prefixes, the numerics CPU flags, the probe's JSON keys
+and the kept golden check. The host loads this very file (coldchain/contract.py)
 and the images carry it inside incontainer/, so it must stay dependency-free and run on every
 Python the drift matrix covers (3.9+).
 """
@@ -105,7 +106,15 @@ MODULES = {
     "env-check": "incontainer.env_check",
     "convert": "incontainer.steps.convert",
 }
-# Flags both sides spell the same way.
+# Flags of those modules that the host writes into their command lines (or reads among the words a
+# user passes on to them): the host builds arguments with these and the modules' parsers declare them,
+# so a renamed flag cannot leave one side behind. A host option spelled the same is that flag, passed on.
+FLAG_MODEL = "--model"
+FLAG_OUT = "--out"  # a step's output directory
+FLAG_OUTPUT = "--output"  # a step's output file; adopt: the graph's probabilities node
+FLAG_DATA = "--data"
+FLAG_RUN = "--run"
+FLAG_JSON = "--json"
 FLAG_LOAD_OP_LIBRARIES = "--load-op-libraries"
 FLAG_ALLOW_SOFT_PLACEMENT = "--allow-soft-placement"
 FLAG_RUNTIME = "--runtime"
@@ -113,6 +122,48 @@ FLAG_PRECISION = "--precision"
 FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 FLAG_GOLDEN_VERIFIED = "--golden-verified"
 FLAG_CONVERSION_CACHE = "--conversion-cache"
+FLAG_PREPROCESSING = "--preprocessing"
+FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
+FLAG_INTRA_OP_THREADS = "--intra-op-threads"
+FLAG_INTER_OP_THREADS = "--inter-op-threads"
+# infer
+FLAG_FORMAT = "--format"
+FLAG_TOP_K = "--top-k"
+FLAG_BATCH_SIZE = "--batch-size"  # train too
+FLAG_ON_BAD_IMAGE = "--on-bad-image"  # train too
+FLAG_GOLDEN_ONLY = "--golden-only"
+# train and freeze
+FLAG_CHECKPOINT_PATH = "--checkpoint-path"
+FLAG_NUMERICS = "--numerics"
+FLAG_MAX_STEPS = "--max-steps"
+FLAG_LOG_EVERY = "--log-every"
+FLAG_IMAGE_SIZE = "--image-size"  # adopt too
+FLAG_THREADS = "--threads"
+FLAG_INPUT_SIZE = "--input-size"
+FLAG_FOLD_BATCH_NORM = "--fold-batch-norm"
+FLAG_STRIP_UNUSED = "--strip-unused"
+# adopt
+FLAG_INPUT = "--input"  # the graph's input placeholder
+FLAG_LOGITS = "--logits"
+FLAG_LABELS = "--labels"
+FLAG_LABELS_OFFSET = "--labels-offset"
+FLAG_IMAGES = "--images"
+FLAG_OP_LIBRARY = "--op-library"  # doctor too
+FLAG_ENVIRONMENT = "--environment"
+FLAG_ENVIRONMENT_NAME = "--environment-name"
+FLAG_REFERENCE = "--reference"
+# reexport (and the drift matrix's re-exported variants)
+FLAG_CLEAR_DEVICES = "--clear-devices"
+FLAG_STRIP_DEFAULT_ATTRS = "--strip-default-attrs"
+# doctor, probe, bench, heatmap
+FLAG_MANIFEST = "--manifest"
+FLAG_NO_RUN = "--no-run"
+FLAG_PLAN = "--plan"
+FLAG_BATCH = "--batch"
+FLAG_REPEATS = "--repeats"
+FLAG_PROFILE = "--profile"
+FLAG_PEAK = "--peak"
+FLAG_REPORT = "--report"
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "
@@ -129,6 +180,19 @@ def last_error(stderr: str) -> Optional[str]:
         if line.startswith(ERROR_PREFIX):
             found = line[len(ERROR_PREFIX):]
     return found
+
+
+# --- progress: the lines a container logs for people (incontainer.common.log) ---------------------
+# Each starts with one of these, and the host shows exactly these at its default log level (the rest of
+# a container's stderr, TensorFlow's own chatter, only with -v).
+PROGRESS_KIT = "coldchain:"  # the kit's own, which the error line starts with too
+PROGRESS_PREFIXES = tuple(f"{name}:" for name in (
+    "make_data", "data", "train", "selftest", "freeze", "adopt", "reexport", "convert", "doctor", "infer", "probe",
+    "bench_infer")) + (PROGRESS_KIT,)
+
+
+def is_progress(line: str) -> bool:
+    return line.startswith(PROGRESS_PREFIXES)
 
 
 # --- exit codes: one meaning each, host and container ---------------------------------------------
@@ -302,7 +366,63 @@ class ProbeReport:
         return {name: cls.from_json(json.dumps(report)) for name, report in data.items()}
 
 
+# --- a golden check infer passed, kept by the host for the next run (FLAG_GOLDEN_VERIFIED) --------
+@dataclass(frozen=True)
+class KeptGolden:
+    """A passing golden check as the host keeps it (coldchain/steps/golden_cache.py) and hands it back to
+    infer (FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED). It stands in for the probe only while the model,
+    the effective numerics and the runtime are the ones it ran with: any other would compute other bits."""
+
+    golden: Dict[str, Any]  # infer's summary["golden"] of the run that passed
+    model: Optional[str] = None  # the model's sha256
+    numerics: Optional[Dict[str, Any]] = None  # numerics.effective() of that run
+    runtime: Optional[Dict[str, Any]] = None  # name, versions, declared/effective precision
+    verified_at: Optional[str] = None  # UTC, ISO 8601
+
+    MATCHED = ("model", "numerics", "runtime")  # what must equal the run at hand (from infer's summary)
+
+    @classmethod
+    def from_summary(cls, summary: Dict[str, Any], verified_at: str) -> Optional["KeptGolden"]:
+        """The check worth keeping from infer's summary: one that passed and ran just now (a kept one is
+        not dated again); None otherwise."""
+        golden = summary.get("golden") or {}
+        if golden.get("ok") is not True or "cached" in golden:
+            return None
+        return cls(golden=golden, verified_at=verified_at, **{key: summary.get(key) for key in cls.MATCHED})
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "KeptGolden":
+        """Raises ValueError when the text is not a kept check (not an object, or no golden result in it)."""
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("golden"), dict):
+            raise ValueError("not a kept golden check (a JSON object with a golden result)")
+        return cls(**{field.name: data.get(field.name) for field in fields(cls)})
+
+    def differences(self, summary: Dict[str, Any]) -> List[str]:
+        """Which of MATCHED differ between the run this check was made in and the one at hand ([]: none)."""
+        return [key for key in self.MATCHED if getattr(self, key) != summary.get(key)]
+
+    def reused(self) -> Dict[str, Any]:
+        """The golden result this check stands in for, marked as kept from when it ran."""
+        return {**self.golden, "cached": {"verified_at": self.verified_at}}
+
+
 # --- numerics: what decides the bits a run produces (runtime.effective_numerics records them) ---
+# The CPU features that change TensorFlow's kernels or its oneDNN default: recorded per run in the
+# container and for the host of a drift report or benchmark (hostinfo).
+NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
+                  "amx_int8")
+# Those on which TensorFlow turns oneDNN on by itself unless TF_ENABLE_ONEDNN_OPTS says otherwise: the
+# container names the ones that decided a run, the host classes its CPU by them.
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
 def numerics_differences(reference: Optional[dict], actual: Optional[dict]) -> Optional[List[str]]:
     """What differs between two effective settings ([] = same); None when either is unknown, so
     bit-exactness cannot be promised."""

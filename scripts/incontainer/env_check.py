@@ -16,7 +16,7 @@ import platform
 import sys
 from importlib import metadata
 
-from .contract import Exit, error_line
+from .contract import MODULES, Exit, error_line
 
 # (wheel distribution, build_info key, how many version components must agree)
 CUDA_WHEELS = (
@@ -105,7 +105,7 @@ def smoke() -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['env-check']}", description=__doc__)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--expect-python")
     parser.add_argument("--expect-tensorflow")

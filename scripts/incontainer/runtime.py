@@ -11,14 +11,10 @@ import os
 import platform
 from typing import Any, Dict, List, Optional
 
-from .contract import ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_ONEDNN
+from .contract import ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_ONEDNN, NUMERICS_FLAGS, ONEDNN_DEFAULT_FLAGS
 
 # Packages whose version changes what a frozen graph computes or how it loads.
 TRACKED_PACKAGES = ("tensorflow", "numpy", "protobuf", "pillow")
-# The CPU features that change TensorFlow's kernels or its oneDNN default.
-NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
-                  "amx_int8")
-ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own cap on the instructions its kernels use
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..common import InsideError
+from ..contract import FLAG_PREPROCESSING
 from .decode import DECODERS, OPENCV, OTHER_IDCT, PILLOW, TENSORFLOW, other_idct
 
 PRESETS = ("coldchain", "vgg", "inception")
@@ -254,7 +255,7 @@ def vgg_resize_side(height: int, width: int) -> int:
     return max(height, width, int(round(256 * max(height, width) / 224)))
 
 
-def preset_spec(name: str, height: int, width: int, source: str = "--preprocessing") -> PreprocessSpec:
+def preset_spec(name: str, height: int, width: int, source: str = FLAG_PREPROCESSING) -> PreprocessSpec:
     """The spec a preset name stands for, at the model's input size."""
     if name == "coldchain":
         spec = PreprocessSpec(height=height, width=width)

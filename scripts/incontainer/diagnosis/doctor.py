@@ -24,8 +24,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, OPS_DIR, STAGE_IMPORT,
-                        STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code, exit_for_outcome)
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
+                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN,
+                        STAGE_STATIC, Code, exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
                               import_graph, model_path, parse_graph_def, placeholder_shape, placeholders,
@@ -431,18 +432,18 @@ def _environment_findings(manifest: dict, runtime: dict) -> list:
 
 
 def parse_args(argv: Optional[Sequence[str]]):
-    parser = argparse.ArgumentParser(prog="python -m incontainer.diagnosis.doctor", description=__doc__,
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['doctor']}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="frozen model.pb (binary or text), or the model directory holding it")
-    parser.add_argument("--manifest", help="manifest.json (default: the one beside the model, if any)")
-    parser.add_argument("--op-library", action="append", default=[], help="load this op library first (repeatable)")
+    parser.add_argument(FLAG_MANIFEST, help="manifest.json (default: the one beside the model, if any)")
+    parser.add_argument(FLAG_OP_LIBRARY, action="append", default=[], help="load this op library first (repeatable)")
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
                         help="load the libraries in the model's ops/ folder (runs their code)")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help="device pins to absent devices become warnings")
-    parser.add_argument("--no-run", dest="run", action="store_false",
+    parser.add_argument(FLAG_NO_RUN, dest="run", action="store_false",
                         help="stop after the import stage (do not execute the graph)")
-    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    parser.add_argument(FLAG_JSON, action="store_true", help="print the diagnosis as JSON")
     args = parser.parse_args(argv)
     return DoctorOptions(model=args.model, manifest=args.manifest, op_libraries=tuple(args.op_library),
                          load_shipped_op_libraries=args.load_op_libraries,

@@ -20,7 +20,8 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
                         PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
+                        RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport,
+                        FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_PLAN, FLAG_PREPROCESSING)
 from ..data.preprocess import PreprocessSpec, differing_fields, with_fields
 from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..diagnosis.findings import WARNING
@@ -47,17 +48,17 @@ def seconds_since_process_start() -> Optional[float]:
 
 def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['probe']}", description=__doc__)
-    parser.add_argument("--plan", help="JSON list of {name, args}: several cases in this one process")
+    parser.add_argument(FLAG_PLAN, help="JSON list of {name, args}: several cases in this one process")
     parser.add_argument("--name", default="case", help="the case's name in the output")
-    parser.add_argument("--model", help="model directory")
+    parser.add_argument(FLAG_MODEL, help="model directory")
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
                         help="load the model's shipped op libraries")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true")
-    parser.add_argument("--preprocessing", action="append", default=[], metavar="FIELD=VALUE",
+    parser.add_argument(FLAG_PREPROCESSING, action="append", default=[], metavar="FIELD=VALUE",
                         help="run this runtime's preprocessing with a field changed (simulates serving code that "
                              "preprocesses differently)")
-    parser.add_argument("--intra-op-threads", type=int, default=0)
-    parser.add_argument("--inter-op-threads", type=int, default=0)
+    parser.add_argument(FLAG_INTRA_OP_THREADS, type=int, default=0)
+    parser.add_argument(FLAG_INTER_OP_THREADS, type=int, default=0)
     parser.add_argument("--latency-runs", type=int, default=3)
     parser.add_argument(FLAG_CONVERSION_CACHE, dest="conversion_cache", default=None,
                         help="a writable directory where ONNX conversions are kept between runs")
@@ -97,7 +98,7 @@ def probe(args, first: bool = True) -> ProbeReport:
     mark = time.perf_counter()
     arrays = manifests.load_golden_arrays(args.model, manifest)
     spec = PreprocessSpec.from_json(manifest["preprocessing"], MANIFEST_FILE)
-    here = with_fields(spec, args.preprocessing, "--preprocessing")
+    here = with_fields(spec, args.preprocessing, FLAG_PREPROCESSING)
     report.preprocessing = preprocessing_result(manifest, arrays, here)
     if report.preprocessing is not None and args.preprocessing:
         # A case's override this model's spec already has (e.g. resize_library=tf2 on a TF2-resized model).

@@ -13,7 +13,7 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from ..common import InsideError, atomic_write_bytes, read_json_file, run_main
-from ..contract import MODULES, OUTCOME_BIT_EXACT
+from ..contract import FLAG_OUTPUT, FLAG_REPORT, MODULES, OUTCOME_BIT_EXACT
 
 # The input path stage by stage (the encoded goldens), then the graph layer by layer.
 STAGE_COLUMNS = ("decode", "resize/crop", "normalise")
@@ -109,8 +109,8 @@ def render(report: dict) -> bytes:
 
 def main(argv: Sequence[str] | None = None) -> int | None:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['heatmap']}", description=__doc__)
-    parser.add_argument("--report", required=True, help="drift report JSON")
-    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument(FLAG_REPORT, required=True, help="drift report JSON")
+    parser.add_argument(FLAG_OUTPUT, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     report = read_json_file(args.report, "drift report", "run the drift test to produce it")
     atomic_write_bytes(args.output, render(report))

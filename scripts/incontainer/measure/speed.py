@@ -21,23 +21,25 @@ import numpy as np
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
 from ..contract import (DEFAULT_BF16_TOLERANCE, ENV_ONEDNN, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME,
                         GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, PRECISION_BF16,
-                        PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES)
+                        PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES,
+                        FLAG_BATCH, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_PEAK,
+                        FLAG_PROFILE, FLAG_REPEATS)
 from ..graph.manifest import load_golden_arrays, load_manifest, read_verified_model, tensor_of
 
 
 def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['bench']}", description=__doc__)
-    parser.add_argument("--model", required=True)
+    parser.add_argument(FLAG_MODEL, required=True)
     parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW)
     parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS, default=PRECISION_FP32)
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE)
-    parser.add_argument("--batch", type=int, action="append", default=[], help="batch size (repeatable)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per batch size")
+    parser.add_argument(FLAG_BATCH, type=int, action="append", default=[], help="batch size (repeatable)")
+    parser.add_argument(FLAG_REPEATS, type=int, default=10, help="timed runs per batch size")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--intra-op-threads", type=int, default=0)
-    parser.add_argument("--inter-op-threads", type=int, default=0)
-    parser.add_argument("--profile", action="store_true", help="TF only: op types by time, from step stats")
-    parser.add_argument("--peak", action="store_true", help="also measure the CPU's fp32 peak with a GEMM")
+    parser.add_argument(FLAG_INTRA_OP_THREADS, type=int, default=0)
+    parser.add_argument(FLAG_INTER_OP_THREADS, type=int, default=0)
+    parser.add_argument(FLAG_PROFILE, action="store_true", help="TF only: op types by time, from step stats")
+    parser.add_argument(FLAG_PEAK, action="store_true", help="also measure the CPU's fp32 peak with a GEMM")
     args = parser.parse_args(argv)
     args.batch = args.batch or [1, 8, 32]
     if min(args.batch) < 1 or args.repeats < 1:

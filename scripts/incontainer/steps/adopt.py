@@ -22,7 +22,10 @@ from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, q
                       sha256_bytes, write_deterministic_npz)
 from ..contract import (ENVIRONMENT_DIR, FLAG_ALLOW_SOFT_PLACEMENT, GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY,
                         GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY, GOLDEN_RAW_PREPROCESSED_KEY, MANIFEST_FILE,
-                        MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, MODEL_FILE, MODULES, OPS_DIR, tensor_name)
+                        MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, MODEL_FILE, MODULES, OPS_DIR, tensor_name,
+                        FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT,
+                        FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOGITS, FLAG_MODEL, FLAG_OP_LIBRARY, FLAG_OUT,
+                        FLAG_OUTPUT, FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REFERENCE)
 from ..data.preprocess import PRESETS, PreprocessSpec, preset_spec, with_fields
 
 # slim's output names, most specific first (export_inference_graph.py + freeze_graph).
@@ -60,30 +63,30 @@ class AdoptConfig:
 def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['adopt']}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="the frozen graph (binary .pb or text .pbtxt)")
-    parser.add_argument("--out", required=True, help="model directory to write")
-    parser.add_argument("--input", help="the input placeholder (default: the graph's only placeholder)")
-    parser.add_argument("--output", help="the probabilities output (default: slim's predictions node)")
-    parser.add_argument("--logits", help="the logits output (default: slim's SpatialSqueeze or logits/BiasAdd)")
-    parser.add_argument("--preprocessing", default="vgg", help=f"a preset ({', '.join(PRESETS)}); default vgg, "
+    parser.add_argument(FLAG_MODEL, required=True, help="the frozen graph (binary .pb or text .pbtxt)")
+    parser.add_argument(FLAG_OUT, required=True, help="model directory to write")
+    parser.add_argument(FLAG_INPUT, help="the input placeholder (default: the graph's only placeholder)")
+    parser.add_argument(FLAG_OUTPUT, help="the probabilities output (default: slim's predictions node)")
+    parser.add_argument(FLAG_LOGITS, help="the logits output (default: slim's SpatialSqueeze or logits/BiasAdd)")
+    parser.add_argument(FLAG_PREPROCESSING, default="vgg", help=f"a preset ({', '.join(PRESETS)}); default vgg, "
                                                                "what slim uses for resnet_v1")
-    parser.add_argument("--preprocessing-field", action="append", default=[], metavar="FIELD=VALUE")
-    parser.add_argument("--image-size", type=int, default=0, help="where the placeholder leaves height/width open")
-    parser.add_argument("--labels", help="labels file: one name per line, or slim's id:name lines")
-    parser.add_argument("--labels-offset", type=int, default=None,
+    parser.add_argument(FLAG_PREPROCESSING_FIELD, action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument(FLAG_IMAGE_SIZE, type=int, default=0, help="where the placeholder leaves height/width open")
+    parser.add_argument(FLAG_LABELS, help="labels file: one name per line, or slim's id:name lines")
+    parser.add_argument(FLAG_LABELS_OFFSET, type=int, default=None,
                         help="1 when class 0 is slim's background; default: 1 for slim's 1001 classes with 1000 names")
-    parser.add_argument("--images", help="a directory of your own images to add to the golden probe")
+    parser.add_argument(FLAG_IMAGES, help="a directory of your own images to add to the golden probe")
     parser.add_argument("--golden-count", type=int, default=4)
     parser.add_argument("--golden-seed", type=int, default=0)
-    parser.add_argument("--op-library", action="append", default=[], help="a custom-op library the graph needs")
+    parser.add_argument(FLAG_OP_LIBRARY, action="append", default=[], help="a custom-op library the graph needs")
     parser.add_argument("--no-soft-placement", dest="allow_soft_placement", action="store_false",
                         help="compute the golden with the graph's device pins enforced")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help=argparse.SUPPRESS)
-    parser.add_argument("--reference", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--environment", default=None,
+    parser.add_argument(FLAG_REFERENCE, default="", help=argparse.SUPPRESS)
+    parser.add_argument(FLAG_ENVIRONMENT, default=None,
                         help="a directory holding the reference environment's lock; copied into the model")
-    parser.add_argument("--environment-name", default="reference", help=argparse.SUPPRESS)
+    parser.add_argument(FLAG_ENVIRONMENT_NAME, default="reference", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 1 <= args.golden_count <= 64:
         raise InsideError(f"--golden-count {args.golden_count}: choose between 1 and 64")
@@ -217,7 +220,7 @@ def adopt(config: AdoptConfig) -> dict:
         raise InsideError(f"--image-size {config.image_size} contradicts the placeholder's {shape[1]}x{shape[2]}")
     limit = shape[0]
     spec = with_fields(preset_spec(config.preprocessing, height, width), config.preprocessing_fields,
-                       "--preprocessing-field")
+                       FLAG_PREPROCESSING_FIELD)
     outputs = choose_outputs(graph_def, config, path)
     blocks = block_outputs(graph_def)
     tensors = {role: tensor_name(name) for role, name in outputs.items()}
@@ -336,7 +339,7 @@ def check_probabilities(values: dict, config: AdoptConfig, outputs: Dict[str, st
         return
     rows = np.asarray(values[GOLDEN_PROBABILITIES_KEY], dtype=np.float64).reshape(len(values[GOLDEN_PROBABILITIES_KEY]), -1)
     if rows.min() < -1e-6 or np.max(np.abs(rows.sum(axis=1) - 1.0)) > 1e-3:
-        flag = "--output" if config.output else "the recognised output"
+        flag = FLAG_OUTPUT if config.output else "the recognised output"
         raise InsideError(f"{flag} {outputs['probabilities']!r} does not give probabilities (its rows do not sum to 1); "
                           "pass it as --logits NAME instead (infer then applies softmax)")
 

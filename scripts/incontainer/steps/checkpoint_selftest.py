@@ -10,6 +10,7 @@ import os
 from typing import Sequence
 
 from ..common import InsideError, log, quiet_tensorflow_logs, run_main
+from ..contract import FLAG_DATA, FLAG_IMAGE_SIZE, FLAG_OUT, MODULES
 
 OFFICIAL_CLASSES = 1000
 PROBE_VARIABLE = "resnet_v1_50/conv1/weights"
@@ -76,13 +77,13 @@ def run_selftest(work: str, data: str | None, steps: int) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int | None:
     quiet_tensorflow_logs()
-    parser = argparse.ArgumentParser(prog="python -m incontainer.checkpoint_selftest", description=__doc__)
-    parser.add_argument("--work", "--out", dest="work", required=True,
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['checkpoint']}", description=__doc__)
+    parser.add_argument("--work", FLAG_OUT, dest="work", required=True,
                         help="scratch directory (must not hold a previous self-test)")
     parser.add_argument("--write-checkpoint-only", action="store_true",
                         help="only write the official-layout checkpoint into --work (for fine-tuning tests)")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--data", default=None, help="dataset to fine-tune on (default: a tiny generated one)")
+    parser.add_argument(FLAG_IMAGE_SIZE, type=int, default=64)
+    parser.add_argument(FLAG_DATA, default=None, help="dataset to fine-tune on (default: a tiny generated one)")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)
     if args.write_checkpoint_only:

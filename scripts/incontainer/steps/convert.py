@@ -7,16 +7,16 @@ import argparse
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import FLAG_RUNTIME, MODULES, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO
+from ..contract import FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME, MODULES, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO
 from ..runtimes.artefacts import convert
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['convert']}", description=__doc__)
-    parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
+    parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
     parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=(RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO))
-    parser.add_argument("--out", required=True, help="directory for the artefact (the model's converted/<runtime>/)")
+    parser.add_argument(FLAG_OUT, required=True, help="directory for the artefact (the model's converted/<runtime>/)")
     args = parser.parse_args(argv)
     record = convert(args.model, args.runtime, args.out)
     log(f"convert: {args.runtime} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")

@@ -16,7 +16,9 @@ from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, q
 from ..contract import (GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY,
                         GOLDEN_RAW_PREPROCESSED_KEY, INPUT_NODE, LOGITS_NODE, MANIFEST_FILE, MANIFEST_FORMAT,
                         MANIFEST_SCHEMA_VERSION, MODEL_FILE, OPS_DIR, PROBABILITIES_NODE, RUN_CONFIG_FILE,
-                        LABELS_FILE, TOP_K_NODE, tensor_name)
+                        LABELS_FILE, TOP_K_NODE, tensor_name,
+                        FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS,
+                        MODULES)
 from ..data.labels import read_labels_file
 from ..data.preprocess import PreprocessSpec
 from ..graph.graphdef import graph_stats, op_inventory
@@ -53,12 +55,12 @@ class TrainingRun:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
-    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.freeze", description=__doc__)
-    parser.add_argument("--run", required=True, help="training run directory (config.json, labels.txt, checkpoints)")
-    parser.add_argument("--out", required=True, help="model directory to write")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['freeze']}", description=__doc__)
+    parser.add_argument(FLAG_RUN, required=True, help="training run directory (config.json, labels.txt, checkpoints)")
+    parser.add_argument(FLAG_OUT, required=True, help="model directory to write")
     parser.add_argument("--keep-devices", action="store_true", help="keep device strings (default: cleared)")
-    parser.add_argument("--fold-batch-norm", action="store_true", help="fold batch norm into conv weights")
-    parser.add_argument("--strip-unused", action="store_true", help="drop nodes not needed for the outputs")
+    parser.add_argument(FLAG_FOLD_BATCH_NORM, action="store_true", help="fold batch norm into conv weights")
+    parser.add_argument(FLAG_STRIP_UNUSED, action="store_true", help="drop nodes not needed for the outputs")
     parser.add_argument("--golden-count", type=int, default=4)
     parser.add_argument("--golden-seed", type=int, default=0)
     parser.add_argument("--pin-device", help="build the network under this device (e.g. /device:GPU:0); "
@@ -68,10 +70,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
     parser.add_argument("--custom-op-library", help="a compiled op library providing ColdchainTemperatureScale; "
                                                    "the logits are temperature-scaled with it and it ships in ops/")
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature for --custom-op-library")
-    parser.add_argument("--input-size", type=int, default=0,
+    parser.add_argument(FLAG_INPUT_SIZE, type=int, default=0,
                         help="export for this input size (e.g. 224) instead of the training size; the network "
                              "is fully convolutional, so the same weights apply")
-    parser.add_argument("--threads", default="0,0", metavar="INTRA,INTER",
+    parser.add_argument(FLAG_THREADS, default="0,0", metavar="INTRA,INTER",
                         help="inference thread settings to record in the manifest (0 = TF's choice)")
     parser.add_argument("--top-k-output", type=int, default=0,
                         help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")

@@ -19,7 +19,9 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_
                         FLAG_LOAD_OP_LIBRARIES,
                         FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
                         PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start)
+                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start,
+                        FLAG_BATCH_SIZE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
+                        FLAG_TOP_K, MODULES, KeptGolden)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import DoctorOptions, diagnose
@@ -53,14 +55,14 @@ class InferConfig:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
-    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.infer", description=__doc__)
-    parser.add_argument("--model", required=True, help="model directory (model.pb, manifest.json, golden.npz)")
-    parser.add_argument("--output", help="predictions file (JSON lines or CSV)")
-    parser.add_argument("--format", choices=FORMATS, default="jsonl")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--golden-only", action="store_true", help="only verify the golden probe")
-    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['infer']}", description=__doc__)
+    parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
+    parser.add_argument(FLAG_OUTPUT, help="predictions file (JSON lines or CSV)")
+    parser.add_argument(FLAG_FORMAT, choices=FORMATS, default="jsonl")
+    parser.add_argument(FLAG_TOP_K, type=int, default=5)
+    parser.add_argument(FLAG_BATCH_SIZE, type=int, default=16)
+    parser.add_argument(FLAG_GOLDEN_ONLY, action="store_true", help="only verify the golden probe")
+    parser.add_argument(FLAG_ON_BAD_IMAGE, choices=("fail", "skip"), default="fail")
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
                         help="load the custom-op libraries shipped in the model's ops/ folder (runs their code)")
     parser.add_argument("--no-soft-placement", dest="allow_soft_placement", action="store_false",
@@ -440,19 +442,18 @@ def verified_earlier(config: InferConfig, summary: dict) -> Optional[dict]:
         return None
     try:
         with open(config.golden_verified) as handle:
-            earlier = json.load(handle)
-        same = {key: earlier.get(key) == summary.get(key) for key in ("model", "numerics", "runtime")}
-        golden = earlier["golden"]
-        if not all(same.values()) or golden.get("ok") is not True:
-            log(f"infer: the kept golden check does not apply ({', '.join(k for k, v in same.items() if not v) or 'it failed'}"
+            earlier = KeptGolden.from_json(handle.read())
+        differing = earlier.differences(summary)
+        if differing or earlier.golden.get("ok") is not True:
+            log(f"infer: the kept golden check does not apply ({', '.join(differing) or 'it failed'}"
                 " differs); running the probe")
             return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         log(f"infer: the kept golden check is unreadable ({error}); running the probe")
         return None
-    log(f"infer: golden probe passed earlier for this model, image and numerics ({earlier.get('verified_at')}); "
+    log(f"infer: golden probe passed earlier for this model, image and numerics ({earlier.verified_at}); "
         "not run again")
-    return {**golden, "cached": {"verified_at": earlier.get("verified_at")}}
+    return earlier.reused()
 
 
 def startup(config: InferConfig, predictor: Predictor) -> dict:

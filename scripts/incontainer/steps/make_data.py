@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..common import InsideError, atomic_write_bytes, atomic_write_json, atomic_write_text, log, run_main
-from ..contract import LABELS_FILE
+from ..contract import FLAG_OUT, LABELS_FILE, MODULES
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "stripes", "checker", "dots")
 SPLIT_CODES = {"train": 1, "val": 2}
@@ -37,8 +37,8 @@ class MakeDataConfig:
 
 
 def parse_args(argv: Sequence[str] | None) -> MakeDataConfig:
-    parser = argparse.ArgumentParser(prog="python -m incontainer.steps.make_data", description=__doc__)
-    parser.add_argument("--out", required=True, help="output directory (train/, val/, labels.txt)")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULES['data']}", description=__doc__)
+    parser.add_argument(FLAG_OUT, required=True, help="output directory (train/, val/, labels.txt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--train-per-class", type=int, default=60)

@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 
 from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs, run_main,
                       sha256_bytes)
-from ..contract import FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, MODEL_FILE, MODULES, Code
+from ..contract import (FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, MODEL_FILE, MODULES, Code, FLAG_CLEAR_DEVICES,
+                        FLAG_MODEL, FLAG_OUT, FLAG_STRIP_DEFAULT_ATTRS)
 from ..graph.graphdef import graph_stats, model_path, op_inventory, parse_graph_def, read_model_bytes
 
 
@@ -121,10 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['reexport']}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model directory or frozen graph file to re-export")
-    parser.add_argument("--out", required=True, help="new model directory")
-    parser.add_argument("--strip-default-attrs", action="store_true")
-    parser.add_argument("--clear-devices", action="store_true")
+    parser.add_argument(FLAG_MODEL, required=True, help="model directory or frozen graph file to re-export")
+    parser.add_argument(FLAG_OUT, required=True, help="new model directory")
+    parser.add_argument(FLAG_STRIP_DEFAULT_ATTRS, action="store_true")
+    parser.add_argument(FLAG_CLEAR_DEVICES, action="store_true")
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true")
     args = parser.parse_args(argv)
     reexport(args.model, args.out, args.strip_default_attrs, args.clear_devices, args.load_op_libraries)

@@ -20,7 +20,10 @@ from typing import Optional, Sequence
 
 from ..common import (InsideError, atomic_write_json, atomic_write_text, import_tensorflow_quietly, log,
                       quiet_tensorflow_logs, run_main, silence_tensorflow_deprecations)
-from ..contract import ENV_ONEDNN, MODULES, RUN_CONFIG_FILE, LABELS_FILE, RUN_METRICS_FILE
+from ..contract import (ENV_ONEDNN, FLAG_BATCH_SIZE, FLAG_CHECKPOINT_PATH, FLAG_DATA, FLAG_IMAGE_SIZE,
+                        FLAG_LABELS_OFFSET, FLAG_LOG_EVERY, FLAG_MAX_STEPS, FLAG_NUMERICS, FLAG_ON_BAD_IMAGE, FLAG_OUT,
+                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, LABELS_FILE, MODULES, RUN_CONFIG_FILE,
+                        RUN_METRICS_FILE)
 
 DEFAULT_MAX_STEPS = 120
 OPTIMIZERS = ("momentum", "sgd", "adam")
@@ -83,12 +86,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> TrainConfig:
 
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['train']}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="class-folder dataset (optionally train/ and val/) or slim TFRecords dir")
-    parser.add_argument("--out", required=True, help="run directory for checkpoints, summaries, config.json, metrics.json")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(FLAG_DATA, required=True, help="class-folder dataset (optionally train/ and val/) or slim TFRecords dir")
+    parser.add_argument(FLAG_OUT, required=True, help="run directory for checkpoints, summaries, config.json, metrics.json")
+    parser.add_argument(FLAG_IMAGE_SIZE, type=int, default=64)
+    parser.add_argument(FLAG_BATCH_SIZE, type=int, default=16)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=int, default=None, help=f"default {DEFAULT_MAX_STEPS} when --epochs is not given")
+    length.add_argument(FLAG_MAX_STEPS, type=int, default=None, help=f"default {DEFAULT_MAX_STEPS} when --epochs is not given")
     length.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--learning-rate", type=float, default=0.01)
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="cosine decays to 0 after a linear warmup")
@@ -100,26 +103,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> TrainConfig:
                         help="moving-average decay; slim's 0.997 needs thousands of steps to settle")
     parser.add_argument("--batch-norm-epsilon", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--numerics", choices=NUMERICS_MODES, default="default",
+    parser.add_argument(FLAG_NUMERICS, choices=NUMERICS_MODES, default="default",
                         help="default: TensorFlow's choices (oneDNN on only on VNNI/BF16/AMX CPUs, one thread per "
                              "core); deterministic: op determinism, one thread; portable: oneDNN off, oneDNN kernels "
                              f"capped at AVX2, {PORTABLE_THREADS[0]}/{PORTABLE_THREADS[1]} threads - the same settings "
                              "on any x86-64 CPU")
     parser.add_argument("--deterministic", dest="numerics", action="store_const", const="deterministic",
                         help="same as --numerics deterministic")
-    parser.add_argument("--preprocessing", choices=PRESETS, default=None,
+    parser.add_argument(FLAG_PREPROCESSING, choices=PRESETS, default=None,
                         help="preprocessing preset as slim names it (default: vgg when fine-tuning a resnet_v1 "
                              "checkpoint, as slim does; else coldchain)")
-    parser.add_argument("--preprocessing-field", action="append", default=[], metavar="FIELD=VALUE",
+    parser.add_argument(FLAG_PREPROCESSING_FIELD, action="append", default=[], metavar="FIELD=VALUE",
                         help="change one field of the preset (repeatable)")
-    parser.add_argument("--checkpoint-path", default=None, help="checkpoint prefix or directory (latest) to fine-tune from")
+    parser.add_argument(FLAG_CHECKPOINT_PATH, default=None, help="checkpoint prefix or directory (latest) to fine-tune from")
     parser.add_argument("--checkpoint-exclude-scopes", default=None,
                         help=f"comma-separated scopes not restored; default {MODEL_NAME_LOGITS} when class counts differ")
     parser.add_argument("--trainable-scopes", default=None, help="comma-separated scopes to train; default all")
     parser.add_argument("--ignore-missing-vars", action="store_true")
-    parser.add_argument("--labels-offset", type=int, default=0)
-    parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
-    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument(FLAG_LABELS_OFFSET, type=int, default=0)
+    parser.add_argument(FLAG_ON_BAD_IMAGE, choices=("fail", "skip"), default="fail")
+    parser.add_argument(FLAG_LOG_EVERY, type=int, default=10)
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="disable random horizontal flips")
     parser.add_argument("--eval-batch-size", type=int, default=32)
     args = parser.parse_args(argv)
@@ -298,7 +301,7 @@ def choose_preprocessing(config: TrainConfig):
             log("train: fine-tuning a resnet_v1 checkpoint: vgg preprocessing, as slim's preprocessing_factory "
                 "uses for resnet_v1 (pass --preprocessing to choose another)")
     spec = preset_spec(name, config.image_size, config.image_size)
-    return with_fields(spec, config.preprocessing_fields, "--preprocessing-field")
+    return with_fields(spec, config.preprocessing_fields, FLAG_PREPROCESSING_FIELD)
 
 
 @dataclass
