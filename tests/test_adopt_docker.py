@@ -6,12 +6,14 @@ device pins left in, and with the user's own requirements pinning another Tensor
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from coldchain.config import KIT_LABEL
-from coldchain.contract import Exit
+from coldchain.contract import DEFAULT_BF16_TOLERANCE, Exit
+from coldchain.drift.report import markdown
 from coldchain.environments.matrix import load_matrix
 from coldchain.drift.runner import DriftOptions, run_drift_test
 from coldchain.engine import Mount, RunSpec
@@ -84,6 +86,10 @@ def test_adopt_keeps_the_model_and_records_where_its_golden_came_from(plain, sli
                                                              "baseline-422.jpg", "grayscale.jpg", "exif-rotated.jpg",
                                                              "alpha.png"]
     assert encoded["decoder"]["library"] == "tensorflow" and encoded["decoder"]["jpeg_idct"].startswith("INTEGER_FAST")
+    budget = manifest["golden"]["precision_budget"]["bf16"]  # what bf16 alone does to it, measured here
+    assert set(budget["tensors"]) == set(roles) | {"block1", "block2", "block3", "block4"}
+    assert budget["top1"]["key"] == "logits" and budget["top1"]["count"] == manifest["golden"]["count"]
+    assert budget["rounded_tensors"] > 53
 
 
 def test_infer_gives_what_slim_itself_computes(docker_engine, project, run_id, kit_images, slim, plain, tmp_path):
@@ -165,6 +171,48 @@ def test_adopting_with_the_users_own_requirements(docker_engine, project, run_id
     assert report["ok"] and set(cases) == {"reference-env", "infer-cpu"}
     assert cases["reference-env"]["outcome"] == "bit-exact" and cases["reference-env"]["tensorflow"] == "2.13.1"
     assert cases["infer-cpu"]["resolved_expectation"] == "pass", "TF 2.14 against a golden made by TF 2.13"
+
+
+# An unsaturated softmax over large logits (the classifier's biases raised by 200, its probabilities
+# unchanged): bf16 keeps 8 significant bits, so near 200 the logits move by up to 0.5 and the
+# probabilities by ~0.13, where the fixed rule allowed 0.03 of the largest probability (issue #21).
+LARGE_LOGITS = ("--image-size", SIZE, "--logit-spread", "4", "--logit-offset", "200")
+BF16_CASES = ("openvino-bf16-declared", "openvino-default-precision")
+
+
+def test_bf16_is_judged_by_the_budget_measured_on_the_model(docker_engine, project, run_id, kit_images, slim,
+                                                            tiny_chain, tmp_path):
+    """The runtimes cases of the default matrix hold for the kit's model (saturated softmax) and for an
+    adopted one whose probabilities bf16 moves far more; a manifest from before the budget keeps the
+    fixed fraction, and the report says so."""
+    in_training_image(docker_engine, kit_images["train"], "python", "/t/export_and_freeze.py", "/out/large-logits",
+                      *LARGE_LOGITS, mounts=(Mount(slim, "/out", read_only=False),))
+    model = adopted(docker_engine, project, run_id, slim, "large-logits", tmp_path / "large-logits")
+    manifest = json.loads((model / "manifest.json").read_text())
+    measured = manifest["golden"]["precision_budget"]["bf16"]
+    assert set(measured["tensors"]) == {entry["key"] for entry in manifest["golden"]["tensors"]}
+    assert measured["tensors"]["probabilities"]["fraction_of_magnitude"] > DEFAULT_BF16_TOLERANCE, "as in the issue"
+    stale = tmp_path / "stale"
+    shutil.copytree(model, stale)
+    del manifest["golden"]["precision_budget"]
+    (stale / "manifest.json").write_text(json.dumps(manifest))
+    matrix = load_matrix(project.path("drift/matrix.toml"))
+    cases = {}
+    for name, directory, selected in (("tiny", tiny_chain / "model", BF16_CASES), ("adopted", model, BF16_CASES),
+                                      ("stale", stale, BF16_CASES[:1])):
+        report = run_drift_test(docker_engine, project, matrix.select(selected), DriftOptions(
+            model=directory, run=None, out=tmp_path / f"drift-{name}", prefix=run_id, run_id=run_id))
+        cases.update({(name, case["name"]): case for case in report["cases"]})
+        if name != "stale":
+            assert report["ok"], [case["reasons"] for case in report["cases"] if not case["ok"]]
+    for name in ("tiny", "adopted"):
+        assert cases[name, BF16_CASES[0]]["golden"]["precision_rule"]["budget"] is True
+    old = cases["stale", BF16_CASES[0]]
+    assert old["golden"]["precision_rule"]["budget"] is False
+    assert "predates the measured bf16 budget" in markdown(report)
+    # Where OpenVINO computed bf16 (AMX, AVX512_BF16), the fixed fraction fails this model, as in the issue.
+    if old["runtime"]["precision_effective"] == "bf16":
+        assert old["outcome"] == "golden-mismatch" and old["golden"]["first_divergence"] == "probabilities"
 
 
 @pytest.mark.parametrize("change, message", [

@@ -57,7 +57,8 @@ def _first_finding(case: dict) -> str:
                 f"(max abs {fmt(pre.get('max_abs_diff'))})")
     if case.get("error"):
         return case["error"].splitlines()[0]
-    return ""
+    # A bf16 case says what it was judged by: the model's measured budget, or the fraction alone.
+    return ((case.get("golden") or {}).get("precision_rule") or {}).get("text") or ""
 
 
 def _levels(preprocessing: dict | None) -> str:

@@ -58,6 +58,14 @@ PRECISION_RUNTIME_DEFAULT = "runtime-default"
 # top-1 class agrees on every probe. bf16 keeps 8 mantissa bits, and the error grows over 53 layers;
 # the drift report shows each tensor's margin (README, Other runtimes).
 DEFAULT_BF16_TOLERANCE = 0.03
+# What the fraction above encodes depends on the model (a saturated softmax hides the logits' drift),
+# so freeze and adopt measure what bf16 rounding does to each golden tensor of the model
+# (golden.precision_budget, golden/budget.py) and a bf16 run may deviate by this factor times that.
+# The factor covers what the emulation leaves out (OpenVINO rounds the batch norm it folds into the
+# weights, and each fused result) and the measurement's own spread with another CPU's fp32 kernels:
+# real OpenVINO bf16 deviated 0.46-1.53x the emulated one, the measurement moved up to 25% between
+# oneDNN on, off and capped at AVX2 (README, Other runtimes).
+BF16_BUDGET_SAFETY_FACTOR = 4.0
 
 # Keys of golden.npz besides the per-tensor ones (which are the manifest's golden.tensors[].key).
 GOLDEN_INPUT_KEY = "input"

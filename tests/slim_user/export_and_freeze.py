@@ -3,6 +3,7 @@ way slim's export_inference_graph.py does, save a checkpoint, freeze both with T
 freeze_graph tool; plus a labels file and a few images of different shapes.
 
 Usage: python export_and_freeze.py OUT [--classes 1000] [--batch-size N] [--image-size 224] [--device D]
+       [--logit-spread 2]
 """
 import argparse
 import os
@@ -24,13 +25,17 @@ OUTPUT = "resnet_v1_50/predictions/Reshape_1"
 
 def calibrate_logits(session, graph, images, args) -> None:
     """Random weights with batch norm's initial statistics blow activations up through 50 layers and
-    saturate the softmax; scale the classifier so logits spread like a trained model's (std ~2)."""
+    saturate the softmax; scale the classifier so logits spread like a trained model's (std ~2, or
+    --logit-spread: a wider spread makes a confident, still unsaturated, softmax)."""
     logits = graph.get_tensor_by_name("resnet_v1_50/logits/BiasAdd:0")
     shape = [args.batch_size or 2, args.image_size, args.image_size, 3]
     sample = np.random.default_rng(args.seed).uniform(-100, 100, shape).astype(np.float32)
     spread = float(np.std(session.run(logits, {images: sample})))
     weights = graph.get_tensor_by_name("resnet_v1_50/logits/weights:0")
-    session.run(tf.compat.v1.assign(weights, weights * (2.0 / max(spread, 1e-6))))
+    session.run(tf.compat.v1.assign(weights, weights * (args.logit_spread / max(spread, 1e-6))))
+    if args.logit_offset:
+        biases = graph.get_tensor_by_name("resnet_v1_50/logits/biases:0")
+        session.run(tf.compat.v1.assign(biases, biases + args.logit_offset))
 
 
 def main() -> int:
@@ -41,6 +46,9 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--device", default="")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--logit-spread", type=float, default=2.0, help="the logits' standard deviation")
+    parser.add_argument("--logit-offset", type=float, default=0.0, help="added to every class's logit (the "
+                        "probabilities stay the same, the logits' magnitude grows)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     graph = tf.Graph()

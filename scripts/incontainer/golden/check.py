@@ -15,6 +15,7 @@ from ..common import GoldenMismatch, PreprocessingMismatch
 from ..contract import GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MANIFEST_FILE, Code
 from ..data.preprocess import PreprocessSpec, check_preprocessing
 from . import encoded
+from .budget import bf16_deviations, bf16_tolerance, precision_rule
 from .compare import compare, top1_agreement
 
 # inputs [N, H, W, C] -> {golden tensor key: array}
@@ -94,7 +95,8 @@ def evaluate(run: Runner, manifest: dict, arrays: dict) -> dict:
     first = next((result["key"] for result in ordered if not result["ok"]), None)
     bit_exact = all(result.get("max_abs_diff") == 0.0 for result in results)
     return {"ok": ok, "bit_exact": bit_exact, "tensors": results, "top1": agreement, "first_divergence": first,
-            "seconds": round(seconds, 4)}
+            "seconds": round(seconds, 4), **({"precision_rule": golden["precision_rule"]}
+                                             if "precision_rule" in golden else {})}
 
 
 def batch_invariance(run: Runner, manifest: dict, arrays: dict) -> Optional[dict]:
@@ -161,6 +163,8 @@ def golden_message(model_dir: str, summary: dict) -> str:
     where = (f"first divergence at {first['key']} (max abs diff {first.get('max_abs_diff', float('nan')):.3g}, "
              f"{first.get('worst_fraction_of_tolerance', float('nan')):.3g}x tolerance)") if first else \
         f"top-1 disagrees on {agreement['decisive_disagreements']} of {agreement['count']} probes"
+    if summary.get("precision_rule"):
+        where += f" ({summary['precision_rule']['text']})"
     return (f"golden probe of {model_dir} failed on this runtime: {where}; this TensorFlow/CPU computes other numbers "
             "than the environment the golden was made in (compare the manifest's environment and numerics with "
             "this runtime's: coldchain doctor, coldchain drift-test)")
@@ -192,15 +196,20 @@ def session_runner(session, tensors: Dict[str, str], input_tensor: str) -> Runne
 
 
 def with_precision_tolerance(manifest: dict, arrays: dict, fraction: float) -> dict:
-    """The manifest with each golden tensor's abs_tol widened to `fraction` of its largest magnitude:
-    how a run declared at reduced precision (bf16) is judged. The fp32 tolerances stay where wider."""
+    """The manifest as a run declared at reduced precision (bf16) is judged: each golden tensor's
+    abs_tol widened to `fraction` of its largest magnitude, or to the model's measured bf16 budget
+    (golden.precision_budget, budget.py) where that is wider; the fp32 tolerances stay where wider.
+    A manifest from before the budget gets the fraction alone, and the rule says so."""
     import copy
 
     widened = copy.deepcopy(manifest)
+    deviations = bf16_deviations(manifest)
     for entry in widened["golden"]["tensors"]:
         scale = float(np.max(np.abs(arrays[entry["key"]]))) if arrays[entry["key"]].size else 0.0
-        entry["abs_tol"] = max(float(entry["abs_tol"]), fraction * scale)
+        entry["abs_tol"] = bf16_tolerance(float(entry["abs_tol"]), fraction * scale,
+                                          (deviations or {}).get(entry["key"]))
         entry["declared_fraction"] = fraction
+    widened["golden"]["precision_rule"] = precision_rule(deviations, fraction)
     return widened
 
 

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 from ..common import InsideError, read_json_file, sha256_bytes
 from ..contract import (GOLDEN_FILE, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
                         MODEL_FILE, Code)
+from ..golden.budget import BUDGET_FIELD
+from ..golden.budget import problems as budget_problems
 from .graphdef import sniff_directory
 
 REQUIRED_KEYS = ("schema_version", "model", "inputs", "outputs", "preprocessing", "labels", "golden")
@@ -165,6 +167,10 @@ def _validate_golden_section(golden: Any) -> List[Problem]:
             isinstance(probe.get(key), str) for key in ("raw_key", "expected_key")) or not all(
             isinstance(probe.get(key), (int, float)) for key in ("abs_tol", "mean_abs_tol"))):
         problems.append(Problem("golden.preprocessing_probe", "must name raw_key, expected_key, abs_tol, mean_abs_tol"))
+    if golden.get(BUDGET_FIELD) is not None:  # optional: manifests from before it judge bf16 by the fraction alone
+        keys = {entry.get("key") for entry in tensors if isinstance(entry, dict)}
+        problems += [Problem(field, f"{message}; re-run freeze / adopt to measure it again")
+                     for field, message in budget_problems(golden[BUDGET_FIELD], keys)]
     return problems + _validate_encoded(golden.get("encoded"))
 
 

@@ -306,6 +306,9 @@ def adopt(config: AdoptConfig) -> dict:
         "custom_ops": custom_ops,
         "inference": {"intra_op_threads": 0, "inter_op_threads": 0},
     }
+    from ..golden.budget import record_budget
+
+    record_budget(manifest, graph_def, arrays)  # golden.precision_budget: what bf16 alone does to this model
     # The model exactly as given; the manifest last, so a reader that sees it sees a complete set.
     atomic_write_bytes(os.path.join(config.out, model_file), data)
     atomic_write_json(os.path.join(config.out, MANIFEST_FILE), manifest)

@@ -323,6 +323,9 @@ def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, sta
                                        "loaded_from": config.custom_op_library})
     if config.pin_device or config.training_mode:
         manifest["graph"]["transforms"].update(pin_device=config.pin_device, training_mode=config.training_mode)
+    from ..golden.budget import record_budget
+
+    record_budget(manifest, graph_def, arrays)  # golden.precision_budget: what bf16 alone does to this model
     atomic_write_bytes(os.path.join(config.out, MODEL_FILE), model_bytes)
     atomic_write_json(os.path.join(config.out, MANIFEST_FILE), manifest)
     log(f"freeze: wrote {config.out}/{MODEL_FILE} ({len(model_bytes)} bytes, sha256 {manifest['model']['sha256']})")

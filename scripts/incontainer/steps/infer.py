@@ -391,6 +391,8 @@ def infer(config: InferConfig) -> dict:
         summary["preflight_warnings"] = predictor.warnings
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
             f"top-1 agree{', kept from ' + str(summary['golden']['cached']['verified_at']) if 'cached' in summary['golden'] else ''})")
+        if (summary["golden"].get("precision_rule") or {}).get("budget") is False:  # a manifest from before it
+            log(f"infer: {summary['golden']['precision_rule']['text']}")
         if config.golden_only:
             summary[STARTUP_KEY] = startup(config, predictor)
             return summary
