@@ -124,7 +124,7 @@ def test_a_batch_fixed_to_one_and_1001_classes(docker_engine, project, run_id, k
     assert manifest["inputs"][0]["shape"] == [1, 112, 112, 3]
     assert manifest["labels_offset"] == 1 and len(manifest["labels"]) == 1000  # slim's background class 0
     rows = infer(docker_engine, project, run_id, kit_images, model, slim / "batch1" / "images", tmp_path / "b.jsonl")
-    assert len(rows) == 3 and all(len(top5) == 5 for top5 in rows.values())
+    assert len(rows) == 6 and all(len(top5) == 5 for top5 in rows.values())
     matrix = load_matrix(project.path("drift/matrix.toml")).select(("infer-cpu", "tf2.7-py3.9", "one-thread"))
     report = run_drift_test(docker_engine, project, matrix, DriftOptions(model=model, run=None, out=tmp_path / "d",
                                                                          prefix=run_id, run_id=run_id))
