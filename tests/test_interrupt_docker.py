@@ -73,11 +73,12 @@ def test_two_drift_tests_at_once_in_one_checkout_do_not_collide(docker_engine, r
     final = json.loads((out / "drift-report.json").read_text())  # whichever finished last, whole
     assert final["counts"]["cases"] == 2
     # The heatmap shows the report: one row per case; infer-cpu, computed with the golden's own numerics,
-    # is bit-exact (grey) in every column from preprocessing to probabilities.
+    # is bit-exact (grey) in every column: the input path's three stages (decode, resize/crop, normalise), the
+    # four blocks, logits and probabilities.
     width, height, pixels = read_png(out / "drift-heatmap.png")
-    assert (width, height) == (480 + 92 * 7 + 10, 40 + 22 * 2 + 46)
+    assert (width, height) == (480 + 92 * 9 + 10, 40 + 22 * 2 + 46)
     assert final["cases"][0]["name"] == "infer-cpu" and final["cases"][0]["outcome"] == "bit-exact"
-    assert [pixels[40 + 11][480 + 46 + 92 * column] for column in range(7)] == [(225, 225, 225)] * 7
+    assert [pixels[40 + 11][480 + 46 + 92 * column] for column in range(9)] == [(225, 225, 225)] * 9
     assert (out / "models" / "gpu-pinned" / "model.pb").is_file()
     assert not [path.name for path in out.iterdir() if path.name.startswith(".")]
     assert not [path.name for path in (out / "models").iterdir() if path.name.startswith(".") and ".lock" not in path.name]
