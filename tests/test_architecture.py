@@ -302,3 +302,13 @@ def test_the_cli_only_parses_and_hands_requests_to_steps_drift_or_bench():
             elif target.startswith("coldchain.cli") and name != "coldchain.__main__":
                 offenders.append(f"{name} imports the command line ({target})")
     assert offenders == []
+
+
+def test_no_function_is_over_80_lines():
+    """Issue #19's rule: a function that long does several jobs; split it by stage."""
+    long = []
+    for path in sorted([*ROOT.glob("coldchain/**/*.py"), *ROOT.glob("scripts/**/*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, "functions over 80 lines: " + ", ".join(long)

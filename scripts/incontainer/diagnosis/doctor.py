@@ -23,14 +23,15 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
+from ..common import emit_json, log, quiet_tensorflow_logs, run_main
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN,
-                        STAGE_STATIC, Code, exit_for_outcome)
+                        FLAG_OP_LIBRARY, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code,
+                        exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
-                              import_graph, model_path, parse_graph_def, placeholder_shape, placeholders,
-                              read_model_bytes, sinks, sniff_directory, sniff_name)
+                              import_graph, parse_graph_def, placeholder_shape, placeholders, read_model_bytes, sinks,
+                              sniff_directory, sniff_name)
+from ..graph.model_files import ModelFiles, ModelLoader
 from ..graph.oplibs import OpLibraryError, abi_compatible, load_op_library, minor_version, read_marker
 from ..runtime import TRACKED_PACKAGES, describe
 from .findings import ERROR, WARNING, Finding, blocking, group, outcome_of, where
@@ -114,21 +115,21 @@ class Diagnosis:
                 "findings": [finding.to_json() for finding in group(self.findings)]}
 
 
-def diagnose(options: DoctorOptions) -> Diagnosis:
+def diagnose(options: DoctorOptions, files: Optional[ModelFiles] = None) -> Diagnosis:
     """The diagnosis, stage by stage. Input that is not a frozen graph at all (a SavedModel, a
     checkpoint, an image, an archive) is bad input and raised as such, named for what it is; a
-    graph file that is corrupt is a finding."""
-    model_file, model_dir = model_path(options.model)
-    hint = (sniff_directory(options.model) if os.path.isdir(options.model) else sniff_name(options.model)) or \
-        (not os.path.exists(model_file) and os.path.isdir(model_dir) and sniff_directory(model_dir))
+    graph file that is corrupt is a finding. `files`: the model directory as the caller already read
+    it (a ModelSession), so that nothing is read twice; by default the doctor reads it itself."""
+    hint = _not_a_frozen_graph(options.model)
     if hint:
         raise NotAFrozenGraph(hint)
+    if files is None:
+        files = ModelLoader.for_model(options.model, options.manifest).files()
+    model_file, model_dir = files.model_file, files.model_dir
     diagnosis = Diagnosis(model=model_file, runtime=describe())
-    manifest_path = options.manifest or (os.path.join(model_dir, MANIFEST_FILE)
-                                         if os.path.isfile(os.path.join(model_dir, MANIFEST_FILE)) else None)
-    if manifest_path:
-        _manifest_stage(diagnosis, model_dir, manifest_path)
-    data = manifests.verified_bytes(model_file) or read_model_bytes(model_file, "pass a frozen model.pb or its directory")
+    if files.has_manifest:
+        _manifest_stage(diagnosis, files)
+    data = files.bytes_of(model_file) or read_model_bytes(model_file, "pass a frozen model.pb or its directory")
     try:
         graph_def = parse_graph_def(data, model_file)
     except UnreadableGraph as error:
@@ -153,32 +154,40 @@ def diagnose(options: DoctorOptions) -> Diagnosis:
     return diagnosis
 
 
-def _manifest_stage(diagnosis: Diagnosis, model_dir: str, manifest_path: str) -> None:
+def _not_a_frozen_graph(model: str) -> Optional[str]:
+    """What a model argument is when it is plainly no frozen graph: a SavedModel or checkpoint
+    directory, or such a file (or a missing file in such a directory)."""
+    if os.path.isdir(model):
+        return sniff_directory(model)
+    directory = os.path.dirname(model) or "."
+    return sniff_name(model) or (not os.path.exists(model) and os.path.isdir(directory) and sniff_directory(directory)) \
+        or None
+
+
+def _manifest_stage(diagnosis: Diagnosis, files: ModelFiles) -> None:
+    """The manifest's findings, from the model directory as read: schema, sha256, golden.npz, labels,
+    preprocessing."""
     def add(problem) -> None:
-        diagnosis.findings.append(Finding(problem.code, f"{manifest_path}: {problem.field}: {problem.message}",
+        diagnosis.findings.append(Finding(problem.code, f"{files.manifest_path}: {problem.field}: {problem.message}",
                                           _manifest_fix(problem), stage=STAGE_MANIFEST))
-    try:
-        manifest = manifests.read_manifest(model_dir, manifest_path)
-    except InsideError as error:
-        diagnosis.findings.append(Finding(Code.MANIFEST_INVALID, str(error), "restore the manifest.json written by "
-                                          "freeze or adopt", stage=STAGE_MANIFEST))
+    if files.read_error is not None:
+        diagnosis.findings.append(Finding(Code.MANIFEST_INVALID, str(files.read_error), "restore the manifest.json "
+                                          "written by freeze or adopt", stage=STAGE_MANIFEST))
         diagnosis.stages[STAGE_MANIFEST] = "unreadable"
         return
-    problems = manifests.validate(manifest)
-    for problem in problems:
+    for problem in files.problems:
         add(problem)
-    if problems:
-        diagnosis.stages[STAGE_MANIFEST] = f"{len(problems)} problem(s)"
+    if files.problems:
+        diagnosis.stages[STAGE_MANIFEST] = f"{len(files.problems)} problem(s)"
         return
-    diagnosis.manifest = manifest
-    try:
-        manifests.read_verified_model(model_dir, manifest)
-    except InsideError as error:
+    diagnosis.manifest = files.manifest
+    error = files.model_error
+    if error is not None:
         if error.code != Code.SHA256_MISMATCH:
-            raise
+            raise error
         diagnosis.findings.append(Finding(Code.SHA256_MISMATCH, str(error), "copy the model directory again (model.pb "
                                           "with its manifest.json), or re-run freeze / adopt", stage=STAGE_MANIFEST))
-    for problem in manifests.validate_directory(model_dir, manifest):
+    for problem in files.directory_problems:
         add(problem)
     diagnosis.stages[STAGE_MANIFEST] = "done"
 

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
@@ -313,61 +312,3 @@ def validate_directory(model_dir: str, manifest: dict, arrays: Optional[Dict[str
             problems.append(Problem("preprocessing", f"edited after the golden was made: {named}; restore the field "
                                                      "(or re-run freeze / adopt)"))
     return problems
-
-
-# realpath -> (file identity, sha256, bytes). infer verifies the model while TensorFlow imports, then
-# its pre-flight (the doctor) asks again: a 100 MB hash and read each time. A file whose identity
-# (inode, size, mtime) changed since is read and hashed again.
-_VERIFIED: Dict[str, tuple] = {}
-_VERIFYING = threading.Lock()
-
-
-def _identity(path: str) -> Optional[tuple]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-
-def read_verified_model(model_dir: str, manifest: dict) -> bytes:
-    """The model file's bytes, checked against the manifest's sha256 (both hashes named in full)."""
-    from .graphdef import read_model_bytes
-
-    path = os.path.join(model_dir, manifest["model"].get("file", MODEL_FILE))
-    expected = manifest["model"]["sha256"]
-    with _VERIFYING:
-        before = _identity(path)
-        kept = _VERIFIED.get(os.path.realpath(path))
-        if kept is not None and before is not None and kept[:2] == (before, expected):
-            return kept[2]
-        data = read_model_bytes(path, f"copy {MODEL_FILE} next to {MANIFEST_FILE}")
-        actual = sha256_bytes(data)
-        if actual != expected:
-            raise InsideError(f"{path} has sha256 {actual}, but the manifest says {expected} ({len(data)} bytes, "
-                              f"manifest says {manifest['model'].get('size_bytes')}): the file was modified, truncated "
-                              "or replaced after freezing - copy the model directory again", code=Code.SHA256_MISMATCH)
-        if before is not None and _identity(path) == before:
-            _VERIFIED[os.path.realpath(path)] = (before, actual, data)
-        return data
-
-
-def verified_bytes(path: str) -> Optional[bytes]:
-    """The bytes read_verified_model verified for this file, while it is unchanged; else None."""
-    with _VERIFYING:
-        kept = _VERIFIED.get(os.path.realpath(path))
-        return kept[2] if kept is not None and kept[0] == _identity(path) else None
-
-
-def verify_ahead(model_dir: str) -> threading.Thread:
-    """Read and hash the model in a thread (hashlib and file reads release the GIL), e.g. while
-    TensorFlow imports; read_verified_model then finds it done. A problem is left for the caller's
-    own read_verified_model to raise, in its place and words."""
-    def work() -> None:
-        try:
-            read_verified_model(model_dir, load_manifest(model_dir))
-        except Exception:  # noqa: BLE001 - reported by the caller's own check
-            pass
-    thread = threading.Thread(target=work, name="verify-ahead", daemon=True)
-    thread.start()
-    return thread

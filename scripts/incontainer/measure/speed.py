@@ -19,12 +19,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (DEFAULT_BF16_TOLERANCE, ENV_ONEDNN, FLAG_BF16_TOLERANCE, FLAG_PRECISION, FLAG_RUNTIME,
-                        GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, PRECISION_BF16,
-                        PRECISION_FP32, PRECISIONS, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIMES,
-                        FLAG_BATCH, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_PEAK,
-                        FLAG_PROFILE, FLAG_REPEATS)
-from ..graph.manifest import load_golden_arrays, load_manifest, read_verified_model, tensor_of
+from ..contract import (DEFAULT_BF16_TOLERANCE, ENV_ONEDNN, FLAG_BATCH, FLAG_BF16_TOLERANCE, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_PEAK, FLAG_PRECISION, FLAG_PROFILE, FLAG_REPEATS,
+                        FLAG_RUNTIME, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODULES,
+                        PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_TENSORFLOW)
+from ..golden.session import ModelSession, SessionOptions
+from ..graph.manifest import tensor_of
+from ..graph.model_files import ModelLoader
 
 
 def parse_args(argv: Optional[Sequence[str]]):
@@ -135,28 +136,23 @@ def io_names(manifest: dict) -> tuple:
     return tensor_of(manifest["inputs"][0]), outputs
 
 
-def bench_tensorflow(args, manifest, graph_def, arrays) -> dict:
-    import tensorflow as tf
-
+def bench_tensorflow(args, model: ModelSession) -> dict:
     from ..runtime import effective_numerics
 
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.compat.v1.import_graph_def(graph_def, name="")
-    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=args.intra_op_threads,
-                                      inter_op_parallelism_threads=args.inter_op_threads)
+    manifest, arrays = model.manifest, model.arrays
+    model.open()
     input_name, outputs = io_names(manifest)
     last = list(outputs.values())[-1]
-    with tf.compat.v1.Session(graph=graph, config=config) as session:
-        values = session.run(list(outputs.values()), {input_name: arrays[GOLDEN_INPUT_KEY]})
-        check = golden_check(dict(zip(outputs, values)), arrays, manifest)
-        report = {"golden": check, "numerics": effective_numerics(args.intra_op_threads, args.inter_op_threads)}
-        if not check["ok"]:
-            return report
-        report["batches"] = time_batches(lambda feed: session.run(last, {input_name: feed}),
-                                         arrays[GOLDEN_INPUT_KEY], args.batch, args.repeats, args.warmup)
-        if args.profile:
-            report["profile"] = profile_ops(session, input_name, last, arrays[GOLDEN_INPUT_KEY], max(args.batch))
+    session = model.session
+    values = session.run(list(outputs.values()), {input_name: arrays[GOLDEN_INPUT_KEY]})
+    check = golden_check(dict(zip(outputs, values)), arrays, manifest)
+    report = {"golden": check, "numerics": effective_numerics(args.intra_op_threads, args.inter_op_threads)}
+    if not check["ok"]:
+        return report
+    report["batches"] = time_batches(lambda feed: session.run(last, {input_name: feed}),
+                                     arrays[GOLDEN_INPUT_KEY], args.batch, args.repeats, args.warmup)
+    if args.profile:
+        report["profile"] = profile_ops(session, input_name, last, arrays[GOLDEN_INPUT_KEY], max(args.batch))
     return report
 
 
@@ -178,34 +174,21 @@ def profile_ops(session, input_name: str, output: str, inputs: np.ndarray, batch
             for op, micros in by_type.most_common(8)]
 
 
-def bench_converted(args, manifest, graph_def, arrays) -> dict:
+def bench_converted(args, model: ModelSession) -> dict:
     """ONNX Runtime or OpenVINO, converted here, golden-checked at the declared precision, then timed."""
-    from ..golden.check import evaluate, golden_tensors, only, with_precision_tolerance
-    from ..runtimes import backends
+    from ..golden.check import evaluate, only
 
-    input_name = tensor_of(manifest["inputs"][0])
-    tensors = golden_tensors(manifest)
-    start = time.perf_counter()
-    if args.runtime == RUNTIME_ONNXRUNTIME:
-        model = backends.convert_onnx(graph_def, input_name, tensors, args.model)
-        conversion_s = time.perf_counter() - start
-        backend = backends.onnxruntime_backend(model, input_name, tensors, args.precision, args.intra_op_threads,
-                                               args.inter_op_threads)
-    else:
-        model = backends.read_openvino(os.path.join(args.model, MODEL_FILE), tensors, args.model)
-        conversion_s = time.perf_counter() - start
-        backend = backends.openvino_backend(model, tensors, args.precision, args.intra_op_threads)
-    judged = with_precision_tolerance(manifest, arrays, args.bf16_tolerance) \
-        if args.precision == PRECISION_BF16 else manifest
+    arrays, judged = model.arrays, model.judged
+    model.open()
+    backend = model.backend
     check = evaluate(backend.run, judged, arrays)
     report = {"golden": {"ok": check["ok"], "first_divergence": check["first_divergence"],
                          "tensors": {result["key"]: result for result in check["tensors"]}},
-              "conversion_s": round(conversion_s, 2), "runtime": backend.describe(), **backend.versions}
+              "conversion_s": round(model.conversion_s, 2), "runtime": backend.describe(), **backend.versions}
     if not check["ok"]:
         return report
     # Timed like TensorFlow above and like infer predicts: the last output alone, golden-checked too.
-    last = list(io_names(manifest)[1])[-1]
-    alone = backend.outputs_only([last])
+    last, alone = model.predictions_model()
     outputs = evaluate(alone, only(judged, [last]), arrays)
     report["golden"]["predictions_model"] = {"ok": outputs["ok"], "keys": [last], "bit_exact": outputs["bit_exact"]}
     if outputs["ok"]:
@@ -220,26 +203,29 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     args = parse_args(argv)
     import tensorflow as tf
 
-    from ..graph.graphdef import parse_graph_def
-
-    manifest = load_manifest(args.model)
-    graph_def = parse_graph_def(read_verified_model(args.model, manifest), args.model)
-    arrays = load_golden_arrays(args.model, manifest)
+    # What is timed needs the model and its golden; labels or a preprocessing field edited since do not matter.
+    model = ModelSession(ModelLoader.for_model(args.model).files().require(consistent=False), SessionOptions(
+        runtime=args.runtime, precision=args.precision, bf16_tolerance=args.bf16_tolerance, allow_soft_placement=False,
+        threads=(args.intra_op_threads, args.inter_op_threads)))
+    manifest = model.manifest
     height, width = manifest["inputs"][0]["shape"][1:3]
     report = {"runtime": {"name": args.runtime, "precision_declared": args.precision,
                           "precision_effective": PRECISION_FP32}, "tensorflow": tf.__version__, "model_sha256": manifest["model"]["sha256"],
               "input_size": [height, width], ENV_ONEDNN: os.environ.get(ENV_ONEDNN),
               "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
-              "flops": conv_flops(graph_def, tensor_of(manifest["inputs"][0]), height, width),
+              "flops": conv_flops(model.graph_def, model.input_tensor, height, width),
               "transforms": manifest.get("graph", {}).get("transforms", {})}
-    if args.runtime == RUNTIME_TENSORFLOW:
-        if args.precision != PRECISION_FP32:
-            raise InsideError(f"TensorFlow is benchmarked in fp32 only; {FLAG_PRECISION} bf16 is for openvino")
-        report.update(bench_tensorflow(args, manifest, graph_def, arrays))
-        if args.peak:
-            report["peak_fp32"] = measured_peak()
-    else:
-        report.update(bench_converted(args, manifest, graph_def, arrays))
+    if args.runtime == RUNTIME_TENSORFLOW and args.precision != PRECISION_FP32:
+        raise InsideError(f"TensorFlow is benchmarked in fp32 only; {FLAG_PRECISION} bf16 is for openvino")
+    try:
+        if args.runtime == RUNTIME_TENSORFLOW:
+            report.update(bench_tensorflow(args, model))
+            if args.peak:
+                report["peak_fp32"] = measured_peak()
+        else:
+            report.update(bench_converted(args, model))
+    finally:
+        model.close()
     emit_json(report)
     return 0
 

@@ -12,6 +12,7 @@ from ..common import InsideError, atomic_write_bytes, atomic_write_json, sha256_
 from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, MODEL_FILE, RUNTIME_ONNXRUNTIME,
                         RUNTIME_OPENVINO, Code)
 from ..graph import manifest as manifests
+from ..graph.model_files import read_verified_model
 from .backends import ONNX_FILE, OPENVINO_FILES, convert_onnx, read_openvino, versions
 
 CONVERSION_SCHEMA = 1
@@ -29,7 +30,7 @@ def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
     from ..graph.graphdef import parse_graph_def
 
     manifest = manifests.load_manifest(model_dir)
-    data = manifests.read_verified_model(model_dir, manifest)
+    data = read_verified_model(model_dir, manifest)
     source = os.path.join(model_dir, MODEL_FILE)
     input_tensor, tensors = golden_tensors_and_input(manifest)
     os.makedirs(out_dir, exist_ok=True)

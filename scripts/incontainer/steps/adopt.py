@@ -14,19 +14,18 @@ import os
 import platform
 import re
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs, run_main,
-                      sha256_bytes, write_deterministic_npz)
-from ..contract import (ENVIRONMENT_DIR, FLAG_ALLOW_SOFT_PLACEMENT, GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY,
-                        GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY, GOLDEN_RAW_PREPROCESSED_KEY, MANIFEST_FILE,
-                        MANIFEST_FORMAT, MANIFEST_SCHEMA_VERSION, MODEL_FILE, MODULES, OPS_DIR, tensor_name,
-                        FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT,
-                        FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOGITS, FLAG_MODEL, FLAG_OP_LIBRARY, FLAG_OUT,
-                        FLAG_OUTPUT, FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REFERENCE)
+from ..common import InsideError, atomic_write_bytes, log, quiet_tensorflow_logs, run_main, sha256_bytes
+from ..contract import (ENVIRONMENT_DIR, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME,
+                        FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOGITS,
+                        FLAG_MODEL, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PREPROCESSING,
+                        FLAG_PREPROCESSING_FIELD, FLAG_REFERENCE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY,
+                        GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, tensor_name)
 from ..data.preprocess import PRESETS, PreprocessSpec, preset_spec, with_fields
+from ..graph.model_directory import Golden, ModelDirectory, golden_inputs, record_golden
 
 # slim's output names, most specific first (export_inference_graph.py + freeze_graph).
 SLIM_PROBABILITIES = (r"(^|/)predictions/Reshape_1$", r"(^|/)predictions/Softmax$", r"(^|/)Softmax$")
@@ -185,29 +184,42 @@ def run_batches(session, fetches: Dict[str, str], input_tensor: str, inputs: np.
     return in_batches(session_runner(session, fetches, input_tensor), inputs, limit)
 
 
-def adopt(config: AdoptConfig) -> dict:
-    import tensorflow as tf
+@dataclass(frozen=True)
+class Interface:
+    """What adopt reads off the graph: the image input (its size and batch limit), the preprocessing
+    for that size, the outputs by role and slim's block end points."""
+    node: Any  # the input placeholder's NodeDef
+    shape: list  # as the placeholder declares it
+    height: int  # the placeholder's, or --image-size where it leaves them open
+    width: int
+    spec: PreprocessSpec
+    outputs: Dict[str, str]  # role -> node
+    blocks: Dict[str, str]  # block -> tensor
 
-    from ..data.labels import read_labels_file
-    from ..data.preprocess import preprocessing_probe, tolerances
-    from ..diagnosis.doctor import DoctorOptions, diagnose
-    from ..diagnosis.findings import group, summarize
-    from ..golden import encoded
-    from ..golden.compare import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs_for, tolerance_for
-    from ..graph.graphdef import graph_stats, is_text_format, op_inventory, placeholder_shape, read_model_bytes
-    from ..graph.manifest import GOLDEN_SPEC_KEY, encode_spec
-    from ..graph.oplibs import describe_library
-    from ..runtime import describe, effective_numerics, image_identity
+    @property
+    def limit(self) -> Optional[int]:
+        """A batch size fixed in the graph (older exports wrote 1), else None."""
+        return self.shape[0]
 
-    path = config.model
-    data = read_model_bytes(path, "pass the frozen graph file (e.g. frozen_resnet_v1_50.pb)")
-    diagnosis = diagnose(DoctorOptions(model=path, op_libraries=config.op_libraries,
-                                       allow_soft_placement=config.allow_soft_placement, run=False))
-    if diagnosis.blocking:
-        raise InsideError(f"{path} cannot be adopted in this environment (TensorFlow {tf.__version__}): "
-                          f"{summarize(group(diagnosis.blocking))}; adopt it in the environment that froze it "
-                          "(--requirements FILE or --reference-image TAG)", code=diagnosis.outcome)
-    graph_def, graph = diagnosis.graph_def, diagnosis.graph
+    @property
+    def input_tensor(self) -> str:
+        return tensor_name(self.node.name)
+
+    @property
+    def tensors(self) -> Dict[str, str]:
+        """role -> tensor."""
+        return {role: tensor_name(name) for role, name in self.outputs.items()}
+
+    @property
+    def fetched(self) -> Dict[str, str]:
+        """golden key -> tensor: the outputs, then the blocks."""
+        return {**{GOLDEN_LOGITS_KEY if role == "logits" else GOLDEN_PROBABILITIES_KEY: tensor
+                   for role, tensor in self.tensors.items()}, **self.blocks}
+
+
+def read_interface(config: AdoptConfig, graph_def, path: str) -> Interface:
+    from ..graph.graphdef import placeholder_shape
+
     node = choose_input(graph_def, config.input, path)
     shape = placeholder_shape(node) or [None, None, None, 3]
     if len(shape) != 4:
@@ -218,104 +230,90 @@ def adopt(config: AdoptConfig) -> dict:
         raise InsideError(f"input {node.name!r} of {path} leaves the image size open ({shape}); pass --image-size N")
     if config.image_size and (shape[1], shape[2]) not in ((None, None), (config.image_size, config.image_size)):
         raise InsideError(f"--image-size {config.image_size} contradicts the placeholder's {shape[1]}x{shape[2]}")
-    limit = shape[0]
     spec = with_fields(preset_spec(config.preprocessing, height, width), config.preprocessing_fields,
                        FLAG_PREPROCESSING_FIELD)
-    outputs = choose_outputs(graph_def, config, path)
-    blocks = block_outputs(graph_def)
-    tensors = {role: tensor_name(name) for role, name in outputs.items()}
-    input_tensor = tensor_name(node.name)
+    return Interface(node, shape, height, width, spec, choose_outputs(graph_def, config, path), block_outputs(graph_def))
 
-    synthetic = golden_inputs_for(spec, config.golden_seed, config.golden_count)
+
+def compute_golden(config: AdoptConfig, graph, interface: Interface, path: str) -> Tuple[Golden, int]:
+    """The golden probe (the user's own images among its inputs) through the graph as given, on this
+    CPU, with soft placement as asked; and the number of classes its outputs have."""
+    import tensorflow as tf
+
+    spec = interface.spec
     own, own_names = read_user_images(config.images, spec)
-    # Encoded JPEG/PNG goldens go through the decoder too: their rows follow the others.
-    encoded_arrays, encoded_rows, encoded_section = encoded.make(spec, config.golden_seed,
-                                                                 first_row=len(synthetic) + len(own))
-    probe = np.concatenate([synthetic, own, encoded_rows]) if len(own) else np.concatenate([synthetic, encoded_rows])
-    fetch = {**{GOLDEN_LOGITS_KEY if role == "logits" else GOLDEN_PROBABILITIES_KEY: tensor
-                for role, tensor in tensors.items()}, **blocks}
+    inputs = golden_inputs(spec, config.golden_seed, config.golden_count, own)
     session_config = tf.compat.v1.ConfigProto(allow_soft_placement=config.allow_soft_placement,
                                               device_count={"GPU": 0})
     with tf.compat.v1.Session(graph=graph, config=session_config) as session:
         try:
-            values = run_batches(session, fetch, input_tensor, probe, limit)
+            values = run_batches(session, interface.fetched, interface.input_tensor, inputs.rows, interface.limit)
         except tf.errors.OpError as error:
             raise InsideError(f"running {path} here failed: {str(error).splitlines()[0][:300]}; check --input/--output,"
                               " or adopt it in the environment that froze it") from None
-    check_probabilities(values, config, outputs)
+    check_probabilities(values, config, interface.outputs)
     classes = int(next(values[key] for key in (GOLDEN_PROBABILITIES_KEY, GOLDEN_LOGITS_KEY) if key in values).shape[-1])
+    golden = record_golden(spec, config.golden_seed, inputs, interface.fetched, values, count=len(inputs.rows),
+                           own_images=own_names)
+    return golden, classes
+
+
+def adopt(config: AdoptConfig) -> dict:
+    import tensorflow as tf
+
+    from ..data.labels import read_labels_file
+    from ..diagnosis.doctor import DoctorOptions, diagnose
+    from ..diagnosis.findings import group, summarize
+    from ..graph.graphdef import graph_stats, is_text_format, read_model_bytes
+
+    path = config.model
+    data = read_model_bytes(path, "pass the frozen graph file (e.g. frozen_resnet_v1_50.pb)")
+    diagnosis = diagnose(DoctorOptions(model=path, op_libraries=config.op_libraries,
+                                       allow_soft_placement=config.allow_soft_placement, run=False))
+    if diagnosis.blocking:
+        raise InsideError(f"{path} cannot be adopted in this environment (TensorFlow {tf.__version__}): "
+                          f"{summarize(group(diagnosis.blocking))}; adopt it in the environment that froze it "
+                          "(--requirements FILE or --reference-image TAG)", code=diagnosis.outcome)
+    graph_def = diagnosis.graph_def
+    interface = read_interface(config, graph_def, path)
+    golden, classes = compute_golden(config, diagnosis.graph, interface, path)
     labels, offset = choose_labels(config, classes, read_labels_file)
-    numerics = effective_numerics(0, 0, device="cpu")
-
-    arrays = {GOLDEN_INPUT_KEY: probe.astype(np.float32), **{key: np.asarray(value, np.float32)
-                                                             for key, value in values.items()}}
-    raw_images, raw_preprocessed = preprocessing_probe(spec, config.golden_seed)
-    arrays.update({GOLDEN_RAW_KEY: raw_images, GOLDEN_RAW_PREPROCESSED_KEY: raw_preprocessed,
-                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json()), **encoded_arrays})
-    entries = []
-    for key, name in fetch.items():
-        abs_tol, rel_tol = tolerance_for(key, arrays[key])
-        entries.append({"key": key, "name": name, "shape": list(arrays[key].shape), "dtype": "float32",
-                        "abs_tol": abs_tol, "rel_tol": rel_tol,
-                        "role": OUTPUT_ROLE if key in (GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY) else BLOCK_ROLE})
-
     text = is_text_format(data)
-    model_file = TEXT_MODEL_FILE if text else MODEL_FILE
-    os.makedirs(config.out, exist_ok=True)
-    write_deterministic_npz(os.path.join(config.out, GOLDEN_FILE), arrays)
-    with open(os.path.join(config.out, GOLDEN_FILE), "rb") as handle:
-        golden_sha = sha256_bytes(handle.read())
-    environment = ship_environment(config)
-    custom_ops = []
-    for library in config.op_libraries:
-        with open(library, "rb") as handle:
-            library_bytes = handle.read()
-        shipped = f"{OPS_DIR}/{os.path.basename(library)}"
-        atomic_write_bytes(os.path.join(config.out, shipped), library_bytes)
-        custom_ops.append({"library": shipped, **describe_library(library_bytes)})
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "format": MANIFEST_FORMAT,
-        "model": {"file": model_file, "sha256": sha256_bytes(data), "size_bytes": len(data),
-                  "architecture": _architecture(graph_def), "num_classes": classes,
-                  "encoding": "text" if text else "binary"},
-        "inputs": [{"name": node.name, "tensor": input_tensor, "shape": [limit, height, width, 3],
-                    "dtype": "float32", "note": "preprocessed as the preprocessing section says"}],
-        "outputs": [{"name": name, "role": role, "tensor": tensors[role], "shape": [limit, classes], "dtype": "float32"}
-                    for role, name in sorted(outputs.items())],
-        "block_outputs": blocks,
-        "preprocessing": spec.to_json(),
-        "labels": labels,
-        "labels_offset": offset,
-        "graph": {"producer": graph_def.versions.producer, "min_consumer": graph_def.versions.min_consumer,
-                  "op_inventory": op_inventory(graph_def), "node_counts": {"adopted": graph_stats(graph_def)},
-                  "devices": sorted({n.device for n in graph_def.node if n.device})},
-        "golden": {"file": GOLDEN_FILE, "sha256": golden_sha, "seed": config.golden_seed, "count": len(probe),
-                   "own_images": own_names, "input_key": GOLDEN_INPUT_KEY, "tensors": entries, "computed_on": "CPU",
-                   "numerics": numerics, "preprocessing_probe": {"raw_key": GOLDEN_RAW_KEY,
-                                                                 "expected_key": GOLDEN_RAW_PREPROCESSED_KEY,
-                                                                 **tolerances(spec)},
-                   "encoded": encoded_section},
-        "adopted": {"source_file": os.path.basename(path), "source_sha256": sha256_bytes(data),
-                    "reference": config.reference or "the environment adopt ran in",
-                    "golden_from": f"computed by adopt in the reference environment (TensorFlow {tf.__version__}, "
-                                   f"soft placement {'on' if config.allow_soft_placement else 'off'})",
-                    "findings": [finding.to_json() for finding in group(diagnosis.findings)],
-                    "environment": environment},
-        "environment": {**describe(), "host": image_identity()},
-        "custom_ops": custom_ops,
-        "inference": {"intra_op_threads": 0, "inter_op_threads": 0},
-    }
-    from ..golden.budget import record_budget
-
-    record_budget(manifest, graph_def, arrays)  # golden.precision_budget: what bf16 alone does to this model
-    # The model exactly as given; the manifest last, so a reader that sees it sees a complete set.
-    atomic_write_bytes(os.path.join(config.out, model_file), data)
-    atomic_write_json(os.path.join(config.out, MANIFEST_FILE), manifest)
-    log(f"adopt: {os.path.basename(path)} -> {config.out}: input {node.name} {shape}, outputs "
-        f"{', '.join(f'{role} {name}' for role, name in sorted(outputs.items()))}, {classes} classes, "
-        f"{len(blocks)} block outputs, {spec.preset} preprocessing, golden of {len(probe)} images")
+    manifest = ModelDirectory(
+        out=config.out, model_bytes=data, graph_def=graph_def, golden=golden,
+        model_file=TEXT_MODEL_FILE if text else MODEL_FILE,
+        model={"architecture": _architecture(graph_def), "num_classes": classes,
+               "encoding": "text" if text else "binary"},
+        inputs=[{"name": interface.node.name, "tensor": interface.input_tensor,
+                 "shape": [interface.limit, interface.height, interface.width, 3], "dtype": "float32",
+                 "note": "preprocessed as the preprocessing section says"}],
+        outputs=[{"name": name, "role": role, "tensor": interface.tensors[role], "shape": [interface.limit, classes],
+                  "dtype": "float32"} for role, name in sorted(interface.outputs.items())],
+        block_outputs=interface.blocks, spec=interface.spec, labels=labels, labels_offset=offset,
+        graph={"node_counts": {"adopted": graph_stats(graph_def)},
+               "devices": sorted({n.device for n in graph_def.node if n.device})},
+        origin={"adopted": adopted_section(config, data, diagnosis)},
+        op_libraries=tuple((library, {}) for library in config.op_libraries)).write()
+    log(f"adopt: {os.path.basename(path)} -> {config.out}: input {interface.node.name} {interface.shape}, outputs "
+        f"{', '.join(f'{role} {name}' for role, name in sorted(interface.outputs.items()))}, {classes} classes, "
+        f"{len(interface.blocks)} block outputs, {interface.spec.preset} preprocessing, golden of "
+        f"{len(golden.arrays[GOLDEN_INPUT_KEY])} images")
     return manifest
+
+
+def adopted_section(config: AdoptConfig, data: bytes, diagnosis) -> dict:
+    """Where the model and its golden came from: the file, the reference environment (its lock shipped
+    with the model), the doctor's findings there."""
+    import tensorflow as tf
+
+    from ..diagnosis.findings import group
+
+    return {"source_file": os.path.basename(config.model), "source_sha256": sha256_bytes(data),
+            "reference": config.reference or "the environment adopt ran in",
+            "golden_from": f"computed by adopt in the reference environment (TensorFlow {tf.__version__}, "
+                           f"soft placement {'on' if config.allow_soft_placement else 'off'})",
+            "findings": [finding.to_json() for finding in group(diagnosis.findings)],
+            "environment": ship_environment(config)}
 
 
 def ship_environment(config: AdoptConfig) -> Optional[dict]:

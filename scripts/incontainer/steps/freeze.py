@@ -9,19 +9,14 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
-
-from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs,
-                      read_json_file, run_main, silence_tensorflow_deprecations, sha256_bytes, write_deterministic_npz)
-from ..contract import (GOLDEN_FILE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, GOLDEN_RAW_KEY,
-                        GOLDEN_RAW_PREPROCESSED_KEY, INPUT_NODE, LOGITS_NODE, MANIFEST_FILE, MANIFEST_FORMAT,
-                        MANIFEST_SCHEMA_VERSION, MODEL_FILE, OPS_DIR, PROBABILITIES_NODE, RUN_CONFIG_FILE,
-                        LABELS_FILE, TOP_K_NODE, tensor_name,
-                        FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS,
-                        MODULES)
+from ..common import InsideError, log, quiet_tensorflow_logs, read_json_file, run_main, silence_tensorflow_deprecations
+from ..contract import (FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS,
+                        GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, INPUT_NODE, LABELS_FILE,
+                        LOGITS_NODE, MODEL_FILE, MODULES, PROBABILITIES_NODE, RUN_CONFIG_FILE, TOP_K_NODE, tensor_name)
 from ..data.labels import read_labels_file
 from ..data.preprocess import PreprocessSpec
-from ..graph.graphdef import graph_stats, op_inventory
+from ..graph.graphdef import graph_stats
+from ..graph.model_directory import Golden, ModelDirectory, golden_inputs, record_golden
 
 
 @dataclass(frozen=True)
@@ -217,21 +212,13 @@ def transform(config: FreezeConfig, graph_def, keep: list, stats: dict):
     return graph_def
 
 
-def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, seed: int):
+def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, seed: int) -> Golden:
     """Stage 5: the golden probe, computed from the artifact itself (re-imported), on the CPU in
     float32 even in a GPU image: cuDNN/TF32 rounding must not become the reference every CPU host is
-    judged against. Returns (arrays, tensor entries, the numerics they were computed with)."""
+    judged against."""
     import tensorflow as tf
 
-    from ..golden import encoded
-    from ..golden.compare import BLOCK_ROLE, OUTPUT_ROLE, golden_inputs_for, tolerance_for
-    from ..data.preprocess import preprocessing_probe, tolerances
-    from ..graph.manifest import GOLDEN_SPEC_KEY, encode_spec
-    from ..runtime import effective_numerics
-
-    # Encoded JPEG/PNG goldens go through the decoder too: their rows follow the synthetic ones.
-    encoded_arrays, encoded_rows, encoded_section = encoded.make(spec, seed, first_row=count)
-    probe = np.concatenate([golden_inputs_for(spec, seed, count), encoded_rows])
+    inputs = golden_inputs(spec, seed, count)
     # Computed on this CPU whatever the graph is pinned to: soft placement moves a missing GPU's nodes
     # but cannot place another job's (/job:worker/...), so the golden runs on a copy without devices.
     unpinned = type(graph_def)()
@@ -241,95 +228,54 @@ def compute_golden(graph_def, spec: PreprocessSpec, tensors: dict, count: int, s
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(unpinned, name="")
-    keys = [key for key in tensors if key != GOLDEN_INPUT_KEY]
+    fetched = {key: name for key, name in tensors.items() if key != GOLDEN_INPUT_KEY}
     with tf.compat.v1.Session(graph=graph, config=tf.compat.v1.ConfigProto(device_count={"GPU": 0},
                                                                           allow_soft_placement=True)) as session:
-        values = session.run([tensors[key] for key in keys], {tensors[GOLDEN_INPUT_KEY]: probe})
-    numerics = effective_numerics(0, 0, device="cpu")
-    arrays = {GOLDEN_INPUT_KEY: probe, **dict(zip(keys, values))}
-    # Raw images and what this preprocessing makes of them: inference re-runs its own preprocessing
-    # on these and must land on the same tensor; the spec itself travels too, to name edited fields.
-    raw_images, raw_preprocessed = preprocessing_probe(spec, seed)
-    arrays.update({GOLDEN_RAW_KEY: raw_images, GOLDEN_RAW_PREPROCESSED_KEY: raw_preprocessed,
-                   GOLDEN_SPEC_KEY: encode_spec(spec.to_json()), **encoded_arrays})
-    entries = []
-    for key in keys:
-        abs_tol, rel_tol = tolerance_for(key, arrays[key])
-        entries.append({"key": key, "name": tensors[key], "shape": list(arrays[key].shape), "dtype": "float32",
-                        "abs_tol": abs_tol, "rel_tol": rel_tol,
-                        "role": OUTPUT_ROLE if key in (GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY) else BLOCK_ROLE})
-    probe_section = {"raw_key": GOLDEN_RAW_KEY, "expected_key": GOLDEN_RAW_PREPROCESSED_KEY, **tolerances(spec)}
-    return arrays, entries, {"preprocessing_probe": probe_section, "encoded": encoded_section}, numerics
+        values = session.run(list(fetched.values()), {tensors[GOLDEN_INPUT_KEY]: inputs.rows})
+    return record_golden(spec, seed, inputs, fetched, dict(zip(fetched, values)), count=count)
 
 
 def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, stats: dict, blocks: dict) -> dict:
-    """Stage 6: golden.npz, ops/, model.pb, then manifest.json last: a reader that sees the manifest
-    sees a complete set."""
-    from ..graph.oplibs import describe_library
-    from ..runtime import describe, image_identity
-
-    spec = run.spec
-    model_bytes = graph_def.SerializeToString(deterministic=True)
+    """Stage 6: the model directory (graph/model_directory.py): golden.npz, ops/, model.pb, then
+    manifest.json last."""
+    spec, classes = run.spec, run.num_classes
     tensors = {GOLDEN_INPUT_KEY: tensor_name(INPUT_NODE), GOLDEN_LOGITS_KEY: tensor_name(LOGITS_NODE),
                GOLDEN_PROBABILITIES_KEY: tensor_name(PROBABILITIES_NODE), **blocks}
-    arrays, entries, preprocessing_checks, numerics = compute_golden(graph_def, spec, tensors, config.golden_count,
-                                                              config.golden_seed)
-    os.makedirs(config.out, exist_ok=True)
-    write_deterministic_npz(os.path.join(config.out, GOLDEN_FILE), arrays)
-    with open(os.path.join(config.out, GOLDEN_FILE), "rb") as handle:
-        golden_sha = sha256_bytes(handle.read())
-    classes = run.num_classes
+    golden = compute_golden(graph_def, spec, tensors, config.golden_count, config.golden_seed)
     top_k = min(config.top_k_output, classes)
-    train_section = run.config.get("train", {})
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "format": MANIFEST_FORMAT,
-        "model": {"file": MODEL_FILE, "sha256": sha256_bytes(model_bytes), "size_bytes": len(model_bytes),
-                  "architecture": "resnet_v1_50", "num_classes": classes},
-        "inputs": [{"name": INPUT_NODE, "tensor": tensor_name(INPUT_NODE), "shape": [None, spec.height, spec.width, 3],
-                    "dtype": "float32", "note": "already preprocessed, see preprocessing"}],
-        "outputs": [
+    transforms = {"devices_cleared": not config.keep_devices, "fold_batch_norm": config.fold_batch_norm,
+                  "strip_unused": config.strip_unused}
+    if config.pin_device or config.training_mode:
+        transforms.update(pin_device=config.pin_device, training_mode=config.training_mode)
+    manifest = ModelDirectory(
+        out=config.out, model_bytes=graph_def.SerializeToString(deterministic=True), graph_def=graph_def,
+        golden=golden, model={"architecture": "resnet_v1_50", "num_classes": classes},
+        inputs=[{"name": INPUT_NODE, "tensor": tensor_name(INPUT_NODE), "shape": [None, spec.height, spec.width, 3],
+                 "dtype": "float32", "note": "already preprocessed, see preprocessing"}],
+        outputs=[
             {"name": LOGITS_NODE, "role": "logits", "tensor": tensor_name(LOGITS_NODE), "shape": [None, classes],
              "dtype": "float32"},
             {"name": PROBABILITIES_NODE, "role": "probabilities", "tensor": tensor_name(PROBABILITIES_NODE),
              "shape": [None, classes], "dtype": "float32"},
         ] + ([{"name": TOP_K_NODE, "role": "top_k", "tensor": tensor_name(TOP_K_NODE), "shape": [None, top_k],
                "dtype": "float32", "indices": tensor_name(TOP_K_NODE, 1)}] if config.top_k_output else []),
-        "block_outputs": blocks,
-        "preprocessing": spec.to_json(),
-        "labels": list(run.labels),
-        "labels_offset": 0,
-        "graph": {"producer": graph_def.versions.producer, "min_consumer": graph_def.versions.min_consumer,
-                  "op_inventory": op_inventory(graph_def), "node_counts": stats,
-                  "transforms": {"devices_cleared": not config.keep_devices, "fold_batch_norm": config.fold_batch_norm,
-                                 "strip_unused": config.strip_unused}},
-        "golden": {"file": GOLDEN_FILE, "sha256": golden_sha, "seed": config.golden_seed, "count": config.golden_count,
-                   "input_key": GOLDEN_INPUT_KEY, "tensors": entries, "computed_on": "CPU", "numerics": numerics,
-                   **preprocessing_checks},
-        "training": {"checkpoint": os.path.basename(run.checkpoint), "batch_norm": run.batch_norm,
-                     "steps": run.config.get("schedule", {}).get("total_steps"), "seed": train_section.get("seed"),
-                     "deterministic": train_section.get("numerics") == "deterministic" or bool(train_section.get("deterministic")),
-                     "numerics": run.config.get("numerics"), "trained_with": run.config.get("trained_with")},
-        "environment": {**describe(), "host": image_identity()},
-        "custom_ops": [],
-        "inference": {"intra_op_threads": config.threads[0], "inter_op_threads": config.threads[1]},
-    }
-    if config.custom_op_library:
-        with open(config.custom_op_library, "rb") as handle:
-            library_bytes = handle.read()
-        shipped = f"{OPS_DIR}/{os.path.basename(config.custom_op_library)}"
-        atomic_write_bytes(os.path.join(config.out, shipped), library_bytes)
-        manifest["custom_ops"].append({"library": shipped, **describe_library(library_bytes),
-                                       "loaded_from": config.custom_op_library})
-    if config.pin_device or config.training_mode:
-        manifest["graph"]["transforms"].update(pin_device=config.pin_device, training_mode=config.training_mode)
-    from ..golden.budget import record_budget
-
-    record_budget(manifest, graph_def, arrays)  # golden.precision_budget: what bf16 alone does to this model
-    atomic_write_bytes(os.path.join(config.out, MODEL_FILE), model_bytes)
-    atomic_write_json(os.path.join(config.out, MANIFEST_FILE), manifest)
-    log(f"freeze: wrote {config.out}/{MODEL_FILE} ({len(model_bytes)} bytes, sha256 {manifest['model']['sha256']})")
+        block_outputs=blocks, spec=spec, labels=run.labels, labels_offset=0,
+        graph={"node_counts": stats, "transforms": transforms}, origin={"training": training_section(run)},
+        threads=config.threads,
+        op_libraries=((config.custom_op_library, {"loaded_from": config.custom_op_library}),)
+        if config.custom_op_library else ()).write()
+    log(f"freeze: wrote {config.out}/{MODEL_FILE} ({manifest['model']['size_bytes']} bytes, sha256 "
+        f"{manifest['model']['sha256']})")
     return manifest
+
+
+def training_section(run: TrainingRun) -> dict:
+    """The manifest's account of the training run the model was frozen from."""
+    train_section = run.config.get("train", {})
+    return {"checkpoint": os.path.basename(run.checkpoint), "batch_norm": run.batch_norm,
+            "steps": run.config.get("schedule", {}).get("total_steps"), "seed": train_section.get("seed"),
+            "deterministic": train_section.get("numerics") == "deterministic" or bool(train_section.get("deterministic")),
+            "numerics": run.config.get("numerics"), "trained_with": run.config.get("trained_with")}
 
 
 def freeze(config: FreezeConfig) -> dict:

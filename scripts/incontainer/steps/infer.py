@@ -15,22 +15,19 @@ import numpy as np
 
 from ..common import (TIMINGS, InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_GOLDEN_VERIFIED,
-                        FLAG_LOAD_OP_LIBRARIES,
-                        FLAG_PRECISION, FLAG_RUNTIME, MANIFEST_FILE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32,
-                        PRECISIONS, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        RUNTIMES, STARTUP_KEY, Code, seconds_since_process_start,
-                        FLAG_BATCH_SIZE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
-                        FLAG_TOP_K, MODULES, KeptGolden)
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE,
+                        FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL,
+                        FLAG_ON_BAD_IMAGE, FLAG_OUTPUT, FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES,
+                        PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
+                        STARTUP_KEY, Code, KeptGolden, seconds_since_process_start)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
-from ..data.preprocess import PreprocessSpec
-from ..diagnosis.doctor import DoctorOptions, diagnose
 from ..diagnosis.findings import WARNING, group, summarize
-from ..golden.check import (batch_limit, check_outputs_only, golden_tensors, input_path_findings, missing_tensors,
-                            run_golden, session_runner, with_precision_tolerance)
+from ..golden.check import check_outputs_only, input_path_findings, run_golden
+from ..golden.session import ModelSession, SessionOptions
 from ..graph import manifest as manifests
 from ..graph.graphdef import classify_run_error, first_line
-from ..runtime import effective_numerics, quick_graph_optimization
+from ..graph.model_files import ModelLoader
+from ..runtime import effective_numerics
 
 FORMATS = ("jsonl", "csv")
 
@@ -124,107 +121,67 @@ def check_interface(graph_def, manifest: dict, path: str) -> None:
 
 
 class Predictor:
-    """The model, verified, imported and checked against its golden, ready to predict batches."""
+    """The model, verified, imported and checked against its golden, ready to predict batches: a
+    ModelSession (golden/session.py) with infer's refusals, its error messages and its start-up timing."""
 
-    def __init__(self, model_dir: str, load_op_libraries: bool = False, allow_soft_placement: bool = True,
-                 runtime: str = RUNTIME_TENSORFLOW, precision: str = PRECISION_FP32,
-                 bf16_tolerance: float = DEFAULT_BF16_TOLERANCE):
-        import tensorflow as tf
-
-        if runtime == RUNTIME_TENSORFLOW and precision != PRECISION_FP32:
+    def __init__(self, loader: ModelLoader, options: SessionOptions):
+        if options.runtime == RUNTIME_TENSORFLOW and options.precision != PRECISION_FP32:
             raise InsideError(f"TensorFlow runs this graph in fp32 only here; declare {FLAG_PRECISION} fp32, or "
-                              f"{FLAG_RUNTIME} openvino for {precision}")
-        self.model_dir = model_dir
-        self.runtime = None
-        self.graph_optimization = None
+                              f"{FLAG_RUNTIME} openvino for {options.precision}")
+        self.timing = {}
+        self.runtime = None  # a converted runtime's description (TensorFlow's is infer's summary's own)
         self.outputs_only = None  # (key, runner): a converted model compiled for predictions alone
         mark = time.perf_counter()
-        self.timing = {}
-        self.manifest = manifests.load_manifest(model_dir)
-        self.arrays = manifests.load_golden_arrays(model_dir, self.manifest)
-        problems = manifests.validate_directory(model_dir, self.manifest, self.arrays)
-        if problems:
-            raise manifests.ManifestInvalid(os.path.join(model_dir, MANIFEST_FILE), problems)
-        manifests.read_verified_model(model_dir, self.manifest)
-        self.spec = PreprocessSpec.from_json(self.manifest["preprocessing"], os.path.join(model_dir, MANIFEST_FILE))
+        self.model = ModelSession(loader.files().require(), options)
+        self.model_dir, self.manifest, self.arrays = self.model.model_dir, self.model.manifest, self.model.arrays
+        self.spec = self.model.spec
         mark = self._phase("verify_s", mark)
-        diagnosis = diagnose(DoctorOptions(model=model_dir, load_shipped_op_libraries=load_op_libraries,
-                                           allow_soft_placement=allow_soft_placement, run=False))
-        if runtime != RUNTIME_TENSORFLOW:
-            diagnosis.for_runtime(runtime)
-        if diagnosis.blocking_before_running:
-            raise PreflightFailed(f"{os.path.join(model_dir, MODEL_FILE)} cannot run on this TensorFlow: "
-                                  f"{summarize(group(diagnosis.blocking_before_running))}", code=diagnosis.outcome)
-        self.diagnosis = diagnosis
-        check_interface(diagnosis.graph_def, self.manifest, os.path.join(model_dir, MODEL_FILE))
+        self.diagnosis = self._preflight()
         mark = self._phase("doctor_s", mark)
-        threads = self.manifest.get("inference", {})
-        intra, inter = int(threads.get("intra_op_threads", 0)), int(threads.get("inter_op_threads", 0))
-        # TF32 (on by default on Ampere+ GPUs) rounds conv inputs to 10-bit mantissas, far outside the golden
-        # tolerances; inference keeps full float32 like the CPU-computed golden.
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        self.numerics = effective_numerics(intra, inter)
-        tensors = golden_tensors(self.manifest)
-        self.session = None
-        if runtime == RUNTIME_TENSORFLOW:
-            config = tf.compat.v1.ConfigProto(allow_soft_placement=allow_soft_placement,
-                                              intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
-            self.graph_optimization = quick_graph_optimization(config)
-            self.session = tf.compat.v1.Session(graph=diagnosis.graph, config=config)
-        # Where TensorFlow could not import the graph (another runtime's custom op), the converter named it.
-        missing = missing_tensors(diagnosis.graph, list(tensors.values())) if diagnosis.graph is not None else []
+        self._open()
+        self._phase("session_s", mark)
+
+    def _preflight(self):
+        """The doctor on the files read: nothing blocks running the graph, and its interface is the
+        manifest's."""
+        diagnosis = self.model.diagnose()
+        model_file = os.path.join(self.model_dir, MODEL_FILE)
+        if diagnosis.blocking_before_running:
+            raise PreflightFailed(f"{model_file} cannot run on this TensorFlow: "
+                                  f"{summarize(group(diagnosis.blocking_before_running))}", code=diagnosis.outcome)
+        check_interface(diagnosis.graph_def, self.manifest, model_file)
+        return diagnosis
+
+    def _open(self) -> None:
+        """The runtime on the model, its errors made the kit's messages; a converted runtime predicts
+        with the model compiled for the predictions alone."""
+        model = self.model
+        missing = model.missing_tensors()
         if missing:
             raise InsideError(f"model has no tensors {missing} recorded in the golden probe; model and manifest come "
                               "from different freezes", code=Code.MANIFEST_INVALID)
-        self.input_tensor = manifests.tensor_of(self.manifest["inputs"][0])
-        self.limit = batch_limit(self.manifest)
-        probabilities = manifests.output_entry(self.manifest, "probabilities")
-        self.output_tensor = manifests.tensor_of(probabilities or manifests.output_entry(self.manifest, "logits"))
-        self.softmax_needed = probabilities is None
-        if runtime == RUNTIME_TENSORFLOW:
-            self.golden_run = self.guard(session_runner(self.session, tensors, self.input_tensor))
-            self.predict = self.guard(lambda feed: {"out": self.session.run(self.output_tensor,
-                                                                            {self.input_tensor: feed})})
-        else:
-            self.golden_run, self.predict = self.converted(runtime, precision, tensors, intra, inter)
-        if precision == PRECISION_BF16:
-            self.judged = with_precision_tolerance(self.manifest, self.arrays, bf16_tolerance)
-        else:
-            self.judged = self.manifest
-        self._phase("session_s", mark)
+        model.open()
+        self.numerics = effective_numerics(*model.threads)
+        self.graph_optimization = model.graph_optimization
+        self.limit, self.softmax_needed, self.judged = model.limit, model.softmax_needed, model.judged
+        if model.options.runtime == RUNTIME_TENSORFLOW:
+            self.golden_run, self.predict = self.guard(model.golden_run), self.guard(model.predict)
+            return
+        record = model.artefact
+        self.runtime = {**model.backend.describe(), "artefact": {"files": record["files"],
+                                                                 "converted_with": record["versions"],
+                                                                 "conversion_s": record.get("conversion_s")}}
+        runtime = model.options.runtime
+        self.golden_run = self.guard_runtime(runtime, model.golden_run)
+        key, alone = model.predictions_model()
+        alone = self.guard_runtime(runtime, alone)
+        self.outputs_only = (key, alone)
+        self.predict = lambda feed: {"out": alone(feed)[key]}
 
     def _phase(self, name: str, since: float) -> float:
         now = time.perf_counter()
         self.timing[name] = round(now - since, 3)
         return now
-
-    def converted(self, runtime: str, precision: str, tensors: dict, intra: int, inter: int):
-        """The model's verified converted artefact in ONNX Runtime or OpenVINO."""
-        from ..runtimes import backends
-        from ..runtimes.artefacts import load_record
-
-        directory, record = load_record(self.model_dir, runtime, self.manifest)
-        unknown = sorted(set(tensors.values()) - set(record.get("tensors", {}).values()))
-        if unknown or record.get("input") != self.input_tensor:
-            raise InsideError(f"{directory} was converted with other inputs/outputs than the manifest names "
-                              f"({unknown or record.get('input')}); convert it again: coldchain convert "
-                              f"--runtime {runtime} {self.model_dir}")
-        if runtime == RUNTIME_ONNXRUNTIME:
-            with open(os.path.join(directory, backends.ONNX_FILE), "rb") as handle:
-                backend = backends.onnxruntime_backend(handle.read(), self.input_tensor, tensors, precision, intra,
-                                                       inter)
-        else:
-            model = backends.read_openvino(os.path.join(directory, backends.OPENVINO_FILES[0]), tensors, directory)
-            backend = backends.openvino_backend(model, tensors, precision, intra)
-        self.runtime = {**backend.describe(), "artefact": {"files": record["files"], "converted_with": record["versions"],
-                                                           "conversion_s": record.get("conversion_s")}}
-        key = manifests.output_entry(self.manifest, "probabilities") or manifests.output_entry(self.manifest, "logits")
-        output_key = next(entry["key"] for entry in self.manifest["golden"]["tensors"]
-                          if entry["name"] == manifests.tensor_of(key))
-        run = self.guard_runtime(runtime, backend.run)
-        alone = self.guard_runtime(runtime, backend.outputs_only([output_key]))
-        self.outputs_only = (output_key, alone)
-        return run, lambda feed: {"out": alone(feed)[output_key]}
 
     def guard_runtime(self, runtime: str, run):
         """ONNX Runtime and OpenVINO raise their own exception types (from C++): one message, no traceback."""
@@ -296,8 +253,7 @@ class Predictor:
         return values
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
+        self.model.close()
 
 
 def collect_inputs(inputs: Sequence[str]) -> list:
@@ -332,7 +288,16 @@ def write_predictions(config: InferConfig, rows: list) -> None:
     atomic_write_text(config.output, text)
 
 
-def fastest(model_dir: str, config: InferConfig):
+def session_options(config: InferConfig, runtime: str) -> SessionOptions:
+    """infer's model session: the manifest's threads, grappler's idle passes skipped, a converted
+    runtime on the model's own verified artefact."""
+    return SessionOptions(runtime=runtime, precision=config.precision, bf16_tolerance=config.bf16_tolerance,
+                          load_op_libraries=config.load_op_libraries,
+                          allow_soft_placement=config.allow_soft_placement, quick_graph_optimization=True,
+                          artefact=True)
+
+
+def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
     """Every runtime that can compute at the declared precision, golden-checked, then timed at batch 8:
     the fastest that passed, and why (each candidate's result)."""
     candidates, kept = [], {}
@@ -341,8 +306,7 @@ def fastest(model_dir: str, config: InferConfig):
             candidates.append({"runtime": runtime, "skipped": f"computes fp32 only, {config.precision} declared"})
             continue
         try:
-            predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, runtime,
-                                  config.precision, config.bf16_tolerance)
+            predictor = Predictor(loader, session_options(config, runtime))
             golden = predictor.check_golden()
         except InsideError as error:
             candidates.append({"runtime": runtime, "refused": str(error)})
@@ -371,14 +335,15 @@ def model_directory(model: str) -> str:
     return (os.path.dirname(model) or ".") if os.path.isfile(model) else model
 
 
-def infer(config: InferConfig) -> dict:
+def infer(config: InferConfig, loader: Optional[ModelLoader] = None) -> dict:
+    """`loader`: the model directory's, started before TensorFlow's import (main); read here otherwise."""
     model_dir = model_directory(config.model)
+    loader = loader or ModelLoader(model_dir)
     choice, golden = None, None
     if config.runtime == RUNTIME_FASTEST:
-        predictor, golden, choice = fastest(model_dir, config)
+        predictor, golden, choice = fastest(model_dir, config, loader)
     else:
-        predictor = Predictor(model_dir, config.load_op_libraries, config.allow_soft_placement, config.runtime,
-                              config.precision, config.bf16_tolerance)
+        predictor = Predictor(loader, session_options(config, config.runtime))
     manifest = predictor.manifest
     summary: dict = {"model": manifest["model"]["sha256"], "numerics": predictor.numerics,
                      "runtime": predictor.runtime or {"name": RUNTIME_TENSORFLOW, "precision_declared": config.precision,
@@ -477,9 +442,9 @@ def folder_accuracy(rows: list, labels: Sequence[str]) -> Optional[dict]:
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     entered = seconds_since_process_start()
     config = parse_args(argv)
-    manifests.verify_ahead(model_directory(config.model))  # hashed while TensorFlow imports
+    loader = ModelLoader(model_directory(config.model)).start()  # read and hashed while TensorFlow imports
     quiet_tensorflow_logs()
-    emit_json(infer(replace(config, startup={"interpreter_s": entered})))
+    emit_json(infer(replace(config, startup={"interpreter_s": entered}), loader))
     return 0
 
 

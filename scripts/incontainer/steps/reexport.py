@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from typing import Optional, Sequence
 
-from ..common import (InsideError, atomic_write_bytes, atomic_write_json, log, quiet_tensorflow_logs, run_main,
-                      sha256_bytes)
-from ..contract import (FLAG_LOAD_OP_LIBRARIES, MANIFEST_FILE, MODEL_FILE, MODULES, Code, FLAG_CLEAR_DEVICES,
-                        FLAG_MODEL, FLAG_OUT, FLAG_STRIP_DEFAULT_ATTRS)
-from ..graph.graphdef import graph_stats, model_path, op_inventory, parse_graph_def, read_model_bytes
+from ..common import InsideError, log, quiet_tensorflow_logs, run_main, sha256_bytes
+from ..contract import (FLAG_CLEAR_DEVICES, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_OUT, FLAG_STRIP_DEFAULT_ATTRS,
+                        MANIFEST_FILE, MODULES, Code)
+from ..graph.graphdef import model_path, parse_graph_def, read_model_bytes
 
 
 def strip_default_attrs(graph_def) -> int:
@@ -77,6 +75,7 @@ def reexport(model: str, out: str, strip: bool, clear: bool, load_op_libraries: 
     import tensorflow as tf
 
     from ..graph.manifest import load_manifest
+    from ..graph.model_directory import reexported
     from ..runtime import describe
 
     model_file, model_dir = model_path(model)
@@ -88,31 +87,10 @@ def reexport(model: str, out: str, strip: bool, clear: bool, load_op_libraries: 
         edits["attrs_removed"] = strip_default_attrs(graph_def)
     if clear:
         edits["devices_cleared"] = clear_devices(graph_def)
-    data = graph_def.SerializeToString(deterministic=True)
-    has_manifest = os.path.isfile(os.path.join(model_dir, MANIFEST_FILE))
-    os.makedirs(out, exist_ok=True)
-    manifest = None
-    if has_manifest:
-        manifest = load_manifest(model_dir)
-        manifest["model"].update(sha256=sha256_bytes(data), size_bytes=len(data))
-        manifest.setdefault("graph", {}).update(producer=graph_def.versions.producer,
-                                                min_consumer=graph_def.versions.min_consumer,
-                                                op_inventory=op_inventory(graph_def))
-        manifest["graph"].setdefault("node_counts", {})["after_reexport"] = graph_stats(graph_def)
-        manifest["graph"].setdefault("transforms", {})["reexport"] = {
-            "tensorflow": tf.__version__, "strip_default_attrs": strip, "clear_devices": clear, **edits,
-            "environment": describe()}
-        for name in sorted(os.listdir(model_dir)):
-            source = os.path.join(model_dir, name)
-            if name in (MODEL_FILE, MANIFEST_FILE, os.path.basename(model_file)) or name.startswith("."):
-                continue
-            if os.path.isdir(source):
-                shutil.copytree(source, os.path.join(out, name), dirs_exist_ok=True)
-            else:
-                shutil.copyfile(source, os.path.join(out, name))
-    atomic_write_bytes(os.path.join(out, MODEL_FILE), data)
-    if manifest is not None:
-        atomic_write_json(os.path.join(out, MANIFEST_FILE), manifest)
+    manifest = load_manifest(model_dir) if os.path.isfile(os.path.join(model_dir, MANIFEST_FILE)) else None
+    data = reexported(model_dir, model_file, out, graph_def, manifest, {
+        "tensorflow": tf.__version__, "strip_default_attrs": strip, "clear_devices": clear, **edits,
+        "environment": describe()})
     log(f"reexport: TensorFlow {tf.__version__}, producer {graph_def.versions.producer}, "
         + (", ".join(f"{key} {value}" for key, value in edits.items()) or "re-serialised") + f" -> {out}")
     return {"sha256": sha256_bytes(data), **edits}
