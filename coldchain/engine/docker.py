@@ -335,7 +335,7 @@ class DockerEngine(Engine):
         then has stalled: DaemonUnavailable, exit 12); without a limit, as long as a long call."""
         budget = (spec.timeout_s + GRACE_S - (time.perf_counter() - started)) if spec.timeout_s else LONG_TIMEOUT_S
         try:
-            return container.wait(timeout=max(1.0, budget))  # the request's own timeout, not the client's
+            return container.wait(timeout=max(0.1, budget))  # the request's own timeout, not the client's
         except requests.exceptions.Timeout:
             raise self._stalled(spec) from None
         except requests.exceptions.ConnectionError as error:
