@@ -30,8 +30,8 @@ if [ "$(cat "$venv/.lock-sha256" 2>/dev/null)" = "$want" ] && "$venv/bin/python"
   exit 0
 fi
 
-# Build beside the old venv and rename it into place: a process still running from the old one keeps
-# its files (it is moved aside, removed only by the next rebuild, never under a run that uses it now).
+# Build beside the old venv and rename it into place: there is always a whole venv at $venv, and the old
+# one is moved aside (files a running process has open stay valid), removed only by the next rebuild.
 venv_abs=$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv")
 new="$venv_abs.new-$$"
 trap 'rm -rf "$new"' EXIT
