@@ -72,3 +72,19 @@ def test_a_step_sweeps_the_folder_it_stages_in(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
     assert engine.runs[0].labels.get("io.coldchain.run") == "coldchain"
     assert os.path.isdir(tmp_path / "model")
+
+
+def test_every_command_sweeps_the_checkouts_out_and_build_at_start(tmp_path):
+    from click.testing import CliRunner
+
+    from coldchain.cli import main
+
+    (tmp_path / "requirements.in").write_text("")
+    (tmp_path / "coldchain").mkdir()
+    dead = dead_owner()
+    stale = [tmp_path / "out" / f".model.staging-{dead.mark}-a", tmp_path / "build" / f"context-infer-cpu-{dead.mark}-b"]
+    live = tmp_path / "build" / f"context-infer-cpu-{Owner.current().mark}-c"
+    for path in (*stale, live):
+        path.mkdir(parents=True)
+    CliRunner().invoke(main, ["lock-check", "--project", str(tmp_path)])  # fails on the empty checkout: no matter
+    assert [path.exists() for path in (*stale, live)] == [False, False, True]
