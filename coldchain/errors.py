@@ -102,3 +102,9 @@ class OutputError(ColdchainError):
     """An output could not be written (disk full, read-only, permissions); nothing was replaced."""
 
     exit_code = Exit.OUTPUT
+
+
+class ImageCorrupt(ColdchainError):
+    """An image's files differ from the record made when it was built (images --verify)."""
+
+    exit_code = Exit.IMAGE_CORRUPT

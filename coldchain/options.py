@@ -31,7 +31,11 @@ base_image = option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
                     help="Use this base image instead of choosing one.")
 no_pull = option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
                  help="Never try a registry; build the local Debian base instead.")
-force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
+force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists, without "
+                                                   "Docker's layer cache (a corrupted layer would survive it).")
+verify_images = option("--verify", is_flag=True, envvar="COLDCHAIN_VERIFY_IMAGES",
+                       help="Run each image and re-hash its files against the record made when it was built; "
+                            "exit 20 on any difference.")
 keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
                            help="Keep each image's install stage (its wheels and a second copy of the venv): "
                                 "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "

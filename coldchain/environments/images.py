@@ -13,6 +13,7 @@ from .. import __version__
 from .bases import ResolvedBase, resolve_base
 from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
+from .files_record import label_with_record
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError, ImageNotAvailable
 from .locks import check_all, check_fresh
@@ -266,6 +267,7 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
                                 tag=tag, log=_build_log(request.spec.name),
                                 nocache=options.nocache, keep_stages=options.keep_stages)
+            info = label_with_record(engine, info, tag, labels, _build_log(request.spec.name))
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):
