@@ -95,10 +95,12 @@ def infer(project: Project, *args: str):
 
 
 def is_the_summary(stdout: str) -> bool:
-    """The container's summary, its start-up completed with the host's share of the wait."""
+    """The container's summary, its start-up completed with the host's share of the wait, and the threads
+    the host chose with their source."""
     summary = json.loads(stdout)
-    return {key: value for key, value in summary.items() if key != "startup"} == \
-        {key: value for key, value in SUMMARY.items() if key != "startup"} and "total_s" in summary["startup"]
+    return {key: value for key, value in summary.items() if key not in ("startup", "threads")} == \
+        {key: value for key, value in SUMMARY.items() if key != "startup"} and "total_s" in summary["startup"] and \
+        summary["threads"]["source"] in ("measured-here", "tensorflow-default")
 
 
 def test_without_output_each_images_top_k_is_printed_as_label_image_does(engine, project, model, pictures, caplog):
@@ -176,7 +178,7 @@ def container_value_options() -> set[str]:
 
 def test_the_host_knows_every_container_option_that_takes_a_value():
     set_by_host = {"--model", "--output", contract.FLAG_RUNTIME, contract.FLAG_PRECISION, contract.FLAG_BF16_TOLERANCE,
-                   contract.FLAG_GOLDEN_VERIFIED}
+                   contract.FLAG_GOLDEN_VERIFIED, contract.FLAG_INTRA_OP_THREADS, contract.FLAG_INTER_OP_THREADS}
     assert container_value_options() - set_by_host == set(VALUE_OPTIONS)
 
 

@@ -16,6 +16,7 @@ from .context import BuildContext
 from .files_record import label_with_record
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError, ImageNotAvailable
+from ..fsutil import writing
 from .locks import check_all, check_fresh
 from .wheelhouse import Wheelhouse
 
@@ -256,11 +257,13 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             return BuiltImage(request.spec, tag, reusable, request.base, reused=True)
     if not options.build:
         raise not_available(engine, tag, labels)
-    project.build_dir.mkdir(parents=True, exist_ok=True)
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
     previous = engine.inspect_image(tag)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
         tarball = Path(tmp) / "context.tar"
-        request.context.write(tarball)
+        with writing(tarball):
+            request.context.write(tarball)
         _warn_if_short_of_disk(engine, tag, tarball.stat().st_size)
         log.info("building %s from %s", tag, request.description)
         try:

@@ -18,6 +18,7 @@ from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
+from ..fsutil import writing
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
 
 log = logging.getLogger(__name__)
@@ -98,14 +99,16 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
             raise UsageError(f"{host_path}: not found (input of '{step.name}')",
                              fix=f"create it first{f', e.g. with {made_by!r}' if made_by else ''}, or pass the "
                                  "right path")
-    step.output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
-    staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
+    with writing(step.output):
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
+        staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
         flag = FLAG_OUTPUT if step.writes_file else FLAG_OUT
         run = ModuleRun(image=Image.of(image), module=step.module, arguments=(flag, target, *step.arguments),
                         what=step.name, inputs=dict(step.inputs), output=Mount(staging.resolve(), MOUNT_OUT, False),
+                        output_stands_for=step.output.parent if step.writes_file else step.output,
                         environment=dict(step.environment), memory=step.memory, timeout_s=step.timeout_s,
                         gpus=step.device == "cuda" and engine.gpu_runtime(), run_id=step.run_id,
                         user=_user_for_outputs(staging))
@@ -116,8 +119,9 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         produced = staging / step.output.name if step.writes_file else staging
         if step.writes_file and not produced.exists():
             return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)
-        _restore_owner(produced)
-        _replace(produced, step.output)
+        with writing(step.output):
+            _restore_owner(produced)
+            _replace(produced, step.output)
         return result.stdout
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -130,7 +134,11 @@ def _replace(produced: Path, destination: Path) -> None:
         old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(destination, old)
-        os.replace(produced, destination)
+        try:
+            os.replace(produced, destination)
+        except OSError:
+            os.replace(old, destination)  # the older result back where it was, as the error message says
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(produced, destination)

@@ -151,6 +151,9 @@ FLAG_MAX_STEPS = "--max-steps"
 FLAG_LOG_EVERY = "--log-every"
 FLAG_IMAGE_SIZE = "--image-size"  # adopt too
 FLAG_THREADS = "--threads"
+# freeze: the machine that measured --threads (cores, CPU class, numerics flags, as JSON): infer applies
+# the measured setting only on a host that matches it (coldchain/steps/threads.py)
+FLAG_THREADS_MEASURED_ON = "--threads-measured-on"
 FLAG_INPUT_SIZE = "--input-size"
 FLAG_FOLD_BATCH_NORM = "--fold-batch-norm"
 FLAG_STRIP_UNUSED = "--strip-unused"
