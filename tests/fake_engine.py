@@ -58,7 +58,7 @@ class FakeEngine(Engine):
             self.labelled.append(tag)
             return self._store(tag, labels)
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
-                            "labels": labels, "tag": tag, "keep_stages": keep_stages})
+                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
         if tag in self.images and not any(ref != tag and info.id == self.images[tag].id
