@@ -47,7 +47,7 @@ def record_digest(engine: Engine, image_id: str, tag: str) -> str:
     return digest
 
 
-def label_with_record(engine: Engine, info: ImageInfo, tag: str, labels: dict[str, str], log_sink) -> ImageInfo:
+def label_with_record(engine: Engine, info: ImageInfo, tag: str, labels: dict[str, str]) -> ImageInfo:
     """The image again, with its record's sha256 as FILES_LABEL: a label-only build on top of it (no
     new layer), since a Dockerfile's labels are fixed before any of its files exist."""
     digest = record_digest(engine, info.id, tag)
@@ -58,8 +58,9 @@ def label_with_record(engine: Engine, info: ImageInfo, tag: str, labels: dict[st
             entry = tarfile.TarInfo("Dockerfile")
             entry.size = len(dockerfile)
             archive.addfile(entry, io.BytesIO(dockerfile))
+        # Its log is this module's, at debug level: the image's own build log stays the image's.
         return engine.build(context, dockerfile="Dockerfile", buildargs={}, labels={**labels, FILES_LABEL: digest},
-                            tag=tag, log=log_sink)
+                            tag=tag, log=lambda line: log.debug("%s label | %s", tag, line))
 
 
 @dataclass(frozen=True)

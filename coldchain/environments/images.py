@@ -270,7 +270,7 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
                                 tag=tag, log=_build_log(request.spec.name),
                                 nocache=options.nocache, keep_stages=options.keep_stages)
-            info = label_with_record(engine, info, tag, labels, _build_log(request.spec.name))
+            info = label_with_record(engine, info, tag, labels)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):
