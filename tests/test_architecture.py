@@ -212,7 +212,7 @@ def test_the_cycle_check_finds_a_cycle():
 # The host's packages and top-level modules, bottom layer first: a module imports only from its own
 # layer or those below, function-local imports included (within a layer the cycle test rules).
 HOST_LAYERS = (
-    ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache"),  # the package itself, shared basics
+    ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache", "confine"),  # the package itself, shared basics
     ("config", "engine"),
     ("environments",),
     ("steps",),

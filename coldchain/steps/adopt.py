@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import IMAGES, ImageSpec, Project
+from ..confine import check_input
 from ..contract import (FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_LABELS, FLAG_MODEL, FLAG_OP_LIBRARY,
                         FLAG_REFERENCE, MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL)
 from ..engine import Engine
@@ -92,6 +93,7 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         path = path.resolve()
         if not path.exists():
             raise UsageError(f"{path}: not found ({flag})", fix=f"pass an existing {flag[2:]} path")
+        check_input(path, "labels" if flag == FLAG_LABELS else "image", flag)
         if flag == FLAG_LABELS:
             inputs[mount] = path.parent
             arguments += [flag, f"{mount}/{path.name}"]

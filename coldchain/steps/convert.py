@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
-from ..contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_MODEL, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL,
+from ..confine import read_manifest
+from ..contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_MODEL, FLAG_RUNTIME, MOUNT_MODEL,
                         RUNTIME_ONNXRUNTIME)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
@@ -56,7 +57,7 @@ def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
     record_path = converted_dir(model, runtime) / CONVERSION_FILE
     try:
         record = json.loads(record_path.read_text())
-        manifest = json.loads((model / MANIFEST_FILE).read_text())
+        manifest = read_manifest(model) or {}
     except FileNotFoundError:
         return "no conversion yet"
     except (OSError, ValueError) as error:

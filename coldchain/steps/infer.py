@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Project
+from ..confine import check_input
 from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE, FLAG_FORMAT,
                         FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
                         FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
@@ -89,6 +90,7 @@ def input_mounts(inputs: tuple[Path, ...]) -> tuple[dict, list[str]]:
     mounts, targets = {}, []
     for index, path in enumerate(inputs):
         mount, path = f"{MOUNT_INPUTS}/{index}", path.resolve()
+        check_input(path, "image", "image input")  # /dev/zero is refused, not read forever
         if path.is_file():
             mounts[mount] = path.parent
             targets.append(f"{mount}/{path.name}")

@@ -15,6 +15,7 @@ import traceback
 import zipfile
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from .confine import Refused
 from .contract import ENV_PATH_MAP, PROGRESS_KIT, Exit, error_line, is_progress, map_paths
 
 
@@ -94,6 +95,9 @@ def run_main(entry: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Op
     except InsideError as error:
         print(error_line(host_paths(str(error))), file=sys.stderr, flush=True)
         return error.exit_code
+    except Refused as error:  # a hostile input (confine.py): bad input, never a finding to weigh
+        print(error_line(host_paths(str(error))), file=sys.stderr, flush=True)
+        return Exit.USAGE
     except KeyboardInterrupt:
         print(error_line("interrupted"), file=sys.stderr, flush=True)
         return Exit.INTERRUPTED

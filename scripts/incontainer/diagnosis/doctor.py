@@ -24,8 +24,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
+from ..confine import plain_name, read_bounded
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        FLAG_OP_LIBRARY, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code,
+                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code,
                         exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
@@ -337,6 +338,8 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
 
     declared = {entry.get("library"): entry for entry in (manifest or {}).get("custom_ops", [])
                 if isinstance(entry, dict) and entry.get("library")}
+    for index, relative in enumerate(declared):
+        plain_name(relative, f"custom_ops[{index}].library", os.path.join(model_dir, MANIFEST_FILE))
     shipped = sorted(os.path.relpath(path, model_dir) for path in glob.glob(os.path.join(model_dir, OPS_DIR, "*.so")))
     candidates = {}
     for relative in sorted(set(declared) | set(shipped)):
@@ -346,9 +349,8 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
     known = {}
     for path, (origin, entry) in candidates.items():
         marker = None
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                marker = read_marker(handle.read())
+        if os.path.isfile(path):  # bounded, and no link out of the model directory (confine.Refused)
+            marker = read_marker(read_bounded(path, "op-library", model_dir if origin == "shipped" else None))
         compiled = (marker or {}).get("tensorflow") or entry.get("compiled_against_tensorflow")
         ops = (marker or {}).get("ops") or entry.get("ops") or []
         known[path] = {"ops": ops, "compiled": compiled, "present": os.path.isfile(path)}

@@ -349,7 +349,7 @@ def choose_labels(config: AdoptConfig, classes: int, read_labels_file) -> tuple:
     if config.labels is None:
         log(f"adopt: no --labels: naming the {classes} classes class_0 ... class_{classes - 1}")
         return [f"class_{index}" for index in range(classes)], 0
-    labels = read_labels_file(config.labels)
+    labels = read_labels_file(config.labels, classes)
     offset = config.labels_offset
     if offset is None:
         # Only slim's ImageNet convention is assumed: 1001 outputs, 1000 names, class 0 the background.
