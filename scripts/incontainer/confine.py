@@ -59,15 +59,15 @@ def plain_name(name: object, where: str, source: str) -> str:
 def regular_file(path: str, kind: str, root: Optional[str] = None) -> os.stat_result:
     """The file's stat, once it is known to be a regular file (not a device, FIFO or socket) no larger
     than its kind's limit, reached without a link out of `root`. A missing file is the caller's to name."""
-    if root is not None and os.path.lexists(path) and not inside(root, path):
-        raise Refused(path, f"is a link to {os.path.realpath(path)}, outside {root}",
-                      "copy the file itself into the directory instead of linking to it")
     info = os.stat(path)  # FileNotFoundError passes on: each caller names a missing file its own way
-    if stat.S_ISDIR(info.st_mode):
-        return info
-    if not stat.S_ISREG(info.st_mode):
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         raise Refused(path, f"is not a regular file (a device, FIFO or socket{_target(path)})",
                       f"replace it with the {kind} file itself")
+    if root is not None and not inside(root, path):
+        raise Refused(path, f"is a link to {os.path.realpath(path)}, outside {root}",
+                      "copy the file itself into the directory instead of linking to it")
+    if stat.S_ISDIR(info.st_mode):
+        return info
     if info.st_size > LIMITS[kind]:
         raise Refused(path, f"is {info.st_size} bytes, over the {LIMITS[kind]} a {kind} file may hold",
                       f"pass the right {kind} file")
@@ -99,13 +99,13 @@ def check_tree(root: str, kind: str = "model") -> None:
     for directory, folders, files in os.walk(root):
         for name in sorted(folders) + sorted(files):
             path = os.path.join(directory, name)
-            if not inside(root, path):
-                raise Refused(path, f"is a link to {os.path.realpath(path)}, outside {root}",
-                              "copy the file itself into the directory instead of linking to it")
             info = os.stat(path) if os.path.exists(path) else None
             if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
                 raise Refused(path, f"is not a regular file (a device, FIFO or socket{_target(path)})",
                               f"remove it from {root}")
+            if not inside(root, path):
+                raise Refused(path, f"is a link to {os.path.realpath(path)}, outside {root}",
+                              "copy the file itself into the directory instead of linking to it")
         folders[:] = [name for name in folders if not os.path.islink(os.path.join(directory, name))]
 
 

@@ -238,8 +238,6 @@ def label_for(manifest: dict, index: int) -> str:
 
 def load_golden_arrays(model_dir: str, manifest: dict) -> Dict[str, Any]:
     """golden.npz, verified against the manifest's hash; InsideError naming what is wrong."""
-    import numpy as np
-
     golden = manifest["golden"]
     name = plain_name(golden.get("file", GOLDEN_FILE), "golden.file", os.path.join(model_dir, MANIFEST_FILE))
     path = os.path.join(model_dir, name)
@@ -252,6 +250,8 @@ def load_golden_arrays(model_dir: str, manifest: dict) -> Dict[str, Any]:
         raise InsideError(f"{path} has sha256 {sha256_bytes(golden_bytes)}, the manifest's golden.sha256 is "
                           f"{golden['sha256']}; copy the model directory again", code=Code.MANIFEST_INVALID)
     check_npz(golden_bytes, path, recorded_shapes(manifest))  # headers first: no 10^13-element allocation
+    import numpy as np
+
     try:
         with np.load(io.BytesIO(golden_bytes), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
