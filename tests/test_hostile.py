@@ -216,7 +216,8 @@ def test_a_dotdot_name_in_the_manifest_is_refused(engine, model_dir, tmp_path):
 
 def test_an_absolute_name_in_the_manifest_is_refused(engine, model_dir, tmp_path):
     edit_manifest(model_dir, lambda manifest: manifest["golden"].update(file="/etc/passwd"))
-    for result in (infer(model_dir, tmp_path), run_cli("doctor", str(model_dir))):
+    drift = run_cli("drift-test", "--model", str(model_dir), "--out", str(tmp_path / "drift"))
+    for result in (infer(model_dir, tmp_path), run_cli("doctor", str(model_dir)), drift):
         refused_before_any_container(engine, result, model_dir / "manifest.json")
         assert "golden.file '/etc/passwd' is an absolute path" in result.output
     with pytest.raises(Refused, match="is an absolute path"):

@@ -43,7 +43,8 @@ def infer_refused(engine, project, run_id, kit_images, model: Path, inputs: Path
 def inputs_with_a_picture(tiny_chain: Path, tmp_path: Path) -> Path:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    picture = next(path for path in sorted((tiny_chain / "data").rglob("*")) if path.suffix in (".png", ".jpg", ".jpeg"))
+    pictures = sorted((tiny_chain / "data").rglob("*"))
+    picture = next(path for path in pictures if path.suffix in (".png", ".jpg", ".jpeg"))
     shutil.copyfile(picture, inputs / picture.name)
     (inputs / picture.name).chmod(0o644)
     return inputs
@@ -111,7 +112,8 @@ def test_the_doctor_names_a_deeply_nested_protobuf_unreadable(docker_engine, pro
     folder.mkdir(mode=0o755)
     (folder / "model.pb").write_bytes(nested_graph(2000))
     (folder / "model.pb").chmod(0o644)
-    code, text = run_doctor(docker_engine, project, DoctorRequest(model=folder / "model.pb", prefix=run_id, as_json=True))
+    request = DoctorRequest(model=folder / "model.pb", prefix=run_id, as_json=True)
+    code, text = run_doctor(docker_engine, project, request)
     diagnosis = json.loads(text)
     assert code == 3 and diagnosis["outcome"] == "model-unreadable"
     assert str(folder / "model.pb") in diagnosis["findings"][0]["cause"]

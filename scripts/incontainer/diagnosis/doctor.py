@@ -26,8 +26,8 @@ import numpy as np
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
 from ..confine import plain_name, read_bounded
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code,
-                        exit_for_outcome)
+                        FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN,
+                        STAGE_STATIC, Code, exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
                               import_graph, parse_graph_def, placeholder_shape, placeholders, read_model_bytes, sinks,
