@@ -1,7 +1,9 @@
 """The graph scan on graphs that really contain ops an inference graph never needs: built with
 TensorFlow's own APIs in the training image (tests/doctor_graphs/dangerous.py, in one container with
-slim's own export and freeze_graph), then `coldchain doctor` in the inference image must flag each,
-flag nothing in slim's frozen graph nor the kit's frozen model, and let an --allow-op through, recorded."""
+slim's own export and freeze_graph), then the doctor in the inference image must flag each, flag
+nothing in slim's frozen graph nor the kit's frozen model, and let an --allow-op through, recorded.
+Cheap: two containers build and diagnose all the graphs (the doctor's own entry point, one process);
+`coldchain doctor` itself runs twice, on the kit's model and with --allow-op."""
 
 from __future__ import annotations
 
@@ -22,19 +24,31 @@ SLIM_USER = ROOT / "tests" / "slim_user"
 
 
 @pytest.fixture(scope="module")
-def built(docker_engine, kit_images, tmp_path_factory) -> dict:
-    """{"graphs": the directory of dangerous graphs, "ops": graph name -> its op, "slim": slim's frozen.pb}:
-    one container run."""
+def built(docker_engine, kit_images, tmp_path_factory) -> Path:
+    """dangerous/ (the dangerous graphs, and ops.json: graph name -> its op) and slim/frozen.pb: one
+    container run in the training image."""
     out = tmp_path_factory.mktemp("dangerous-graphs")
     out.chmod(0o777)
-    script = "python /t/dangerous.py /out/dangerous && python /s/export_and_freeze.py /out/slim --image-size 112 >&2"
+    script = ("python /t/dangerous.py /out/dangerous > /out/ops.json && "
+              "python /s/export_and_freeze.py /out/slim --image-size 112 >&2")
     result = docker_engine.run(RunSpec(image=kit_images["train"].info.id, command=("sh", "-c", script),
                                        mounts=(Mount(GRAPHS, "/t"), Mount(SLIM_USER, "/s"),
                                                Mount(out, "/out", read_only=False)),
                                        labels={KIT_LABEL: "coldchain"}, timeout_s=900))
     assert result.exit_code == 0, result.stderr[-3000:]
-    return {"graphs": out / "dangerous", "ops": json.loads(result.stdout.strip().splitlines()[-1]),
-            "slim": out / "slim" / "frozen.pb"}
+    return out
+
+
+@pytest.fixture(scope="module")
+def diagnosed(docker_engine, kit_images, built) -> dict:
+    """The doctor's exit code and diagnosis of each dangerous graph and of slim's frozen graph, in the
+    inference image, from the doctor's own entry point: one process (tests/doctor_graphs/diagnoses.py)."""
+    result = docker_engine.run(RunSpec(image=kit_images["infer"].info.id,
+                                       command=("python", "/t/diagnoses.py", "/g/dangerous", "/g/slim/frozen.pb"),
+                                       mounts=(Mount(GRAPHS, "/t"), Mount(built, "/g")),
+                                       labels={KIT_LABEL: "coldchain"}, timeout_s=900))
+    assert result.exit_code == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def doctor(engine, project, run_id, model: Path, **changes) -> tuple[int, dict]:
@@ -48,10 +62,11 @@ def dangerous(diagnosis: dict, severity: str = "error") -> list[dict]:
 
 
 @pytest.mark.timeout(900)
-def test_the_doctor_flags_every_dangerous_graph_and_does_not_run_it(docker_engine, project, run_id, built):
+def test_the_doctor_flags_every_dangerous_graph_and_does_not_run_it(built, diagnosed):
+    ops = json.loads((built / "ops.json").read_text().strip().splitlines()[-1])
     flagged = {}
-    for name, op in sorted(built["ops"].items()):
-        code, diagnosis = doctor(docker_engine, project, run_id, built["graphs"] / f"{name}.pb")
+    for name, op in sorted(ops.items()):
+        code, diagnosis = diagnosed[name]["exit"], diagnosed[name]["diagnosis"]
         findings = dangerous(diagnosis)
         flagged[name] = code == Exit.MODEL_BLOCKED and diagnosis["outcome"] == Code.DANGEROUS_OP and \
             [finding["op"] for finding in findings] == [op] and diagnosis["stages"]["run"].startswith("skipped")
@@ -62,21 +77,19 @@ def test_the_doctor_flags_every_dangerous_graph_and_does_not_run_it(docker_engin
 
 
 @pytest.mark.timeout(900)
-def test_slims_frozen_graph_and_the_kits_model_are_flagged_zero_times(docker_engine, project, run_id, built,
+def test_slims_frozen_graph_and_the_kits_model_are_flagged_zero_times(docker_engine, project, run_id, diagnosed,
                                                                        tiny_chain):
-    for model in (built["slim"], tiny_chain / "model"):
-        code, diagnosis = doctor(docker_engine, project, run_id, model)
-        assert (code, dangerous(diagnosis), dangerous(diagnosis, "warning")) == (Exit.OK, [], []), model
+    slim = diagnosed["frozen"]["diagnosis"]
+    code, kit = doctor(docker_engine, project, run_id, tiny_chain / "model")
+    for exit_code, diagnosis in ((diagnosed["frozen"]["exit"], slim), (code, kit)):
+        assert (exit_code, dangerous(diagnosis), dangerous(diagnosis, "warning")) == (Exit.OK, [], [])
         assert diagnosis["stages"]["run"].startswith("ran")
 
 
 @pytest.mark.timeout(600)
 def test_allow_op_lets_one_op_through_and_is_recorded(docker_engine, project, run_id, built):
-    code, diagnosis = doctor(docker_engine, project, run_id, built["graphs"] / "read_file.pb", run=False,
+    code, diagnosis = doctor(docker_engine, project, run_id, built / "dangerous" / "read_file.pb", run=False,
                              allowed_ops=("ReadFile",))
     assert code == Exit.OK and diagnosis["allowed_ops"] == ["ReadFile"] and dangerous(diagnosis) == []
     (allowed,) = dangerous(diagnosis, "warning")
     assert allowed["op"] == "ReadFile" and f"{FLAG_ALLOW_OP} ReadFile" in allowed["confirmed"]
-    code, diagnosis = doctor(docker_engine, project, run_id, built["graphs"] / "write_file.pb", run=False,
-                             allowed_ops=("ReadFile",))
-    assert code == Exit.MODEL_BLOCKED and [finding["op"] for finding in dangerous(diagnosis)] == ["WriteFile"]
