@@ -213,7 +213,7 @@ def test_the_cycle_check_finds_a_cycle():
 # layer or those below, function-local imports included (within a layer the cycle test rules).
 HOST_LAYERS = (
     ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache"),  # the package itself, shared basics
-    ("config", "engine", "signing"),
+    ("config", "engine"),
     ("environments",),
     ("steps",),
     ("drift",),

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 from coldchain.cli import main
 from coldchain.contract import SIGNATURE_FILE, Exit
 from coldchain.errors import SignatureError, UsageError
-from coldchain.signing import sign_directory, verify_directory, verify_if_trusted
+from coldchain.steps.signing import sign_directory, verify_directory, verify_if_trusted
 
 
 def make_key(folder: Path, name: str) -> tuple[Path, Path, ec.EllipticCurvePrivateKey]:

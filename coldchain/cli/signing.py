@@ -21,7 +21,7 @@ log = logging.getLogger("coldchain")
 def sign_command(project: Project, model: Path, sign_key: Path):
     """Sign MODEL (a model directory) with an elliptic-curve private key: model.sig in it covers every
     other file (model, manifest, golden, labels, environment, op libraries, conversions). Offline."""
-    from ..signing import sign_directory
+    from ..steps.signing import sign_directory
 
     click.echo(sign_directory(model, sign_key))
 
@@ -33,6 +33,6 @@ def sign_command(project: Project, model: Path, sign_key: Path):
 def verify_command(project: Project, model: Path, trust: tuple[Path, ...]):
     """Verify MODEL's model.sig against trusted public keys or certificates; exit 2 naming the file that
     is unsigned, changed, added or missing, or the untrusted signature."""
-    from ..signing import verify_directory
+    from ..steps.signing import verify_directory
 
     click.echo(verify_directory(model, trust).status)

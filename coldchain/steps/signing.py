@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import SIGNATURE_FILE
-from .errors import SignatureError, UsageError
+from ..contract import SIGNATURE_FILE
+from ..errors import SignatureError, UsageError
 
 NOT_VERIFIED = "not verified"
 SIGN_FIX = "sign it where it is made: coldchain sign DIR --sign-key KEY (or freeze/adopt/reexport --sign-key)"
