@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract import SIGNATURE_FILE
+from ..contract import ENV_SIGNED_FILES, SIGNATURE_FILE
 from ..errors import SignatureError, UsageError
 
 NOT_VERIFIED = "not verified"
@@ -184,3 +184,33 @@ def verify_directory(directory: Path, trust: tuple[Path, ...]) -> Verified:
 def verify_if_trusted(directory: Path, trust: tuple[Path, ...]) -> Verified | None:
     """With --trust, the verified directory; without, None (the summary says "not verified")."""
     return verify_directory(directory, trust) if trust else None
+
+
+def refuse_unsigned_additions(verified: Verified) -> None:
+    """After a step that may write into the model directory (infer's conversions): nothing unsigned."""
+    added = sorted(set(_walk(verified.directory)) - set(verified.files))
+    if added:
+        raise SignatureError(f"{verified.directory / added[0]}: made after the model was signed, not covered by "
+                             f"{SIGNATURE_FILE}", fix="sign the directory again where it is made, conversions "
+                                                  "included: coldchain convert, then coldchain sign")
+
+
+def container_environment(verified: Verified | None) -> dict:
+    """What the container needs to check the mounted bytes against the host's verification."""
+    return {ENV_SIGNED_FILES: json.dumps(verified.files, sort_keys=True)} if verified is not None else {}
+
+
+def signature_status(verified: Verified | None) -> str:
+    return verified.status if verified is not None else NOT_VERIFIED
+
+
+def with_signature(summary: str, verified: Verified | None) -> str:
+    """A JSON summary with its "signature" added: verified by which key, or "not verified"."""
+    try:
+        data = json.loads(summary)
+    except ValueError:
+        return summary
+    if not isinstance(data, dict):
+        return summary
+    data["signature"] = signature_status(verified)
+    return json.dumps(data, sort_keys=True)
