@@ -172,3 +172,30 @@ def test_cli_sign_and_verify(signed, tmp_path):
     result = runner.invoke(main, ["verify", str(model)], env={"COLDCHAIN_TRUST": str(public)})
     assert result.exit_code == Exit.USAGE
     assert "golden.npz: changed after signing" in result.output
+
+
+def test_the_container_rehashes_the_mounted_files(signed, monkeypatch):
+    """What the host verified travels in COLDCHAIN_SIGNED_FILES; the container's ModelLoader re-hashes
+    the mount against it (the model's bytes as it read them) and refuses a file changed, added or gone."""
+    import sys
+
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from incontainer.common import InsideError
+    from incontainer.graph.model_files import signed_files, verify_signed
+
+    model, _, public, *_ = signed
+    files = verify_directory(model, (public,)).files
+    monkeypatch.setenv("COLDCHAIN_SIGNED_FILES", json.dumps(files))
+    assert signed_files() == files
+    verify_signed(str(model), files, {})
+    model_pb = str((model / "model.pb").resolve())
+    with pytest.raises(InsideError, match="model.pb: sha256 differs"):
+        verify_signed(str(model), files, {model_pb: b"the bytes the process actually read"})
+    (model / "environment" / "extra").write_text("x")
+    with pytest.raises(InsideError, match="extra: not covered"):
+        verify_signed(str(model), files, {})
+    (model / "environment" / "extra").unlink()
+    (model / "labels.txt").unlink()
+    with pytest.raises(InsideError, match="labels.txt: missing"):
+        verify_signed(str(model), files, {})
