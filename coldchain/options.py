@@ -210,6 +210,7 @@ no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a sh
                                                                "in the job, archive save/load, registry push/pull).")
 no_reproducibility = click.option("--no-reproducibility", is_flag=True,
                                   help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
+no_signing = click.option("--no-signing", is_flag=True, help="Skip timing sign and verify of the model directory.")
 bench_run = click.option(FLAG_RUN, "run", type=PathType(), default=Path("out/run"), show_default=True,
                          help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 

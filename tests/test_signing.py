@@ -199,3 +199,12 @@ def test_the_container_rehashes_the_mounted_files(signed, monkeypatch):
     (model / "labels.txt").unlink()
     with pytest.raises(InsideError, match="labels.txt: missing"):
         verify_signed(str(model), files, {})
+
+
+def test_the_bench_signs_and_verifies_a_copy(tmp_path):
+    from coldchain.bench.signing import SigningBenchOptions, bench_signing
+
+    model = make_model(tmp_path / "model")
+    result = bench_signing(SigningBenchOptions(model=model, out=tmp_path / "bench", repeats=1))["model_directory"]
+    assert result["files"] == 6 and result["bytes"] == sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    assert not (model / SIGNATURE_FILE).exists() and not (tmp_path / "bench").exists()
