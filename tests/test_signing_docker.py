@@ -41,14 +41,16 @@ def test_infer_with_trust_verifies_and_predicts(docker_engine, project, run_id, 
 
 def test_a_tampered_copy_is_refused_with_exit_2(docker_engine, project, run_id, tiny_chain, signed_model, tmp_path):
     model, public = signed_model
-    labels = model / "labels.txt"
-    labels.write_text(labels.read_text().replace("\n", " \n", 1))
+    golden = model / "golden.npz"
+    data = bytearray(golden.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    golden.write_bytes(bytes(data))
     output = tmp_path / "predictions.jsonl"
     request = InferRequest(model=model, output=output, inputs=(tiny_chain / "data" / "val",), trust=(public,),
                            settings=StepSettings(prefix=run_id))
     with pytest.raises(SignatureError) as refused:
         predict(lambda: pytest.fail("no engine before the signature holds"), project, request, output)
-    assert refused.value.exit_code == Exit.USAGE and "labels.txt: changed after signing" in refused.value.message
+    assert refused.value.exit_code == Exit.USAGE and "golden.npz: changed after signing" in refused.value.message
     assert not output.exists()
 
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..contract import MANIFEST_FILE, SIGNATURE_FILE
 from ..errors import UsageError
 from ..steps.signing import sign_directory, verify_directory
 
@@ -42,17 +43,17 @@ def _best(repeats: int, action) -> float:
 
 
 def bench_signing(options: SigningBenchOptions) -> dict:
-    if not (options.model / "manifest.json").is_file():
+    if not (options.model / MANIFEST_FILE).is_file():
         raise UsageError(f"{options.model}: no model directory to sign", fix="run 'make freeze' first")
     shutil.rmtree(options.out, ignore_errors=True)
     options.out.mkdir(parents=True)
     copy = options.out / "model"
-    shutil.copytree(options.model, copy, ignore=shutil.ignore_patterns("model.sig"))
+    shutil.copytree(options.model, copy, ignore=shutil.ignore_patterns(SIGNATURE_FILE))
     private, public = _key(options.out)
     sign_s = _best(options.repeats, lambda: sign_directory(copy, private))
     verified = verify_directory(copy, (public,))
     verify_s = _best(options.repeats, lambda: verify_directory(copy, (public,)))
-    size = sum(path.stat().st_size for path in copy.rglob("*") if path.is_file() and path.name != "model.sig")
+    size = sum(path.stat().st_size for path in copy.rglob("*") if path.is_file() and path.name != SIGNATURE_FILE)
     shutil.rmtree(options.out, ignore_errors=True)
     return {"model_directory": {"bytes": size, "files": len(verified.files), "sign_s": sign_s, "verify_s": verify_s,
                                 "repeats": options.repeats}}
