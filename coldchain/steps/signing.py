@@ -213,4 +213,4 @@ def with_signature(summary: str, verified: Verified | None) -> str:
     if not isinstance(data, dict):
         return summary
     data["signature"] = signature_status(verified)
-    return json.dumps(data, sort_keys=True)
+    return json.dumps(data, sort_keys=True, indent=2 if "\n" in summary.strip() else None)  # as it came
