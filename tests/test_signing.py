@@ -208,3 +208,21 @@ def test_the_bench_signs_and_verifies_a_copy(tmp_path):
     result = bench_signing(SigningBenchOptions(model=model, out=tmp_path / "bench", repeats=1))["model_directory"]
     assert result["files"] == 6 and result["bytes"] == sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
     assert not (model / SIGNATURE_FILE).exists() and not (tmp_path / "bench").exists()
+
+
+def test_doctor_and_drift_test_verify_before_any_container(project, tmp_path):
+    from fake_engine import FakeEngine
+
+    from coldchain.drift.commands import DriftTestRequest, drift_test
+    from coldchain.steps.diagnose import DoctorRequest, run_doctor
+
+    _, public, _ = make_key(tmp_path, "maker")
+    model = make_model(tmp_path / "model")
+    engine = FakeEngine()
+    with pytest.raises(SignatureError, match="model.sig: missing"):
+        run_doctor(engine, project, DoctorRequest(model=model, trust=(public,)))
+    assert engine.runs == []
+    with pytest.raises(SignatureError, match="model.sig: missing"):
+        drift_test(lambda: pytest.fail("no engine before the signature holds"), project,
+                   DriftTestRequest(model=model, out=tmp_path / "drift", trust=(public,)))
+    assert not (tmp_path / "drift").exists()
