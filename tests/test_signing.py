@@ -226,3 +226,37 @@ def test_doctor_and_drift_test_verify_before_any_container(project, tmp_path):
         drift_test(lambda: pytest.fail("no engine before the signature holds"), project,
                    DriftTestRequest(model=model, out=tmp_path / "drift", trust=(public,)))
     assert not (tmp_path / "drift").exists()
+
+
+def test_freeze_with_a_sign_key_writes_the_sbom_then_signs(project, tmp_path, monkeypatch):
+    """The host side of `freeze --sign-key` against the fake engine: the container's model directory,
+    the training image's SBOM added, everything signed, then renamed into place."""
+    from fake_engine import FakeEngine
+
+    from coldchain.config import IMAGES
+    from coldchain.engine import ImageInfo, RunResult
+    from coldchain.environments.bases import ResolvedBase
+    from coldchain.environments.images import BuiltImage
+    from coldchain.environments.sbom import sbom_bytes
+    from coldchain.steps.chain import FreezeRequest, freeze
+
+    image = BuiltImage(IMAGES["train-cpu"], "t-train:cpu", ImageInfo("sha256:abc", ("t-train:cpu",), {}, 1),
+                       ResolvedBase("b", "sha256:b", "local", "3.11.2"), False)
+    monkeypatch.setattr("coldchain.steps.chain.ensure_images", lambda *args, **kwargs: image)
+    monkeypatch.setattr("coldchain.steps.chain.recommended_threads", lambda project: "2")
+    engine = FakeEngine()
+
+    def container(spec):
+        (staging,) = [mount.source for mount in spec.mounts if mount.target == "/out"]
+        shutil.rmtree(staging)
+        make_model(staging)
+        (staging / "environment" / "sbom.cdx.json").unlink()
+        return RunResult(0, "", "")
+
+    engine.run_handler = container
+    private, public, _ = make_key(tmp_path, "maker")
+    (tmp_path / "run").mkdir()
+    out = tmp_path / "model"
+    freeze(engine, project, FreezeRequest(tmp_path / "run", out, sign_key=private))
+    assert (out / "environment" / "sbom.cdx.json").read_bytes() == sbom_bytes(project.path("requirements.lock"))
+    assert "environment/sbom.cdx.json" in verify_directory(out, (public,)).files
