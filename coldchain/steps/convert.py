@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
-from ..contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_MODEL, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL,
-                        RUNTIME_ONNXRUNTIME)
+from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATION_IMAGES, FLAG_MODEL,
+                        FLAG_RUNTIME, MANIFEST_FILE, MOUNT_CALIBRATION, MOUNT_MODEL, RUNTIME_ONNXRUNTIME)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -70,14 +70,34 @@ def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
     return None
 
 
+def calibration_images(model: Path, target: str, given: Path | None) -> Path | None:
+    """The representative images `target` needs: the ones given, else the kit's training images
+    (data/train beside the model folder, where make puts them); None where the target needs none."""
+    if target not in CALIBRATION_TARGETS:
+        return None
+    if given is not None:
+        return given
+    kit = model.resolve().parent / "data" / "train"
+    if kit.is_dir():
+        return kit
+    raise UsageError(f"{target} needs representative images and {model} has no data/train beside it",
+                     fix=f"pass {FLAG_CALIBRATION_IMAGES} DIR: a folder of images like the model's training data")
+
+
 def convert(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *, memory: str,
-            prefix: str, timeout_s: float | None) -> str:
-    """Convert the model in the runtimes image into MODEL/converted/<runtime>/ (swapped in whole)."""
+            prefix: str, timeout_s: float | None, calibration: Path | None = None) -> str:
+    """Convert the model in the runtimes image into MODEL/converted/<runtime>/ (swapped in whole);
+    `runtime` is a runtime or a TFLite target (contract.CONVERSION_TARGETS)."""
     model = model_directory(model)
     target = converted_dir(model, runtime)
-    step = StepConfig(name="convert", role="runtimes", module="convert", output=target,
-                      inputs={MOUNT_MODEL: model}, arguments=(FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime),
-                      memory=memory_for(runtime, memory), prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
+    images = calibration_images(model, runtime, calibration)
+    inputs, arguments = {MOUNT_MODEL: model}, (FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime)
+    if images is not None:
+        inputs[MOUNT_CALIBRATION] = images
+        arguments += (FLAG_CALIBRATION_IMAGES, MOUNT_CALIBRATION)
+    step = StepConfig(name="convert", role="runtimes", module="convert", output=target, inputs=inputs,
+                      arguments=arguments, memory=memory_for(runtime, memory), prefix=prefix,
+                      timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
     try:
         return run_step(engine, project, step, image)
     except PermissionError as error:

@@ -1,5 +1,5 @@
 """The convert step: the verified frozen graph converted for ONNX Runtime (tf2onnx) or OpenVINO (its
-TensorFlow frontend, saved as fp32 IR) into --out (the host puts it at converted/<runtime>/ beside the
+TensorFlow frontend, saved as fp32 IR) or TensorFlow Lite (TensorFlow's converter, tflite-<precision>) into --out (the host puts it at converted/<runtime>/ beside the
 model), with sha256s and converter versions in conversion.json. Prints the record as JSON."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME, MODULES, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO
+from ..contract import (CONVERSION_TARGETS, FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME, MODULES,
+                        TFLITE_TARGETS)
 from ..runtimes.artefacts import convert
 
 
@@ -15,10 +16,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['convert']}", description=__doc__)
     parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=(RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO))
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=CONVERSION_TARGETS)
+    parser.add_argument(FLAG_CALIBRATION_IMAGES, dest="calibration", default=None,
+                        help="representative images for full int8 (preprocessed as the manifest says)")
     parser.add_argument(FLAG_OUT, required=True, help="directory for the artefact (the model's converted/<runtime>/)")
     args = parser.parse_args(argv)
-    record = convert(args.model, args.runtime, args.out)
+    if args.runtime in TFLITE_TARGETS:
+        from ..runtimes.tflite_conversion import convert_target
+
+        record = convert_target(args.model, args.runtime, args.out, args.calibration)
+    else:
+        record = convert(args.model, args.runtime, args.out)
     log(f"convert: {args.runtime} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
     emit_json(record)
     return 0
