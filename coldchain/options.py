@@ -84,8 +84,9 @@ runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTE
                       f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
                       "--precision and timed at batch 8, the fastest used (the summary says which and why).")
 converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
-                           help="What to convert the model for: a runtime, or a TFLite precision "
-                                "(tflite-int8: full integer, calibrated on --calibration-images).")
+                           multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
+                                               "(tflite-int8: full integer, calibrated on --calibration-images); "
+                                               "repeatable: several are made in one container.")
 calibration_images = option(FLAG_CALIBRATION_IMAGES, "calibration", type=PathType(file_okay=False, exists=True),
                             default=None, envvar="COLDCHAIN_CALIBRATION_IMAGES",
                             help=f"Representative images for {', '.join(CALIBRATION_TARGETS)}, preprocessed as the "

@@ -96,7 +96,7 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
 @options.model_argument
 @options.converted_runtime
 @options.calibration_images
-def convert_command(project: Project, model: Path, runtime: str, calibration: Path | None, device: str, memory: str,
+def convert_command(project: Project, model: Path, runtime: tuple[str, ...], calibration: Path | None, device: str, memory: str,
                     prefix: str, timeout_s, extra):
     """Convert MODEL (a model directory, or the model.pb in it) for ONNX Runtime (tf2onnx), OpenVINO (its
     TensorFlow frontend, saved as fp32 IR) or TensorFlow Lite (TensorFlow's converter: tflite-fp32, -fp16,

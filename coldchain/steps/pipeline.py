@@ -123,6 +123,11 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def replace_output(produced: Path, destination: Path) -> None:
+    """A step's finished output swapped in where a step made several at once (convert's targets)."""
+    _replace(produced, destination)
+
+
 def _replace(produced: Path, destination: Path) -> None:
     """Swap the new output in; an older result is removed only after the new one is complete."""
     if destination.is_dir() and not destination.is_symlink():

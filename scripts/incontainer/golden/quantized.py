@@ -4,9 +4,7 @@ a bound on the probability error. The bound belongs to the model: measured when 
 (bound_from_measurement, recorded as golden_bound in conversion.json) or declared by the user."""
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
+from typing import List, Optional, Sequence
 
 from ..common import GoldenMismatch, InsideError
 from ..contract import FLAG_GOLDEN_BOUND, QUANTIZED_BOUND_FACTOR, QUANTIZED_BOUND_FLOOR, STAGE_RUN, Code
@@ -15,24 +13,35 @@ BOUND_MEASURED = "measured"
 BOUND_DECLARED = "declared"
 
 
-def as_probabilities(values: np.ndarray, softmax_needed: bool) -> np.ndarray:
+Rows = Sequence[Sequence[float]]  # (images, classes); plain lists, so the rule needs no numpy
+
+
+def as_probabilities(values, softmax_needed: bool) -> List[List[float]]:
     """(images, classes) probabilities from the predictions' output (logits: softmax here, in float64)."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    if not softmax_needed:
-        return values
-    shifted = np.exp(values - values.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    if softmax_needed:
+        shifted = np.exp(values - values.max(axis=1, keepdims=True))
+        values = shifted / shifted.sum(axis=1, keepdims=True)
+    return values.tolist()
 
 
-def measure(reference: np.ndarray, actual: np.ndarray) -> dict:
+def _top1(row: Sequence[float]) -> int:
+    return max(range(len(row)), key=lambda index: row[index])
+
+
+def measure(reference: Rows, actual: Rows) -> dict:
     """How far `actual` probabilities are from the golden's: the largest absolute error, and top-1
     agreement over the golden images (with which images agree)."""
-    if reference.shape != actual.shape:
-        raise InsideError(f"quantized golden check: the model gives probabilities of shape {actual.shape}, the golden "
-                          f"{reference.shape}; convert the model again", code=Code.GOLDEN_MISMATCH)
-    agree = (reference.argmax(axis=1) == actual.argmax(axis=1)).tolist()
-    return {"max_prob_error": float(np.max(np.abs(reference - actual))) if reference.size else 0.0,
-            "top1_agreement": float(np.mean(agree)) if agree else 1.0, "agree": agree, "images": len(agree)}
+    shapes = [(len(rows), len(rows[0]) if len(rows) else 0) for rows in (reference, actual)]
+    if shapes[0] != shapes[1] or any(len(row) != shapes[0][1] for row in list(reference) + list(actual)):
+        raise InsideError(f"quantized golden check: the model gives probabilities of shape {shapes[1]}, the golden "
+                          f"{shapes[0]}; convert the model again", code=Code.GOLDEN_MISMATCH)
+    agree = [_top1(want) == _top1(got) for want, got in zip(reference, actual)]
+    error = max((abs(w - g) for want, got in zip(reference, actual) for w, g in zip(want, got)), default=0.0)
+    return {"max_prob_error": float(error), "top1_agreement": sum(agree) / len(agree) if agree else 1.0,
+            "agree": agree, "images": len(agree)}
 
 
 def bound_from_measurement(measured: dict, precision: str, factor: float = QUANTIZED_BOUND_FACTOR,
@@ -60,7 +69,7 @@ def resolve_bound(recorded: Optional[dict], declared: Optional[float], precision
     return recorded
 
 
-def check(bound: dict, reference: np.ndarray, actual: np.ndarray, model_dir: str, what: str,
+def check(bound: dict, reference: Rows, actual: Rows, model_dir: str, what: str,
           stage: str = STAGE_RUN) -> dict:
     """The quantized golden check's summary; GoldenMismatch (exit 4) naming the stage and `what` (the
     runtime and precision) when top-1 agreement or the probability error is past the bound."""
@@ -69,7 +78,8 @@ def check(bound: dict, reference: np.ndarray, actual: np.ndarray, model_dir: str
     disagree = measured["top1_agreement"] < bound["min_top1_agreement"]
     summary = {"ok": not (too_far or disagree), "kind": "quantized", "stage": stage, "bound": bound,
                "max_prob_error": measured["max_prob_error"], "top1_agreement": measured["top1_agreement"],
-               "images": measured["images"], "bit_exact": False, "first_divergence": None}
+               "images": measured["images"], "bit_exact": False, "first_divergence": None,
+               "top1": {"agree": sum(measured["agree"]), "count": measured["images"], "ok": not disagree}}
     if summary["ok"]:
         return summary
     reasons = []

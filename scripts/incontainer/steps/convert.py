@@ -4,6 +4,7 @@ model), with sha256s and converter versions in conversion.json. Prints the recor
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
@@ -16,20 +17,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['convert']}", description=__doc__)
     parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=CONVERSION_TARGETS)
+    parser.add_argument(FLAG_RUNTIME, dest="runtimes", required=True, choices=CONVERSION_TARGETS, action="append",
+                        help="a runtime or TFLite target (repeatable: several write --out/<target>/ each)")
     parser.add_argument(FLAG_CALIBRATION_IMAGES, dest="calibration", default=None,
                         help="representative images for full int8 (preprocessed as the manifest says)")
     parser.add_argument(FLAG_OUT, required=True, help="directory for the artefact (the model's converted/<runtime>/)")
     args = parser.parse_args(argv)
-    if args.runtime in TFLITE_TARGETS:
+    targets = list(dict.fromkeys(args.runtimes))
+    records = {target: convert_one(args.model, target, args.out if len(targets) == 1 else os.path.join(
+        args.out, target), args.calibration) for target in targets}
+    emit_json(records[targets[0]] if len(targets) == 1 else records)
+    return 0
+
+
+def convert_one(model: str, target: str, out: str, calibration: Optional[str]) -> dict:
+    if target in TFLITE_TARGETS:
         from ..runtimes.tflite_conversion import convert_target
 
-        record = convert_target(args.model, args.runtime, args.out, args.calibration)
+        record = convert_target(model, target, out, calibration)
     else:
-        record = convert(args.model, args.runtime, args.out)
-    log(f"convert: {args.runtime} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
-    emit_json(record)
-    return 0
+        record = convert(model, target, out)
+    log(f"convert: {target} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
+    return record
 
 
 if __name__ == "__main__":
