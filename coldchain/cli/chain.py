@@ -73,6 +73,8 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
     stale); the summary records the precision the runtime reports it computed in. With --runtime
+    tflite, LiteRT runs converted/tflite-<precision>/ (XNNPACK on unless --no-xnnpack); fp16, dynamic
+    and int8 are judged by top-1 agreement and the model's probability-error bound. With --runtime
     fastest, every runtime able to compute at --precision is golden-checked and timed, and the fastest
     that passed predicts (runtime_choice in the summary says which and why). A golden check this model
     passed in this image is kept (build/golden-checks) and used instead of the probe while the model,
