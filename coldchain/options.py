@@ -9,13 +9,13 @@ from pathlib import Path
 import click
 
 from .config import BASES, IMAGES, LOCKS
-from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CHECKPOINT_PATH,
-                       FLAG_CLEAR_DEVICES, FLAG_DATA, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_JSON, FLAG_LABELS,
-                       FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST, FLAG_MODEL, FLAG_NO_RUN,
-                       FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION, FLAG_PREPROCESSING,
-                       FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME, FLAG_STRIP_DEFAULT_ATTRS,
-                       PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
-                       RUNTIME_TENSORFLOW)
+from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
+                       FLAG_CHECKPOINT_PATH, FLAG_CLEAR_DEVICES, FLAG_DATA, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT,
+                       FLAG_JSON, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST,
+                       FLAG_MODEL, FLAG_NO_RUN, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION,
+                       FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
+                       FLAG_STRIP_DEFAULT_ATTRS, PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST,
+                       RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, Code)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -75,6 +75,20 @@ load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
                                  help="Load the model's shipped custom-op libraries (runs their code).")
 allow_soft_placement = click.option(FLAG_ALLOW_SOFT_PLACEMENT, is_flag=True,
                                     help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
+
+
+def _op_names(context, parameter, values) -> tuple[str, ...]:
+    """--allow-op may be repeated, and its environment variable lists names separated by commas."""
+    return tuple(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
+
+
+allow_op = option(FLAG_ALLOW_OP, "allowed_ops", multiple=True, envvar="COLDCHAIN_ALLOW_OP", metavar="OP",
+                  callback=_op_names,
+                  help=f"Let this op through the graph scan for ops an inference graph never needs "
+                       f"({Code.DANGEROUS_OP}: ReadFile, WriteFile, SaveV2, PyFunc, ...), where you trust the model "
+                       "(repeatable; the environment variable takes names separated by commas). Recorded in the "
+                       "report.")
+
 
 runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
                  show_default=True, envvar="COLDCHAIN_RUNTIME",

@@ -9,7 +9,7 @@ import click
 
 from .. import options
 from ..config import Project
-from ..contract import seconds_since_process_start
+from ..contract import allow_op_arguments, seconds_since_process_start
 from ..errors import UsageError
 from . import base
 from .base import step_command, step_settings
@@ -64,8 +64,10 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.precision
 @options.bf16_tolerance
 @options.golden_cache
+@options.allow_op
 def infer_command(project: Project, model: Path, output: Path | None, inputs: tuple[Path, ...], runtime: str, precision: str,
-                  bf16_tolerance: float, golden_cache: bool, device: str, memory: str, prefix: str, timeout_s, extra):
+                  bf16_tolerance: float, golden_cache: bool, allowed_ops: tuple[str, ...], device: str, memory: str,
+                  prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
@@ -84,7 +86,8 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
     images, arguments = split_images(extra)
     request = InferRequest(model=model, output=output, inputs=inputs + images, runtime=runtime, precision=precision,
                            bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered,
-                           settings=step_settings(device, memory, prefix, timeout_s, arguments))
+                           settings=step_settings(device, memory, prefix, timeout_s,
+                                                  arguments + allow_op_arguments(allowed_ops)))
     click.echo(infer(base.connect, project, request))
 
 

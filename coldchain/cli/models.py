@@ -11,7 +11,7 @@ import click
 from .. import options
 from ..config import Project
 from ..contract import (FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_LABELS_OFFSET, FLAG_LOGITS, FLAG_OUTPUT, FLAG_PREPROCESSING,
-                        FLAG_PREPROCESSING_FIELD)
+                        FLAG_PREPROCESSING_FIELD, allow_op_arguments)
 from . import base
 from .base import command, main, step_command, step_settings
 
@@ -55,6 +55,7 @@ def reexport_command(project: Project, model: Path, out: Path, clear_devices: bo
 @options.environment_name
 @options.reference_image
 @options.reference_env
+@options.allow_op
 @options.matrix
 @options.memory
 @options.prefix
@@ -64,15 +65,15 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
                   images: Path | None, preprocessing: str, preprocessing_fields: tuple[str, ...], graph_input: str | None,
                   graph_output: str | None, graph_logits: str | None, image_size: int | None,
                   op_libraries: tuple[Path, ...], requirements: Path | None, python: str | None, environment_name: str,
-                  reference_image: str | None, reference_env: str | None, matrix_path: Path, memory: str, prefix: str,
-                  timeout_s: float | None):
+                  reference_image: str | None, reference_env: str | None, allowed_ops: tuple[str, ...],
+                  matrix_path: Path, memory: str, prefix: str, timeout_s: float | None):
     """Adopt MODEL, a frozen graph made outside coldchain (slim's export_inference_graph.py, then
     freeze_graph), into a model directory that infer, doctor and drift-test take like the kit's own.
     The model's bytes are not changed; its manifest and golden outputs are computed in the reference
     environment: your own (--requirements), an image, a matrix environment, or the kit's training image."""
     from ..steps.adopt import ADOPT_TIMEOUT_S, AdoptRequest, adopt
 
-    arguments = [FLAG_PREPROCESSING, preprocessing]
+    arguments = [FLAG_PREPROCESSING, preprocessing, *allow_op_arguments(allowed_ops)]
     for field_value in preprocessing_fields:
         arguments += [FLAG_PREPROCESSING_FIELD, field_value]
     for flag, value in ((FLAG_INPUT, graph_input), (FLAG_OUTPUT, graph_output), (FLAG_LOGITS, graph_logits),
@@ -97,13 +98,14 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
 @options.load_op_libraries
 @options.allow_soft_placement
 @options.no_run
+@options.allow_op
 @options.matrix
 @options.prefix
 @options.json_output
 @command
 def doctor_command(project: Project, model: Path, manifest: Path | None, env_name: str | None, image_tag: str | None,
-                   load_op_libraries: bool, allow_soft_placement: bool, run: bool, matrix_path: Path, prefix: str,
-                   as_json: bool):
+                   load_op_libraries: bool, allow_soft_placement: bool, run: bool, allowed_ops: tuple[str, ...],
+                   matrix_path: Path, prefix: str, as_json: bool):
     """Whether a TensorFlow runtime can load and run MODEL (a frozen graph or its directory), and if not,
     each cause with its fix. Stages: manifest, static reading, the runtime's own import, one run.
     Runs in the inference image (or --env/--image). Exit 0: loadable; 3: blocking problems."""
@@ -111,6 +113,7 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
 
     code, text = run_doctor(base.connect(), project, DoctorRequest(
         model=model, manifest=manifest, env_name=env_name, image_tag=image_tag, matrix_path=matrix_path, prefix=prefix,
-        load_op_libraries=load_op_libraries, allow_soft_placement=allow_soft_placement, run=run, as_json=as_json))
+        load_op_libraries=load_op_libraries, allow_soft_placement=allow_soft_placement, run=run, as_json=as_json,
+        allowed_ops=allowed_ops))
     click.echo(text)
     sys.exit(code)

@@ -29,6 +29,7 @@ class DriftTestRequest:
     jobs: int = 0  # 0: default_jobs()
     memory: str = "8g"
     prefix: str = "coldchain"
+    allowed_ops: tuple[str, ...] = ()  # --allow-op, passed to every case's probe
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,14 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
     engine = connect()
     options = DriftOptions(model=model, run=run, out=request.out, prefix=request.prefix,
                            run_id=new_run_id(request.prefix), jobs=request.jobs or default_jobs(),
-                           memory=request.memory, shard=chosen, costs=request.costs, isolate=request.isolate)
+                           memory=request.memory, shard=chosen, costs=request.costs, isolate=request.isolate,
+                           allowed_ops=request.allowed_ops)
     try:
         report = run_drift_test(engine, project, matrix, options)
     finally:
         engine.remove_containers(f"{RUN_LABEL}={options.run_id}")  # Ctrl-C or a crash leaves nothing running
+    if request.allowed_ops:
+        report["allowed_ops"] = list(request.allowed_ops)  # the graph scan's override, recorded
     paths = write_reports(report, request.out, chosen.suffix if chosen else "")
     if chosen is None:
         paths["heatmap"] = render_heatmap(engine, project, paths["json"], options)

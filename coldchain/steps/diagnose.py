@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import IMAGES, Project
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        MOUNT_MANIFEST, MOUNT_MODEL, Exit)
+                        MOUNT_MANIFEST, MOUNT_MODEL, Exit, allow_op_arguments)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import environment_image_spec
@@ -32,6 +32,7 @@ class DoctorRequest:
     allow_soft_placement: bool = False
     run: bool = True
     as_json: bool = False
+    allowed_ops: tuple[str, ...] = ()  # --allow-op
 
 
 def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image:
@@ -65,6 +66,7 @@ def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tupl
         arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
     if not request.run:
         arguments.append(FLAG_NO_RUN)
+    arguments += allow_op_arguments(request.allowed_ops)
     if request.as_json:
         arguments.append(FLAG_JSON)
     image = image_for(engine, project, request)

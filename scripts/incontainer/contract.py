@@ -157,6 +157,7 @@ FLAG_LABELS = "--labels"
 FLAG_LABELS_OFFSET = "--labels-offset"
 FLAG_IMAGES = "--images"
 FLAG_OP_LIBRARY = "--op-library"  # doctor too
+FLAG_ALLOW_OP = "--allow-op"  # doctor, infer, adopt, the drift probe: an op the graph scan may let through
 FLAG_ENVIRONMENT = "--environment"
 FLAG_ENVIRONMENT_NAME = "--environment-name"
 FLAG_REFERENCE = "--reference"
@@ -172,6 +173,12 @@ FLAG_REPEATS = "--repeats"
 FLAG_PROFILE = "--profile"
 FLAG_PEAK = "--peak"
 FLAG_REPORT = "--report"
+
+
+def allow_op_arguments(names) -> tuple:
+    """FLAG_ALLOW_OP NAME for each name: how the host passes --allow-op on to a container module."""
+    return tuple(word for name in names for word in (FLAG_ALLOW_OP, name))
+
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "
@@ -273,6 +280,7 @@ class Code:
     OP_LIBRARY_MISSING = "op-library-missing"
     OP_LIBRARY_LOAD = "op-library-load-failed"
     UNREGISTERED_OP = "unregistered-op"
+    DANGEROUS_OP = "dangerous-op"  # reads/writes files, runs Python, or talks to the network (diagnosis/opscan.py)
     UNKNOWN_ATTR = "unknown-attr"
     CONVERSION_FAILED = "conversion-failed"  # tf2onnx or OpenVINO's reader rejected the graph
     BATCH_NORM_TRAINING = "batch-norm-training-mode"
@@ -299,8 +307,8 @@ class Code:
 FAILURE_CLASSES = (
     Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.GRAPH_TOO_NEW,
     Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
-    Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING, Code.TRAINING_OP,
-    Code.REF_DTYPE,
+    Code.UNREGISTERED_OP, Code.DANGEROUS_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING,
+    Code.TRAINING_OP, Code.REF_DTYPE,
     Code.DEVICE_CLUSTER, Code.DEVICE_UNAVAILABLE, Code.MISSING_NODE, Code.LOAD_ERROR, Code.RUN_ERROR,
     Code.PREPROCESSING_MISMATCH, Code.GOLDEN_MISMATCH,
 )

@@ -33,6 +33,7 @@ class SessionOptions:
     quick_graph_optimization: bool = False  # skip the grappler passes that do nothing to a CPU inference graph
     artefact: bool = False  # ONNX Runtime/OpenVINO: the model's verified converted artefact, not a conversion here
     conversion_cache: Optional[str] = None  # a conversion here kept between runs in this directory
+    allowed_ops: tuple = ()  # --allow-op: ops the doctor's graph scan lets through
 
 
 class ModelSession:
@@ -131,7 +132,8 @@ class ModelSession:
         """The doctor's manifest, static and import stages on the files as read (the golden probe is
         the run). Another runtime reads the graph itself: TensorFlow's own refusals become warnings."""
         diagnosis = diagnose(DoctorOptions(model=self.model_dir, load_shipped_op_libraries=self.options.load_op_libraries,
-                                           allow_soft_placement=self.options.allow_soft_placement, run=False),
+                                           allow_soft_placement=self.options.allow_soft_placement, run=False,
+                                           allowed_ops=self.options.allowed_ops),
                              files=self.files)
         if self.options.runtime != RUNTIME_TENSORFLOW:
             diagnosis.for_runtime(self.options.runtime)

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Dict, Tuple
 
-from ..common import InsideError, atomic_write_bytes, atomic_write_json, sha256_bytes
+from ..common import InsideError, PreflightFailed, atomic_write_bytes, atomic_write_json, sha256_bytes
 from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, MODEL_FILE, RUNTIME_ONNXRUNTIME,
                         RUNTIME_OPENVINO, Code)
 from ..graph import manifest as manifests
@@ -23,15 +23,22 @@ def golden_tensors_and_input(manifest: dict) -> Tuple[str, Dict[str, str]]:
     return manifests.tensor_of(manifest["inputs"][0]), tensors
 
 
-def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
+def convert(model_dir: str, runtime: str, out_dir: str, allowed_ops: Tuple[str, ...] = ()) -> dict:
     """Convert the verified model for `runtime` into out_dir. conversion.json is written last, and
     atomically: a directory without it is refused, never half-used. (The host's step stages out_dir
-    and swaps it in whole.)"""
+    and swaps it in whole.) A graph with ops that touch files, Python or the network is not converted
+    (a converter's constant folding may run them) unless `allowed_ops` names them."""
+    from ..diagnosis.findings import summarize
+    from ..diagnosis.opscan import scan, unallowed
     from ..graph.graphdef import parse_graph_def
 
     manifest = manifests.load_manifest(model_dir)
     data = read_verified_model(model_dir, manifest)
     source = os.path.join(model_dir, MODEL_FILE)
+    graph_def = parse_graph_def(data, source)
+    dangerous = unallowed(scan(graph_def, allowed_ops))
+    if dangerous:
+        raise PreflightFailed(f"{source} is not converted: {summarize(dangerous)}", code=Code.DANGEROUS_OP)
     input_tensor, tensors = golden_tensors_and_input(manifest)
     os.makedirs(out_dir, exist_ok=True)
     for stale in (CONVERSION_FILE, ONNX_FILE) + OPENVINO_FILES:
@@ -39,7 +46,6 @@ def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
             os.remove(os.path.join(out_dir, stale))
     start = time.perf_counter()
     if runtime == RUNTIME_ONNXRUNTIME:
-        graph_def = parse_graph_def(data, source)
         atomic_write_bytes(os.path.join(out_dir, ONNX_FILE), convert_onnx(graph_def, input_tensor, tensors, source))
         written = [ONNX_FILE]
     elif runtime == RUNTIME_OPENVINO:

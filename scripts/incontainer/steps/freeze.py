@@ -284,7 +284,20 @@ def freeze(config: FreezeConfig) -> dict:
     graph, saver, keep, blocks = build_network(config, run)
     graph_def, stats = convert_variables(config, run, graph, saver, keep)
     graph_def = transform(config, graph_def, keep, stats)
+    refuse_dangerous(graph_def, config.out)
     return write_model_directory(config, run, graph_def, stats, blocks)
+
+
+def refuse_dangerous(graph_def, out: str) -> None:
+    """The kit's own inference graph never reads files, runs Python or talks to the network; a freeze
+    that would write such a graph (a changed network, a custom op's wrapper) stops before writing."""
+    from ..diagnosis.findings import summarize
+    from ..diagnosis.opscan import scan
+
+    found = scan(graph_def)
+    if found:
+        raise InsideError(f"freeze will not write {out}: the frozen graph holds ops an inference graph never needs: "
+                          f"{summarize(found)}", code=found[0].code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:

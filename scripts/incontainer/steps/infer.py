@@ -15,11 +15,12 @@ import numpy as np
 
 from ..common import (TIMINGS, InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE,
-                        FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL,
-                        FLAG_ON_BAD_IMAGE, FLAG_OUTPUT, FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES,
-                        PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        STARTUP_KEY, Code, KeptGolden, seconds_since_process_start)
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE,
+                        FLAG_BF16_TOLERANCE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED,
+                        FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT, FLAG_PRECISION,
+                        FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES, PRECISIONS, PRECISION_FP32, RUNTIMES,
+                        RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
+                        seconds_since_process_start)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
 from ..golden.check import check_outputs_only, input_path_findings, run_golden
@@ -49,6 +50,7 @@ class InferConfig:
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     startup: dict = field(default_factory=dict)  # phases timed before infer() (interpreter_s)
     golden_verified: Optional[str] = None  # an earlier passing golden check the host kept for this model and image
+    allowed_ops: tuple = ()  # --allow-op: ops the graph scan lets through (recorded in the summary)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
@@ -76,6 +78,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
     parser.add_argument(FLAG_GOLDEN_VERIFIED, dest="golden_verified", default=None,
                         help="JSON of an earlier passing golden check of this model in this image; used instead of "
                              "running the probe again only when the model's sha256 and the effective numerics match")
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help="let this op through the graph scan (repeatable; recorded in the summary)")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
     if not 0 < args.bf16_tolerance < 1:
@@ -92,7 +96,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                        on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
                        allow_soft_placement=args.allow_soft_placement, runtime=args.runtime,
                        precision=args.precision, bf16_tolerance=args.bf16_tolerance,
-                       golden_verified=args.golden_verified)
+                       golden_verified=args.golden_verified, allowed_ops=tuple(args.allow_op))
 
 
 def check_interface(graph_def, manifest: dict, path: str) -> None:
@@ -294,7 +298,7 @@ def session_options(config: InferConfig, runtime: str) -> SessionOptions:
     return SessionOptions(runtime=runtime, precision=config.precision, bf16_tolerance=config.bf16_tolerance,
                           load_op_libraries=config.load_op_libraries,
                           allow_soft_placement=config.allow_soft_placement, quick_graph_optimization=True,
-                          artefact=True)
+                          artefact=True, allowed_ops=config.allowed_ops)
 
 
 def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
@@ -354,6 +358,7 @@ def infer(config: InferConfig, loader: Optional[ModelLoader] = None) -> dict:
     try:
         summary["golden"] = golden or verified_earlier(config, summary) or predictor.check_golden()
         summary["preflight_warnings"] = predictor.warnings
+        summary["allowed_ops"] = sorted(set(config.allowed_ops))  # the scan's override, recorded
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
             f"top-1 agree{', kept from ' + str(summary['golden']['cached']['verified_at']) if 'cached' in summary['golden'] else ''})")
         if (summary["golden"].get("precision_rule") or {}).get("budget") is False:  # a manifest from before it
