@@ -20,11 +20,22 @@ REEXPORT_ARGS ?=
 MODEL ?=
 CHECKPOINT ?=
 RUNTIME ?= openvino
+# Signing (README, "Signed models"): freeze/adopt/reexport sign with SIGN_KEY; infer/doctor/drift-test
+# refuse a model that does not verify against TRUST (public keys or certificates, comma-separated).
+SIGN_KEY ?=
+TRUST ?=
+ifneq ($(SIGN_KEY),)
+export COLDCHAIN_SIGN_KEY := $(abspath $(SIGN_KEY))
+endif
+ifneq ($(TRUST),)
+export COLDCHAIN_TRUST := $(TRUST)
+endif
 STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
-	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX
+	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX \
+	SIGN_KEY TRUST
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))

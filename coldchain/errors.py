@@ -37,6 +37,10 @@ class LockError(UsageError):
     """A lock file is missing, stale, unhashed or disagrees with another lock."""
 
 
+class SignatureError(UsageError):
+    """A model directory is unsigned, was changed after signing, or is signed by a key nobody trusts."""
+
+
 class WheelhouseError(ColdchainError):
     """A wheel could not be fetched, or does not match the hash its lock pins."""
 

@@ -224,6 +224,7 @@ no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a sh
                                                                "in the job, archive save/load, registry push/pull).")
 no_reproducibility = click.option("--no-reproducibility", is_flag=True,
                                   help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
+no_signing = click.option("--no-signing", is_flag=True, help="Skip timing sign and verify of the model directory.")
 bench_run = click.option(FLAG_RUN, "run", type=PathType(), default=Path("out/run"), show_default=True,
                          help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 
@@ -234,3 +235,22 @@ def image_selection(function):
     for option_ in (json_output, prefix, costs, shard, drift_model, matrix):
         function = option_(function)
     return function
+
+
+def _trusted_paths(context, parameter, value) -> tuple[Path, ...]:
+    """--trust A,B (or COLDCHAIN_TRUST=A,B), repeatable: every entry, in order."""
+    return tuple(Path(item) for text in value or () for item in str(text).split(",") if item.strip())
+
+
+sign_key = option("--sign-key", type=PathType(dir_okay=False), default=None, envvar="COLDCHAIN_SIGN_KEY",
+                  help="Sign the model directory written with this elliptic-curve private key (PEM): model.sig, "
+                       "OpenSSF model-signing, over every file in it.")
+sign_key_required = option("--sign-key", "sign_key", type=PathType(dir_okay=False), required=True,
+                           envvar="COLDCHAIN_SIGN_KEY", help="The elliptic-curve private key (PEM) to sign with.")
+trust = option("--trust", multiple=True, callback=_trusted_paths, envvar="COLDCHAIN_TRUST", metavar="KEY[,KEY...]",
+               help="Refuse the model unless model.sig verifies against one of these public keys or certificates "
+                    "(PEM; comma-separated or repeated), on the host and again in the container. Without it the "
+                    "model is used as today and the summary says 'not verified'.")
+trust_required = option("--trust", "trust", multiple=True, required=True, callback=_trusted_paths,
+                        envvar="COLDCHAIN_TRUST", metavar="KEY[,KEY...]",
+                        help="The public keys or certificates (PEM; comma-separated or repeated) to verify against.")

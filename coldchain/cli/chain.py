@@ -48,11 +48,15 @@ def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path
 @step_command("freeze")
 @options.run_dir
 @options.out_dir
-def freeze_command(project: Project, run: Path, out: Path, device: str, memory: str, prefix: str, timeout_s, extra):
-    """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container."""
+@options.sign_key
+def freeze_command(project: Project, run: Path, out: Path, sign_key: Path | None, device: str, memory: str,
+                   prefix: str, timeout_s, extra):
+    """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container; the
+    image's SBOM goes to environment/sbom.cdx.json, and with --sign-key model.sig covers every file."""
     from ..steps.chain import FreezeRequest, freeze
 
-    freeze(base.connect(), project, FreezeRequest(run, out, step_settings(device, memory, prefix, timeout_s, extra)))
+    freeze(base.connect(), project, FreezeRequest(run, out, step_settings(device, memory, prefix, timeout_s, extra),
+                                                  sign_key=sign_key))
     log.info("frozen model written to %s", out)
 
 
@@ -65,8 +69,10 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.bf16_tolerance
 @options.golden_cache
 @options.allow_op
+@options.trust
 def infer_command(project: Project, model: Path, output: Path | None, inputs: tuple[Path, ...], runtime: str, precision: str,
-                  bf16_tolerance: float, golden_cache: bool, allowed_ops: tuple[str, ...], device: str, memory: str,
+                  bf16_tolerance: float, golden_cache: bool, allowed_ops: tuple[str, ...], trust: tuple[Path, ...],
+                  device: str, memory: str,
                   prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
@@ -85,7 +91,7 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
 
     images, arguments = split_images(extra)
     request = InferRequest(model=model, output=output, inputs=inputs + images, runtime=runtime, precision=precision,
-                           bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered,
+                           bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered, trust=trust,
                            settings=step_settings(device, memory, prefix, timeout_s,
                                                   arguments + allow_op_arguments(allowed_ops)))
     click.echo(infer(base.connect, project, request))

@@ -25,15 +25,17 @@ log = logging.getLogger("coldchain")
 @options.strip_default_attrs
 @options.with_env
 @options.matrix
+@options.sign_key
 def reexport_command(project: Project, model: Path, out: Path, clear_devices: bool, strip_default_attrs: bool,
-                     with_env: str | None, matrix_path: Path, device: str, memory: str, prefix: str, timeout_s, extra):
+                     with_env: str | None, matrix_path: Path, sign_key: Path | None, device: str, memory: str,
+                     prefix: str, timeout_s, extra):
     """Write MODEL (a model directory or frozen graph file) out again with the standard fixes: device
     fields cleared, default-valued attributes stripped; the manifest's sha256 follows, the golden stays."""
     from ..steps.reexport import ReexportRequest, reexport
 
     reexport(base.connect, project, ReexportRequest(
         model=model, out=out, clear_devices=clear_devices, strip_default_attrs=strip_default_attrs, with_env=with_env,
-        matrix_path=matrix_path, settings=step_settings(device, memory, prefix, timeout_s, extra)))
+        matrix_path=matrix_path, settings=step_settings(device, memory, prefix, timeout_s, extra), sign_key=sign_key))
     log.info("re-exported model written to %s", out)
 
 
@@ -57,6 +59,7 @@ def reexport_command(project: Project, model: Path, out: Path, clear_devices: bo
 @options.reference_env
 @options.allow_op
 @options.matrix
+@options.sign_key
 @options.memory
 @options.prefix
 @options.timeout
@@ -66,7 +69,7 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
                   graph_output: str | None, graph_logits: str | None, image_size: int | None,
                   op_libraries: tuple[Path, ...], requirements: Path | None, python: str | None, environment_name: str,
                   reference_image: str | None, reference_env: str | None, allowed_ops: tuple[str, ...],
-                  matrix_path: Path, memory: str, prefix: str, timeout_s: float | None):
+                  matrix_path: Path, sign_key: Path | None, memory: str, prefix: str, timeout_s: float | None):
     """Adopt MODEL, a frozen graph made outside coldchain (slim's export_inference_graph.py, then
     freeze_graph), into a model directory that infer, doctor and drift-test take like the kit's own.
     The model's bytes are not changed; its manifest and golden outputs are computed in the reference
@@ -84,7 +87,7 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
                            requirements=requirements, python=python, environment_name=environment_name,
                            reference_image=reference_image, reference_env=reference_env, matrix_path=matrix_path,
                            arguments=tuple(arguments), prefix=prefix, memory=memory,
-                           timeout_s=timeout_s or ADOPT_TIMEOUT_S)
+                           timeout_s=timeout_s or ADOPT_TIMEOUT_S, sign_key=sign_key)
     adopt(base.connect(), project, request)
     log.info("adopted model written to %s: coldchain infer --model %s ..., coldchain doctor %s, make drift-test "
              "MODEL=%s", out, out, out, out)
@@ -102,10 +105,11 @@ def adopt_command(project: Project, model: Path, out: Path, labels: Path | None,
 @options.matrix
 @options.prefix
 @options.json_output
+@options.trust
 @command
 def doctor_command(project: Project, model: Path, manifest: Path | None, env_name: str | None, image_tag: str | None,
                    load_op_libraries: bool, allow_soft_placement: bool, run: bool, allowed_ops: tuple[str, ...],
-                   matrix_path: Path, prefix: str, as_json: bool):
+                   matrix_path: Path, prefix: str, as_json: bool, trust: tuple[Path, ...]):
     """Whether a TensorFlow runtime can load and run MODEL (a frozen graph or its directory), and if not,
     each cause with its fix. Stages: manifest, static reading, the runtime's own import, one run.
     Runs in the inference image (or --env/--image). Exit 0: loadable; 3: blocking problems."""
@@ -114,6 +118,6 @@ def doctor_command(project: Project, model: Path, manifest: Path | None, env_nam
     code, text = run_doctor(base.connect(), project, DoctorRequest(
         model=model, manifest=manifest, env_name=env_name, image_tag=image_tag, matrix_path=matrix_path, prefix=prefix,
         load_op_libraries=load_op_libraries, allow_soft_placement=allow_soft_placement, run=run, as_json=as_json,
-        allowed_ops=allowed_ops))
+        allowed_ops=allowed_ops, trust=trust))
     click.echo(text)
     sys.exit(code)

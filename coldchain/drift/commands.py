@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from ..config import RUN_LABEL, Project
 from ..engine import Engine
 from ..steps.model_argument import matrix_model, resolve_model
+from ..steps.signing import signature_status, verify_if_trusted
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class DriftTestRequest:
     memory: str = "8g"
     prefix: str = "coldchain"
     allowed_ops: tuple[str, ...] = ()  # --allow-op, passed to every case's probe
+    trust: tuple[Path, ...] = ()  # public keys or certificates the model's model.sig must verify against
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
 
     matrix = load_matrix_at(project, request.matrix_path, request.cases)
     chosen = choose_shard(request.shard, request.environ)
-    model = resolve_model(request.model).spelled  # a model file stands for its directory; the report keeps the spelling
+    found = resolve_model(request.model)
+    model = found.spelled  # a model file stands for its directory; the report keeps the spelling
+    signed = verify_if_trusted(found.directory, request.trust)  # before any container runs
     run = request.run
     if run is None and model.resolve() == (project.root / "out" / "model").resolve():
         run = project.root / "out" / "run"
@@ -80,6 +84,7 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
         engine.remove_containers(f"{RUN_LABEL}={options.run_id}")  # Ctrl-C or a crash leaves nothing running
     if request.allowed_ops:
         report["allowed_ops"] = list(request.allowed_ops)  # the graph scan's override, recorded
+    report["signature"] = signature_status(signed)
     paths = write_reports(report, request.out, chosen.suffix if chosen else "")
     if chosen is None:
         paths["heatmap"] = render_heatmap(engine, project, paths["json"], options)

@@ -20,6 +20,7 @@ from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from .model_argument import GRAPH, resolve_model
+from .model_finish import model_finisher
 from .pipeline import StepConfig, run_step
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class AdoptRequest:
     memory: str = "8g"
     timeout_s: float = ADOPT_TIMEOUT_S
     rebuild_environment: bool = False  # build the --requirements image even if one of the same inputs exists
+    sign_key: Path | None = None  # sign the adopted directory (model.sig) with this EC private key
 
 
 def reference_image_from_requirements(engine: Engine, project: Project, request: AdoptRequest, directory: Path
@@ -120,9 +122,13 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         else:
             image, description = reference_image(engine, project, request)
         log.info("adopt: reference environment: %s", description)
+        # The SBOM of the reference environment's lock, where the kit knows it (not for any --reference-image).
+        spec = getattr(image, "spec", None)
+        lock = project.path(spec.locked.lock) if spec is not None else None
         step = StepConfig(name="adopt", role="reference", module="adopt", output=request.out.resolve(),
                           inputs=inputs, arguments=(*arguments, FLAG_REFERENCE, description, *request.arguments),
-                          memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s)
+                          memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s,
+                          finish=model_finisher(lock, request.sign_key))
         run_step(engine, project, step, image)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,6 +14,7 @@ from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from .model_argument import EITHER, resolve_model
+from . import signing
 from .runner import Image, ModuleRun, failure, run_module, spec_for
 
 DOCTOR_TIMEOUT_S = 900.0
@@ -33,6 +34,7 @@ class DoctorRequest:
     run: bool = True
     as_json: bool = False
     allowed_ops: tuple[str, ...] = ()  # --allow-op
+    trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
 
 
 def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image:
@@ -52,6 +54,7 @@ def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image
 def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tuple[int, str]:
     """(exit code, the doctor's report): 0 loadable, 3 blocking; anything else raises."""
     found = resolve_model(request.model, EITHER)
+    signed = signing.verify_if_trusted(found.directory, request.trust)
     inputs = {MOUNT_MODEL: found.directory}
     arguments = [found.target]
     if request.manifest is not None:
@@ -71,8 +74,11 @@ def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tupl
         arguments.append(FLAG_JSON)
     image = image_for(engine, project, request)
     run = ModuleRun(image=image, module="doctor", arguments=tuple(arguments), what="doctor", inputs=inputs,
-                    timeout_s=DOCTOR_TIMEOUT_S)
+                    timeout_s=DOCTOR_TIMEOUT_S, environment=signing.container_environment(signed))
     result = run_module(engine, run, check=False)
     if result.exit_code not in DOCTOR_EXITS:
         raise failure(run, spec_for(run), result)
-    return result.exit_code, result.stdout.rstrip()
+    report = result.stdout.rstrip()
+    if request.as_json:
+        return result.exit_code, signing.with_signature(report, signed)
+    return result.exit_code, f"{report}\nsignature: {signing.signature_status(signed)}"

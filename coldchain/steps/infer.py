@@ -20,6 +20,7 @@ from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_S
                         FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
                         FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
                         RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
+from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..errors import UsageError
@@ -45,6 +46,7 @@ class InferRequest:
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     golden_cache: bool = True
     settings: StepSettings = StepSettings()
+    trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
     entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
 
 
@@ -132,8 +134,11 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     source = model_directory(request.model)
     if request.runtime != RUNTIME_TENSORFLOW and settings.device != "cpu":
         raise UsageError(f"--runtime {request.runtime} runs on the CPU here", fix="drop --device cuda")
+    signed = signing.verify_if_trusted(source, request.trust)
     engine = connect()
     image, role = runtime_image(engine, project, request, source)
+    if signed is not None:
+        signing.refuse_unsigned_additions(signed)  # a conversion made just now is not covered by model.sig
     kept = kept_check(project, request, source, image)
     verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
     arguments = [FLAG_MODEL, MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
@@ -142,7 +147,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
                       inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),
                       device=settings.device, memory=settings.memory, prefix=settings.prefix,
-                      timeout_s=settings.timeout_for("infer"))
+                      timeout_s=settings.timeout_for("infer"), environment=signing.container_environment(signed))
     timing["checks"] = time.perf_counter() - started
     mark = time.perf_counter()
     summary = run_step(engine, project, step, image, timing=timing)
@@ -152,7 +157,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
             remember(kept, json.loads(summary))
         except ValueError:
             pass  # not a summary (extra arguments asked for --help): nothing to keep
-    return with_startup(summary, request.entered, timing, started)
+    return signing.with_signature(with_startup(summary, request.entered, timing, started), signed)
 
 
 def infer(connect: Callable[[], Engine], project: Project, request: InferRequest) -> str:
@@ -181,7 +186,8 @@ def log_summary(summary: str) -> None:
     try:
         data = json.loads(summary)
         total = (data.get(STARTUP_KEY) or {}).get("total_s")
-        log.info("infer: %s images in %s s%s", data.get("images"), data.get("seconds"),
-                 f"; {total} s from the command to the predictions" if total is not None else "")
+        log.info("infer: %s images in %s s%s; model %s", data.get("images"), data.get("seconds"),
+                 f"; {total} s from the command to the predictions" if total is not None else "",
+                 data.get("signature", signing.NOT_VERIFIED))
     except (ValueError, TypeError, AttributeError):
         pass  # not a summary: nothing to say

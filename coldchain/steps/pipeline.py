@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..config import IMAGES, Project
 from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
@@ -59,6 +60,9 @@ class StepConfig:
     output_is_file: bool | None = None  # default: only infer writes a single file
     timeout_s: float = DEFAULT_TIMEOUT_S
     environment: dict = field(default_factory=dict)
+    # Run on the finished output before it is renamed into place (the SBOM, the signature): a failure
+    # there leaves the old output as it was.
+    finish: Callable[[Path], None] | None = None
 
     @property
     def writes_file(self) -> bool:
@@ -117,6 +121,8 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         if step.writes_file and not produced.exists():
             return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)
         _restore_owner(produced)
+        if step.finish is not None:
+            step.finish(produced)
         _replace(produced, step.output)
         return result.stdout
     finally:

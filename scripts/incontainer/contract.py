@@ -38,6 +38,8 @@ def tensor_name(node: str, index: int = 0) -> str:
 
 ENVIRONMENT_DIR = "environment"  # in an adopted model directory: the reference environment's lock
 CONVERTED_DIR = "converted"  # beside the model: converted/<runtime>/ holds a runtime's converted artefact
+SIGNATURE_FILE = "model.sig"  # model-signing's bundle over every other file of the model directory
+SBOM_FILE = "sbom.cdx.json"  # in environment/: CycloneDX SBOM of the lock the model was made with
 CONVERSION_FILE = "conversion.json"  # in converted/<runtime>/: source sha256, artefact sha256s, converter versions
 
 # --- inference runtimes and the precision they compute in ------------------------------------------
@@ -95,6 +97,9 @@ ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"
 ENV_IMAGE_LABELS = "COLDCHAIN_IMAGE_LABELS"  # JSON object
 ENV_LOCK_SHA256 = "COLDCHAIN_LOCK_SHA256"
 ENV_PATH_MAP = "COLDCHAIN_PATH_MAP"  # JSON object: mount point -> the host path it stands for
+# JSON object {relative path: sha256} of the model directory's files the host verified against a trusted
+# signature; the container re-hashes the bytes it reads from the mount and refuses any other.
+ENV_SIGNED_FILES = "COLDCHAIN_SIGNED_FILES"
 ENV_ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; the kit records what TF made of it
 
 # --- in-container modules the host runs (python -m ...) -----------------------------------------
