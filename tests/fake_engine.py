@@ -23,6 +23,7 @@ class FakeEngine(Engine):
         self.in_use: set[str] = set()  # image ids a container still uses
         self.disk = None
         self.registry_images: dict[str, ImageInfo] = {}  # name@digest -> image, as pushed  # a DiskSpace, to act like a local daemon
+        self.containers: dict = {}  # id -> ContainerInfo: containers left on the daemon
         self.run_handler = None  # callable(RunSpec) -> RunResult, to act like a container
 
     def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -123,6 +124,14 @@ class FakeEngine(Engine):
 
     def remove_containers(self, label: str) -> int:
         return 0
+
+    def list_containers(self, label: str) -> list:
+        key, has_value, value = label.partition("=")
+        return [info for info in self.containers.values()
+                if key in info.labels and (not has_value or info.labels[key] == value)]
+
+    def remove_container(self, container_id: str) -> None:
+        self.containers.pop(container_id, None)
 
     def gpu_runtime(self) -> bool:
         return False

@@ -18,6 +18,7 @@ from .. import __version__, options
 from ..config import Project
 from ..contract import EXIT_MEANINGS, Exit, error_line
 from ..errors import ColdchainError
+from ..signals import Terminated, terminating_raises
 
 if TYPE_CHECKING:
     from ..steps.pipeline import StepSettings
@@ -49,10 +50,17 @@ def command(function):
     def wrapper(verbose: int, quiet: int, project: Path | None, **kwargs):
         _setup_logging(verbose, quiet)
         try:
-            return function(Project.find(project), **kwargs)
+            with terminating_raises():
+                found = Project.find(project)
+                _sweep(found)
+                return function(found, **kwargs)
         except ColdchainError as error:
             _report(error)
             sys.exit(error.exit_code)
+        except Terminated as signalled:
+            click.echo(f"coldchain: terminated by {signalled.name}; the running container and staged outputs "
+                       "were removed", err=True)
+            sys.exit(signalled.exit_code)
         except KeyboardInterrupt:
             click.echo("coldchain: interrupted", err=True)
             sys.exit(Exit.INTERRUPTED)
@@ -66,13 +74,23 @@ def command(function):
     return wrapper
 
 
+def _sweep(project: Project) -> None:
+    """What dead runs left in this checkout (staging and scratch directories) goes first."""
+    from ..steps.sweep import sweep_directories
+
+    sweep_directories(project.root / "out", project.build_dir)
+
+
 def connect():
-    """The Docker engine, once it answers. Commands pass this function on (not an engine), so a request
-    is checked before the daemon is asked; tests replace it with a fake engine."""
+    """The Docker engine, once it answers, with the containers of dead runs removed. Commands pass this
+    function on (not an engine), so a request is checked before the daemon is asked; tests replace it
+    with a fake engine."""
     from ..engine.docker import DockerEngine
+    from ..steps.sweep import sweep_containers
 
     engine = DockerEngine()
     engine.ping()
+    sweep_containers(engine)
     return engine
 
 

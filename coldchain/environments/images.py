@@ -15,6 +15,7 @@ from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError, ImageNotAvailable
+from ..owner import Owner
 from .locks import check_all, check_fresh
 from .wheelhouse import Wheelhouse
 
@@ -257,7 +258,7 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
         raise not_available(engine, tag, labels)
     project.build_dir.mkdir(parents=True, exist_ok=True)
     previous = engine.inspect_image(tag)
-    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-{Owner.current().mark}-") as tmp:
         tarball = Path(tmp) / "context.tar"
         request.context.write(tarball)
         _warn_if_short_of_disk(engine, tag, tarball.stat().st_size)

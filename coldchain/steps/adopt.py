@@ -19,6 +19,7 @@ from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
+from ..owner import Owner
 from .model_argument import GRAPH, resolve_model
 from .model_finish import model_finisher
 from .pipeline import StepConfig, run_step
@@ -109,7 +110,7 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         inputs[f"{MOUNT_INPUTS}/{index}"] = library.parent
         arguments += [FLAG_OP_LIBRARY, f"{MOUNT_INPUTS}/{index}/{library.name}"]
     project.build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="environment-"))
+    staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"environment-{Owner.current().mark}-"))
     try:
         if request.requirements is not None:
             image, description = reference_image_from_requirements(engine, project, request, staging)

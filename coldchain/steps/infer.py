@@ -24,6 +24,7 @@ from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..errors import UsageError
+from ..owner import Owner
 from .convert import ensure_converted, runtimes_image
 from .golden_cache import cache_file, remember
 from .label_image import for_people
@@ -166,7 +167,7 @@ def infer(connect: Callable[[], Engine], project: Project, request: InferRequest
     if request.output is not None:
         return predict(connect, project, request, request.output)
     project.build_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="infer-"))
+    scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"infer-{Owner.current().mark}-"))
     try:
         summary = predict(connect, project, request, scratch / SCRATCH_PREDICTIONS)
         predictions = scratch / SCRATCH_PREDICTIONS

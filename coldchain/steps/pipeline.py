@@ -19,7 +19,10 @@ from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
+from ..fsutil import replace_output
+from ..owner import Owner
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
+from .sweep import sweep_directories
 
 log = logging.getLogger(__name__)
 # Which make target produces what a step reads, for the "not found" fix.
@@ -103,7 +106,9 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
                              fix=f"create it first{f', e.g. with {made_by!r}' if made_by else ''}, or pass the "
                                  "right path")
     step.output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
+    sweep_directories(step.output.parent)  # a dead run's staging beside this output
+    staging = Path(tempfile.mkdtemp(dir=step.output.parent,
+                                    prefix=f".{step.output.name}.staging-{Owner.current().mark}-"))
     staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
@@ -130,13 +135,7 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
 
 
 def _replace(produced: Path, destination: Path) -> None:
-    """Swap the new output in; an older result is removed only after the new one is complete."""
-    if destination.is_dir() and not destination.is_symlink():
-        # A unique name: two runs finishing at once must not trip over each other's old copy.
-        old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(destination, old)
-        os.replace(produced, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(produced, destination)
+    """Swap the new output in under its lock; an older result is removed only after the new one is complete."""
+    # A unique, owner-marked name: two runs finishing at once must not trip over each other's old copy.
+    replace_output(produced, destination,
+                   old_name=f".{destination.name}.old-{Owner.current().mark}-{uuid.uuid4().hex[:8]}")

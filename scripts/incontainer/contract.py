@@ -235,7 +235,10 @@ class Exit:
     # The host CLI's own bug (an exception no handler knew): not 1, which a CI job reads as a drift verdict.
     # 70 is sysexits' EX_SOFTWARE. A container's internal error is CONTAINER (15), with its log tail.
     INTERNAL = 70
+    # 128 + the signal's number, as a shell reports a process the signal ended.
+    HANGUP = 129  # SIGHUP: the terminal or SSH session went away
     INTERRUPTED = 130
+    TERMINATED = 143  # SIGTERM: a cancelled CI job, `timeout`, `kill`
 
 
 EXIT_MEANINGS = {
@@ -255,7 +258,9 @@ EXIT_MEANINGS = {
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
+    Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.TERMINATED: "terminated (SIGTERM); the running container and staged outputs were removed",
 }
 
 # --- outcomes of a drift case and finding codes of the doctor -------------------------------------
