@@ -1,31 +1,37 @@
 """Files on the host: writes that never leave a half-written file behind (temp file in the same
-directory, then rename), and a file's sha256."""
+directory, then rename), every write failure as an OutputError naming the path and the free space,
+and a file's sha256."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputError
 
 _CHUNK = 1 << 20
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Whatever OSError the writes in this block (mkdir, mkdtemp, rename, write) raise becomes an
+    OutputError naming `path` and the free space there."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError.of(path, error) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` whole or not at all; an existing file is kept if anything fails."""
-    try:
+    with writing(path):
         _atomic_write(path, data)
-    except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-        raise OutputError(f"cannot write {path}: {reason}; the previous {path.name} (if any) is unchanged",
-                          fix="free space (docker image prune removes dangling images) or choose another "
-                              "output directory, then rerun") from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -63,7 +69,7 @@ def file_sha256(path: Path, *, unreadable_ok: bool = False) -> str | None:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
+@contextmanager
 def output_lock(destination: Path):
     """Held while an output is swapped, so two runs writing into one folder take turns: flock on the
     folder itself (no lock file left behind; the kernel releases it when the holder dies, so a killed
@@ -100,7 +106,4 @@ def _renamed(source: Path, target: Path) -> None:
     try:
         os.replace(source, target)
     except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-        raise OutputError(f"cannot put {target} in place: {reason}; the previous {target.name} (if any) is "
-                          "unchanged", fix="check the output directory's permissions and free space, then rerun"
-                          ) from None
+        raise OutputError.of(target, error) from None

@@ -14,7 +14,7 @@ from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PL
                        FLAG_JSON, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST,
                        FLAG_MODEL, FLAG_NO_RUN, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION,
                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
-                       FLAG_STRIP_DEFAULT_ATTRS, PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST,
+                       FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST,
                        RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, Code)
 
 option = partial(click.option, show_envvar=True)
@@ -31,7 +31,11 @@ base_image = option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
                     help="Use this base image instead of choosing one.")
 no_pull = option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
                  help="Never try a registry; build the local Debian base instead.")
-force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
+force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists, without "
+                                                   "Docker's layer cache (a corrupted layer would survive it).")
+verify_images = option("--verify", is_flag=True, envvar="COLDCHAIN_VERIFY_IMAGES",
+                       help="Run each image and re-hash its files against the record made when it was built; "
+                            "exit 20 on any difference.")
 keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
                            help="Keep each image's install stage (its wheels and a second copy of the venv): "
                                 "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
@@ -186,6 +190,24 @@ registry = click.argument("registry")
 index_out = option("--index", type=PathType(dir_okay=False), default=Path("out/images.json"), show_default=True,
                    envvar="COLDCHAIN_IMAGE_INDEX", help="Where to write the pushed images' name@digest references.")
 index_in = click.argument("index", type=PathType(dir_okay=False))
+def _threads(context, parameter, value):
+    if value is None:
+        return None
+    try:
+        intra, inter = (int(part) for part in value.split(","))
+    except ValueError:
+        intra = inter = -1
+    if intra < 0 or inter < 0:
+        raise click.BadParameter(f"{value!r}: expected INTRA,INTER, two counts >= 0 (0 lets TensorFlow choose), "
+                                 "e.g. 8,1")
+    return intra, inter
+
+
+infer_threads = option(FLAG_THREADS, "threads", default=None, metavar="INTRA,INTER", callback=_threads,
+                       envvar="COLDCHAIN_INFER_THREADS",
+                       help="TensorFlow's intra-/inter-op threads (0: its own choice). Default: the manifest's "
+                            "measured setting on a host like the one that measured it (cores, CPU class, flags), "
+                            "else TensorFlow's choice; the summary's threads say which and why.")
 golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_default=True,
                       envvar="COLDCHAIN_GOLDEN_CACHE",
                       help="Use a golden check this model passed before in this image (same model sha256, manifest, "

@@ -95,12 +95,15 @@ def infer(project: Project, *args: str):
 
 
 def is_the_summary(stdout: str) -> bool:
-    """The container's summary, its start-up completed with the host's share of the wait."""
+    """The container's summary, its start-up completed with the host's share of the wait, and the threads
+    the host chose with their source."""
     summary = json.loads(stdout)
-    host_keys = ("startup", "signature")  # the host completes the start-up and says whether the model was verified
+    host_keys = ("startup", "signature", "threads")  # the host completes the start-up, says whether the model was
+    # verified and which threads it chose with their source
     return {key: value for key, value in summary.items() if key not in host_keys} == \
         {key: value for key, value in SUMMARY.items() if key not in host_keys} and "total_s" in summary["startup"] \
-        and summary["signature"] == "not verified"
+        and summary["signature"] == "not verified" and \
+        summary["threads"]["source"] in ("measured-here", "tensorflow-default")
 
 
 def test_without_output_each_images_top_k_is_printed_as_label_image_does(engine, project, model, pictures, caplog):
@@ -178,7 +181,8 @@ def container_value_options() -> set[str]:
 
 def test_the_host_knows_every_container_option_that_takes_a_value():
     set_by_host = {"--model", "--output", contract.FLAG_RUNTIME, contract.FLAG_PRECISION, contract.FLAG_BF16_TOLERANCE,
-                   contract.FLAG_GOLDEN_VERIFIED, contract.FLAG_ALLOW_OP}
+                   contract.FLAG_GOLDEN_VERIFIED, contract.FLAG_ALLOW_OP, contract.FLAG_INTRA_OP_THREADS,
+                   contract.FLAG_INTER_OP_THREADS}
     assert container_value_options() - set_by_host == set(VALUE_OPTIONS)
 
 

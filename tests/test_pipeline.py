@@ -57,8 +57,10 @@ def test_every_container_is_hardened(project, inputs):
     assert spec.user and not spec.user.startswith("0:") and spec.user != "0"
     assert spec.mem_limit and spec.pids_limit
     assert {m.target: m.read_only for m in spec.mounts} == {"/model": True, "/inputs/0": True, "/out": False}
+    # The output mount is a staging directory; messages name the place the user asked for instead.
     assert json.loads(spec.environment["COLDCHAIN_PATH_MAP"]) == {"/model": str(inputs / "model"),
-                                                                   "/inputs/0": str(inputs / "images")}
+                                                                   "/inputs/0": str(inputs / "images"),
+                                                                   "/out": str(inputs)}
     assert spec.environment["COLDCHAIN_LOCK_SHA256"] == "f00d"
 
 

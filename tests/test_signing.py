@@ -243,7 +243,7 @@ def test_freeze_with_a_sign_key_writes_the_sbom_then_signs(project, tmp_path, mo
     image = BuiltImage(IMAGES["train-cpu"], "t-train:cpu", ImageInfo("sha256:abc", ("t-train:cpu",), {}, 1),
                        ResolvedBase("b", "sha256:b", "local", "3.11.2"), False)
     monkeypatch.setattr("coldchain.steps.chain.ensure_images", lambda *args, **kwargs: image)
-    monkeypatch.setattr("coldchain.steps.chain.recommended_threads", lambda project: "2")
+    monkeypatch.setattr("coldchain.steps.chain.freeze_arguments", lambda project: ["--threads", "2,1"])
     engine = FakeEngine()
 
     def container(spec):

@@ -15,6 +15,7 @@ from ..engine import Engine, Mount
 from ..environments.images import BuiltImage
 from ..environments.matrix import CaseSpec, EnvSpec
 from ..errors import ColdchainError
+from ..fsutil import writing
 from ..steps.convert import memory_for
 from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
 from .options import DriftOptions
@@ -60,8 +61,9 @@ def conversions(options: DriftOptions) -> Path:
     """Where the probes keep their ONNX conversions between runs (one per graph, converter and image):
     beside the report, writable by the containers' user."""
     directory = (options.out / "conversions").resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    hand_to_container_user(directory)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        hand_to_container_user(directory)
     return directory
 
 

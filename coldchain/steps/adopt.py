@@ -19,6 +19,7 @@ from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
+from ..fsutil import writing
 from ..owner import Owner
 from .model_argument import GRAPH, resolve_model
 from .model_finish import model_finisher
@@ -109,8 +110,9 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
             raise UsageError(f"{library}: op library not found", fix="pass the compiled .so the graph's custom ops need")
         inputs[f"{MOUNT_INPUTS}/{index}"] = library.parent
         arguments += [FLAG_OP_LIBRARY, f"{MOUNT_INPUTS}/{index}/{library.name}"]
-    project.build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"environment-{Owner.current().mark}-"))
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"environment-{Owner.current().mark}-"))
     try:
         if request.requirements is not None:
             image, description = reference_image_from_requirements(engine, project, request, staging)

@@ -13,7 +13,7 @@ from ..engine import Engine
 from ..errors import UsageError
 from .model_finish import model_finisher
 from .pipeline import StepConfig, StepSettings, ensure_images, run_step
-from .threads import recommended_threads
+from .threads import freeze_arguments
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,10 @@ def train(engine: Engine, project: Project, request: TrainRequest) -> str | None
 
 
 def freeze(engine: Engine, project: Project, request: FreezeRequest) -> Path:
-    """Freeze with the thread settings `make bench` found fastest here, unless the arguments set them."""
+    """Freeze with the thread settings `make bench` found fastest and the machine it measured them on
+    (infer applies them only on a like one), unless the arguments set them."""
     extra = request.settings.arguments
-    threads = [] if any(arg.startswith(FLAG_THREADS) for arg in extra) else [FLAG_THREADS, recommended_threads(project)]
+    threads = [] if any(arg.startswith(FLAG_THREADS) for arg in extra) else freeze_arguments(project)
     run_training_step(engine, project, "freeze", request.out, {MOUNT_RUN: request.run.resolve()},
                       [FLAG_RUN, MOUNT_RUN, *threads, *extra], request.settings, request.sign_key)
     return request.out

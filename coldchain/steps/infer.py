@@ -17,19 +17,21 @@ from typing import Callable
 from ..config import Project
 from ..confine import check_input
 from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE, FLAG_FORMAT,
-                        FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
-                        FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
+                        FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL,
+                        FLAG_ON_BAD_IMAGE, FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
                         RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
 from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..errors import UsageError
+from ..fsutil import writing
 from ..owner import Owner
 from .convert import ensure_converted, runtimes_image
 from .golden_cache import cache_file, remember
 from .label_image import for_people
 from .model_argument import model_directory
 from .pipeline import StepConfig, StepSettings, ensure_images, run_step
+from .threads import Machine, ThreadChoice, choose_threads, manifest_inference
 
 log = logging.getLogger(__name__)
 # The container's infer options that take a value (scripts/incontainer/steps/infer.py, parse_args) and
@@ -49,6 +51,7 @@ class InferRequest:
     settings: StepSettings = StepSettings()
     trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
     entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
+    threads: tuple[int, int] | None = None  # --threads: the user's; None: chosen by threads.choose_threads
 
 
 def runtime_image(engine: Engine, project: Project, request: InferRequest, model: Path) -> tuple[BuiltImage, str]:
@@ -103,16 +106,20 @@ def input_mounts(inputs: tuple[Path, ...]) -> tuple[dict, list[str]]:
     return mounts, targets
 
 
-def with_startup(stdout: str, entered: float | None, timing: dict, started: float) -> str:
+def with_startup(stdout: str, entered: float | None, timing: dict, started: float,
+                 threads: ThreadChoice | None = None) -> str:
     """infer's summary with the host's share of the start-up added to the container's phases
-    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output."""
+    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output; and the
+    threads it ran with and why (threads.choose_threads)."""
     try:
         summary = json.loads(stdout)
     except ValueError:
         return stdout.strip()
+    if threads is not None and isinstance(summary, dict):
+        summary["threads"] = threads.to_dict()
     inside = summary.get(STARTUP_KEY)
     if not isinstance(inside, dict) or entered is None or "container" not in timing:
-        return stdout.strip()
+        return json.dumps(summary, sort_keys=True) if threads is not None else stdout.strip()
     process = inside.get("container_process_s") or 0.0
     inside.update(host_cli_s=round(entered, 3), host_checks_s=round(timing["checks"], 3),
                   # docker's create, start and exit around the process; then removal and the output's move
@@ -142,8 +149,11 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
         signing.refuse_unsigned_additions(signed)  # a conversion made just now is not covered by model.sig
     kept = kept_check(project, request, source, image)
     verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
+    threads = choose_threads(manifest_inference(source), Machine.here(), request.threads)
+    log.debug("infer threads: %s", threads.to_dict())
     arguments = [FLAG_MODEL, MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
-                 FLAG_BF16_TOLERANCE, str(request.bf16_tolerance),
+                 FLAG_BF16_TOLERANCE, str(request.bf16_tolerance), FLAG_INTRA_OP_THREADS, str(threads.intra),
+                 FLAG_INTER_OP_THREADS, str(threads.inter),
                  *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *settings.arguments, *targets]
     step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
                       inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),
@@ -158,7 +168,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
             remember(kept, json.loads(summary))
         except ValueError:
             pass  # not a summary (extra arguments asked for --help): nothing to keep
-    return signing.with_signature(with_startup(summary, request.entered, timing, started), signed)
+    return signing.with_signature(with_startup(summary, request.entered, timing, started, threads), signed)
 
 
 def infer(connect: Callable[[], Engine], project: Project, request: InferRequest) -> str:
@@ -166,8 +176,9 @@ def infer(connect: Callable[[], Engine], project: Project, request: InferRequest
     for people (label_image's blocks, or the file --format asked for), the summary logged."""
     if request.output is not None:
         return predict(connect, project, request, request.output)
-    project.build_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"infer-{Owner.current().mark}-"))
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"infer-{Owner.current().mark}-"))
     try:
         summary = predict(connect, project, request, scratch / SCRATCH_PREDICTIONS)
         predictions = scratch / SCRATCH_PREDICTIONS

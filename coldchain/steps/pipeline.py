@@ -19,7 +19,7 @@ from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
-from ..fsutil import replace_output
+from ..fsutil import replace_output, writing
 from ..owner import Owner
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
 from .sweep import sweep_directories
@@ -105,16 +105,18 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
             raise UsageError(f"{host_path}: not found (input of '{step.name}')",
                              fix=f"create it first{f', e.g. with {made_by!r}' if made_by else ''}, or pass the "
                                  "right path")
-    step.output.parent.mkdir(parents=True, exist_ok=True)
-    sweep_directories(step.output.parent)  # a dead run's staging beside this output
-    staging = Path(tempfile.mkdtemp(dir=step.output.parent,
-                                    prefix=f".{step.output.name}.staging-{Owner.current().mark}-"))
-    staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
+    with writing(step.output):
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        sweep_directories(step.output.parent)  # a dead run's staging beside this output
+        staging = Path(tempfile.mkdtemp(dir=step.output.parent,
+                                        prefix=f".{step.output.name}.staging-{Owner.current().mark}-"))
+        staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
         flag = FLAG_OUTPUT if step.writes_file else FLAG_OUT
         run = ModuleRun(image=Image.of(image), module=step.module, arguments=(flag, target, *step.arguments),
                         what=step.name, inputs=dict(step.inputs), output=Mount(staging.resolve(), MOUNT_OUT, False),
+                        output_stands_for=step.output.parent if step.writes_file else step.output,
                         environment=dict(step.environment), memory=step.memory, timeout_s=step.timeout_s,
                         gpus=step.device == "cuda" and engine.gpu_runtime(), run_id=step.run_id,
                         user=_user_for_outputs(staging))
@@ -125,10 +127,12 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         produced = staging / step.output.name if step.writes_file else staging
         if step.writes_file and not produced.exists():
             return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)
-        _restore_owner(produced)
+        with writing(step.output):
+            _restore_owner(produced)
         if step.finish is not None:
             step.finish(produced)
-        _replace(produced, step.output)
+        with writing(step.output):
+            _replace(produced, step.output)
         return result.stdout
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -92,6 +92,10 @@ MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and it
 MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
 MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
 
+# Every file of an image's venv and /opt/coldchain with its sha256 (sha256sum's format, sorted), written
+# last when the image is built (Dockerfile.*); `coldchain images --verify` re-hashes the files against it.
+FILES_RECORD = "/opt/coldchain/files.sha256"
+
 # --- environment variables the host sets for the container --------------------------------------
 ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"
 ENV_IMAGE_LABELS = "COLDCHAIN_IMAGE_LABELS"  # JSON object
@@ -152,6 +156,9 @@ FLAG_MAX_STEPS = "--max-steps"
 FLAG_LOG_EVERY = "--log-every"
 FLAG_IMAGE_SIZE = "--image-size"  # adopt too
 FLAG_THREADS = "--threads"
+# freeze: the machine that measured --threads (cores, CPU class, numerics flags, as JSON): infer applies
+# the measured setting only on a host that matches it (coldchain/steps/threads.py)
+FLAG_THREADS_MEASURED_ON = "--threads-measured-on"
 FLAG_INPUT_SIZE = "--input-size"
 FLAG_FOLD_BATCH_NORM = "--fold-batch-norm"
 FLAG_STRIP_UNUSED = "--strip-unused"
@@ -232,6 +239,7 @@ class Exit:
     TIMEOUT = 17  # a container ran past its time limit and was killed
     ENGINE = 18  # the container engine refused a request
     OUT_OF_MEMORY = 19  # a container was killed for exceeding its memory limit
+    IMAGE_CORRUPT = 20  # images --verify: an image's files differ from the record made when it was built
     # The host CLI's own bug (an exception no handler knew): not 1, which a CI job reads as a drift verdict.
     # 70 is sysexits' EX_SOFTWARE. A container's internal error is CONTAINER (15), with its log tail.
     INTERNAL = 70
@@ -257,6 +265,7 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
+    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",

@@ -16,10 +16,10 @@ import numpy as np
 from ..common import (TIMINGS, InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
 from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE,
-                        FLAG_BF16_TOLERANCE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED,
-                        FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT, FLAG_PRECISION,
-                        FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES, PRECISIONS, PRECISION_FP32, RUNTIMES,
-                        RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
+                        FLAG_BF16_TOLERANCE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
+                        FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES, PRECISIONS, PRECISION_FP32,
+                        RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
                         seconds_since_process_start)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
@@ -51,6 +51,7 @@ class InferConfig:
     startup: dict = field(default_factory=dict)  # phases timed before infer() (interpreter_s)
     golden_verified: Optional[str] = None  # an earlier passing golden check the host kept for this model and image
     allowed_ops: tuple = ()  # --allow-op: ops the graph scan lets through (recorded in the summary)
+    threads: Optional[tuple] = None  # intra-/inter-op threads the host chose (0: TF's choice); None: the manifest's
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
@@ -80,6 +81,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                              "running the probe again only when the model's sha256 and the effective numerics match")
     parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
                         help="let this op through the graph scan (repeatable; recorded in the summary)")
+    parser.add_argument(FLAG_INTRA_OP_THREADS, type=int, default=None, help="default: the manifest's")
+    parser.add_argument(FLAG_INTER_OP_THREADS, type=int, default=None, help="default: the manifest's")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
     if not 0 < args.bf16_tolerance < 1:
@@ -91,12 +94,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
             raise InsideError("--output FILE is required unless --golden-only")
     if args.top_k < 1 or args.batch_size < 1:
         raise InsideError("--top-k and --batch-size must be >= 1")
+    if (args.intra_op_threads is None) != (args.inter_op_threads is None) or min(
+            args.intra_op_threads or 0, args.inter_op_threads or 0) < 0:
+        raise InsideError(f"{FLAG_INTRA_OP_THREADS} and {FLAG_INTER_OP_THREADS} go together, each >= 0")
+    threads = None if args.intra_op_threads is None else (args.intra_op_threads, args.inter_op_threads)
     return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
                        top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
                        on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
                        allow_soft_placement=args.allow_soft_placement, runtime=args.runtime,
                        precision=args.precision, bf16_tolerance=args.bf16_tolerance,
-                       golden_verified=args.golden_verified, allowed_ops=tuple(args.allow_op))
+                       golden_verified=args.golden_verified, allowed_ops=tuple(args.allow_op), threads=threads)
 
 
 def check_interface(graph_def, manifest: dict, path: str) -> None:
@@ -293,12 +300,12 @@ def write_predictions(config: InferConfig, rows: list) -> None:
 
 
 def session_options(config: InferConfig, runtime: str) -> SessionOptions:
-    """infer's model session: the manifest's threads, grappler's idle passes skipped, a converted
+    """infer's model session: the host's threads (else the manifest's), grappler's idle passes skipped, a converted
     runtime on the model's own verified artefact."""
     return SessionOptions(runtime=runtime, precision=config.precision, bf16_tolerance=config.bf16_tolerance,
                           load_op_libraries=config.load_op_libraries,
                           allow_soft_placement=config.allow_soft_placement, quick_graph_optimization=True,
-                          artefact=True, allowed_ops=config.allowed_ops)
+                          artefact=True, allowed_ops=config.allowed_ops, threads=config.threads)
 
 
 def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
