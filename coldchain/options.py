@@ -14,8 +14,10 @@ from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PL
                        FLAG_JSON, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST,
                        FLAG_MODEL, FLAG_NO_RUN, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION,
                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
-                       FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST,
-                       RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, Code)
+                       FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
+                       Code)
+from .contract import (CALIBRATION_TARGETS, CONVERSION_TARGETS, FLAG_CALIBRATION_IMAGES, FLAG_GOLDEN_BOUND,
+                       FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS, RUNTIME_TFLITE)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -94,18 +96,32 @@ allow_op = option(FLAG_ALLOW_OP, "allowed_ops", multiple=True, envvar="COLDCHAIN
                        "report.")
 
 
-runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
+runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
                  show_default=True, envvar="COLDCHAIN_RUNTIME",
-                 help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx) or OpenVINO; the "
-                      "conversion is cached in MODEL/converted/<runtime>/ and golden-checked before any prediction. "
-                      f"{RUNTIME_FASTEST}: each runtime golden-checked at --precision and timed at batch 8, the "
-                      "fastest used (the summary says which and why).")
-converted_runtime = option(FLAG_RUNTIME, "runtime", type=click.Choice((RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)),
-                           required=True, help="The runtime to convert the model for.")
-precision = option(FLAG_PRECISION, type=click.Choice(PRECISIONS), default=PRECISION_FP32, show_default=True,
+                 help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx), OpenVINO or TensorFlow Lite "
+                      "(LiteRT; converted/tflite-<precision>/); the conversion is cached in MODEL/converted/ and "
+                      f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
+                      "--precision and timed at batch 8, the fastest used (the summary says which and why).")
+converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
+                           multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
+                                               "(tflite-int8: full integer, calibrated on --calibration-images); "
+                                               "repeatable: several are made in one container.")
+calibration_images = option(FLAG_CALIBRATION_IMAGES, "calibration", type=PathType(file_okay=False, exists=True),
+                            default=None, envvar="COLDCHAIN_CALIBRATION_IMAGES",
+                            help=f"Representative images for {', '.join(CALIBRATION_TARGETS)}, preprocessed as the "
+                                 "manifest says (default for the kit's model: data/train beside the model folder).")
+precision = option(FLAG_PRECISION, type=click.Choice(INFER_PRECISIONS), default=PRECISION_FP32, show_default=True,
                    envvar="COLDCHAIN_PRECISION",
                    help="The precision the runtime must compute in, set explicitly (OpenVINO's "
-                        "INFERENCE_PRECISION_HINT too); bf16 is judged with --bf16-tolerance.")
+                        f"INFERENCE_PRECISION_HINT too); bf16 is judged with --bf16-tolerance; "
+                        f"{'/'.join(QUANTIZED_PRECISIONS)} are {RUNTIME_TFLITE} conversions, judged by top-1 agreement "
+                        f"and a probability-error bound ({FLAG_GOLDEN_BOUND}).")
+no_xnnpack = option(FLAG_NO_XNNPACK, "no_xnnpack", is_flag=True, envvar="COLDCHAIN_NO_XNNPACK",
+                    help=f"--runtime {RUNTIME_TFLITE}: LiteRT's builtin kernels, without the XNNPACK delegate.")
+golden_bound = option(FLAG_GOLDEN_BOUND, type=click.FloatRange(0, 1, min_open=True), default=None,
+                      envvar="COLDCHAIN_GOLDEN_BOUND",
+                      help="Quantized precisions: the largest probability error on the golden images the check "
+                           "accepts (default: the model's bound, measured when it was converted).")
 bf16_tolerance = option(FLAG_BF16_TOLERANCE, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                         default=DEFAULT_BF16_TOLERANCE, show_default=True, envvar="COLDCHAIN_BF16_TOLERANCE",
                         help="With --precision bf16: how far each golden tensor may be off, as a fraction of its "

@@ -182,7 +182,7 @@ def container_value_options() -> set[str]:
 def test_the_host_knows_every_container_option_that_takes_a_value():
     set_by_host = {"--model", "--output", contract.FLAG_RUNTIME, contract.FLAG_PRECISION, contract.FLAG_BF16_TOLERANCE,
                    contract.FLAG_GOLDEN_VERIFIED, contract.FLAG_ALLOW_OP, contract.FLAG_INTRA_OP_THREADS,
-                   contract.FLAG_INTER_OP_THREADS}
+                   contract.FLAG_INTER_OP_THREADS, contract.FLAG_GOLDEN_BOUND}
     assert container_value_options() - set_by_host == set(VALUE_OPTIONS)
 
 

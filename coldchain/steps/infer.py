@@ -17,9 +17,11 @@ from typing import Callable
 from ..config import Project
 from ..confine import check_input
 from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE, FLAG_FORMAT,
-                        FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL,
-                        FLAG_ON_BAD_IMAGE, FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
-                        RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
+                        FLAG_GOLDEN_BOUND, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
+                        FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
+                        QUANTIZED_PRECISIONS, RUNTIME_FASTEST, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STARTUP_KEY,
+                        TFLITE_PRECISIONS, tflite_target)
 from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
@@ -48,6 +50,8 @@ class InferRequest:
     precision: str = PRECISION_FP32
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     golden_cache: bool = True
+    xnnpack: bool = True  # --runtime tflite: XNNPACK on (--no-xnnpack: off)
+    golden_bound: float | None = None  # quantized precisions: a declared probability-error bound
     settings: StepSettings = StepSettings()
     trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
     entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
@@ -61,10 +65,35 @@ def runtime_image(engine: Engine, project: Project, request: InferRequest, model
     if request.runtime == RUNTIME_TENSORFLOW:
         return ensure_images(engine, project, "infer", settings.device, settings.prefix), "infer"
     image = runtimes_image(engine, project, settings.prefix)
-    for converted in (CONVERTED_RUNTIMES if request.runtime == RUNTIME_FASTEST else (request.runtime,)):
+    for converted in conversion_targets(request):
         ensure_converted(engine, project, model, converted, image, memory=settings.memory, prefix=settings.prefix,
                          timeout_s=settings.timeout_s)
     return image, "runtimes"
+
+
+def conversion_targets(request: InferRequest) -> tuple[str, ...]:
+    """The conversions a request reads: every converted runtime for fastest, tflite-<precision> for TFLite."""
+    if request.runtime == RUNTIME_FASTEST:
+        return CONVERTED_RUNTIMES
+    if request.runtime == RUNTIME_TFLITE:
+        if request.precision not in TFLITE_PRECISIONS:
+            raise UsageError(f"--runtime {RUNTIME_TFLITE} has no {request.precision} conversion",
+                             fix=f"declare {FLAG_PRECISION} {' or '.join(TFLITE_PRECISIONS)}")
+        return (tflite_target(request.precision),)
+    if request.precision in QUANTIZED_PRECISIONS:
+        raise UsageError(f"{FLAG_PRECISION} {request.precision} is a TensorFlow Lite conversion here",
+                         fix=f"add {FLAG_RUNTIME} {RUNTIME_TFLITE}")
+    return (request.runtime,)
+
+
+def runtime_arguments(request: InferRequest) -> list[str]:
+    """The runtime's own settings the container is told: XNNPACK off, a declared golden bound."""
+    if request.golden_bound is not None and request.precision not in QUANTIZED_PRECISIONS:
+        raise UsageError(f"{FLAG_GOLDEN_BOUND} judges a quantized model",
+                         fix=f"declare {FLAG_PRECISION} {' or '.join(QUANTIZED_PRECISIONS)} with {FLAG_RUNTIME} "
+                             f"{RUNTIME_TFLITE}, or drop {FLAG_GOLDEN_BOUND}")
+    return [*([] if request.xnnpack else [FLAG_NO_XNNPACK]),
+            *([] if request.golden_bound is None else [FLAG_GOLDEN_BOUND, repr(request.golden_bound)])]
 
 
 def kept_check(project: Project, request: InferRequest, model: Path, image: BuiltImage) -> Path | None:
@@ -73,7 +102,9 @@ def kept_check(project: Project, request: InferRequest, model: Path, image: Buil
     if not request.golden_cache or request.runtime == RUNTIME_FASTEST:
         return None
     return cache_file(project, model, image.info.id, {"name": request.runtime, "precision": request.precision,
-                                                      "bf16_tolerance": request.bf16_tolerance})
+                                                      "bf16_tolerance": request.bf16_tolerance,
+                                                      **({"xnnpack": request.xnnpack, "golden_bound": request.golden_bound}
+                                                         if request.runtime == RUNTIME_TFLITE else {})})
 
 
 def split_images(extra: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
@@ -140,6 +171,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     mounts, targets = input_mounts(request.inputs)
     fmt = [FLAG_FORMAT, "csv"] if output.suffix == ".csv" else [FLAG_FORMAT, "jsonl"]
     source = model_directory(request.model)
+    runtime_args = runtime_arguments(request)
     if request.runtime != RUNTIME_TENSORFLOW and settings.device != "cpu":
         raise UsageError(f"--runtime {request.runtime} runs on the CPU here", fix="drop --device cuda")
     signed = signing.verify_if_trusted(source, request.trust)
@@ -153,7 +185,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     log.debug("infer threads: %s", threads.to_dict())
     arguments = [FLAG_MODEL, MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
                  FLAG_BF16_TOLERANCE, str(request.bf16_tolerance), FLAG_INTRA_OP_THREADS, str(threads.intra),
-                 FLAG_INTER_OP_THREADS, str(threads.inter),
+                 FLAG_INTER_OP_THREADS, str(threads.inter), *runtime_args,
                  *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *settings.arguments, *targets]
     step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
                       inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),

@@ -19,7 +19,7 @@ from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
-from ..fsutil import replace_output, writing
+from ..fsutil import replace_output as swap_output, writing
 from ..owner import Owner
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
 from .sweep import sweep_directories
@@ -138,8 +138,14 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def replace_output(produced: Path, destination: Path) -> None:
+    """A step's finished output swapped in where a step made several at once (convert's targets)."""
+    with writing(destination):
+        _replace(produced, destination)
+
+
 def _replace(produced: Path, destination: Path) -> None:
     """Swap the new output in under its lock; an older result is removed only after the new one is complete."""
     # A unique, owner-marked name: two runs finishing at once must not trip over each other's old copy.
-    replace_output(produced, destination,
+    swap_output(produced, destination,
                    old_name=f".{destination.name}.old-{Owner.current().mark}-{uuid.uuid4().hex[:8]}")

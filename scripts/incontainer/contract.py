@@ -53,6 +53,35 @@ CONVERTED_RUNTIMES = (RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
 PRECISION_FP32 = "fp32"
 PRECISION_BF16 = "bf16"
 PRECISIONS = (PRECISION_FP32, PRECISION_BF16)  # what a user declares
+# TensorFlow Lite: the frozen graph converted by TensorFlow's own converter, one artefact per
+# precision in converted/tflite-<precision>/, run by LiteRT's interpreter (XNNPACK on unless told).
+RUNTIME_TFLITE = "tflite"
+PRECISION_FP16 = "fp16"  # fp16 weights, fp32 compute
+PRECISION_DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+PRECISION_INT8 = "int8"  # full integer: weights and activations, calibrated on representative images
+TFLITE_PRECISIONS = (PRECISION_FP32, PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)
+QUANTIZED_PRECISIONS = (PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)  # judged by golden/quantized.py
+INFER_RUNTIMES = RUNTIMES + (RUNTIME_TFLITE,)  # infer's --runtime (the drift probe and bench: RUNTIMES)
+INFER_PRECISIONS = PRECISIONS + QUANTIZED_PRECISIONS
+
+
+def tflite_target(precision: str) -> str:
+    """The conversion target (and converted/ folder) of a TFLite precision: tflite-int8."""
+    return f"{RUNTIME_TFLITE}-{precision}"
+
+
+TFLITE_TARGETS = tuple(tflite_target(precision) for precision in TFLITE_PRECISIONS)
+CONVERSION_TARGETS = CONVERTED_RUNTIMES + TFLITE_TARGETS  # coldchain convert --target
+CALIBRATION_TARGETS = (tflite_target(PRECISION_INT8),)  # these need representative images
+# A quantized model's golden check: top-1 agreement with the golden on every golden image the
+# conversion agreed on, and each probability within a bound. The bound is the model's: measured at
+# conversion (its largest probability error on the golden images) times this factor, at least the
+# floor; or declared with --golden-bound. The factor covers another CPU's int8 kernels rounding
+# differently (VNNI vs AVX2 paths), the floor a conversion that happened to be almost exact.
+QUANTIZED_BOUND_FACTOR = 3.0
+QUANTIZED_BOUND_FLOOR = 1e-3
+CALIBRATION_MAX_IMAGES = 100  # representative images drawn (sorted, evenly spaced) for full int8
+
 # Only drift cases: leave the runtime's own default (OpenVINO picks bf16 on CPUs with AVX512_BF16/AMX)
 # and judge it at fp32 tolerances, as a user who declared nothing expects.
 PRECISION_RUNTIME_DEFAULT = "runtime-default"
@@ -87,6 +116,7 @@ MOUNT_CHECKPOINT = "/checkpoint"
 MOUNT_MANIFEST = "/manifest"
 MOUNT_REPORT = "/report"
 MOUNT_LABELS = "/labels"
+MOUNT_CALIBRATION = "/calibration"  # convert: representative images (full int8)
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
 MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
@@ -140,6 +170,9 @@ FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 FLAG_GOLDEN_VERIFIED = "--golden-verified"
 FLAG_CONVERSION_CACHE = "--conversion-cache"
 FLAG_PREPROCESSING = "--preprocessing"
+FLAG_CALIBRATION_IMAGES = "--calibration-images"  # convert: representative images for full int8
+FLAG_NO_XNNPACK = "--no-xnnpack"  # infer --runtime tflite: the builtin kernels, without XNNPACK
+FLAG_GOLDEN_BOUND = "--golden-bound"  # infer: a quantized model's declared probability-error bound
 FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
 FLAG_INTRA_OP_THREADS = "--intra-op-threads"
 FLAG_INTER_OP_THREADS = "--inter-op-threads"
