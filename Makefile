@@ -20,17 +20,28 @@ REEXPORT_ARGS ?=
 MODEL ?=
 CHECKPOINT ?=
 RUNTIME ?= openvino
+# Signing (README, "Signed models"): freeze/adopt/reexport sign with SIGN_KEY; infer/doctor/drift-test
+# refuse a model that does not verify against TRUST (public keys or certificates, comma-separated).
+SIGN_KEY ?=
+TRUST ?=
+ifneq ($(SIGN_KEY),)
+export COLDCHAIN_SIGN_KEY := $(abspath $(SIGN_KEY))
+endif
+ifneq ($(TRUST),)
+export COLDCHAIN_TRUST := $(TRUST)
+endif
 STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
-	REEXPORT_ARGS MODEL CHECKPOINT PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX
+	REEXPORT_ARGS MODEL CHECKPOINT CALIBRATION PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX \
+	SIGN_KEY TRUST
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert \
+.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
 	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit bench \
 	prune clean clean-all
 
@@ -98,6 +109,14 @@ adopt: venv docker lock-check ## Adopt a frozen graph made elsewhere: MODEL=path
 
 convert: $(MODEL_OR_CHAIN) | venv docker lock-check ## Convert MODEL (default out/model) for RUNTIME=openvino|onnxruntime -> MODEL/converted/RUNTIME
 	$(COLDCHAIN) convert --runtime $(RUNTIME) $(or $(MODEL),$(OUT)/model)
+
+TFLITE_TARGETS := tflite-fp32 tflite-fp16 tflite-dynamic tflite-int8
+CALIBRATION ?=
+
+quantize: $(MODEL_OR_CHAIN) | venv docker lock-check ## TFLite fp32/fp16/dynamic/int8 of MODEL (default out/model), in one container; int8 calibrated on CALIBRATION=DIR (default out/data/train)
+	$(COLDCHAIN) convert $(foreach target,$(TFLITE_TARGETS),--target $(target)) \
+		$(if $(or $(CALIBRATION),$(MODEL)),$(if $(CALIBRATION),--calibration-images "$(CALIBRATION)"),--calibration-images $(OUT)/data/train) \
+		$(or $(MODEL),$(OUT)/model)
 
 reexport: venv docker lock-check ## Re-export MODEL with a fix: REEXPORT_ARGS="--clear-devices" (or --strip-default-attrs) -> out/reexported
 	@test -n "$(MODEL)" || { echo "make reexport: set MODEL=path/to/model (REEXPORT_ARGS=--clear-devices)" >&2; exit 2; }

@@ -4,6 +4,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 from .contract import Exit
 
 
@@ -35,6 +40,10 @@ class UsageError(ColdchainError):
 
 class LockError(UsageError):
     """A lock file is missing, stale, unhashed or disagrees with another lock."""
+
+
+class SignatureError(UsageError):
+    """A model directory is unsigned, was changed after signing, or is signed by a key nobody trusts."""
 
 
 class WheelhouseError(ColdchainError):
@@ -102,3 +111,31 @@ class OutputError(ColdchainError):
     """An output could not be written (disk full, read-only, permissions); nothing was replaced."""
 
     exit_code = Exit.OUTPUT
+
+    @classmethod
+    def of(cls, path, error: OSError) -> "OutputError":
+        """A failed mkdir, mkdtemp, rename or write under `path`, in the user's words: the path, why, and
+        the free space there (a full disk is the user's to fix, not a coldchain bug)."""
+        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else (error.strerror or str(error))
+        free = free_bytes(path)
+        where = f"{free / 1e9:.2f} GB free there" if free is not None else "free space unknown"
+        return cls(f"cannot write {path}: {reason} ({where}); the previous {Path(path).name} (if any) is unchanged",
+                   fix="free space (docker image prune removes dangling images) or choose another output "
+                       "directory, then rerun")
+
+
+def free_bytes(path) -> int | None:
+    """Bytes free on the disk that holds `path` (its nearest existing parent); None if unknown."""
+    place = Path(os.path.abspath(path))
+    while not place.exists() and place.parent != place:
+        place = place.parent
+    try:
+        return shutil.disk_usage(place).free
+    except OSError:
+        return None
+
+
+class ImageCorrupt(ColdchainError):
+    """An image's files differ from the record made when it was built (images --verify)."""
+
+    exit_code = Exit.IMAGE_CORRUPT

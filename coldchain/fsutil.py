@@ -1,28 +1,37 @@
 """Files on the host: writes that never leave a half-written file behind (temp file in the same
-directory, then rename), and a file's sha256."""
+directory, then rename), every write failure as an OutputError naming the path and the free space,
+and a file's sha256."""
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import OutputError
 
 _CHUNK = 1 << 20
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Whatever OSError the writes in this block (mkdir, mkdtemp, rename, write) raise becomes an
+    OutputError naming `path` and the free space there."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError.of(path, error) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` whole or not at all; an existing file is kept if anything fails."""
-    try:
+    with writing(path):
         _atomic_write(path, data)
-    except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
-        raise OutputError(f"cannot write {path}: {reason}; the previous {path.name} (if any) is unchanged",
-                          fix="free space (docker image prune removes dangling images) or choose another "
-                              "output directory, then rerun") from None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -58,3 +67,43 @@ def file_sha256(path: Path, *, unreadable_ok: bool = False) -> str | None:
             return None
         raise
     return digest.hexdigest()
+
+
+@contextmanager
+def output_lock(destination: Path):
+    """Held while an output is swapped, so two runs writing into one folder take turns: flock on the
+    folder itself (no lock file left behind; the kernel releases it when the holder dies, so a killed
+    run never leaves it locked). A swap is two renames, so one lock per folder costs nothing."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(destination.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def replace_output(produced: Path, destination: Path, *, old_name: str) -> None:
+    """Swap the new output in under the output's lock; an older result is removed only after the new
+    one is in place. When the second rename fails the old result is put back (rollback) and the
+    failure raised as an OutputError; `old_name` names the old copy meanwhile (an owner-marked name,
+    so the start-up sweep can tell a dead run's leftovers)."""
+    with output_lock(destination):
+        if not (destination.is_dir() and not destination.is_symlink()):
+            _renamed(produced, destination)
+            return
+        old = destination.with_name(old_name)
+        _renamed(destination, old)
+        try:
+            _renamed(produced, destination)
+        except OutputError:
+            os.replace(old, destination)  # rollback: the previous result stays where it was
+            raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _renamed(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError as error:
+        raise OutputError.of(target, error) from None

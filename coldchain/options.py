@@ -9,13 +9,15 @@ from pathlib import Path
 import click
 
 from .config import BASES, IMAGES, LOCKS
-from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CHECKPOINT_PATH,
-                       FLAG_CLEAR_DEVICES, FLAG_DATA, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_JSON, FLAG_LABELS,
-                       FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST, FLAG_MODEL, FLAG_NO_RUN,
-                       FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION, FLAG_PREPROCESSING,
-                       FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME, FLAG_STRIP_DEFAULT_ATTRS,
-                       PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO,
-                       RUNTIME_TENSORFLOW)
+from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
+                       FLAG_CHECKPOINT_PATH, FLAG_CLEAR_DEVICES, FLAG_DATA, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT,
+                       FLAG_JSON, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOAD_OP_LIBRARIES, FLAG_LOGITS, FLAG_MANIFEST,
+                       FLAG_MODEL, FLAG_NO_RUN, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PRECISION,
+                       FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
+                       FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
+                       Code)
+from .contract import (CALIBRATION_TARGETS, CONVERSION_TARGETS, FLAG_CALIBRATION_IMAGES, FLAG_GOLDEN_BOUND,
+                       FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS, RUNTIME_TFLITE)
 
 option = partial(click.option, show_envvar=True)
 PathType = partial(click.Path, path_type=Path)
@@ -31,7 +33,11 @@ base_image = option("--base-image", default=None, envvar="COLDCHAIN_BASE_IMAGE",
                     help="Use this base image instead of choosing one.")
 no_pull = option("--no-pull", is_flag=True, envvar="COLDCHAIN_NO_PULL",
                  help="Never try a registry; build the local Debian base instead.")
-force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists.")
+force = click.option("--force", is_flag=True, help="Rebuild even when an image of the same inputs exists, without "
+                                                   "Docker's layer cache (a corrupted layer would survive it).")
+verify_images = option("--verify", is_flag=True, envvar="COLDCHAIN_VERIFY_IMAGES",
+                       help="Run each image and re-hash its files against the record made when it was built; "
+                            "exit 20 on any difference.")
 keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
                            help="Keep each image's install stage (its wheels and a second copy of the venv): "
                                 "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
@@ -76,18 +82,46 @@ load_op_libraries = click.option(FLAG_LOAD_OP_LIBRARIES, is_flag=True,
 allow_soft_placement = click.option(FLAG_ALLOW_SOFT_PLACEMENT, is_flag=True,
                                     help="Treat pins to absent devices as warnings (TF places those nodes on the CPU).")
 
-runtime = option(FLAG_RUNTIME, type=click.Choice(RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
+
+def _op_names(context, parameter, values) -> tuple[str, ...]:
+    """--allow-op may be repeated, and its environment variable lists names separated by commas."""
+    return tuple(dict.fromkeys(name.strip() for value in values for name in value.split(",") if name.strip()))
+
+
+allow_op = option(FLAG_ALLOW_OP, "allowed_ops", multiple=True, envvar="COLDCHAIN_ALLOW_OP", metavar="OP",
+                  callback=_op_names,
+                  help=f"Let this op through the graph scan for ops an inference graph never needs "
+                       f"({Code.DANGEROUS_OP}: ReadFile, WriteFile, SaveV2, PyFunc, ...), where you trust the model "
+                       "(repeatable; the environment variable takes names separated by commas). Recorded in the "
+                       "report.")
+
+
+runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTEST,)), default=RUNTIME_TENSORFLOW,
                  show_default=True, envvar="COLDCHAIN_RUNTIME",
-                 help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx) or OpenVINO; the "
-                      "conversion is cached in MODEL/converted/<runtime>/ and golden-checked before any prediction. "
-                      f"{RUNTIME_FASTEST}: each runtime golden-checked at --precision and timed at batch 8, the "
-                      "fastest used (the summary says which and why).")
-converted_runtime = option(FLAG_RUNTIME, "runtime", type=click.Choice((RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)),
-                           required=True, help="The runtime to convert the model for.")
-precision = option(FLAG_PRECISION, type=click.Choice(PRECISIONS), default=PRECISION_FP32, show_default=True,
+                 help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx), OpenVINO or TensorFlow Lite "
+                      "(LiteRT; converted/tflite-<precision>/); the conversion is cached in MODEL/converted/ and "
+                      f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
+                      "--precision and timed at batch 8, the fastest used (the summary says which and why).")
+converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
+                           multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
+                                               "(tflite-int8: full integer, calibrated on --calibration-images); "
+                                               "repeatable: several are made in one container.")
+calibration_images = option(FLAG_CALIBRATION_IMAGES, "calibration", type=PathType(file_okay=False, exists=True),
+                            default=None, envvar="COLDCHAIN_CALIBRATION_IMAGES",
+                            help=f"Representative images for {', '.join(CALIBRATION_TARGETS)}, preprocessed as the "
+                                 "manifest says (default for the kit's model: data/train beside the model folder).")
+precision = option(FLAG_PRECISION, type=click.Choice(INFER_PRECISIONS), default=PRECISION_FP32, show_default=True,
                    envvar="COLDCHAIN_PRECISION",
                    help="The precision the runtime must compute in, set explicitly (OpenVINO's "
-                        "INFERENCE_PRECISION_HINT too); bf16 is judged with --bf16-tolerance.")
+                        f"INFERENCE_PRECISION_HINT too); bf16 is judged with --bf16-tolerance; "
+                        f"{'/'.join(QUANTIZED_PRECISIONS)} are {RUNTIME_TFLITE} conversions, judged by top-1 agreement "
+                        f"and a probability-error bound ({FLAG_GOLDEN_BOUND}).")
+no_xnnpack = option(FLAG_NO_XNNPACK, "no_xnnpack", is_flag=True, envvar="COLDCHAIN_NO_XNNPACK",
+                    help=f"--runtime {RUNTIME_TFLITE}: LiteRT's builtin kernels, without the XNNPACK delegate.")
+golden_bound = option(FLAG_GOLDEN_BOUND, type=click.FloatRange(0, 1, min_open=True), default=None,
+                      envvar="COLDCHAIN_GOLDEN_BOUND",
+                      help="Quantized precisions: the largest probability error on the golden images the check "
+                           "accepts (default: the model's bound, measured when it was converted).")
 bf16_tolerance = option(FLAG_BF16_TOLERANCE, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                         default=DEFAULT_BF16_TOLERANCE, show_default=True, envvar="COLDCHAIN_BF16_TOLERANCE",
                         help="With --precision bf16: how far each golden tensor may be off, as a fraction of its "
@@ -172,6 +206,24 @@ registry = click.argument("registry")
 index_out = option("--index", type=PathType(dir_okay=False), default=Path("out/images.json"), show_default=True,
                    envvar="COLDCHAIN_IMAGE_INDEX", help="Where to write the pushed images' name@digest references.")
 index_in = click.argument("index", type=PathType(dir_okay=False))
+def _threads(context, parameter, value):
+    if value is None:
+        return None
+    try:
+        intra, inter = (int(part) for part in value.split(","))
+    except ValueError:
+        intra = inter = -1
+    if intra < 0 or inter < 0:
+        raise click.BadParameter(f"{value!r}: expected INTRA,INTER, two counts >= 0 (0 lets TensorFlow choose), "
+                                 "e.g. 8,1")
+    return intra, inter
+
+
+infer_threads = option(FLAG_THREADS, "threads", default=None, metavar="INTRA,INTER", callback=_threads,
+                       envvar="COLDCHAIN_INFER_THREADS",
+                       help="TensorFlow's intra-/inter-op threads (0: its own choice). Default: the manifest's "
+                            "measured setting on a host like the one that measured it (cores, CPU class, flags), "
+                            "else TensorFlow's choice; the summary's threads say which and why.")
 golden_cache = option("--golden-cache/--no-golden-cache", default=True, show_default=True,
                       envvar="COLDCHAIN_GOLDEN_CACHE",
                       help="Use a golden check this model passed before in this image (same model sha256, manifest, "
@@ -210,6 +262,7 @@ no_transfer = click.option("--no-transfer", is_flag=True, help="Skip timing a sh
                                                                "in the job, archive save/load, registry push/pull).")
 no_reproducibility = click.option("--no-reproducibility", is_flag=True,
                                   help="Skip training under each simulated CPU class (oneDNN default and ISA forced).")
+no_signing = click.option("--no-signing", is_flag=True, help="Skip timing sign and verify of the model directory.")
 bench_run = click.option(FLAG_RUN, "run", type=PathType(), default=Path("out/run"), show_default=True,
                          help="Training run the benchmark models are frozen from (its dataset beside it, in ../data).")
 
@@ -220,3 +273,22 @@ def image_selection(function):
     for option_ in (json_output, prefix, costs, shard, drift_model, matrix):
         function = option_(function)
     return function
+
+
+def _trusted_paths(context, parameter, value) -> tuple[Path, ...]:
+    """--trust A,B (or COLDCHAIN_TRUST=A,B), repeatable: every entry, in order."""
+    return tuple(Path(item) for text in value or () for item in str(text).split(",") if item.strip())
+
+
+sign_key = option("--sign-key", type=PathType(dir_okay=False), default=None, envvar="COLDCHAIN_SIGN_KEY",
+                  help="Sign the model directory written with this elliptic-curve private key (PEM): model.sig, "
+                       "OpenSSF model-signing, over every file in it.")
+sign_key_required = option("--sign-key", "sign_key", type=PathType(dir_okay=False), required=True,
+                           envvar="COLDCHAIN_SIGN_KEY", help="The elliptic-curve private key (PEM) to sign with.")
+trust = option("--trust", multiple=True, callback=_trusted_paths, envvar="COLDCHAIN_TRUST", metavar="KEY[,KEY...]",
+               help="Refuse the model unless model.sig verifies against one of these public keys or certificates "
+                    "(PEM; comma-separated or repeated), on the host and again in the container. Without it the "
+                    "model is used as today and the summary says 'not verified'.")
+trust_required = option("--trust", "trust", multiple=True, required=True, callback=_trusted_paths,
+                        envvar="COLDCHAIN_TRUST", metavar="KEY[,KEY...]",
+                        help="The public keys or certificates (PEM; comma-separated or repeated) to verify against.")

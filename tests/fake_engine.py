@@ -17,12 +17,14 @@ class FakeEngine(Engine):
         self.python_version = python_version
         self.fail_build = fail_build
         self.builds: list[dict] = []
+        self.labelled: list[str] = []  # tags given their file record's label after the build
         self.runs: list[RunSpec] = []
         self.imports: list[str] = []
         self.removed: list[str] = []  # image ids removed because nothing named them any more
         self.in_use: set[str] = set()  # image ids a container still uses
         self.disk = None
         self.registry_images: dict[str, ImageInfo] = {}  # name@digest -> image, as pushed  # a DiskSpace, to act like a local daemon
+        self.containers: dict = {}  # id -> ContainerInfo: containers left on the daemon
         self.run_handler = None  # callable(RunSpec) -> RunResult, to act like a container
 
     def _store(self, ref: str, labels: dict[str, str] | None = None) -> ImageInfo:
@@ -51,14 +53,26 @@ class FakeEngine(Engine):
 
     def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False,
               keep_stages=False) -> ImageInfo:
+        if self._labelling(context):
+            # files_record.label_with_record: a label-only build on the image just built; Docker keeps the
+            # unlabelled one as its hidden parent, not as a nameless image.
+            self.labelled.append(tag)
+            return self._store(tag, labels)
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
-                            "labels": labels, "tag": tag, "keep_stages": keep_stages})
+                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
         if tag in self.images and not any(ref != tag and info.id == self.images[tag].id
                                            for ref, info in self.images.items()):
             self.supersede(tag)
         return self._store(tag, labels)
+
+    @staticmethod
+    def _labelling(context: Path) -> bool:
+        import tarfile
+        with tarfile.open(context) as archive:
+            names = archive.getnames()
+            return names == ["Dockerfile"] and archive.extractfile("Dockerfile").read().startswith(b"FROM sha256:")
 
     def tag(self, image_id: str, ref: str) -> None:
         source = next(info for info in self.images.values() if info.id == image_id)
@@ -68,6 +82,8 @@ class FakeEngine(Engine):
         self.runs.append(spec)
         if self.run_handler is not None:
             return self.run_handler(spec)
+        if spec.command[:1] == ("sha256sum",):  # the file record's digest (environments/files_record.py)
+            return RunResult(0, hashlib.sha256(spec.image.encode()).hexdigest() + "  " + spec.command[-1] + "\n", "")
         return RunResult(0, self.python_version + "\n", "")
 
     def remove_image(self, ref: str) -> None:
@@ -123,6 +139,14 @@ class FakeEngine(Engine):
 
     def remove_containers(self, label: str) -> int:
         return 0
+
+    def list_containers(self, label: str) -> list:
+        key, has_value, value = label.partition("=")
+        return [info for info in self.containers.values()
+                if key in info.labels and (not has_value or info.labels[key] == value)]
+
+    def remove_container(self, container_id: str) -> None:
+        self.containers.pop(container_id, None)
 
     def gpu_runtime(self) -> bool:
         return False

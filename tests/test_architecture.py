@@ -212,7 +212,7 @@ def test_the_cycle_check_finds_a_cycle():
 # The host's packages and top-level modules, bottom layer first: a module imports only from its own
 # layer or those below, function-local imports included (within a layer the cycle test rules).
 HOST_LAYERS = (
-    ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache"),  # the package itself, shared basics
+    ("coldchain", "contract", "errors", "fsutil", "hostinfo", "cache", "confine", "owner", "signals"),  # shared basics
     ("config", "engine"),
     ("environments",),
     ("steps",),
@@ -284,7 +284,8 @@ def test_every_file_states_its_job_in_its_first_line(path):
 # What the command line may import: its own modules, the option definitions and the kit's plain data
 # (configuration, contract, errors), the steps, the drift commands and the bench it hands requests to;
 # base.py connects the engine. Nothing it hands requests to imports it back.
-CLI_IMPORTS = ("coldchain", "coldchain.options", "coldchain.config", "coldchain.contract", "coldchain.errors")
+CLI_IMPORTS = ("coldchain", "coldchain.options", "coldchain.config", "coldchain.contract", "coldchain.errors",
+               "coldchain.signals")
 
 
 def test_the_cli_only_parses_and_hands_requests_to_steps_drift_or_bench():

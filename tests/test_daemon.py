@@ -120,6 +120,9 @@ def test_daemon_dying_mid_run_is_a_clear_error_and_leaves_no_output(tmp_path, mo
         def logs(self, **kwargs):
             raise requests.exceptions.ConnectionError("Connection aborted: daemon socket closed")
 
+        def wait(self, **kwargs):
+            raise requests.exceptions.ConnectionError("Connection aborted: daemon socket closed")
+
         def remove(self, force=False):
             raise requests.exceptions.ConnectionError("daemon socket closed")
 
@@ -134,7 +137,7 @@ def test_daemon_dying_mid_run_is_a_clear_error_and_leaves_no_output(tmp_path, mo
             raise requests.exceptions.ConnectionError("daemon socket closed")
 
     engine = DockerEngine.__new__(DockerEngine)
-    engine.client = Client()
+    engine.client = engine.long_client = Client()
     with pytest.raises(DaemonUnavailable) as caught:
         engine.run(RunSpec(image="img", command=("python", "-m", "incontainer.freeze")), log=lambda line: None)
     assert "went away while running python -m incontainer.freeze" in caught.value.message

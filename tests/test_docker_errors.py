@@ -28,7 +28,7 @@ def refusing(status: int, text: str):
 
 def engine_with(client) -> DockerEngine:
     engine = DockerEngine.__new__(DockerEngine)
-    engine.client = client
+    engine.client = engine.long_client = client
     return engine
 
 

@@ -1,4 +1,5 @@
-"""Faults in real containers: a full disk during freeze, and a step killed for memory."""
+"""Faults in real containers: a full disk during freeze (exit 16, the host's path), and a step killed for
+memory."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ def test_freeze_on_a_full_disk_keeps_the_previous_model(docker_engine, project, 
                           inputs={"/run": tiny_chain / "run"}, arguments=("--run", "/run"), prefix=run_id, run_id=run_id)
         with pytest.raises(ContainerError) as caught:
             run_step(docker_engine, project, step, kit_images["train"])
-        assert "the disk is full" in caught.value.message
-        assert caught.value.exit_code == 2
+        # The output error (exit 16), naming the model directory as the user gave it, not the container's /out.
+        message = caught.value.message
+        assert "no space left on device" in message and f"cannot write {previous}/" in message, message
+        assert "/out/" not in message and "GB free there" in message
+        assert caught.value.exit_code == 16
         assert (previous / "manifest.json").read_text() == '{"previous": true}'
         assert sorted(path.name for path in disk.iterdir()) == ["model"]  # the staging directory is gone
 

@@ -95,10 +95,15 @@ def infer(project: Project, *args: str):
 
 
 def is_the_summary(stdout: str) -> bool:
-    """The container's summary, its start-up completed with the host's share of the wait."""
+    """The container's summary, its start-up completed with the host's share of the wait, and the threads
+    the host chose with their source."""
     summary = json.loads(stdout)
-    return {key: value for key, value in summary.items() if key != "startup"} == \
-        {key: value for key, value in SUMMARY.items() if key != "startup"} and "total_s" in summary["startup"]
+    host_keys = ("startup", "signature", "threads")  # the host completes the start-up, says whether the model was
+    # verified and which threads it chose with their source
+    return {key: value for key, value in summary.items() if key not in host_keys} == \
+        {key: value for key, value in SUMMARY.items() if key not in host_keys} and "total_s" in summary["startup"] \
+        and summary["signature"] == "not verified" and \
+        summary["threads"]["source"] in ("measured-here", "tensorflow-default")
 
 
 def test_without_output_each_images_top_k_is_printed_as_label_image_does(engine, project, model, pictures, caplog):
@@ -176,10 +181,45 @@ def container_value_options() -> set[str]:
 
 def test_the_host_knows_every_container_option_that_takes_a_value():
     set_by_host = {"--model", "--output", contract.FLAG_RUNTIME, contract.FLAG_PRECISION, contract.FLAG_BF16_TOLERANCE,
-                   contract.FLAG_GOLDEN_VERIFIED}
+                   contract.FLAG_GOLDEN_VERIFIED, contract.FLAG_ALLOW_OP, contract.FLAG_INTRA_OP_THREADS,
+                   contract.FLAG_INTER_OP_THREADS, contract.FLAG_GOLDEN_BOUND}
     assert container_value_options() - set_by_host == set(VALUE_OPTIONS)
 
 
 def test_label_image_blocks_follow_the_rows_order():
     assert render([{"path": "b.png", "top_k": [{"label": "x", "probability": 1}]},
                    {"path": "a.png", "top_k": []}]) == "b.png\n  x (1.00000)\n\na.png"
+
+
+def test_with_trust_a_signed_model_is_verified_and_its_files_passed_to_the_container(engine, project, model, pictures,
+                                                                                      tmp_path):
+    from test_signing import make_key
+
+    from coldchain.steps.signing import sign_directory
+
+    private, public, _ = make_key(tmp_path, "maker")
+    sign_directory(model, private)
+    output = tmp_path / "p.jsonl"
+    result = infer(project, "--model", str(model), "--input", str(pictures), "--output", str(output), "--trust",
+                   str(public))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["signature"] == "verified: 2 files signed by the key in maker.pub"
+    (run,) = engine.runs
+    assert set(json.loads(run.environment[contract.ENV_SIGNED_FILES])) == {"model.pb", "manifest.json"}
+
+
+def test_with_trust_a_tampered_model_is_refused_before_any_container(engine, project, model, pictures, tmp_path):
+    from test_signing import make_key
+
+    from coldchain.steps.signing import sign_directory
+
+    private, public, _ = make_key(tmp_path, "maker")
+    result = infer(project, "--model", str(model), "--input", str(pictures), "--trust", str(public))
+    assert result.exit_code == Exit.USAGE and "model.sig: missing" in result.output  # unsigned
+    sign_directory(model, private)
+    (model / "model.pb").write_bytes(b"graph!")
+    output = tmp_path / "p.jsonl"
+    result = infer(project, "--model", str(model), "--input", str(pictures), "--output", str(output), "--trust",
+                   str(public))
+    assert result.exit_code == Exit.USAGE and "model.pb: changed after signing" in result.output
+    assert engine.runs == [] and not output.exists()

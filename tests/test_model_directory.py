@@ -84,6 +84,15 @@ def test_the_manifest_has_the_sections_freeze_and_adopt_always_wrote(kind, schem
     json.dumps(manifest, allow_nan=False)  # what atomic_write_json requires
 
 
+def test_freeze_records_where_its_thread_setting_was_measured():
+    """infer applies the setting only on a machine like this one (coldchain/steps/threads.py reads it)."""
+    from dataclasses import replace
+
+    machine = {"cores": 2, "cpu_class": "avx2", "cpu_flags": ["avx", "avx2", "fma"]}
+    manifest = replace(directory("freeze"), threads_measured_on=machine).manifest("0" * 64, [], {})
+    assert manifest["inference"] == {"intra_op_threads": 2, "inter_op_threads": 1, "measured_on": machine}
+
+
 def test_adopt_records_the_users_own_golden_images_even_when_there_are_none():
     assert directory("adopt").manifest("0" * 64, [], {})["golden"]["own_images"] == []
     assert "own_images" not in directory("freeze").manifest("0" * 64, [], {})["golden"]

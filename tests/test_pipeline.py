@@ -4,6 +4,7 @@ on success, and container failures turned into messages about the user's files."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,10 @@ def test_every_container_is_hardened(project, inputs):
     assert spec.user and not spec.user.startswith("0:") and spec.user != "0"
     assert spec.mem_limit and spec.pids_limit
     assert {m.target: m.read_only for m in spec.mounts} == {"/model": True, "/inputs/0": True, "/out": False}
+    # The output mount is a staging directory; messages name the place the user asked for instead.
     assert json.loads(spec.environment["COLDCHAIN_PATH_MAP"]) == {"/model": str(inputs / "model"),
-                                                                   "/inputs/0": str(inputs / "images")}
+                                                                   "/inputs/0": str(inputs / "images"),
+                                                                   "/out": str(inputs)}
     assert spec.environment["COLDCHAIN_LOCK_SHA256"] == "f00d"
 
 
@@ -117,3 +120,30 @@ def test_freeze_step_mounts_the_run_and_points_freeze_at_it(tmp_path):
     assert (step.name, step.role, step.module, step.output) == ("freeze", "train", "freeze", tmp_path / "model")
     assert step.inputs == {"/run": tmp_path / "run"} and step.arguments == ("--run", "/run", "--training-mode")
     assert (step.prefix, step.run_id, step.timeout_s, step.memory, step.writes_file) == ("p", "r", 5.0, "8g", False)
+
+
+def test_finish_runs_on_the_staged_output_and_a_failure_keeps_the_old_one(project, inputs):
+    """freeze/adopt/reexport sign their directory this way: before the rename, or not at all."""
+    engine = FakeEngine()
+    engine.run_handler = writes("manifest.json", "{}")
+    output = inputs / "modelout"
+    output.mkdir()
+    (output / "stale.txt").write_text("old")
+    seen = []
+
+    def finish(directory: Path) -> None:
+        seen.append(sorted(p.name for p in directory.iterdir()))
+        (directory / "model.sig").write_text("signed")
+
+    step = StepConfig(name="freeze", role="train", module="freeze", output=output, inputs={"/run": inputs / "model"},
+                      finish=finish)
+    run_step(engine, project, step, IMAGE)
+    assert seen == [["manifest.json"]] and sorted(p.name for p in output.iterdir()) == ["manifest.json", "model.sig"]
+
+    def fails(directory: Path) -> None:
+        raise UsageError("key.pem: cannot sign with this key")
+
+    with pytest.raises(UsageError):
+        run_step(engine, project, replace(step, finish=fails), IMAGE)
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "model.sig"]
+    assert [p.name for p in inputs.iterdir() if "staging" in p.name] == []

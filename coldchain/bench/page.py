@@ -177,6 +177,20 @@ def adopt(section: dict) -> list[str]:
     return lines
 
 
+def signing(section: dict) -> list[str]:
+    lines = []
+    for mode, entry in sorted(section.items()):
+        item = entry.get("model_directory") if isinstance(entry, dict) else None
+        if not isinstance(item, dict):
+            continue
+        lines += [f"### Signing and verifying a model directory ({mode})", "",
+                  f"{item.get('model', 'make freeze model directory')}: {fmt((item.get('bytes') or 0) / 1e6)} MB in "
+                  f"{item.get('files')} files, best of {item.get('repeats')}. Measured {_when(entry)}.", "",
+                  "| what | seconds |", "|---|---|", f"| sign (`--sign-key`) | {fmt(item.get('sign_s'))} |",
+                  f"| verify (`--trust`, on the host) | {fmt(item.get('verify_s'))} |", ""]
+    return lines
+
+
 def transfer(section: dict) -> list[str]:
     lines = []
     for mode, entry in sorted(section.items()):
@@ -220,7 +234,8 @@ def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:
              "with the date and the CPU flags it was measured with; values from separate runs keep their own.", ""]
     for title, key, section in (("Inference", "inference", inference), ("Images", "images", images),
                                 ("Drift test", "drift", drift), ("Reproducibility", "reproducibility", reproducibility),
-                                ("Adopt", "adopt", adopt), ("Images across CI jobs", "transfer", transfer)):
+                                ("Adopt", "adopt", adopt), ("Images across CI jobs", "transfer", transfer),
+                                ("Signing", "signing", signing)):
         if isinstance(results.get(key), dict):
             body = section(results[key])
             if body:

@@ -27,6 +27,7 @@ class BenchRequest:
     adopt: bool = True
     drift: bool = True
     transfer: bool = True
+    signing: bool = True
     page_only: bool = False  # measure nothing: write the page from results.json
     prefix: str = "coldchain"
 
@@ -80,6 +81,11 @@ def measure(engine: Engine, project: Project, request: BenchRequest) -> dict:
 
         results["transfer"] = stamp({mode: bench_transfer(engine, project, TransferBenchOptions(
             model=paths.model, out=paths.out / "transfer", rebuild=not quick, prefix=prefix))})
+    if request.signing:
+        from .signing import SigningBenchOptions, bench_signing
+
+        results["signing"] = stamp({mode: bench_signing(SigningBenchOptions(
+            model=paths.model, out=paths.out / "signing", repeats=1 if quick else request.repeats))})
     results["drift_test"] = drift_timing(project)
     return results
 

@@ -4,6 +4,7 @@ table is contract.Exit, shared with the containers)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -17,7 +18,8 @@ import click
 from .. import __version__, options
 from ..config import Project
 from ..contract import EXIT_MEANINGS, Exit, error_line
-from ..errors import ColdchainError
+from ..errors import ColdchainError, OutputError
+from ..signals import Terminated, terminating_raises
 
 if TYPE_CHECKING:
     from ..steps.pipeline import StepSettings
@@ -49,30 +51,62 @@ def command(function):
     def wrapper(verbose: int, quiet: int, project: Path | None, **kwargs):
         _setup_logging(verbose, quiet)
         try:
-            return function(Project.find(project), **kwargs)
+            with terminating_raises():
+                found = Project.find(project)
+                _sweep(found)
+                return function(found, **kwargs)
         except ColdchainError as error:
             _report(error)
             sys.exit(error.exit_code)
+        except Terminated as signalled:
+            click.echo(f"coldchain: terminated by {signalled.name}; the running container and staged outputs "
+                       "were removed", err=True)
+            sys.exit(signalled.exit_code)
         except KeyboardInterrupt:
             click.echo("coldchain: interrupted", err=True)
             sys.exit(Exit.INTERRUPTED)
+        except OSError as error:
+            if error.errno not in WRITE_ERRNOS:
+                _internal(error, verbose)
+            # A write no step wrapped: still the user's disk, not a coldchain bug.
+            failed = OutputError.of(Path(error.filename or Path.cwd()), error)
+            _report(failed)
+            sys.exit(failed.exit_code)
         except Exception as error:  # noqa: BLE001 - a bug must still end in one line, not a traceback
-            if verbose:
-                traceback.print_exc()
-            click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
-            click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
-            sys.exit(Exit.INTERNAL)
+            _internal(error, verbose)
 
     return wrapper
 
 
+def _sweep(project: Project) -> None:
+    """What dead runs left in this checkout (staging and scratch directories) goes first."""
+    from ..steps.sweep import sweep_directories
+
+    sweep_directories(project.root / "out", project.build_dir)
+
+
+# Errors only a write gives (a full disk, a quota, a read-only file system).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _internal(error: Exception, verbose: int) -> None:
+    if verbose:
+        traceback.print_exc()
+    click.echo(error_line(f"internal error: {type(error).__name__}: {error}"), err=True)
+    click.echo("  fix: this is a coldchain bug; rerun with -v for the traceback and report it", err=True)
+    sys.exit(Exit.INTERNAL)
+
+
 def connect():
-    """The Docker engine, once it answers. Commands pass this function on (not an engine), so a request
-    is checked before the daemon is asked; tests replace it with a fake engine."""
+    """The Docker engine, once it answers, with the containers of dead runs removed. Commands pass this
+    function on (not an engine), so a request is checked before the daemon is asked; tests replace it
+    with a fake engine."""
     from ..engine.docker import DockerEngine
+    from ..steps.sweep import sweep_containers
 
     engine = DockerEngine()
     engine.ping()
+    sweep_containers(engine)
     return engine
 
 

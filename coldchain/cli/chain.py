@@ -9,7 +9,7 @@ import click
 
 from .. import options
 from ..config import Project
-from ..contract import seconds_since_process_start
+from ..contract import allow_op_arguments, seconds_since_process_start
 from ..errors import UsageError
 from . import base
 from .base import step_command, step_settings
@@ -48,11 +48,15 @@ def train_command(project: Project, data: Path, out: Path, checkpoint_path: Path
 @step_command("freeze")
 @options.run_dir
 @options.out_dir
-def freeze_command(project: Project, run: Path, out: Path, device: str, memory: str, prefix: str, timeout_s, extra):
-    """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container."""
+@options.sign_key
+def freeze_command(project: Project, run: Path, out: Path, sign_key: Path | None, device: str, memory: str,
+                   prefix: str, timeout_s, extra):
+    """Freeze a training run into model.pb + manifest.json + golden.npz, in the training container; the
+    image's SBOM goes to environment/sbom.cdx.json, and with --sign-key model.sig covers every file."""
     from ..steps.chain import FreezeRequest, freeze
 
-    freeze(base.connect(), project, FreezeRequest(run, out, step_settings(device, memory, prefix, timeout_s, extra)))
+    freeze(base.connect(), project, FreezeRequest(run, out, step_settings(device, memory, prefix, timeout_s, extra),
+                                                  sign_key=sign_key))
     log.info("frozen model written to %s", out)
 
 
@@ -63,13 +67,22 @@ def freeze_command(project: Project, run: Path, out: Path, device: str, memory: 
 @options.runtime
 @options.precision
 @options.bf16_tolerance
+@options.no_xnnpack
+@options.golden_bound
 @options.golden_cache
+@options.allow_op
+@options.trust
+@options.infer_threads
 def infer_command(project: Project, model: Path, output: Path | None, inputs: tuple[Path, ...], runtime: str, precision: str,
-                  bf16_tolerance: float, golden_cache: bool, device: str, memory: str, prefix: str, timeout_s, extra):
+                  bf16_tolerance: float, no_xnnpack: bool, golden_bound: float | None, golden_cache: bool,
+                  allowed_ops: tuple[str, ...], trust: tuple[Path, ...], threads, device: str, memory: str, prefix: str,
+                  timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
     stale); the summary records the precision the runtime reports it computed in. With --runtime
+    tflite, LiteRT runs converted/tflite-<precision>/ (XNNPACK on unless --no-xnnpack); fp16, dynamic
+    and int8 are judged by top-1 agreement and the model's probability-error bound. With --runtime
     fastest, every runtime able to compute at --precision is golden-checked and timed, and the fastest
     that passed predicts (runtime_choice in the summary says which and why). A golden check this model
     passed in this image is kept (build/golden-checks) and used instead of the probe while the model,
@@ -83,19 +96,24 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
 
     images, arguments = split_images(extra)
     request = InferRequest(model=model, output=output, inputs=inputs + images, runtime=runtime, precision=precision,
-                           bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered,
-                           settings=step_settings(device, memory, prefix, timeout_s, arguments))
+                           bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered, trust=trust,
+                           threads=threads, xnnpack=not no_xnnpack, golden_bound=golden_bound,
+                           settings=step_settings(device, memory, prefix, timeout_s,
+                                                  arguments + allow_op_arguments(allowed_ops)))
     click.echo(infer(base.connect, project, request))
 
 
 @step_command("convert")
 @options.model_argument
 @options.converted_runtime
-def convert_command(project: Project, model: Path, runtime: str, device: str, memory: str, prefix: str, timeout_s,
-                    extra):
-    """Convert MODEL (a model directory, or the model.pb in it) for ONNX Runtime (tf2onnx) or OpenVINO (its
-    TensorFlow frontend, saved as fp32 IR) into MODEL/converted/<runtime>/, in the runtimes image, with each
-    file's sha256, the source model's sha256 and the converter versions in conversion.json. infer --runtime
+@options.calibration_images
+def convert_command(project: Project, model: Path, runtime: tuple[str, ...], calibration: Path | None, device: str, memory: str,
+                    prefix: str, timeout_s, extra):
+    """Convert MODEL (a model directory, or the model.pb in it) for ONNX Runtime (tf2onnx), OpenVINO (its
+    TensorFlow frontend, saved as fp32 IR) or TensorFlow Lite (TensorFlow's converter: tflite-fp32, -fp16,
+    -dynamic, -int8) into MODEL/converted/<target>/, in the runtimes image, with each file's sha256, the
+    source model's sha256 and the converter versions in conversion.json (TFLite: the probability error
+    and top-1 agreement measured on the golden images, and the quantized golden bound). infer --runtime
     does this by itself when the conversion is missing or stale."""
     from ..steps.convert import convert, runtimes_image
 
@@ -103,4 +121,4 @@ def convert_command(project: Project, model: Path, runtime: str, device: str, me
         raise UsageError(f"unexpected arguments: {' '.join(extra)}", fix="see coldchain convert --help")
     engine = base.connect()
     click.echo(convert(engine, project, model, runtime, runtimes_image(engine, project, prefix), memory=memory,
-                       prefix=prefix, timeout_s=timeout_s).strip())
+                       prefix=prefix, timeout_s=timeout_s, calibration=calibration).strip())

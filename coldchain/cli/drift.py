@@ -29,20 +29,22 @@ log = logging.getLogger("coldchain")
 @options.costs
 @options.isolate
 @options.jobs
+@options.allow_op
 @options.memory
 @options.prefix
 @options.json_output
+@options.trust
 @command
 def drift_test_command(project: Project, matrix_path: Path, model: Path, run: Path | None, out: Path,
                        cases: tuple[str, ...], shard: str | None, costs: Path | None, isolate: bool, jobs: int,
-                       memory: str, prefix: str, as_json: bool):
+                       allowed_ops: tuple[str, ...], memory: str, prefix: str, as_json: bool, trust: tuple[Path, ...]):
     """Run the model in every environment of the drift matrix; fail unless every outcome (and every
     expected finding) is the expected one. Exit 0: all as expected; 1: some case unexpected."""
     from ..drift.commands import DriftTestRequest, drift_test
 
     result = drift_test(base.connect, project, DriftTestRequest(
         model=model, out=out, run=run, matrix_path=matrix_path, cases=cases, shard=shard, environ=dict(os.environ),
-        costs=costs, isolate=isolate, jobs=jobs, memory=memory, prefix=prefix))
+        costs=costs, isolate=isolate, jobs=jobs, memory=memory, prefix=prefix, allowed_ops=allowed_ops, trust=trust))
     _finish_drift(result, as_json, f"shard {result.shard}: " if result.shard else "")
 
 

@@ -64,19 +64,21 @@ def base_command(project: Project, suite: str, base_image: str | None, no_pull: 
 @options.base_image
 @options.no_pull
 @options.force
+@options.verify_images
 @options.keep_build_stages
 @options.json_output
 @command
-def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str,
-                   base_image: str | None, no_pull: bool, force: bool, keep_build_stages: bool, as_json: bool):
-    """Build the train and infer images for a device from their locks."""
+def images_command(project: Project, images: tuple[str, ...], device: str, prefix: str, base_image: str | None,
+                   no_pull: bool, force: bool, verify: bool, keep_build_stages: bool, as_json: bool):
+    """Build the train and infer images for a device from their locks; --verify checks their files."""
     from ..steps.environment import ImagesRequest, build_named_images
 
     request = ImagesRequest(names=images, device=device, prefix=prefix, base_image=base_image, allow_pull=not no_pull,
-                            force=force, keep_stages=keep_build_stages)
+                            force=force, keep_stages=keep_build_stages, verify=verify)
     results = build_named_images(base.connect(), project, request)
     emit(results, as_json, "\n".join(f"{r['tag']}  {r['id'][:19]}  {r['size'] / 1e9:.2f} GB"
-                                     f"{'  (up to date)' if r['reused'] else ''}" for r in results))
+                                     f"{'  (up to date)' if r['reused'] else ''}"
+                                     f"{'  (files verified)' if r.get('verified') else ''}" for r in results))
 
 
 @main.command("clean")

@@ -4,12 +4,12 @@ and the heatmap, drawn from the written report."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from ..config import IMAGES, Project
-from ..contract import (FLAG_REPORT, GOLDEN_LOGITS_KEY, MANIFEST_FILE, MOUNT_REPORT, OUTCOME_NOT_APPLICABLE,
+from ..confine import read_manifest
+from ..contract import (FLAG_REPORT, GOLDEN_LOGITS_KEY, MOUNT_REPORT, OUTCOME_NOT_APPLICABLE,
                         describe_numerics)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
@@ -68,7 +68,7 @@ def summarise(cases: list[dict]) -> dict:
 
 def _manifest_sha(model: Path) -> str | None:
     try:
-        return json.loads((model / MANIFEST_FILE).read_text())["model"]["sha256"]
+        return read_manifest(model)["model"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

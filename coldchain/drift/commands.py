@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from ..config import RUN_LABEL, Project
 from ..engine import Engine
 from ..steps.model_argument import matrix_model, resolve_model
+from ..steps.signing import signature_status, verify_if_trusted
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class DriftTestRequest:
     jobs: int = 0  # 0: default_jobs()
     memory: str = "8g"
     prefix: str = "coldchain"
+    allowed_ops: tuple[str, ...] = ()  # --allow-op, passed to every case's probe
+    trust: tuple[Path, ...] = ()  # public keys or certificates the model's model.sig must verify against
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,24 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
 
     matrix = load_matrix_at(project, request.matrix_path, request.cases)
     chosen = choose_shard(request.shard, request.environ)
-    model = resolve_model(request.model).spelled  # a model file stands for its directory; the report keeps the spelling
+    found = resolve_model(request.model)
+    model = found.spelled  # a model file stands for its directory; the report keeps the spelling
+    signed = verify_if_trusted(found.directory, request.trust)  # before any container runs
     run = request.run
     if run is None and model.resolve() == (project.root / "out" / "model").resolve():
         run = project.root / "out" / "run"
     engine = connect()
     options = DriftOptions(model=model, run=run, out=request.out, prefix=request.prefix,
                            run_id=new_run_id(request.prefix), jobs=request.jobs or default_jobs(),
-                           memory=request.memory, shard=chosen, costs=request.costs, isolate=request.isolate)
+                           memory=request.memory, shard=chosen, costs=request.costs, isolate=request.isolate,
+                           allowed_ops=request.allowed_ops)
     try:
         report = run_drift_test(engine, project, matrix, options)
     finally:
         engine.remove_containers(f"{RUN_LABEL}={options.run_id}")  # Ctrl-C or a crash leaves nothing running
+    if request.allowed_ops:
+        report["allowed_ops"] = list(request.allowed_ops)  # the graph scan's override, recorded
+    report["signature"] = signature_status(signed)
     paths = write_reports(report, request.out, chosen.suffix if chosen else "")
     if chosen is None:
         paths["heatmap"] = render_heatmap(engine, project, paths["json"], options)

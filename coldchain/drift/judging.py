@@ -4,12 +4,12 @@ the report lists it."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..config import Project
-from ..contract import (EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, MANIFEST_FILE, OUTCOME_BIT_EXACT,
+from ..confine import read_manifest
+from ..contract import (EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, OUTCOME_BIT_EXACT,
                         OUTCOME_NOT_APPLICABLE, OUTCOME_PASS, PASS_OUTCOMES, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT,
                         SEVERITY_WARNING, Code, describe_numerics, numerics_differences)
 from ..environments.images import BuiltImage
@@ -116,7 +116,7 @@ def lock_findings(env: EnvSpec, drift: list[str]) -> list[dict]:
 
 def reference_numerics(model: Path) -> dict | None:
     try:
-        return json.loads((model / MANIFEST_FILE).read_text())["golden"].get("numerics")
+        return read_manifest(model)["golden"].get("numerics")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -22,6 +22,7 @@ class DriftOptions:
     shard: Shard | None = None  # run only this shard's cases (drift.shards)
     costs: Path | None = None  # an earlier report whose measured case times balance the shards
     isolate: bool = False  # one container per case, even where cases could share one
+    allowed_ops: tuple[str, ...] = ()  # --allow-op: ops every case's graph scan lets through
 
 
 def default_jobs() -> int:

@@ -10,11 +10,12 @@ from pathlib import Path
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS,
                         FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION,
                         FLAG_PREPROCESSING, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16,
-                        PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport)
+                        PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport, allow_op_arguments)
 from ..engine import Engine, Mount
 from ..environments.images import BuiltImage
 from ..environments.matrix import CaseSpec, EnvSpec
 from ..errors import ColdchainError
+from ..fsutil import writing
 from ..steps.convert import memory_for
 from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
 from .options import DriftOptions
@@ -60,8 +61,9 @@ def conversions(options: DriftOptions) -> Path:
     """Where the probes keep their ONNX conversions between runs (one per graph, converter and image):
     beside the report, writable by the containers' user."""
     directory = (options.out / "conversions").resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    hand_to_container_user(directory)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        hand_to_container_user(directory)
     return directory
 
 
@@ -71,7 +73,7 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     there are none, the container's seconds)."""
     first = cases[0]
     kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
-    plan = [{"name": case.name, "args": [*probe_arguments(case),
+    plan = [{"name": case.name, "args": [*probe_arguments(case), *allow_op_arguments(options.allowed_ops),
                                          *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
             for case in cases]
     run = ModuleRun(image=Image.of(image), module="probe", arguments=(FLAG_PLAN, json.dumps(plan)),

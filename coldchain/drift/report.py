@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 from ..contract import OUTCOME_NOT_APPLICABLE, SEVERITY_ERROR
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, writing
 
 REPORT_JSON = "drift-report.json"
 REPORT_MARKDOWN = "drift-report.md"
@@ -230,7 +230,8 @@ def report_names(suffix: str = "") -> dict[str, str]:
 
 
 def write_reports(report: dict, out: Path, suffix: str = "") -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / name for kind, name in report_names(suffix).items()}
     atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
     atomic_write_text(paths["markdown"], markdown(report))

@@ -16,7 +16,7 @@ from ..config import IMAGES, Project
 from ..engine import Engine
 from ..environments.images import SOURCE_LABEL, BuildOptions, BuiltImage, ensure_image
 from ..errors import ColdchainError, ImageNotAvailable, UsageError
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, writing
 from ..environments.matrix import OP_BUILD_ENV, CaseSpec, Matrix
 from .shards import images_needed
 from .variants import freeze_image
@@ -81,13 +81,15 @@ def _describe(images: list[BuiltImage]) -> list[dict]:
 
 def save(engine: Engine, images: list[BuiltImage], archive: Path) -> Transfer:
     started = time.monotonic()
-    archive.parent.mkdir(parents=True, exist_ok=True)
+    with writing(archive):
+        archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(f".{archive.name}.partial-{os.getpid()}")
     refs = with_bases(images)
     log.info("saving %d images (%s) to %s", len(refs), ", ".join(refs), archive)
     try:
         engine.save_images(refs, partial)
-        os.replace(partial, archive)  # never a half-written archive under the name a CI uploads
+        with writing(archive):
+            os.replace(partial, archive)  # never a half-written archive under the name a CI uploads
     finally:
         partial.unlink(missing_ok=True)
     return Transfer("save", str(archive), _describe(images), time.monotonic() - started, archive.stat().st_size)

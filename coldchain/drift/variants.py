@@ -5,13 +5,13 @@ joins the matrix."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from ..cache import image_identity, produce, tree_fingerprint
 from ..config import IMAGES, Project
-from ..contract import (EXPECT_AS_REFERENCE, FLAG_MODEL, FLAG_STRIP_DEFAULT_ATTRS, MANIFEST_FILE, MOUNT_MODEL,
+from ..confine import confined_file, read_manifest
+from ..contract import (EXPECT_AS_REFERENCE, FLAG_MODEL, FLAG_STRIP_DEFAULT_ATTRS, MOUNT_MODEL,
                         RUN_CONFIG_FILE)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
@@ -109,19 +109,20 @@ def with_model_environment(matrix: Matrix, model: Path) -> Matrix:
     from ..environments.requirements import LOCK_NAME, SOURCE_NAME, UserEnvironment, base_for_python
 
     try:
-        manifest = json.loads((model / MANIFEST_FILE).read_text())
+        manifest = read_manifest(model)  # bounded, and refused where it is no regular file
         environment = (manifest.get("adopted") or {}).get("environment") or {}
         files = environment.get("files") or {}
-    except (OSError, ValueError, AttributeError):
+    except AttributeError:
         return matrix
     if LOCK_NAME not in files or SOURCE_NAME not in files:
         return matrix
+    lock = confined_file(model, files[LOCK_NAME], f"adopted.environment.files.{LOCK_NAME}")
     python = ".".join(str(environment.get("python", "")).split(".")[:2])
     # The name it was adopted under: the same lock, file name and name give the same image, reused.
     name = str(environment.get("name") or REFERENCE_ENV)
     if name in matrix.envs:
         name = f"{name}-{REFERENCE_ENV}"
-    user = UserEnvironment(name=name, directory=(model / files[LOCK_NAME]).resolve().parent, python=python,
+    user = UserEnvironment(name=name, directory=lock.resolve().parent, python=python,
                            base=base_for_python(python).name)
     env = EnvSpec(name=name, description="the environment the adopted model's golden was computed in "
                   f"(its own requirements: TensorFlow {environment.get('tensorflow')}, Python {python})",

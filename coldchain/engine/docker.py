@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import shutil
 import threading
@@ -13,13 +14,25 @@ from collections import deque
 from pathlib import Path
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from ..errors import BaseImageError, BuildError, ContainerError, DaemonUnavailable, EngineError
-from .engine import DiskSpace, Engine, ImageInfo, LogSink, RunResult, RunSpec
+from ..owner import Owner
+from .engine import ContainerInfo, DiskSpace, Engine, ImageInfo, LogSink, RunResult, RunSpec
 
-log = logging.getLogger(__name__)
+log = log_module = logging.getLogger(__name__)  # `log` is also run()'s parameter: the container's sink
 LOG_TAIL_LINES = 40
+# A call that is not streaming answers in seconds; a daemon silent this long has stalled.
+CALL_TIMEOUT_S = 120
+# One read of a build's, a load's or a push's stream (a wheel install may be silent for minutes).
+LONG_TIMEOUT_S = 3600
+# A container with a time limit: the host waits for its end this long past the limit (the watchdog's
+# kill included) before it calls the daemon stalled; inside, coreutils `timeout` ends the command
+# this long past the limit too, so a host process that died cannot leave it running.
+GRACE_S = 60
+KILL_AFTER_S = 10  # `timeout`'s SIGKILL after its SIGTERM
+TIMEOUT_EXIT = 124  # coreutils `timeout`: the limit passed
 NO_SPACE = "no space left on device"
 DAEMON_FIX = "run 'make docker' (scripts/ensure-docker.sh), which starts or installs a daemon where it can"
 
@@ -106,6 +119,29 @@ def _fix_for(error: APIError) -> str:
     return "read Docker's explanation above; 'docker info' shows the daemon's state"
 
 
+def container_kwargs(spec: RunSpec) -> dict:
+    """docker-py's create() arguments for `spec`: hardened, labelled with the owner (the start-up sweep's
+    mark), and a command with a time limit run under coreutils `timeout` at the limit plus GRACE_S, so
+    the limit holds inside the container even when the host process that watches it is gone."""
+    command = list(spec.command)
+    if spec.timeout_s:
+        command = ["timeout", f"--kill-after={KILL_AFTER_S}", str(math.ceil(spec.timeout_s + GRACE_S)), *command]
+    kwargs = dict(
+        command=command, detach=True, environment=spec.environment,
+        network_mode=spec.network, read_only=spec.read_only_root, tmpfs=spec.tmpfs,
+        # A list, not docker-py's volumes dict: one host directory may be mounted at two places.
+        mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts],
+        labels={**spec.labels, **Owner.current().labels()}, name=spec.name, cap_drop=["ALL"],
+        security_opt=["no-new-privileges"], mem_limit=spec.mem_limit, pids_limit=spec.pids_limit,
+        hostname=spec.hostname,
+    )
+    if spec.user:
+        kwargs["user"] = spec.user
+    if spec.gpus:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return kwargs
+
+
 def _secondary(what: str, action) -> None:
     """Cleanup after the real work: its failure is logged, never raised over the original outcome."""
     try:
@@ -115,9 +151,13 @@ def _secondary(what: str, action) -> None:
 
 
 class DockerEngine(Engine):
-    def __init__(self, timeout: int = 600):
+    """Two clients: `client` for ordinary calls, which a stalled daemon ends after CALL_TIMEOUT_S, and
+    `long_client` for the calls that stream for long (build, save, load, push, pull, a log stream)."""
+
+    def __init__(self, timeout: int = CALL_TIMEOUT_S, long_timeout: int = LONG_TIMEOUT_S):
         try:
             self.client = docker.from_env(timeout=timeout)
+            self.long_client = docker.from_env(timeout=long_timeout)
         except DockerException as error:
             raise DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX) from None
 
@@ -136,7 +176,7 @@ class DockerEngine(Engine):
 
     def pull(self, ref: str) -> ImageInfo:
         try:
-            return _info(self.client.images.pull(ref))
+            return _info(self.long_client.images.pull(ref))
         except (APIError, DockerException) as error:
             raise BaseImageError(f"could not pull {ref}: {error.explanation if hasattr(error, 'explanation') else error}",
                                  fix="check the registry, or let coldchain build a local base") from None
@@ -145,7 +185,7 @@ class DockerEngine(Engine):
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
         repository, tag = _split_tag(ref)
         with tarball.open("rb") as handle:
-            self.client.api.import_image_from_data(handle, repository=repository, tag=tag, changes=changes)
+            self.long_client.api.import_image_from_data(handle, repository=repository, tag=tag, changes=changes)
         found = self.inspect_image(ref)
         if found is None:
             raise BaseImageError(f"docker import of {tarball} did not produce {ref}")
@@ -175,7 +215,7 @@ class DockerEngine(Engine):
         image_id = None
         try:
             with context.open("rb") as handle:
-                stream = self.client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
+                stream = self.long_client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
                                                buildargs=buildargs, labels=labels, rm=True, forcerm=True,
                                                pull=False, decode=True, nocache=nocache,
                                                network_mode="none")
@@ -237,39 +277,35 @@ class DockerEngine(Engine):
         self.client.api.tag(image_id, repository, tag, force=True)
 
     def run(self, spec: RunSpec, log: LogSink | None = None) -> RunResult:
-        kwargs = dict(
-            command=list(spec.command), detach=True, environment=spec.environment,
-            network_mode=spec.network, read_only=spec.read_only_root, tmpfs=spec.tmpfs,
-            # A list, not docker-py's volumes dict: one host directory may be mounted at two places.
-            mounts=[docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts],
-            labels=spec.labels, name=spec.name, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            mem_limit=spec.mem_limit, pids_limit=spec.pids_limit, hostname=spec.hostname,
-        )
-        if spec.user:
-            kwargs["user"] = spec.user
-        if spec.gpus:
-            kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
         container = None
         watchdog = None
         expired = threading.Event()
+        stalled = False
         started = time.perf_counter()
         try:
-            container = self.client.containers.create(spec.image, **kwargs)
+            container = self.client.containers.create(spec.image, **container_kwargs(spec))
             if spec.timeout_s:
                 watchdog = threading.Timer(spec.timeout_s, self._expire, (container, expired))
                 watchdog.daemon = True
                 watchdog.start()
             container.start()
-            if log is not None:
-                self._follow(container, log)
-            status = container.wait()
+            follower = self._follow_in_background(container, log) if log is not None else None
+            try:
+                status = self._wait(container, spec, started)
+            except DaemonUnavailable:
+                stalled = True
+                raise
+            if follower is not None:
+                follower.join(timeout=GRACE_S)  # the stream ends with the container
             seconds = time.perf_counter() - started
             stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
             stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            return RunResult(int(status.get("StatusCode", -1)), stdout, stderr, oom, timed_out=expired.is_set(),
-                             seconds=seconds)
+            exit_code = int(status.get("StatusCode", -1))
+            # The in-container limit (a host that stopped watching) reads as the host's own.
+            timed_out = expired.is_set() or bool(spec.timeout_s and exit_code == TIMEOUT_EXIT and not oom)
+            return RunResult(exit_code, stdout, stderr, oom, timed_out=timed_out, seconds=seconds)
         except ImageNotFound:
             raise ContainerError(f"image {spec.image} does not exist", image=spec.image,
                                  command=list(spec.command), container_exit=-1,
@@ -278,39 +314,77 @@ class DockerEngine(Engine):
             raise EngineError(f"Docker refused to run {' '.join(spec.command[:4])} in {spec.image}: "
                               f"{_explanation(error)}", fix=_fix_for(error)) from None
         except (DockerException, OSError) as error:
-            # The connection itself broke: the daemon stopped or died while the container ran.
+            # The connection itself broke (or timed out): the daemon stopped, died or stalled.
             raise DaemonUnavailable(f"the Docker daemon went away while running {' '.join(spec.command[:4])}: {error}",
                                     fix=DAEMON_FIX + "; then rerun: finished steps are kept, this one starts "
                                                      "again (its partial output was never moved into place)") from None
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-            if container is not None:
+            if container is not None and not stalled:
                 _secondary(f"remove container {getattr(container, 'short_id', spec.name or '')}",
                            lambda: container.remove(force=True))
+            elif container is not None:
+                # Asking a stalled daemon again would only wait again; its own `timeout` ends the command,
+                # and the next run's start-up sweep removes the container.
+                log_module.warning("left container %s to the next run's sweep: the daemon does not answer",
+                                   getattr(container, "short_id", ""))
+
+    def _wait(self, container, spec: RunSpec, started: float) -> dict:
+        """The container's end, waited for until its limit plus GRACE_S (a daemon that has not said by
+        then has stalled: DaemonUnavailable, exit 12); without a limit, as long as a long call."""
+        budget = (spec.timeout_s + GRACE_S - (time.perf_counter() - started)) if spec.timeout_s else LONG_TIMEOUT_S
+        try:
+            return container.wait(timeout=max(0.1, budget))  # the request's own timeout, not the client's
+        except requests.exceptions.Timeout:
+            raise self._stalled(spec) from None
+        except requests.exceptions.ConnectionError as error:
+            if "timed out" not in str(error).lower():
+                raise  # the daemon went away: run() says so
+            raise self._stalled(spec) from None
+
+    @staticmethod
+    def _stalled(spec: RunSpec) -> DaemonUnavailable:
+        limit = f"its time limit ({spec.timeout_s:.0f} s) plus {GRACE_S} s" if spec.timeout_s else \
+            f"{LONG_TIMEOUT_S} s"
+        return DaemonUnavailable(f"the Docker daemon stalled: it did not report the end of {' '.join(spec.command[:4])} "
+                                 f"within {limit}", fix="restart the Docker daemon ('systemctl restart docker', or "
+                                 "'make docker'), then rerun; the container is removed by the next run")
+
+    def _follow_in_background(self, container, sink: LogSink) -> threading.Thread:
+        follower = threading.Thread(target=self._follow, args=(container, sink), daemon=True, name="container-log")
+        follower.start()
+        return follower
 
     def _follow(self, container, sink: LogSink) -> None:
-        """Stream stderr lines to `log`. A step silent for longer than the client's read timeout ends
-        the stream, not the run: the container is then simply waited for."""
-        pending = b""
-        try:
-            for chunk in container.logs(stdout=False, stderr=True, stream=True, follow=True):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    sink(line.decode(errors="replace"))
-        except (DockerException, OSError) as error:
+        """Stream stderr lines to `log`, on its own thread: the wait, not the stream, decides when the run
+        ends. A step silent for longer than a call's timeout ends one stream; the next picks up from
+        then. A broken stream costs only the live progress (stderr is read whole after the end)."""
+        since = None
+        while True:
+            pending = b""
             try:
-                self.ping()
-            except DaemonUnavailable:
-                raise error from None  # the daemon itself is gone: run() reports it as such
-            log.debug("log stream of %s ended early (%s); waiting for it", container.short_id, error)
-        if pending:
-            sink(pending.decode(errors="replace"))
+                for chunk in container.logs(stdout=False, stderr=True, stream=True, follow=True,
+                                            **({"since": since} if since else {})):
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        sink(line.decode(errors="replace"))
+                    since = int(time.time())
+                return
+            except (DockerException, OSError) as error:
+                if "timed out" not in str(error).lower():
+                    log_module.debug("log stream of %s ended early (%s)", getattr(container, "short_id", ""), error)
+                    return
+                since = since or int(time.time())
+            finally:
+                if pending:
+                    sink(pending.decode(errors="replace"))
 
     @staticmethod
     def _expire(container, expired: threading.Event) -> None:
         expired.set()
+        # Bounded: the ordinary client's timeout; a stalled daemon is then _wait's to report.
         _secondary(f"kill container {getattr(container, 'short_id', '')} after its time limit", container.kill)
 
     @_translated("remove image")
@@ -341,7 +415,7 @@ class DockerEngine(Engine):
 
     @_translated("save images")
     def save_images(self, refs: list[str], destination: Path) -> None:
-        api = self.client.api
+        api = self.long_client.api
         # docker-py's get_image takes one name; the API takes several, so shared layers are stored once.
         response = api._get(api._url("/images/get"), params={"names": list(refs)}, stream=True)
         api._raise_for_status(response)
@@ -353,7 +427,7 @@ class DockerEngine(Engine):
     def load_images(self, source: Path) -> list[str]:
         loaded: list[str] = []
         with source.open("rb") as handle:
-            for event in self.client.api.load_image(handle):
+            for event in self.long_client.api.load_image(handle):
                 if "error" in event:
                     raise EngineError(f"docker load of {source} failed: {event['error'].strip()}",
                                       fix=f"{source} is damaged or not an image archive: make it again with "
@@ -368,7 +442,7 @@ class DockerEngine(Engine):
     def push(self, ref: str) -> str:
         repository, tag = _split_tag(ref)
         digest = None
-        for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+        for event in self.long_client.api.push(repository, tag=tag, stream=True, decode=True):
             if "error" in event:
                 raise EngineError(f"pushing {ref} failed: {event['error'].strip()}",
                                   fix="check that the registry answers and accepts pushes (docker push works "
@@ -386,7 +460,7 @@ class DockerEngine(Engine):
             raise EngineError(f"{ref} does not name a digest (name@sha256:...)",
                               fix="pull by the digests 'coldchain images-push' wrote")
         try:
-            self.client.api.pull(repository, tag=digest)
+            self.long_client.api.pull(repository, tag=digest)
         except (ImageNotFound, NotFound):
             raise EngineError(f"the registry has no {ref}",
                               fix="push it first ('coldchain images-push REGISTRY'), or check the registry") from None
@@ -409,6 +483,18 @@ class DockerEngine(Engine):
                 # 409: already being removed (a run's own cleanup got there first).
                 log.warning("could not remove container %s: %s", container.short_id, _explanation(error))
         return removed
+
+    @_translated("list containers labelled")
+    def list_containers(self, label: str) -> list[ContainerInfo]:
+        return [ContainerInfo(container.id, dict(container.labels or {}))
+                for container in self.client.containers.list(all=True, filters={"label": label})]
+
+    @_translated("remove container")
+    def remove_container(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except (ImageNotFound, NotFound):
+            pass  # it went away on its own meanwhile
 
     def gpu_runtime(self) -> bool:
         try:

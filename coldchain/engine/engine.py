@@ -20,6 +20,12 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
 class DiskSpace:
     path: str  # the daemon's data root
     free: int  # bytes
@@ -132,6 +138,14 @@ class Engine(ABC):
     @abstractmethod
     def remove_containers(self, label: str) -> int:
         """Force-remove every container carrying `label`; returns how many."""
+
+    @abstractmethod
+    def list_containers(self, label: str) -> list[ContainerInfo]:
+        """Containers, stopped ones included, carrying `label` ("key" or "key=value")."""
+
+    @abstractmethod
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove it; one already gone is no error."""
 
     @abstractmethod
     def gpu_runtime(self) -> bool:

@@ -16,6 +16,7 @@ from ..config import KIT_LABEL, BaseSpec, Project
 from ..engine import Engine, RunSpec
 from ..errors import BaseImageError
 from ..fsutil import atomic_write_text
+from ..owner import Owner
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
         _run(["apt-get", "install", "-y", "-qq", "debootstrap"], "apt-get install debootstrap")
     mirror = os.environ.get("COLDCHAIN_DEBIAN_MIRROR")
     project.build_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"rootfs-{spec.suite}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"rootfs-{spec.suite}-{Owner.current().mark}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         command = ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
         if mirror:

@@ -13,8 +13,11 @@ from .. import __version__
 from .bases import ResolvedBase, resolve_base
 from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
+from .files_record import label_with_record
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError, ImageNotAvailable
+from ..fsutil import writing
+from ..owner import Owner
 from .locks import check_all, check_fresh
 from .wheelhouse import Wheelhouse
 
@@ -255,17 +258,20 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             return BuiltImage(request.spec, tag, reusable, request.base, reused=True)
     if not options.build:
         raise not_available(engine, tag, labels)
-    project.build_dir.mkdir(parents=True, exist_ok=True)
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
     previous = engine.inspect_image(tag)
-    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-") as tmp:
+    with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-{Owner.current().mark}-") as tmp:
         tarball = Path(tmp) / "context.tar"
-        request.context.write(tarball)
+        with writing(tarball):
+            request.context.write(tarball)
         _warn_if_short_of_disk(engine, tag, tarball.stat().st_size)
         log.info("building %s from %s", tag, request.description)
         try:
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
                                 tag=tag, log=_build_log(request.spec.name),
                                 nocache=options.nocache, keep_stages=options.keep_stages)
+            info = label_with_record(engine, info, tag, labels)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import IMAGES, ImageSpec, Project
+from ..confine import check_input
 from ..contract import (FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_LABELS, FLAG_MODEL, FLAG_OP_LIBRARY,
                         FLAG_REFERENCE, MOUNT_ENVIRONMENT, MOUNT_IMAGES, MOUNT_INPUTS, MOUNT_LABELS, MOUNT_MODEL)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, build_image, ensure_image
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
+from ..fsutil import writing
+from ..owner import Owner
 from .model_argument import GRAPH, resolve_model
+from .model_finish import model_finisher
 from .pipeline import StepConfig, run_step
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class AdoptRequest:
     memory: str = "8g"
     timeout_s: float = ADOPT_TIMEOUT_S
     rebuild_environment: bool = False  # build the --requirements image even if one of the same inputs exists
+    sign_key: Path | None = None  # sign the adopted directory (model.sig) with this EC private key
 
 
 def reference_image_from_requirements(engine: Engine, project: Project, request: AdoptRequest, directory: Path
@@ -92,6 +97,7 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         path = path.resolve()
         if not path.exists():
             raise UsageError(f"{path}: not found ({flag})", fix=f"pass an existing {flag[2:]} path")
+        check_input(path, "labels" if flag == FLAG_LABELS else "image", flag)
         if flag == FLAG_LABELS:
             inputs[mount] = path.parent
             arguments += [flag, f"{mount}/{path.name}"]
@@ -104,8 +110,9 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
             raise UsageError(f"{library}: op library not found", fix="pass the compiled .so the graph's custom ops need")
         inputs[f"{MOUNT_INPUTS}/{index}"] = library.parent
         arguments += [FLAG_OP_LIBRARY, f"{MOUNT_INPUTS}/{index}/{library.name}"]
-    project.build_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="environment-"))
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"environment-{Owner.current().mark}-"))
     try:
         if request.requirements is not None:
             image, description = reference_image_from_requirements(engine, project, request, staging)
@@ -118,9 +125,13 @@ def adopt(engine: Engine, project: Project, request: AdoptRequest) -> Path:
         else:
             image, description = reference_image(engine, project, request)
         log.info("adopt: reference environment: %s", description)
+        # The SBOM of the reference environment's lock, where the kit knows it (not for any --reference-image).
+        spec = getattr(image, "spec", None)
+        lock = project.path(spec.locked.lock) if spec is not None else None
         step = StepConfig(name="adopt", role="reference", module="adopt", output=request.out.resolve(),
                           inputs=inputs, arguments=(*arguments, FLAG_REFERENCE, description, *request.arguments),
-                          memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s)
+                          memory=request.memory, prefix=request.prefix, timeout_s=request.timeout_s,
+                          finish=model_finisher(lock, request.sign_key))
         run_step(engine, project, step, image)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

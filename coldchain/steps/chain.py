@@ -11,8 +11,9 @@ from ..contract import (FLAG_CHECKPOINT_PATH, FLAG_DATA, FLAG_RUN, FLAG_THREADS,
                         MOUNT_RUN, RUN_METRICS_FILE)
 from ..engine import Engine
 from ..errors import UsageError
+from .model_finish import model_finisher
 from .pipeline import StepConfig, StepSettings, ensure_images, run_step
-from .threads import recommended_threads
+from .threads import freeze_arguments
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,18 @@ class FreezeRequest:
     run: Path
     out: Path
     settings: StepSettings = StepSettings()
+    sign_key: Path | None = None  # sign the model directory (model.sig) with this EC private key
 
 
 def run_training_step(engine: Engine, project: Project, name: str, output: Path, inputs: dict, arguments,
-                      settings: StepSettings) -> str:
-    """One step of the chain in the training image; the container's stdout."""
+                      settings: StepSettings, sign_key: Path | None = None) -> str:
+    """One step of the chain in the training image; the container's stdout. A model directory (freeze)
+    gets the image's SBOM and, with `sign_key`, its signature before it is put in place."""
     image = ensure_images(engine, project, "train", settings.device, settings.prefix)
+    finish = model_finisher(project.path(image.spec.locked.lock), sign_key) if name == "freeze" else None
     step = StepConfig(name=name, role="train", module=name, output=output.resolve(), inputs=inputs,
                       arguments=tuple(arguments), device=settings.device, memory=settings.memory,
-                      prefix=settings.prefix, timeout_s=settings.timeout_for(name))
+                      prefix=settings.prefix, timeout_s=settings.timeout_for(name), finish=finish)
     return run_step(engine, project, step, image)
 
 
@@ -73,9 +77,10 @@ def train(engine: Engine, project: Project, request: TrainRequest) -> str | None
 
 
 def freeze(engine: Engine, project: Project, request: FreezeRequest) -> Path:
-    """Freeze with the thread settings `make bench` found fastest here, unless the arguments set them."""
+    """Freeze with the thread settings `make bench` found fastest and the machine it measured them on
+    (infer applies them only on a like one), unless the arguments set them."""
     extra = request.settings.arguments
-    threads = [] if any(arg.startswith(FLAG_THREADS) for arg in extra) else [FLAG_THREADS, recommended_threads(project)]
+    threads = [] if any(arg.startswith(FLAG_THREADS) for arg in extra) else freeze_arguments(project)
     run_training_step(engine, project, "freeze", request.out, {MOUNT_RUN: request.run.resolve()},
-                      [FLAG_RUN, MOUNT_RUN, *threads, *extra], request.settings)
+                      [FLAG_RUN, MOUNT_RUN, *threads, *extra], request.settings, request.sign_key)
     return request.out

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
-from ..contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_MODEL, FLAG_RUNTIME, MANIFEST_FILE, MOUNT_MODEL,
-                        RUNTIME_ONNXRUNTIME)
+from ..confine import read_manifest
+from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATION_IMAGES, FLAG_MODEL,
+                        FLAG_RUNTIME, MOUNT_CALIBRATION, MOUNT_MODEL, RUNTIME_ONNXRUNTIME)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
 from .model_argument import model_directory
-from .pipeline import StepConfig, run_step
+from .pipeline import StepConfig, replace_output, run_step
 from .runner import DEFAULT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ LOCK_LABEL = "io.coldchain.lock.sha256"
 # tf2onnx runs Grappler over the whole graph and holds several copies of the weights: converting an
 # ImageNet ResNet v1 50 (1000 classes) peaked at 10 GB resident here, past the kit's default 8g.
 ONNX_CONVERSION_MEMORY = "16g"
+BATCH_DIR = ".batch"  # converted/.batch/<target>/: several targets made in one container, then moved
 _UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}
 
 
@@ -56,7 +59,7 @@ def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
     record_path = converted_dir(model, runtime) / CONVERSION_FILE
     try:
         record = json.loads(record_path.read_text())
-        manifest = json.loads((model / MANIFEST_FILE).read_text())
+        manifest = read_manifest(model) or {}
     except FileNotFoundError:
         return "no conversion yet"
     except (OSError, ValueError) as error:
@@ -70,19 +73,48 @@ def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
     return None
 
 
-def convert(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *, memory: str,
-            prefix: str, timeout_s: float | None) -> str:
-    """Convert the model in the runtimes image into MODEL/converted/<runtime>/ (swapped in whole)."""
+def calibration_images(model: Path, target: str, given: Path | None) -> Path | None:
+    """The representative images `target` needs: the ones given, else the kit's training images
+    (data/train beside the model folder, where make puts them); None where the target needs none."""
+    if target not in CALIBRATION_TARGETS:
+        return None
+    if given is not None:
+        return given
+    kit = model.resolve().parent / "data" / "train"
+    if kit.is_dir():
+        return kit
+    raise UsageError(f"{target} needs representative images and {model} has no data/train beside it",
+                     fix=f"pass {FLAG_CALIBRATION_IMAGES} DIR: a folder of images like the model's training data")
+
+
+def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple[str, ...], image: BuiltImage, *,
+            memory: str, prefix: str, timeout_s: float | None, calibration: Path | None = None) -> str:
+    """Convert the model in the runtimes image into MODEL/converted/<target>/ (each swapped in whole);
+    `runtimes` names runtimes or TFLite targets (contract.CONVERSION_TARGETS), several in one container."""
     model = model_directory(model)
-    target = converted_dir(model, runtime)
-    step = StepConfig(name="convert", role="runtimes", module="convert", output=target,
-                      inputs={MOUNT_MODEL: model}, arguments=(FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime),
-                      memory=memory_for(runtime, memory), prefix=prefix, timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
+    targets = tuple(dict.fromkeys((runtimes,) if isinstance(runtimes, str) else runtimes))
+    output = converted_dir(model, targets[0]) if len(targets) == 1 else model / CONVERTED_DIR / BATCH_DIR
+    inputs, arguments = {MOUNT_MODEL: model}, (FLAG_MODEL, MOUNT_MODEL)
+    for target in targets:
+        arguments += (FLAG_RUNTIME, target)
+        images = calibration_images(model, target, calibration)
+        if images is not None and MOUNT_CALIBRATION not in inputs:
+            inputs[MOUNT_CALIBRATION] = images
+            arguments += (FLAG_CALIBRATION_IMAGES, MOUNT_CALIBRATION)
+    step = StepConfig(name="convert", role="runtimes", module="convert", output=output, inputs=inputs,
+                      arguments=arguments, memory=max((memory_for(target, memory) for target in targets),
+                                                      key=memory_bytes), prefix=prefix,
+                      timeout_s=timeout_s or DEFAULT_TIMEOUT_S, output_is_file=False)
     try:
-        return run_step(engine, project, step, image)
+        stdout = run_step(engine, project, step, image)
     except PermissionError as error:
-        raise UsageError(f"{target.parent}: cannot write the {runtime} conversion beside the model ({error})",
-                         fix="copy the model directory somewhere writable, or make it writable") from None
+        raise UsageError(f"{output.parent}: cannot write the {', '.join(targets)} conversion beside the model "
+                         f"({error})", fix="copy the model directory somewhere writable, or make it writable") from None
+    if len(targets) > 1:
+        for target in targets:  # the container wrote out/<target>/ for each
+            replace_output(output / target, converted_dir(model, target))
+        shutil.rmtree(output, ignore_errors=True)
+    return stdout
 
 
 def ensure_converted(engine: Engine, project: Project, model: Path, runtime: str, image: BuiltImage, *,

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from ..config import IMAGES, Project
 from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        MOUNT_MANIFEST, MOUNT_MODEL, Exit)
+                        MOUNT_MANIFEST, MOUNT_MODEL, Exit, allow_op_arguments)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from .model_argument import EITHER, resolve_model
+from . import signing
 from .runner import Image, ModuleRun, failure, run_module, spec_for
 
 DOCTOR_TIMEOUT_S = 900.0
@@ -32,6 +33,8 @@ class DoctorRequest:
     allow_soft_placement: bool = False
     run: bool = True
     as_json: bool = False
+    allowed_ops: tuple[str, ...] = ()  # --allow-op
+    trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
 
 
 def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image:
@@ -51,6 +54,7 @@ def image_for(engine: Engine, project: Project, request: DoctorRequest) -> Image
 def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tuple[int, str]:
     """(exit code, the doctor's report): 0 loadable, 3 blocking; anything else raises."""
     found = resolve_model(request.model, EITHER)
+    signed = signing.verify_if_trusted(found.directory, request.trust)
     inputs = {MOUNT_MODEL: found.directory}
     arguments = [found.target]
     if request.manifest is not None:
@@ -65,12 +69,16 @@ def run_doctor(engine: Engine, project: Project, request: DoctorRequest) -> tupl
         arguments.append(FLAG_ALLOW_SOFT_PLACEMENT)
     if not request.run:
         arguments.append(FLAG_NO_RUN)
+    arguments += allow_op_arguments(request.allowed_ops)
     if request.as_json:
         arguments.append(FLAG_JSON)
     image = image_for(engine, project, request)
     run = ModuleRun(image=image, module="doctor", arguments=tuple(arguments), what="doctor", inputs=inputs,
-                    timeout_s=DOCTOR_TIMEOUT_S)
+                    timeout_s=DOCTOR_TIMEOUT_S, environment=signing.container_environment(signed))
     result = run_module(engine, run, check=False)
     if result.exit_code not in DOCTOR_EXITS:
         raise failure(run, spec_for(run), result)
-    return result.exit_code, result.stdout.rstrip()
+    report = result.stdout.rstrip()
+    if request.as_json:
+        return result.exit_code, signing.with_signature(report, signed)
+    return result.exit_code, f"{report}\nsignature: {signing.signature_status(signed)}"

@@ -64,15 +64,30 @@ class ImagesRequest:
     prefix: str = "coldchain"
     base_image: str | None = None  # instead of choosing one
     allow_pull: bool = True
-    force: bool = False  # rebuild even when an image of the same inputs exists
+    force: bool = False  # rebuild even when an image of the same inputs exists, without the layer cache
     keep_stages: bool = False
+    verify: bool = False  # then re-hash each image's files against its build-time record
 
 
 def build_named_images(engine: Engine, project: Project, request: ImagesRequest) -> list[dict]:
-    """Build (or find up to date) the images the request names; what each is, as data."""
+    """Build (or find up to date) the images the request names; what each is, as data. With `verify`,
+    each image's files are then re-hashed in it; any difference raises ImageCorrupt (exit 20)."""
+    from ..environments.files_record import raise_if_corrupt, verify_image
+
     chosen = request.names or tuple(name for name, spec in IMAGES.items() if spec.device == request.device)
+    # A forced rebuild skips Docker's layer cache too: a layer corrupted on disk would survive a cached one.
     options = BuildOptions(prefix=request.prefix, base_image=request.base_image, allow_pull=request.allow_pull,
-                           force=request.force, keep_stages=request.keep_stages)
-    return [{"image": built.spec.name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
-             "reused": built.reused, "base": built.base.ref, "labels": built.info.labels}
-            for built in build_images(engine, project, [IMAGES[name] for name in chosen], options)]
+                           force=request.force, nocache=request.force, keep_stages=request.keep_stages)
+    results = [{"image": built.spec.name, "tag": built.tag, "id": built.info.id, "size": built.info.size,
+                "reused": built.reused, "base": built.base.ref, "labels": built.info.labels}
+               for built in build_images(engine, project, [IMAGES[name] for name in chosen], options)]
+    if request.verify:
+        checks = []
+        for result in results:
+            log.info("verifying the files of %s", result["tag"])
+            checks.append(verify_image(engine, result["tag"]))
+            log.info("%s: %s", result["tag"], "files as recorded" if checks[-1].files_ok else
+                     f"{len(checks[-1].mismatches)} differ from the record")
+            result["verified"] = checks[-1].files_ok
+        raise_if_corrupt(checks)
+    return results

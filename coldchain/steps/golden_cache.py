@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..config import Project
 from ..contract import GOLDEN_FILE, MANIFEST_FILE, KeptGolden
-from ..fsutil import atomic_write_text, file_sha256
+from ..errors import OutputError
+from ..fsutil import atomic_write_text, file_sha256, writing
 
 log = logging.getLogger(__name__)
 CACHE_DIR = "golden-checks"  # under build/: 'make clean' forgets them
@@ -34,10 +35,17 @@ def cache_file(project: Project, model_dir: Path, image_id: str, runtime: dict) 
 
 
 def remember(path: Path, summary: dict) -> None:
-    """Keep a passing, freshly run golden check from infer's summary."""
+    """Keep a passing, freshly run golden check from infer's summary. Best-effort: the predictions are
+    already in place, so a failed write (a full disk) only warns; the next run probes again."""
     kept = KeptGolden.from_summary(summary, verified_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if kept is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, kept.to_json())
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, kept.to_json())
+    except OutputError as error:
+        log.warning("the golden check was not kept for the next run (%s); the predictions are written, the "
+                    "next infer runs the golden probe again", error.message)
+        return
     log.debug("kept the golden check in %s", path)

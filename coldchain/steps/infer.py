@@ -15,18 +15,25 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Project
+from ..confine import check_input
 from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE, FLAG_FORMAT,
-                        FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
+                        FLAG_GOLDEN_BOUND, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
                         FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
-                        RUNTIME_FASTEST, RUNTIME_TENSORFLOW, STARTUP_KEY)
+                        QUANTIZED_PRECISIONS, RUNTIME_FASTEST, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STARTUP_KEY,
+                        TFLITE_PRECISIONS, tflite_target)
+from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..errors import UsageError
+from ..fsutil import writing
+from ..owner import Owner
 from .convert import ensure_converted, runtimes_image
 from .golden_cache import cache_file, remember
 from .label_image import for_people
 from .model_argument import model_directory
 from .pipeline import StepConfig, StepSettings, ensure_images, run_step
+from .threads import Machine, ThreadChoice, choose_threads, manifest_inference
 
 log = logging.getLogger(__name__)
 # The container's infer options that take a value (scripts/incontainer/steps/infer.py, parse_args) and
@@ -43,8 +50,12 @@ class InferRequest:
     precision: str = PRECISION_FP32
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     golden_cache: bool = True
+    xnnpack: bool = True  # --runtime tflite: XNNPACK on (--no-xnnpack: off)
+    golden_bound: float | None = None  # quantized precisions: a declared probability-error bound
     settings: StepSettings = StepSettings()
+    trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
     entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
+    threads: tuple[int, int] | None = None  # --threads: the user's; None: chosen by threads.choose_threads
 
 
 def runtime_image(engine: Engine, project: Project, request: InferRequest, model: Path) -> tuple[BuiltImage, str]:
@@ -54,10 +65,35 @@ def runtime_image(engine: Engine, project: Project, request: InferRequest, model
     if request.runtime == RUNTIME_TENSORFLOW:
         return ensure_images(engine, project, "infer", settings.device, settings.prefix), "infer"
     image = runtimes_image(engine, project, settings.prefix)
-    for converted in (CONVERTED_RUNTIMES if request.runtime == RUNTIME_FASTEST else (request.runtime,)):
+    for converted in conversion_targets(request):
         ensure_converted(engine, project, model, converted, image, memory=settings.memory, prefix=settings.prefix,
                          timeout_s=settings.timeout_s)
     return image, "runtimes"
+
+
+def conversion_targets(request: InferRequest) -> tuple[str, ...]:
+    """The conversions a request reads: every converted runtime for fastest, tflite-<precision> for TFLite."""
+    if request.runtime == RUNTIME_FASTEST:
+        return CONVERTED_RUNTIMES
+    if request.runtime == RUNTIME_TFLITE:
+        if request.precision not in TFLITE_PRECISIONS:
+            raise UsageError(f"--runtime {RUNTIME_TFLITE} has no {request.precision} conversion",
+                             fix=f"declare {FLAG_PRECISION} {' or '.join(TFLITE_PRECISIONS)}")
+        return (tflite_target(request.precision),)
+    if request.precision in QUANTIZED_PRECISIONS:
+        raise UsageError(f"{FLAG_PRECISION} {request.precision} is a TensorFlow Lite conversion here",
+                         fix=f"add {FLAG_RUNTIME} {RUNTIME_TFLITE}")
+    return (request.runtime,)
+
+
+def runtime_arguments(request: InferRequest) -> list[str]:
+    """The runtime's own settings the container is told: XNNPACK off, a declared golden bound."""
+    if request.golden_bound is not None and request.precision not in QUANTIZED_PRECISIONS:
+        raise UsageError(f"{FLAG_GOLDEN_BOUND} judges a quantized model",
+                         fix=f"declare {FLAG_PRECISION} {' or '.join(QUANTIZED_PRECISIONS)} with {FLAG_RUNTIME} "
+                             f"{RUNTIME_TFLITE}, or drop {FLAG_GOLDEN_BOUND}")
+    return [*([] if request.xnnpack else [FLAG_NO_XNNPACK]),
+            *([] if request.golden_bound is None else [FLAG_GOLDEN_BOUND, repr(request.golden_bound)])]
 
 
 def kept_check(project: Project, request: InferRequest, model: Path, image: BuiltImage) -> Path | None:
@@ -66,7 +102,9 @@ def kept_check(project: Project, request: InferRequest, model: Path, image: Buil
     if not request.golden_cache or request.runtime == RUNTIME_FASTEST:
         return None
     return cache_file(project, model, image.info.id, {"name": request.runtime, "precision": request.precision,
-                                                      "bf16_tolerance": request.bf16_tolerance})
+                                                      "bf16_tolerance": request.bf16_tolerance,
+                                                      **({"xnnpack": request.xnnpack, "golden_bound": request.golden_bound}
+                                                         if request.runtime == RUNTIME_TFLITE else {})})
 
 
 def split_images(extra: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[str, ...]]:
@@ -89,6 +127,7 @@ def input_mounts(inputs: tuple[Path, ...]) -> tuple[dict, list[str]]:
     mounts, targets = {}, []
     for index, path in enumerate(inputs):
         mount, path = f"{MOUNT_INPUTS}/{index}", path.resolve()
+        check_input(path, "image", "image input")  # /dev/zero is refused, not read forever
         if path.is_file():
             mounts[mount] = path.parent
             targets.append(f"{mount}/{path.name}")
@@ -98,16 +137,20 @@ def input_mounts(inputs: tuple[Path, ...]) -> tuple[dict, list[str]]:
     return mounts, targets
 
 
-def with_startup(stdout: str, entered: float | None, timing: dict, started: float) -> str:
+def with_startup(stdout: str, entered: float | None, timing: dict, started: float,
+                 threads: ThreadChoice | None = None) -> str:
     """infer's summary with the host's share of the start-up added to the container's phases
-    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output."""
+    (contract.STARTUP_PHASES): what the user waits for, from typing the command to its output; and the
+    threads it ran with and why (threads.choose_threads)."""
     try:
         summary = json.loads(stdout)
     except ValueError:
         return stdout.strip()
+    if threads is not None and isinstance(summary, dict):
+        summary["threads"] = threads.to_dict()
     inside = summary.get(STARTUP_KEY)
     if not isinstance(inside, dict) or entered is None or "container" not in timing:
-        return stdout.strip()
+        return json.dumps(summary, sort_keys=True) if threads is not None else stdout.strip()
     process = inside.get("container_process_s") or 0.0
     inside.update(host_cli_s=round(entered, 3), host_checks_s=round(timing["checks"], 3),
                   # docker's create, start and exit around the process; then removal and the output's move
@@ -128,19 +171,26 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
     mounts, targets = input_mounts(request.inputs)
     fmt = [FLAG_FORMAT, "csv"] if output.suffix == ".csv" else [FLAG_FORMAT, "jsonl"]
     source = model_directory(request.model)
+    runtime_args = runtime_arguments(request)
     if request.runtime != RUNTIME_TENSORFLOW and settings.device != "cpu":
         raise UsageError(f"--runtime {request.runtime} runs on the CPU here", fix="drop --device cuda")
+    signed = signing.verify_if_trusted(source, request.trust)
     engine = connect()
     image, role = runtime_image(engine, project, request, source)
+    if signed is not None:
+        signing.refuse_unsigned_additions(signed)  # a conversion made just now is not covered by model.sig
     kept = kept_check(project, request, source, image)
     verified = {MOUNT_GOLDEN_VERIFIED: kept} if kept is not None and kept.is_file() else {}
+    threads = choose_threads(manifest_inference(source), Machine.here(), request.threads)
+    log.debug("infer threads: %s", threads.to_dict())
     arguments = [FLAG_MODEL, MOUNT_MODEL, *fmt, FLAG_RUNTIME, request.runtime, FLAG_PRECISION, request.precision,
-                 FLAG_BF16_TOLERANCE, str(request.bf16_tolerance),
+                 FLAG_BF16_TOLERANCE, str(request.bf16_tolerance), FLAG_INTRA_OP_THREADS, str(threads.intra),
+                 FLAG_INTER_OP_THREADS, str(threads.inter), *runtime_args,
                  *([FLAG_GOLDEN_VERIFIED, MOUNT_GOLDEN_VERIFIED] if verified else []), *settings.arguments, *targets]
     step = StepConfig(name="infer", role=role, module="infer", output=output.resolve(),
                       inputs={MOUNT_MODEL: source, **verified, **mounts}, arguments=tuple(arguments),
                       device=settings.device, memory=settings.memory, prefix=settings.prefix,
-                      timeout_s=settings.timeout_for("infer"))
+                      timeout_s=settings.timeout_for("infer"), environment=signing.container_environment(signed))
     timing["checks"] = time.perf_counter() - started
     mark = time.perf_counter()
     summary = run_step(engine, project, step, image, timing=timing)
@@ -150,7 +200,7 @@ def predict(connect: Callable[[], Engine], project: Project, request: InferReque
             remember(kept, json.loads(summary))
         except ValueError:
             pass  # not a summary (extra arguments asked for --help): nothing to keep
-    return with_startup(summary, request.entered, timing, started)
+    return signing.with_signature(with_startup(summary, request.entered, timing, started, threads), signed)
 
 
 def infer(connect: Callable[[], Engine], project: Project, request: InferRequest) -> str:
@@ -158,8 +208,9 @@ def infer(connect: Callable[[], Engine], project: Project, request: InferRequest
     for people (label_image's blocks, or the file --format asked for), the summary logged."""
     if request.output is not None:
         return predict(connect, project, request, request.output)
-    project.build_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix="infer-"))
+    with writing(project.build_dir):
+        project.build_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=project.build_dir, prefix=f"infer-{Owner.current().mark}-"))
     try:
         summary = predict(connect, project, request, scratch / SCRATCH_PREDICTIONS)
         predictions = scratch / SCRATCH_PREDICTIONS
@@ -179,7 +230,8 @@ def log_summary(summary: str) -> None:
     try:
         data = json.loads(summary)
         total = (data.get(STARTUP_KEY) or {}).get("total_s")
-        log.info("infer: %s images in %s s%s", data.get("images"), data.get("seconds"),
-                 f"; {total} s from the command to the predictions" if total is not None else "")
+        log.info("infer: %s images in %s s%s; model %s", data.get("images"), data.get("seconds"),
+                 f"; {total} s from the command to the predictions" if total is not None else "",
+                 data.get("signature", signing.NOT_VERIFIED))
     except (ValueError, TypeError, AttributeError):
         pass  # not a summary: nothing to say

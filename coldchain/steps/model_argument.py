@@ -5,10 +5,10 @@ manifest, passed on by name for the container to read and diagnose."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..confine import check_input, check_model_directory, read_manifest
 from ..contract import MANIFEST_FILE, MODEL_FILE, MOUNT_MODEL
 from ..errors import UsageError
 
@@ -46,9 +46,10 @@ def _has_manifest(directory: Path) -> bool:
 
 def _recorded_model_file(directory: Path) -> str:
     """The graph file the manifest describes (an adopted text-format graph keeps its .pbtxt name)."""
+    manifest = read_manifest(directory)  # bounded: a manifest that is /dev/zero is refused here
     try:
-        recorded = (json.loads((directory / MANIFEST_FILE).read_text()).get("model") or {}).get("file")
-    except (OSError, ValueError, AttributeError):
+        recorded = (manifest.get("model") or {}).get("file")
+    except AttributeError:
         return MODEL_FILE  # a broken manifest is the container's to name, field by field
     return recorded if isinstance(recorded, str) and recorded and Path(recorded).name == recorded else MODEL_FILE
 
@@ -71,6 +72,10 @@ def resolve_model(model: Path, accepts: str = DIRECTORY) -> ModelArgument:
     if accepts == GRAPH and not is_file:
         raise UsageError(f"{model}: is a directory", fix=NOT_FOUND_FIX[GRAPH])
     directory = real.parent if is_file else real
+    if is_file:
+        check_input(real, "model", "model")  # a graph that is /dev/zero is refused, not read forever
+    if accepts != GRAPH and (not is_file or (directory / MANIFEST_FILE).is_symlink() or _has_manifest(directory)):
+        check_model_directory(directory)  # hostile files: links out, devices, names outside it
     # The user's spelling of the folder, unless the file is a link into another folder.
     spelled = model if not is_file else model.parent if model.parent.resolve() == directory else directory
     if accepts != DIRECTORY:

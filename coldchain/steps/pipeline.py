@@ -12,13 +12,17 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..config import IMAGES, Project
 from ..contract import FLAG_OUT, FLAG_OUTPUT, FLAG_RUN, MOUNT_OUT, MOUNT_RUN
 from ..engine import Engine, Mount
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
+from ..fsutil import replace_output as swap_output, writing
+from ..owner import Owner
 from .runner import DEFAULT_TIMEOUT_S, Image, ModuleRun, container_user, hand_to_container_user, run_module
+from .sweep import sweep_directories
 
 log = logging.getLogger(__name__)
 # Which make target produces what a step reads, for the "not found" fix.
@@ -59,6 +63,9 @@ class StepConfig:
     output_is_file: bool | None = None  # default: only infer writes a single file
     timeout_s: float = DEFAULT_TIMEOUT_S
     environment: dict = field(default_factory=dict)
+    # Run on the finished output before it is renamed into place (the SBOM, the signature): a failure
+    # there leaves the old output as it was.
+    finish: Callable[[Path], None] | None = None
 
     @property
     def writes_file(self) -> bool:
@@ -98,14 +105,18 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
             raise UsageError(f"{host_path}: not found (input of '{step.name}')",
                              fix=f"create it first{f', e.g. with {made_by!r}' if made_by else ''}, or pass the "
                                  "right path")
-    step.output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=step.output.parent, prefix=f".{step.output.name}.staging-"))
-    staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
+    with writing(step.output):
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        sweep_directories(step.output.parent)  # a dead run's staging beside this output
+        staging = Path(tempfile.mkdtemp(dir=step.output.parent,
+                                        prefix=f".{step.output.name}.staging-{Owner.current().mark}-"))
+        staging.chmod(0o755)  # mkdtemp's 0700 would keep the next step's container user out
     try:
         target = f"{MOUNT_OUT}/{step.output.name}" if step.writes_file else MOUNT_OUT
         flag = FLAG_OUTPUT if step.writes_file else FLAG_OUT
         run = ModuleRun(image=Image.of(image), module=step.module, arguments=(flag, target, *step.arguments),
                         what=step.name, inputs=dict(step.inputs), output=Mount(staging.resolve(), MOUNT_OUT, False),
+                        output_stands_for=step.output.parent if step.writes_file else step.output,
                         environment=dict(step.environment), memory=step.memory, timeout_s=step.timeout_s,
                         gpus=step.device == "cuda" and engine.gpu_runtime(), run_id=step.run_id,
                         user=_user_for_outputs(staging))
@@ -116,21 +127,25 @@ def run_step(engine: Engine, project: Project, step: StepConfig, image: BuiltIma
         produced = staging / step.output.name if step.writes_file else staging
         if step.writes_file and not produced.exists():
             return result.stdout  # nothing to put in place (infer --golden-only writes no predictions)
-        _restore_owner(produced)
-        _replace(produced, step.output)
+        with writing(step.output):
+            _restore_owner(produced)
+        if step.finish is not None:
+            step.finish(produced)
+        with writing(step.output):
+            _replace(produced, step.output)
         return result.stdout
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def replace_output(produced: Path, destination: Path) -> None:
+    """A step's finished output swapped in where a step made several at once (convert's targets)."""
+    with writing(destination):
+        _replace(produced, destination)
+
+
 def _replace(produced: Path, destination: Path) -> None:
-    """Swap the new output in; an older result is removed only after the new one is complete."""
-    if destination.is_dir() and not destination.is_symlink():
-        # A unique name: two runs finishing at once must not trip over each other's old copy.
-        old = destination.with_name(f".{destination.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(destination, old)
-        os.replace(produced, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(produced, destination)
+    """Swap the new output in under its lock; an older result is removed only after the new one is complete."""
+    # A unique, owner-marked name: two runs finishing at once must not trip over each other's old copy.
+    swap_output(produced, destination,
+                   old_name=f".{destination.name}.old-{Owner.current().mark}-{uuid.uuid4().hex[:8]}")

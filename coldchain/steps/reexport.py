@@ -14,6 +14,7 @@ from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..environments.matrix import environment_image_spec
 from .model_argument import EITHER, resolve_model
+from .model_finish import model_finisher
 from .pipeline import StepConfig, StepSettings, run_step
 
 
@@ -26,6 +27,7 @@ class ReexportRequest:
     with_env: str | None = None  # a drift-matrix environment to re-export in (default: the inference image)
     matrix_path: Path = Path("drift/matrix.toml")
     settings: StepSettings = StepSettings()
+    sign_key: Path | None = None  # sign the re-exported directory (model.sig); without, a copied one is dropped
 
 
 def reexport_image(engine: Engine, project: Project, request: ReexportRequest) -> BuiltImage:
@@ -45,6 +47,7 @@ def reexport(connect: Callable[[], Engine], project: Project, request: ReexportR
     settings = request.settings
     step = StepConfig(name="reexport", role="infer", module="reexport", output=request.out.resolve(),
                       inputs={MOUNT_MODEL: found.directory}, arguments=tuple(arguments), device=settings.device,
-                      memory=settings.memory, prefix=settings.prefix, timeout_s=settings.timeout_for("reexport"))
+                      memory=settings.memory, prefix=settings.prefix, timeout_s=settings.timeout_for("reexport"),
+                      finish=model_finisher(None, request.sign_key))
     run_step(engine, project, step, reexport_image(engine, project, request))
     return request.out

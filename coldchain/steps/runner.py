@@ -26,7 +26,7 @@ CONTAINER_UID = CONTAINER_GID = 10001
 CONTAINER_USER = f"{CONTAINER_UID}:{CONTAINER_GID}"
 # The meanings a container may report that reach the user unchanged.
 PASSED_THROUGH = (Exit.USAGE, Exit.MODEL_BLOCKED, Exit.GOLDEN_MISMATCH, Exit.PREPROCESSING_MISMATCH,
-                  Exit.OUT_OF_MEMORY, Exit.INTERRUPTED)
+                  Exit.OUTPUT, Exit.OUT_OF_MEMORY, Exit.INTERRUPTED)
 DEFAULT_TIMEOUT_S = 1800.0
 
 
@@ -54,6 +54,9 @@ class ModuleRun:
     what: str = ""  # how messages name this run ("freeze", "drift case onednn-off", ...)
     inputs: dict = field(default_factory=dict)  # mount point -> host path, read-only
     output: Mount | None = None  # the one writable mount
+    # What the output mount stands for to the user (the output directory, or the output file's folder),
+    # when it is a staging directory: a container's messages then name the place the user asked for.
+    output_stands_for: Path | None = None
     environment: dict = field(default_factory=dict)
     memory: str = "8g"
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -84,9 +87,12 @@ def hand_to_container_user(*paths: Path) -> None:
 
 
 def path_map(run: ModuleRun) -> dict:
-    """What each input mount point stands for on the host (the output is a staging directory, named by
-    the host once it is moved into place)."""
-    return {mount: str(path) for mount, path in run.inputs.items()}
+    """What each input mount point stands for on the host, and the output's: the place the user asked for
+    (the container writes into a staging directory beside it, moved there when the step succeeds)."""
+    mapping = {mount: str(path) for mount, path in run.inputs.items()}
+    if run.output is not None and run.output_stands_for is not None:
+        mapping[run.output.target] = str(run.output_stands_for)
+    return mapping
 
 
 def spec_for(run: ModuleRun) -> RunSpec:
@@ -147,7 +153,9 @@ def failure(run: ModuleRun, spec: RunSpec, result: RunResult) -> ContainerError:
            Exit.MODEL_BLOCKED: "see the findings: 'coldchain doctor MODEL' explains each one and its fix",
            Exit.GOLDEN_MISMATCH: "the model computes other numbers here than where its golden was made: compare the "
                                  "environments with 'coldchain doctor' and 'make drift-test'",
-           Exit.PREPROCESSING_MISMATCH: "preprocess exactly as the manifest says"}.get(result.exit_code)
+           Exit.PREPROCESSING_MISMATCH: "preprocess exactly as the manifest says",
+           Exit.OUTPUT: "free space where the message says (or choose a writable output) and rerun; nothing "
+                        "was replaced"}.get(result.exit_code)
     # The message says it all; only an unclassified failure (an internal error's traceback) shows the tail.
     common["log_tail"] = tail if exit_code == Exit.CONTAINER else None
     return ContainerError(f"{run.label}: {message}", fix=fix, exit_code=exit_code, **common)

@@ -15,7 +15,9 @@ import traceback
 import zipfile
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .contract import ENV_PATH_MAP, PROGRESS_KIT, Exit, error_line, is_progress, map_paths
+from .confine import Refused
+from .contract import (ENV_PATH_MAP, MOUNT_CONVERSIONS, MOUNT_OUT, PROGRESS_KIT, Exit, error_line, is_progress,
+                       map_paths)
 
 
 class InsideError(Exception):
@@ -45,6 +47,57 @@ class PreprocessingMismatch(InsideError):
     """This runtime's preprocessing does not reproduce the tensor the golden was made from."""
 
     exit_code = Exit.PREPROCESSING_MISMATCH
+
+
+class OutputFailed(InsideError):
+    """An output could not be written (disk full, read-only, no permission); nothing was replaced."""
+
+    exit_code = Exit.OUTPUT
+
+
+# Errors that only a write gives: whichever file they name, the output is what failed.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# Errors a read gives too: an output only when they name a file under a writable mount.
+PERMISSION_ERRNOS = (errno.EACCES, errno.EPERM)
+WRITABLE_MOUNTS = (MOUNT_OUT, MOUNT_CONVERSIONS)
+# TensorFlow's own writers (checkpoints, tf.io.gfile) raise its errors, not OSError: their words.
+WRITE_FAILURE_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def free_space(path: str) -> Optional[int]:
+    """Bytes free to this user on the disk that holds `path` (its nearest existing parent)."""
+    directory = os.path.abspath(path or ".")
+    while not os.path.exists(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _under_writable_mount(path: str) -> bool:
+    return any(path == mount or path.startswith(mount + "/") for mount in WRITABLE_MOUNTS)
+
+
+def output_failure(error: BaseException, written: Optional[str] = None) -> Optional[OutputFailed]:
+    """The write failure `error` stands for, its path named as on the host with the free space there;
+    None when it is not one (a read that failed, a bug). `written`: the file being written, when known."""
+    if isinstance(error, OSError):
+        path = str(written or error.filename or MOUNT_OUT)
+        permission = error.errno in PERMISSION_ERRNOS and (written is not None or _under_writable_mount(path))
+        if error.errno not in WRITE_ERRNOS and not permission:
+            return None
+        reason = os.strerror(error.errno).lower()
+    else:
+        words = next((words for words in WRITE_FAILURE_WORDS if words in str(error)), None)
+        if words is None:
+            return None
+        path, reason = MOUNT_OUT, words.lower()
+    free = free_space(path)
+    shown = f"{free / 1e9:.2f} GB free there" if free is not None else "free space unknown"
+    return OutputFailed(host_paths(f"cannot write {path}: {reason} ({shown}); nothing was replaced - free space "
+                                   "or choose a writable output, then rerun"))
 
 
 def log(message: str) -> None:
@@ -94,6 +147,9 @@ def run_main(entry: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Op
     except InsideError as error:
         print(error_line(host_paths(str(error))), file=sys.stderr, flush=True)
         return error.exit_code
+    except Refused as error:  # a hostile input (confine.py): bad input, never a finding to weigh
+        print(error_line(host_paths(str(error))), file=sys.stderr, flush=True)
+        return Exit.USAGE
     except KeyboardInterrupt:
         print(error_line("interrupted"), file=sys.stderr, flush=True)
         return Exit.INTERRUPTED
@@ -101,6 +157,10 @@ def run_main(entry: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Op
         print(error_line("out of memory; raise the container's memory limit (--memory)"), file=sys.stderr, flush=True)
         return Exit.OUT_OF_MEMORY
     except Exception as error:  # noqa: BLE001 - the last line of defence against a raw traceback
+        failed = output_failure(error)
+        if failed is not None:
+            print(error_line(str(failed)), file=sys.stderr, flush=True)
+            return failed.exit_code
         traceback.print_exc(file=sys.stderr)
         print(error_line(host_paths(f"internal error: {type(error).__name__}: {error}; this is a coldchain bug, "
                                     "please report it with the log above")), file=sys.stderr, flush=True)
@@ -180,9 +240,9 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     except BaseException as error:
         if os.path.exists(temp_path):
             os.unlink(temp_path)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            raise InsideError(f"cannot write {path}: the disk is full ({len(data)} bytes needed); nothing was "
-                              "replaced - free space and rerun") from None
+        failed = output_failure(error, path) if isinstance(error, OSError) else None
+        if failed is not None:
+            raise failed from None
         raise
     _fsync_directory(directory)
 

@@ -38,6 +38,8 @@ def tensor_name(node: str, index: int = 0) -> str:
 
 ENVIRONMENT_DIR = "environment"  # in an adopted model directory: the reference environment's lock
 CONVERTED_DIR = "converted"  # beside the model: converted/<runtime>/ holds a runtime's converted artefact
+SIGNATURE_FILE = "model.sig"  # model-signing's bundle over every other file of the model directory
+SBOM_FILE = "sbom.cdx.json"  # in environment/: CycloneDX SBOM of the lock the model was made with
 CONVERSION_FILE = "conversion.json"  # in converted/<runtime>/: source sha256, artefact sha256s, converter versions
 
 # --- inference runtimes and the precision they compute in ------------------------------------------
@@ -51,6 +53,35 @@ CONVERTED_RUNTIMES = (RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO)
 PRECISION_FP32 = "fp32"
 PRECISION_BF16 = "bf16"
 PRECISIONS = (PRECISION_FP32, PRECISION_BF16)  # what a user declares
+# TensorFlow Lite: the frozen graph converted by TensorFlow's own converter, one artefact per
+# precision in converted/tflite-<precision>/, run by LiteRT's interpreter (XNNPACK on unless told).
+RUNTIME_TFLITE = "tflite"
+PRECISION_FP16 = "fp16"  # fp16 weights, fp32 compute
+PRECISION_DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+PRECISION_INT8 = "int8"  # full integer: weights and activations, calibrated on representative images
+TFLITE_PRECISIONS = (PRECISION_FP32, PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)
+QUANTIZED_PRECISIONS = (PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)  # judged by golden/quantized.py
+INFER_RUNTIMES = RUNTIMES + (RUNTIME_TFLITE,)  # infer's --runtime (the drift probe and bench: RUNTIMES)
+INFER_PRECISIONS = PRECISIONS + QUANTIZED_PRECISIONS
+
+
+def tflite_target(precision: str) -> str:
+    """The conversion target (and converted/ folder) of a TFLite precision: tflite-int8."""
+    return f"{RUNTIME_TFLITE}-{precision}"
+
+
+TFLITE_TARGETS = tuple(tflite_target(precision) for precision in TFLITE_PRECISIONS)
+CONVERSION_TARGETS = CONVERTED_RUNTIMES + TFLITE_TARGETS  # coldchain convert --target
+CALIBRATION_TARGETS = (tflite_target(PRECISION_INT8),)  # these need representative images
+# A quantized model's golden check: top-1 agreement with the golden on every golden image the
+# conversion agreed on, and each probability within a bound. The bound is the model's: measured at
+# conversion (its largest probability error on the golden images) times this factor, at least the
+# floor; or declared with --golden-bound. The factor covers another CPU's int8 kernels rounding
+# differently (VNNI vs AVX2 paths), the floor a conversion that happened to be almost exact.
+QUANTIZED_BOUND_FACTOR = 3.0
+QUANTIZED_BOUND_FLOOR = 1e-3
+CALIBRATION_MAX_IMAGES = 100  # representative images drawn (sorted, evenly spaced) for full int8
+
 # Only drift cases: leave the runtime's own default (OpenVINO picks bf16 on CPUs with AVX512_BF16/AMX)
 # and judge it at fp32 tolerances, as a user who declared nothing expects.
 PRECISION_RUNTIME_DEFAULT = "runtime-default"
@@ -85,16 +116,24 @@ MOUNT_CHECKPOINT = "/checkpoint"
 MOUNT_MANIFEST = "/manifest"
 MOUNT_REPORT = "/report"
 MOUNT_LABELS = "/labels"
+MOUNT_CALIBRATION = "/calibration"  # convert: representative images (full int8)
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
 MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
 MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
+
+# Every file of an image's venv and /opt/coldchain with its sha256 (sha256sum's format, sorted), written
+# last when the image is built (Dockerfile.*); `coldchain images --verify` re-hashes the files against it.
+FILES_RECORD = "/opt/coldchain/files.sha256"
 
 # --- environment variables the host sets for the container --------------------------------------
 ENV_IMAGE_ID = "COLDCHAIN_IMAGE_ID"
 ENV_IMAGE_LABELS = "COLDCHAIN_IMAGE_LABELS"  # JSON object
 ENV_LOCK_SHA256 = "COLDCHAIN_LOCK_SHA256"
 ENV_PATH_MAP = "COLDCHAIN_PATH_MAP"  # JSON object: mount point -> the host path it stands for
+# JSON object {relative path: sha256} of the model directory's files the host verified against a trusted
+# signature; the container re-hashes the bytes it reads from the mount and refuses any other.
+ENV_SIGNED_FILES = "COLDCHAIN_SIGNED_FILES"
 ENV_ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; the kit records what TF made of it
 
 # --- in-container modules the host runs (python -m ...) -----------------------------------------
@@ -131,6 +170,9 @@ FLAG_BF16_TOLERANCE = "--bf16-tolerance"
 FLAG_GOLDEN_VERIFIED = "--golden-verified"
 FLAG_CONVERSION_CACHE = "--conversion-cache"
 FLAG_PREPROCESSING = "--preprocessing"
+FLAG_CALIBRATION_IMAGES = "--calibration-images"  # convert: representative images for full int8
+FLAG_NO_XNNPACK = "--no-xnnpack"  # infer --runtime tflite: the builtin kernels, without XNNPACK
+FLAG_GOLDEN_BOUND = "--golden-bound"  # infer: a quantized model's declared probability-error bound
 FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
 FLAG_INTRA_OP_THREADS = "--intra-op-threads"
 FLAG_INTER_OP_THREADS = "--inter-op-threads"
@@ -147,6 +189,9 @@ FLAG_MAX_STEPS = "--max-steps"
 FLAG_LOG_EVERY = "--log-every"
 FLAG_IMAGE_SIZE = "--image-size"  # adopt too
 FLAG_THREADS = "--threads"
+# freeze: the machine that measured --threads (cores, CPU class, numerics flags, as JSON): infer applies
+# the measured setting only on a host that matches it (coldchain/steps/threads.py)
+FLAG_THREADS_MEASURED_ON = "--threads-measured-on"
 FLAG_INPUT_SIZE = "--input-size"
 FLAG_FOLD_BATCH_NORM = "--fold-batch-norm"
 FLAG_STRIP_UNUSED = "--strip-unused"
@@ -157,6 +202,7 @@ FLAG_LABELS = "--labels"
 FLAG_LABELS_OFFSET = "--labels-offset"
 FLAG_IMAGES = "--images"
 FLAG_OP_LIBRARY = "--op-library"  # doctor too
+FLAG_ALLOW_OP = "--allow-op"  # doctor, infer, adopt, the drift probe: an op the graph scan may let through
 FLAG_ENVIRONMENT = "--environment"
 FLAG_ENVIRONMENT_NAME = "--environment-name"
 FLAG_REFERENCE = "--reference"
@@ -172,6 +218,12 @@ FLAG_REPEATS = "--repeats"
 FLAG_PROFILE = "--profile"
 FLAG_PEAK = "--peak"
 FLAG_REPORT = "--report"
+
+
+def allow_op_arguments(names) -> tuple:
+    """FLAG_ALLOW_OP NAME for each name: how the host passes --allow-op on to a container module."""
+    return tuple(word for name in names for word in (FLAG_ALLOW_OP, name))
+
 
 # --- the one error line a container prints before exiting non-zero ------------------------------
 ERROR_PREFIX = "coldchain: error: "
@@ -220,10 +272,14 @@ class Exit:
     TIMEOUT = 17  # a container ran past its time limit and was killed
     ENGINE = 18  # the container engine refused a request
     OUT_OF_MEMORY = 19  # a container was killed for exceeding its memory limit
+    IMAGE_CORRUPT = 20  # images --verify: an image's files differ from the record made when it was built
     # The host CLI's own bug (an exception no handler knew): not 1, which a CI job reads as a drift verdict.
     # 70 is sysexits' EX_SOFTWARE. A container's internal error is CONTAINER (15), with its log tail.
     INTERNAL = 70
+    # 128 + the signal's number, as a shell reports a process the signal ended.
+    HANGUP = 129  # SIGHUP: the terminal or SSH session went away
     INTERRUPTED = 130
+    TERMINATED = 143  # SIGTERM: a cancelled CI job, `timeout`, `kill`
 
 
 EXIT_MEANINGS = {
@@ -242,8 +298,11 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
+    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
+    Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
+    Exit.TERMINATED: "terminated (SIGTERM); the running container and staged outputs were removed",
 }
 
 # --- outcomes of a drift case and finding codes of the doctor -------------------------------------
@@ -273,6 +332,7 @@ class Code:
     OP_LIBRARY_MISSING = "op-library-missing"
     OP_LIBRARY_LOAD = "op-library-load-failed"
     UNREGISTERED_OP = "unregistered-op"
+    DANGEROUS_OP = "dangerous-op"  # reads/writes files, runs Python, or talks to the network (diagnosis/opscan.py)
     UNKNOWN_ATTR = "unknown-attr"
     CONVERSION_FAILED = "conversion-failed"  # tf2onnx or OpenVINO's reader rejected the graph
     BATCH_NORM_TRAINING = "batch-norm-training-mode"
@@ -299,8 +359,8 @@ class Code:
 FAILURE_CLASSES = (
     Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.GRAPH_TOO_NEW,
     Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
-    Code.UNREGISTERED_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING, Code.TRAINING_OP,
-    Code.REF_DTYPE,
+    Code.UNREGISTERED_OP, Code.DANGEROUS_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING,
+    Code.TRAINING_OP, Code.REF_DTYPE,
     Code.DEVICE_CLUSTER, Code.DEVICE_UNAVAILABLE, Code.MISSING_NODE, Code.LOAD_ERROR, Code.RUN_ERROR,
     Code.PREPROCESSING_MISMATCH, Code.GOLDEN_MISMATCH,
 )

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..common import InsideError
+from ..confine import Refused, inside, read_bounded
 from .decode import PILLOW, DecodeError, apply_exif, check_size, decode_pixels, pillow_upright
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -29,8 +30,7 @@ def is_image_filename(path: str) -> bool:
 def decode_image_file(path: str, orientation: str = "exif_transpose", alpha: str = "composite_on_white",
                       decoder: str = "pillow") -> Image.Image:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_bounded(path, "image")  # a regular file, bounded: never /dev/zero read forever
     except FileNotFoundError:
         raise BadImageError(f"image not found: {path}; check the path") from None
     except IsADirectoryError:
@@ -117,5 +117,9 @@ def list_image_files(root: str) -> list[str]:
         subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
         for name in files:
             if not name.startswith(".") and is_image_filename(name):
-                found.append(os.path.join(directory, name))
+                path = os.path.join(directory, name)
+                if not inside(root, path):  # a link out of the folder reads what the user never passed
+                    raise Refused(path, f"is a link to {os.path.realpath(path)}, outside {root}",
+                                  "copy the image itself into the folder instead of linking to it")
+                found.append(path)
     return sorted(found)

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import os
-from typing import List
+from typing import List, Optional
 
 from ..common import InsideError
+from ..confine import label_ids, read_bounded
 
 
-def read_labels_file(path: str) -> List[str]:
-    """Accept our one-name-per-line labels.txt as well as slim's `id:name` lines."""
+def read_labels_file(path: str, classes: Optional[int] = None) -> List[str]:
+    """Accept our one-name-per-line labels.txt as well as slim's `id:name` lines; bounded (a labels file
+    that is /dev/zero is refused), and no id past the model's `classes` (or the file's lines)."""
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            lines = [line.rstrip("\n\r") for line in handle]
+        lines = [line.rstrip("\r") for line in read_bounded(path, "labels").decode("utf-8").split("\n")]
     except FileNotFoundError:
         raise InsideError(f"labels file not found: {path}; write one class name per line (or slim's id:name)") from None
     except PermissionError:
@@ -23,10 +24,7 @@ def read_labels_file(path: str) -> List[str]:
         raise InsideError(f"cannot read labels file {path} ({error}); it must be UTF-8 text") from None
     lines = [line for line in lines if line.strip()]
     if lines and all(":" in line and line.split(":", 1)[0].strip().isdigit() for line in lines):
-        by_id = {}
-        for line in lines:
-            key, name = line.split(":", 1)
-            by_id[int(key)] = name.strip()
+        by_id = dict(label_ids(lines, path, classes))
         count = max(by_id) + 1
         missing = [index for index in range(count) if index not in by_id]
         if missing:

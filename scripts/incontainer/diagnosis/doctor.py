@@ -24,9 +24,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST, FLAG_NO_RUN,
-                        FLAG_OP_LIBRARY, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST, STAGE_RUN, STAGE_STATIC, Code,
-                        exit_for_outcome)
+from ..confine import plain_name, read_bounded
+from ..contract import (FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_JSON, FLAG_LOAD_OP_LIBRARIES, FLAG_MANIFEST,
+                        FLAG_NO_RUN, FLAG_OP_LIBRARY, MANIFEST_FILE, MODULES, OPS_DIR, STAGE_IMPORT, STAGE_MANIFEST,
+                        STAGE_RUN, STAGE_STATIC, Code, exit_for_outcome)
 from ..graph import manifest as manifests
 from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, classify_run_error, first_line,
                               import_graph, parse_graph_def, placeholder_shape, placeholders, read_model_bytes, sinks,
@@ -34,6 +35,7 @@ from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, cl
 from ..graph.model_files import ModelFiles, ModelLoader
 from ..graph.oplibs import OpLibraryError, abi_compatible, load_op_library, minor_version, read_marker
 from ..runtime import TRACKED_PACKAGES, describe
+from . import opscan
 from .findings import ERROR, WARNING, Finding, blocking, group, outcome_of, where
 from .preflight import check_graph_def
 
@@ -54,10 +56,13 @@ class DoctorOptions:
     load_shipped_op_libraries: bool = False
     allow_soft_placement: bool = False
     run: bool = True  # stage 4: execute the graph once (the caller allows it)
+    allowed_ops: tuple = ()  # --allow-op: ops the graph scan lets through (diagnosis/opscan.py), recorded
 
 
 # Findings about the file and its manifest, whatever runtime reads them.
-GRAPH_LEVEL = (Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.MISSING_NODE)
+# A dangerous op is one too: the file it reads or the process it starts is there whichever runtime runs it.
+GRAPH_LEVEL = (Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.MISSING_NODE,
+               Code.DANGEROUS_OP)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Diagnosis:
     graph_def: object = None
     graph: object = None  # the imported tf.Graph, for callers that go on to run it
     manifest: Optional[dict] = None
+    allowed_ops: List[str] = field(default_factory=list)  # --allow-op, as given: the override is recorded
 
     @property
     def blocking(self) -> List[Finding]:
@@ -112,6 +118,7 @@ class Diagnosis:
     def to_json(self) -> dict:
         return {"model": self.model, "runtime": self.runtime, "outcome": self.outcome,
                 "blocking": len(self.blocking), "loaded_libraries": self.loaded_libraries, "stages": self.stages,
+                "allowed_ops": self.allowed_ops,
                 "findings": [finding.to_json() for finding in group(self.findings)]}
 
 
@@ -126,7 +133,7 @@ def diagnose(options: DoctorOptions, files: Optional[ModelFiles] = None) -> Diag
     if files is None:
         files = ModelLoader.for_model(options.model, options.manifest).files()
     model_file, model_dir = files.model_file, files.model_dir
-    diagnosis = Diagnosis(model=model_file, runtime=describe())
+    diagnosis = Diagnosis(model=model_file, runtime=describe(), allowed_ops=sorted(set(options.allowed_ops)))
     if files.has_manifest:
         _manifest_stage(diagnosis, files)
     data = files.bytes_of(model_file) or read_model_bytes(model_file, "pass a frozen model.pb or its directory")
@@ -142,12 +149,16 @@ def diagnose(options: DoctorOptions, files: Optional[ModelFiles] = None) -> Diag
     libraries = _library_findings(diagnosis, options, diagnosis.manifest, model_dir)
     static = check_graph_def(graph_def, allow_soft_placement=options.allow_soft_placement)
     diagnosis.findings.extend(_explain_unregistered(finding, libraries) for finding in static)
+    dangerous = opscan.scan(graph_def, options.allowed_ops)
+    diagnosis.findings.extend(dangerous)
     if diagnosis.manifest:
         diagnosis.findings.extend(_interface_findings(graph_def, diagnosis.manifest))
         diagnosis.findings.extend(_environment_findings(diagnosis.manifest, diagnosis.runtime))
     diagnosis.stages[STAGE_STATIC] = "done"
     _import_stage(diagnosis)
-    if options.run and diagnosis.graph is not None:
+    if options.run and diagnosis.graph is not None and opscan.unallowed(dangerous):
+        diagnosis.stages[STAGE_RUN] = f"skipped: the graph holds {Code.DANGEROUS_OP} nodes, which running would execute"
+    elif options.run and diagnosis.graph is not None:
         _run_stage(diagnosis, options)
     elif diagnosis.graph is not None:
         diagnosis.stages[STAGE_RUN] = "skipped"
@@ -337,6 +348,8 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
 
     declared = {entry.get("library"): entry for entry in (manifest or {}).get("custom_ops", [])
                 if isinstance(entry, dict) and entry.get("library")}
+    for index, relative in enumerate(declared):
+        plain_name(relative, f"custom_ops[{index}].library", os.path.join(model_dir, MANIFEST_FILE))
     shipped = sorted(os.path.relpath(path, model_dir) for path in glob.glob(os.path.join(model_dir, OPS_DIR, "*.so")))
     candidates = {}
     for relative in sorted(set(declared) | set(shipped)):
@@ -346,9 +359,8 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
     known = {}
     for path, (origin, entry) in candidates.items():
         marker = None
-        if os.path.isfile(path):
-            with open(path, "rb") as handle:
-                marker = read_marker(handle.read())
+        if os.path.isfile(path):  # bounded, and no link out of the model directory (confine.Refused)
+            marker = read_marker(read_bounded(path, "op-library", model_dir if origin == "shipped" else None))
         compiled = (marker or {}).get("tensorflow") or entry.get("compiled_against_tensorflow")
         ops = (marker or {}).get("ops") or entry.get("ops") or []
         known[path] = {"ops": ops, "compiled": compiled, "present": os.path.isfile(path)}
@@ -452,17 +464,22 @@ def parse_args(argv: Optional[Sequence[str]]):
                         help="device pins to absent devices become warnings")
     parser.add_argument(FLAG_NO_RUN, dest="run", action="store_false",
                         help="stop after the import stage (do not execute the graph)")
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help=f"let this op through the scan for {Code.DANGEROUS_OP} (repeatable; recorded)")
     parser.add_argument(FLAG_JSON, action="store_true", help="print the diagnosis as JSON")
     args = parser.parse_args(argv)
     return DoctorOptions(model=args.model, manifest=args.manifest, op_libraries=tuple(args.op_library),
                          load_shipped_op_libraries=args.load_op_libraries,
-                         allow_soft_placement=args.allow_soft_placement, run=args.run), args.json
+                         allow_soft_placement=args.allow_soft_placement, run=args.run,
+                         allowed_ops=tuple(args.allow_op)), args.json
 
 
 def render(diagnosis: Diagnosis) -> str:
     runtime = diagnosis.runtime
     lines = [f"doctor: {diagnosis.model} on TensorFlow {runtime['tensorflow']} (Python {runtime['python']})",
              "  stages: " + ", ".join(f"{stage} {state}" for stage, state in diagnosis.stages.items())]
+    if diagnosis.allowed_ops:
+        lines.append(f"  allowed by {FLAG_ALLOW_OP}: " + ", ".join(diagnosis.allowed_ops))
     findings = group(diagnosis.findings)
     if not findings:
         lines.append("  no problems found: this runtime can load and run the graph")

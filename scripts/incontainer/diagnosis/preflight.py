@@ -13,11 +13,12 @@ from typing import List, Optional, Set
 from ..contract import Code
 from .findings import ERROR, WARNING, Finding
 
-# Ops that only make sense with live variables or optimisers.
+# Ops that only make sense with live variables or optimisers. A saver's SaveV2/RestoreV2 are the
+# dangerous-op finding (opscan.py: they write and read files), one finding per node; its variables are here.
 TRAINING_OPS = {
     "VariableV2", "Variable", "VarHandleOp", "ReadVariableOp", "Assign", "AssignAdd", "AssignSub",
     "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "VarIsInitializedOp",
-    "IsVariableInitialized", "SaveV2", "RestoreV2", "MergeV2Checkpoints",
+    "IsVariableInitialized",
 }
 BATCH_NORM_OPS = {"FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"}
 REF_TYPE_OFFSET = 100  # DataType enum: DT_FLOAT_REF == DT_FLOAT + 100

@@ -15,11 +15,11 @@ import time
 from typing import Dict, Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE,
-                        FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_PLAN,
-                        FLAG_PRECISION, FLAG_PREPROCESSING, FLAG_RUNTIME, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
-                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN,
-                        Code, ProbeReport)
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
+                        FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES,
+                        FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION, FLAG_PREPROCESSING, FLAG_RUNTIME, MODULES,
+                        OUTCOME_BIT_EXACT, OUTCOME_PASS, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS,
+                        RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
 from ..data.preprocess import differing_fields, with_fields
 from ..diagnosis.findings import WARNING
 from ..graph.graphdef import classify_run_error, first_line
@@ -52,6 +52,8 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument(FLAG_LOAD_OP_LIBRARIES, dest="load_op_libraries", action="store_true",
                         help="load the model's shipped op libraries")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true")
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help="let this op through the graph scan (repeatable; recorded in the diagnosis)")
     parser.add_argument(FLAG_PREPROCESSING, action="append", default=[], metavar="FIELD=VALUE",
                         help="run this runtime's preprocessing with a field changed (simulates serving code that "
                              "preprocesses differently)")
@@ -75,7 +77,7 @@ def session_options(args) -> SessionOptions:
     return SessionOptions(runtime=args.runtime, precision=args.precision, bf16_tolerance=args.bf16_tolerance,
                           load_op_libraries=args.load_op_libraries, allow_soft_placement=args.allow_soft_placement,
                           threads=(args.intra_op_threads, args.inter_op_threads),
-                          conversion_cache=args.conversion_cache)
+                          conversion_cache=args.conversion_cache, allowed_ops=tuple(args.allow_op))
 
 
 def probe(args, first: bool = True, loaded: Optional[Dict[str, ModelLoader]] = None) -> ProbeReport:

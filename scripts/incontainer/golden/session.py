@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from ..common import InsideError
 from ..contract import (DEFAULT_BF16_TOLERANCE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_TENSORFLOW)
+                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, tflite_target)
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import Diagnosis, DoctorOptions, diagnose
 from ..graph import manifest as manifests
@@ -33,6 +33,14 @@ class SessionOptions:
     quick_graph_optimization: bool = False  # skip the grappler passes that do nothing to a CPU inference graph
     artefact: bool = False  # ONNX Runtime/OpenVINO: the model's verified converted artefact, not a conversion here
     conversion_cache: Optional[str] = None  # a conversion here kept between runs in this directory
+    allowed_ops: tuple = ()  # --allow-op: ops the doctor's graph scan lets through
+    xnnpack: bool = True  # TFLite: XNNPACK on (LiteRT's default), or the builtin kernels alone
+    golden_bound: Optional[float] = None  # a quantized model's declared probability-error bound
+
+
+def artefact_target(runtime: str, precision: str) -> str:
+    """The converted/ folder a runtime and precision read: tflite-<precision> for TFLite."""
+    return tflite_target(precision) if runtime == RUNTIME_TFLITE else runtime
 
 
 class ModelSession:
@@ -131,7 +139,8 @@ class ModelSession:
         """The doctor's manifest, static and import stages on the files as read (the golden probe is
         the run). Another runtime reads the graph itself: TensorFlow's own refusals become warnings."""
         diagnosis = diagnose(DoctorOptions(model=self.model_dir, load_shipped_op_libraries=self.options.load_op_libraries,
-                                           allow_soft_placement=self.options.allow_soft_placement, run=False),
+                                           allow_soft_placement=self.options.allow_soft_placement, run=False,
+                                           allowed_ops=self.options.allowed_ops),
                              files=self.files)
         if self.options.runtime != RUNTIME_TENSORFLOW:
             diagnosis.for_runtime(self.options.runtime)
@@ -182,14 +191,20 @@ class ModelSession:
         from ..runtimes.artefacts import load_record
 
         runtime, tensors = self.options.runtime, self.tensors
-        directory, record = load_record(self.model_dir, runtime, self.manifest)
+        target = artefact_target(runtime, self.options.precision)
+        directory, record = load_record(self.model_dir, target, self.manifest)
         unknown = sorted(set(tensors.values()) - set(record.get("tensors", {}).values()))
         if unknown or record.get("input") != self.input_tensor:
             raise InsideError(f"{directory} was converted with other inputs/outputs than the manifest names "
                               f"({unknown or record.get('input')}); convert it again: coldchain convert "
-                              f"--runtime {runtime} {self.model_dir}")
+                              f"--target {target} {self.model_dir}")
         intra, inter = self.threads
         self.artefact = record
+        if runtime == RUNTIME_TFLITE:
+            from ..runtimes.tflite import TFLITE_FILE, tflite_backend
+
+            with open(os.path.join(directory, TFLITE_FILE), "rb") as handle:
+                return tflite_backend(handle.read(), tensors, self.options.precision, self.options.xnnpack, intra)
         if runtime == RUNTIME_ONNXRUNTIME:
             with open(os.path.join(directory, backends.ONNX_FILE), "rb") as handle:
                 return backends.onnxruntime_backend(handle.read(), self.input_tensor, tensors, self.options.precision,

@@ -9,6 +9,7 @@ import re
 from typing import List, Optional, Tuple
 
 from ..common import InsideError
+from ..confine import read_bounded
 from ..contract import MANIFEST_FILE, MODEL_FILE, Code
 
 PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot parse a message of 2 GiB or more
@@ -123,9 +124,11 @@ def check_model_size(path: str) -> None:
 def read_model_bytes(path: str, missing_fix: str) -> bytes:
     """The file's bytes, after the size check; every failure named with its fix."""
     check_model_size(path)
+    if os.path.isdir(path):
+        raise InsideError(f"{path} is a directory; point at the frozen graph file inside it")
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        # Bounded, from a regular file inside its own folder: `model.pb -> /dev/zero` is refused (confine.Refused).
+        return read_bounded(path, "model", os.path.dirname(path) or ".")
     except FileNotFoundError:
         raise InsideError(f"model file not found: {path}; {missing_fix}") from None
     except IsADirectoryError:
@@ -286,10 +289,10 @@ def model_path(model: str) -> Tuple[str, str]:
         return model, os.path.dirname(model) or "."
     name = MODEL_FILE
     try:
-        with open(os.path.join(model, MANIFEST_FILE), encoding="utf-8") as handle:
-            recorded = json.load(handle).get("model", {}).get("file")
+        data = read_bounded(os.path.join(model, MANIFEST_FILE), "manifest", model)
+        recorded = json.loads(data.decode("utf-8")).get("model", {}).get("file")
         if isinstance(recorded, str) and os.path.basename(recorded) == recorded and recorded not in ("", ".", ".."):
             name = recorded
     except (OSError, ValueError, AttributeError):
-        pass
+        pass  # a broken manifest is named field by field where it is read for use (a hostile one: Refused)
     return os.path.join(model, name), model

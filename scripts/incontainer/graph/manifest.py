@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from ..common import InsideError, read_json_file, sha256_bytes
+from ..common import InsideError, sha256_bytes
+from ..confine import check_npz, plain_name, read_bounded, recorded_shapes
 from ..contract import (GOLDEN_FILE, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION,
                         MODEL_FILE, Code)
 from ..golden.budget import BUDGET_FIELD
@@ -60,8 +61,16 @@ def read_manifest(model_dir: str, manifest_path: Optional[str] = None) -> dict:
             hint = sniff_directory(model_dir)
             raise InsideError(hint or no_manifest_message(model_dir))
         raise InsideError(f"manifest not found: {path}; pass the manifest.json written by freeze or adopt")
-    data = read_json_file(path, "manifest", "restore the manifest.json written by freeze or adopt")
-    return data
+    fix = "restore the manifest.json written by freeze or adopt"
+    if os.path.isdir(path):
+        raise InsideError(f"manifest {path} is a directory, not a JSON file; {fix}")
+    try:  # bounded, from a regular file: `manifest.json -> /dev/zero` is refused (confine.Refused)
+        data = read_bounded(path, "manifest", model_dir if manifest_path is None else None)
+        return json.loads(data.decode("utf-8"))
+    except FileNotFoundError:
+        raise InsideError(f"manifest not found: {path}; {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InsideError(f"manifest {path} is not readable JSON ({error}); {fix}") from None
 
 
 def load_manifest(model_dir: str, manifest_path: Optional[str] = None) -> dict:
@@ -229,19 +238,20 @@ def label_for(manifest: dict, index: int) -> str:
 
 def load_golden_arrays(model_dir: str, manifest: dict) -> Dict[str, Any]:
     """golden.npz, verified against the manifest's hash; InsideError naming what is wrong."""
-    import numpy as np
-
     golden = manifest["golden"]
-    path = os.path.join(model_dir, golden.get("file", GOLDEN_FILE))
+    name = plain_name(golden.get("file", GOLDEN_FILE), "golden.file", os.path.join(model_dir, MANIFEST_FILE))
+    path = os.path.join(model_dir, name)
     try:
-        with open(path, "rb") as handle:
-            golden_bytes = handle.read()
+        golden_bytes = read_bounded(path, "golden", model_dir)
     except FileNotFoundError:
         raise InsideError(f"golden probe file not found: {path}; copy golden.npz with the model",
                           code=Code.MANIFEST_INVALID) from None
     if golden.get("sha256") and sha256_bytes(golden_bytes) != golden["sha256"]:
         raise InsideError(f"{path} has sha256 {sha256_bytes(golden_bytes)}, the manifest's golden.sha256 is "
                           f"{golden['sha256']}; copy the model directory again", code=Code.MANIFEST_INVALID)
+    check_npz(golden_bytes, path, recorded_shapes(manifest))  # headers first: no 10^13-element allocation
+    import numpy as np
+
     try:
         with np.load(io.BytesIO(golden_bytes), allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

@@ -121,6 +121,7 @@ class ModelDirectory:
     origin: dict  # where the model came from: {"training": ...} (freeze) or {"adopted": ...} (adopt)
     model_file: str = MODEL_FILE
     threads: Tuple[int, int] = (0, 0)  # recommended intra-/inter-op threads for inference (0: TF's choice)
+    threads_measured_on: Optional[dict] = None  # the machine that measured them; infer applies them only on a like one
     op_libraries: Tuple[Tuple[str, dict], ...] = field(default=())  # (library path, extra fields) for ops/
 
     def write(self) -> dict:
@@ -156,7 +157,8 @@ class ModelDirectory:
             **self.origin,
             "environment": environment,
             "custom_ops": custom_ops,
-            "inference": {"intra_op_threads": self.threads[0], "inter_op_threads": self.threads[1]},
+            "inference": {"intra_op_threads": self.threads[0], "inter_op_threads": self.threads[1],
+                          **({"measured_on": self.threads_measured_on} if self.threads_measured_on else {})},
         }
 
 

@@ -9,13 +9,14 @@ files() after it joins the thread and finishes the reading. No TensorFlow here.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..common import InsideError, sha256_bytes
-from ..contract import MANIFEST_FILE, MODEL_FILE, Code
+from ..contract import ENV_SIGNED_FILES, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, Code
 from .graphdef import model_path, read_model_bytes
 from .manifest import ManifestInvalid, Problem, load_golden_arrays, read_manifest, validate, validate_directory
 
@@ -40,6 +41,43 @@ def read_verified_model(model_dir: str, manifest: dict) -> bytes:
     data = read_model_bytes(path, f"copy {MODEL_FILE} next to {MANIFEST_FILE}")
     verify_model_bytes(path, data, manifest)
     return data
+
+
+def signed_files() -> Optional[Dict[str, str]]:
+    """The (file -> sha256) list the host verified against a trusted signature, or None (no --trust)."""
+    text = os.environ.get(ENV_SIGNED_FILES)
+    return json.loads(text) if text else None
+
+
+def _files_on_disk(model_dir: str) -> List[str]:
+    found = []
+    for root, dirs, names in os.walk(model_dir):
+        dirs[:] = [d for d in dirs if not (root == model_dir and d.startswith(".git"))]
+        for name in names:
+            relative = os.path.relpath(os.path.join(root, name), model_dir).replace(os.sep, "/")
+            if relative != SIGNATURE_FILE and not (root == model_dir and name.startswith(".git")):
+                found.append(relative)
+    return found
+
+
+def verify_signed(model_dir: str, signed: Dict[str, str], read: Dict[str, bytes]) -> None:
+    """Every file of the mounted directory against the list the host verified: the bytes this process
+    already read (`read`, by real path: the model) hashed as they are, the rest read again. Closes the gap
+    between the host's check and the mount: a file changed, added or removed in between is refused."""
+    fix = "the model directory changed after the host verified it; copy it again from where it was signed"
+    for name in sorted(set(signed) | set(_files_on_disk(model_dir))):
+        path = os.path.join(model_dir, name)
+        if name not in signed:
+            raise InsideError(f"{path}: not covered by the verified signature (added) - {fix}")
+        data = read.get(os.path.realpath(path))
+        if data is None:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                raise InsideError(f"{path}: missing or unreadable, but signed - {fix}") from None
+        if sha256_bytes(data) != signed[name]:
+            raise InsideError(f"{path}: sha256 differs from the verified signature - {fix}")
 
 
 @dataclass
@@ -152,6 +190,10 @@ class ModelLoader:
             if not files.problems:
                 files.manifest = raw
                 self._read_model(files)
+        signed = signed_files()
+        if signed is not None:
+            read = {os.path.realpath(files.verified_path): files.model_bytes} if files.model_bytes is not None else {}
+            verify_signed(self.model_dir, signed, read)
         self._files = files
 
     def _named_file(self, manifest: Any) -> str:

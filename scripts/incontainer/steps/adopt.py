@@ -19,11 +19,11 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ..common import InsideError, atomic_write_bytes, log, quiet_tensorflow_logs, run_main, sha256_bytes
-from ..contract import (ENVIRONMENT_DIR, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_ENVIRONMENT, FLAG_ENVIRONMENT_NAME,
-                        FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_LABELS, FLAG_LABELS_OFFSET, FLAG_LOGITS,
-                        FLAG_MODEL, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT, FLAG_PREPROCESSING,
-                        FLAG_PREPROCESSING_FIELD, FLAG_REFERENCE, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY,
-                        GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, tensor_name)
+from ..contract import (ENVIRONMENT_DIR, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_ENVIRONMENT,
+                        FLAG_ENVIRONMENT_NAME, FLAG_IMAGES, FLAG_IMAGE_SIZE, FLAG_INPUT, FLAG_LABELS,
+                        FLAG_LABELS_OFFSET, FLAG_LOGITS, FLAG_MODEL, FLAG_OP_LIBRARY, FLAG_OUT, FLAG_OUTPUT,
+                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REFERENCE, GOLDEN_INPUT_KEY,
+                        GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, MODEL_FILE, MODULES, tensor_name)
 from ..data.preprocess import PRESETS, PreprocessSpec, preset_spec, with_fields
 from ..graph.model_directory import Golden, ModelDirectory, golden_inputs, record_golden
 
@@ -57,6 +57,7 @@ class AdoptConfig:
     reference: str = ""  # how the host describes this environment (requirements, image, matrix env)
     environment: Optional[str] = None  # the resolved reference environment (lock + source) to ship with the model
     environment_name: str = "reference"
+    allowed_ops: tuple = ()  # --allow-op: ops the graph scan lets through (recorded in origin.adopted)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
@@ -82,6 +83,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
                         help="compute the golden with the graph's device pins enforced")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help=argparse.SUPPRESS)
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help="let this op through the graph scan (repeatable; recorded in the manifest)")
     parser.add_argument(FLAG_REFERENCE, default="", help=argparse.SUPPRESS)
     parser.add_argument(FLAG_ENVIRONMENT, default=None,
                         help="a directory holding the reference environment's lock; copied into the model")
@@ -95,7 +98,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> AdoptConfig:
                        images=args.images, golden_count=args.golden_count, golden_seed=args.golden_seed,
                        op_libraries=tuple(args.op_library), allow_soft_placement=args.allow_soft_placement,
                        reference=args.reference, environment=args.environment,
-                       environment_name=args.environment_name)
+                       environment_name=args.environment_name, allowed_ops=tuple(args.allow_op))
 
 
 def choose_input(graph_def, wanted: Optional[str], path: str):
@@ -269,7 +272,8 @@ def adopt(config: AdoptConfig) -> dict:
     path = config.model
     data = read_model_bytes(path, "pass the frozen graph file (e.g. frozen_resnet_v1_50.pb)")
     diagnosis = diagnose(DoctorOptions(model=path, op_libraries=config.op_libraries,
-                                       allow_soft_placement=config.allow_soft_placement, run=False))
+                                       allow_soft_placement=config.allow_soft_placement, run=False,
+                                       allowed_ops=config.allowed_ops))
     if diagnosis.blocking:
         raise InsideError(f"{path} cannot be adopted in this environment (TensorFlow {tf.__version__}): "
                           f"{summarize(group(diagnosis.blocking))}; adopt it in the environment that froze it "
@@ -313,6 +317,7 @@ def adopted_section(config: AdoptConfig, data: bytes, diagnosis) -> dict:
             "golden_from": f"computed by adopt in the reference environment (TensorFlow {tf.__version__}, "
                            f"soft placement {'on' if config.allow_soft_placement else 'off'})",
             "findings": [finding.to_json() for finding in group(diagnosis.findings)],
+            "allowed_ops": sorted(set(config.allowed_ops)),
             "environment": ship_environment(config)}
 
 
@@ -349,7 +354,7 @@ def choose_labels(config: AdoptConfig, classes: int, read_labels_file) -> tuple:
     if config.labels is None:
         log(f"adopt: no --labels: naming the {classes} classes class_0 ... class_{classes - 1}")
         return [f"class_{index}" for index in range(classes)], 0
-    labels = read_labels_file(config.labels)
+    labels = read_labels_file(config.labels, classes)
     offset = config.labels_offset
     if offset is None:
         # Only slim's ImageNet convention is assumed: 1001 outputs, 1000 names, class 0 the background.

@@ -1,27 +1,49 @@
-"""The convert step: the verified frozen graph converted for ONNX Runtime (tf2onnx) or OpenVINO (its
-TensorFlow frontend, saved as fp32 IR) into --out (the host puts it at converted/<runtime>/ beside the
-model), with sha256s and converter versions in conversion.json. Prints the record as JSON."""
+"""The convert step: the verified frozen graph converted for ONNX Runtime (tf2onnx), OpenVINO (its
+TensorFlow frontend, saved as fp32 IR) or TensorFlow Lite (TensorFlow's converter, tflite-<precision>)
+into --out (the host puts it at converted/<target>/ beside the model), with sha256s and converter
+versions in conversion.json. Prints the record as JSON. A graph with ops an inference graph never needs
+is not converted unless --allow-op names them."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME, MODULES, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO
-from ..runtimes.artefacts import convert
+from ..contract import (CONVERSION_TARGETS, FLAG_ALLOW_OP, FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME,
+                        MODULES, TFLITE_TARGETS)
+from ..runtimes.artefacts import convert, refuse_dangerous_ops
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['convert']}", description=__doc__)
     parser.add_argument(FLAG_MODEL, required=True, help="model directory (model.pb, manifest.json, golden.npz)")
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", required=True, choices=(RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO))
+    parser.add_argument(FLAG_RUNTIME, dest="runtimes", required=True, choices=CONVERSION_TARGETS, action="append",
+                        help="a runtime or TFLite target (repeatable: several write --out/<target>/ each)")
+    parser.add_argument(FLAG_CALIBRATION_IMAGES, dest="calibration", default=None,
+                        help="representative images for full int8 (preprocessed as the manifest says)")
     parser.add_argument(FLAG_OUT, required=True, help="directory for the artefact (the model's converted/<runtime>/)")
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help="convert even though the graph holds this op (repeatable)")
     args = parser.parse_args(argv)
-    record = convert(args.model, args.runtime, args.out)
-    log(f"convert: {args.runtime} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
-    emit_json(record)
+    targets = list(dict.fromkeys(args.runtimes))
+    refuse_dangerous_ops(args.model, tuple(args.allow_op))
+    records = {target: convert_one(args.model, target, args.out if len(targets) == 1 else os.path.join(
+        args.out, target), args.calibration) for target in targets}
+    emit_json(records[targets[0]] if len(targets) == 1 else records)
     return 0
+
+
+def convert_one(model: str, target: str, out: str, calibration: Optional[str]) -> dict:
+    if target in TFLITE_TARGETS:
+        from ..runtimes.tflite_conversion import convert_target
+
+        record = convert_target(model, target, out, calibration)
+    else:
+        record = convert(model, target, out)
+    log(f"convert: {target} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")
+    return record
 
 
 if __name__ == "__main__":

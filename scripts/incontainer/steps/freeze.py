@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..common import InsideError, log, quiet_tensorflow_logs, read_json_file, run_main, silence_tensorflow_deprecations
 from ..contract import (FLAG_FOLD_BATCH_NORM, FLAG_INPUT_SIZE, FLAG_OUT, FLAG_RUN, FLAG_STRIP_UNUSED, FLAG_THREADS,
+                        FLAG_THREADS_MEASURED_ON,
                         GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY, GOLDEN_PROBABILITIES_KEY, INPUT_NODE, LABELS_FILE,
                         LOGITS_NODE, MODEL_FILE, MODULES, PROBABILITIES_NODE, RUN_CONFIG_FILE, TOP_K_NODE, tensor_name)
 from ..data.labels import read_labels_file
@@ -37,6 +39,7 @@ class FreezeConfig:
     top_k_int64: bool = False  # ... with an int64 k (TopKV2's Tk attr, which older TensorFlows lack)
     input_size: int = 0  # export at this square input size instead of the training size (fully convolutional)
     threads: tuple = (0, 0)  # recommended intra-/inter-op threads for inference (0: TF's choice)
+    threads_measured_on: Optional[dict] = None  # the machine that measured them (cores, cpu_class, cpu_flags)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
                              "is fully convolutional, so the same weights apply")
     parser.add_argument(FLAG_THREADS, default="0,0", metavar="INTRA,INTER",
                         help="inference thread settings to record in the manifest (0 = TF's choice)")
+    parser.add_argument(FLAG_THREADS_MEASURED_ON, default=None, metavar="JSON",
+                        help="the machine that measured --threads (cores, cpu_class, cpu_flags), recorded beside them")
     parser.add_argument("--top-k-output", type=int, default=0,
                         help="also export top_k:0 (probabilities) and top_k:1 (class ids) for K classes")
     parser.add_argument("--top-k-int64", action="store_true",
@@ -86,7 +91,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> FreezeConfig:
                         pin_device=args.pin_device, training_mode=args.training_mode,
                         custom_op_library=args.custom_op_library, temperature=args.temperature,
                         top_k_output=args.top_k_output, top_k_int64=args.top_k_int64, input_size=args.input_size,
-                        threads=parse_threads(args.threads))
+                        threads=parse_threads(args.threads),
+                        threads_measured_on=parse_measured_on(args.threads_measured_on))
 
 
 def parse_threads(text: str) -> tuple:
@@ -97,6 +103,19 @@ def parse_threads(text: str) -> tuple:
     if intra < 0 or inter < 0:
         raise InsideError(f"--threads {text!r}: thread counts cannot be negative")
     return intra, inter
+
+
+def parse_measured_on(text: Optional[str]) -> Optional[dict]:
+    if text is None:
+        return None
+    try:
+        machine = json.loads(text)
+    except ValueError:
+        machine = None
+    if not isinstance(machine, dict) or not isinstance(machine.get("cores"), int):
+        raise InsideError(f"{FLAG_THREADS_MEASURED_ON} {text!r}: expected a JSON object with cores, cpu_class "
+                          "and cpu_flags")
+    return machine
 
 
 def remote_job(device: Optional[str]) -> bool:
@@ -261,7 +280,7 @@ def write_model_directory(config: FreezeConfig, run: TrainingRun, graph_def, sta
                "dtype": "float32", "indices": tensor_name(TOP_K_NODE, 1)}] if config.top_k_output else []),
         block_outputs=blocks, spec=spec, labels=run.labels, labels_offset=0,
         graph={"node_counts": stats, "transforms": transforms}, origin={"training": training_section(run)},
-        threads=config.threads,
+        threads=config.threads, threads_measured_on=config.threads_measured_on,
         op_libraries=((config.custom_op_library, {"loaded_from": config.custom_op_library}),)
         if config.custom_op_library else ()).write()
     log(f"freeze: wrote {config.out}/{MODEL_FILE} ({manifest['model']['size_bytes']} bytes, sha256 "
@@ -284,7 +303,20 @@ def freeze(config: FreezeConfig) -> dict:
     graph, saver, keep, blocks = build_network(config, run)
     graph_def, stats = convert_variables(config, run, graph, saver, keep)
     graph_def = transform(config, graph_def, keep, stats)
+    refuse_dangerous(graph_def, config.out)
     return write_model_directory(config, run, graph_def, stats, blocks)
+
+
+def refuse_dangerous(graph_def, out: str) -> None:
+    """The kit's own inference graph never reads files, runs Python or talks to the network; a freeze
+    that would write such a graph (a changed network, a custom op's wrapper) stops before writing."""
+    from ..diagnosis.findings import summarize
+    from ..diagnosis.opscan import scan
+
+    found = scan(graph_def)
+    if found:
+        raise InsideError(f"freeze will not write {out}: the frozen graph holds ops an inference graph never needs: "
+                          f"{summarize(found)}", code=found[0].code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:

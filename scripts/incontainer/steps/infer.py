@@ -15,11 +15,14 @@ import numpy as np
 
 from ..common import (TIMINGS, InsideError, PreflightFailed, atomic_write_text, emit_json, host_paths, log,
                       quiet_tensorflow_logs, run_main)
-from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE, FLAG_BF16_TOLERANCE,
-                        FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL,
-                        FLAG_ON_BAD_IMAGE, FLAG_OUTPUT, FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES,
-                        PRECISIONS, PRECISION_FP32, RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
-                        STARTUP_KEY, Code, KeptGolden, seconds_since_process_start)
+from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BATCH_SIZE,
+                        FLAG_BF16_TOLERANCE, FLAG_FORMAT, FLAG_GOLDEN_ONLY, FLAG_GOLDEN_VERIFIED, FLAG_INTER_OP_THREADS,
+                        FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_ON_BAD_IMAGE, FLAG_OUTPUT,
+                        FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES, PRECISION_FP32,
+                        RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
+                        seconds_since_process_start)
+from ..contract import (FLAG_GOLDEN_BOUND, FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS,
+                        RUNTIME_TFLITE, TFLITE_PRECISIONS)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
 from ..golden.check import check_outputs_only, input_path_findings, run_golden
@@ -49,6 +52,10 @@ class InferConfig:
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     startup: dict = field(default_factory=dict)  # phases timed before infer() (interpreter_s)
     golden_verified: Optional[str] = None  # an earlier passing golden check the host kept for this model and image
+    allowed_ops: tuple = ()  # --allow-op: ops the graph scan lets through (recorded in the summary)
+    threads: Optional[tuple] = None  # intra-/inter-op threads the host chose (0: TF's choice); None: the manifest's
+    xnnpack: bool = True  # --runtime tflite: XNNPACK on (LiteRT's default)
+    golden_bound: Optional[float] = None  # a quantized model's declared probability-error bound
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
@@ -66,20 +73,31 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
                         help="fail on device pins to absent devices instead of placing those nodes on the CPU")
     parser.add_argument(FLAG_ALLOW_SOFT_PLACEMENT, dest="allow_soft_placement", action="store_true",
                         help=argparse.SUPPRESS)
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES + (RUNTIME_FASTEST,), default=RUNTIME_TENSORFLOW,
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=INFER_RUNTIMES + (RUNTIME_FASTEST,),
+                        default=RUNTIME_TENSORFLOW,
                         help="onnxruntime/openvino run the model's converted artefact (converted/<runtime>/); "
                              f"{RUNTIME_FASTEST}: the fastest that passes the golden check at --precision")
-    parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS, default=PRECISION_FP32)
+    parser.add_argument(FLAG_PRECISION, dest="precision", choices=INFER_PRECISIONS, default=PRECISION_FP32)
+    parser.add_argument(FLAG_NO_XNNPACK, dest="xnnpack", action="store_false",
+                        help="--runtime tflite: LiteRT's builtin kernels without the XNNPACK delegate")
+    parser.add_argument(FLAG_GOLDEN_BOUND, dest="golden_bound", type=float, default=None,
+                        help="quantized precisions: the largest probability error the golden check accepts "
+                             "(default: the bound measured at conversion)")
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE,
                         help="with --precision bf16: each golden tensor may differ by this fraction of its largest "
                              "magnitude")
     parser.add_argument(FLAG_GOLDEN_VERIFIED, dest="golden_verified", default=None,
                         help="JSON of an earlier passing golden check of this model in this image; used instead of "
                              "running the probe again only when the model's sha256 and the effective numerics match")
+    parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
+                        help="let this op through the graph scan (repeatable; recorded in the summary)")
+    parser.add_argument(FLAG_INTRA_OP_THREADS, type=int, default=None, help="default: the manifest's")
+    parser.add_argument(FLAG_INTER_OP_THREADS, type=int, default=None, help="default: the manifest's")
     parser.add_argument("inputs", nargs="*", help="image files or directories (recursed, sorted)")
     args = parser.parse_args(argv)
     if not 0 < args.bf16_tolerance < 1:
         raise InsideError(f"{FLAG_BF16_TOLERANCE} must be between 0 and 1 (a fraction of each tensor's magnitude)")
+    check_runtime_precision(args.runtime, args.precision, args.golden_bound)
     if not args.golden_only:
         if not args.inputs:
             raise InsideError("no inputs: pass image files or directories (or --golden-only)")
@@ -87,12 +105,27 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
             raise InsideError("--output FILE is required unless --golden-only")
     if args.top_k < 1 or args.batch_size < 1:
         raise InsideError("--top-k and --batch-size must be >= 1")
+    if (args.intra_op_threads is None) != (args.inter_op_threads is None) or min(
+            args.intra_op_threads or 0, args.inter_op_threads or 0) < 0:
+        raise InsideError(f"{FLAG_INTRA_OP_THREADS} and {FLAG_INTER_OP_THREADS} go together, each >= 0")
+    threads = None if args.intra_op_threads is None else (args.intra_op_threads, args.inter_op_threads)
     return InferConfig(model=args.model, output=args.output, inputs=tuple(args.inputs), format=args.format,
                        top_k=args.top_k, batch_size=args.batch_size, golden_only=args.golden_only,
                        on_bad_image=args.on_bad_image, load_op_libraries=args.load_op_libraries,
                        allow_soft_placement=args.allow_soft_placement, runtime=args.runtime,
                        precision=args.precision, bf16_tolerance=args.bf16_tolerance,
-                       golden_verified=args.golden_verified)
+                       golden_verified=args.golden_verified, allowed_ops=tuple(args.allow_op), threads=threads,
+                       xnnpack=args.xnnpack, golden_bound=args.golden_bound)
+
+
+def check_runtime_precision(runtime: str, precision: str, golden_bound: Optional[float]) -> None:
+    """fp16/dynamic/int8 are TFLite's; TFLite computes none of bf16; a bound applies to those alone."""
+    if runtime == RUNTIME_TFLITE and precision not in TFLITE_PRECISIONS:
+        raise InsideError(f"{FLAG_RUNTIME} {RUNTIME_TFLITE} converts to {', '.join(TFLITE_PRECISIONS)}, not {precision}")
+    if runtime != RUNTIME_TFLITE and precision in QUANTIZED_PRECISIONS:
+        raise InsideError(f"{FLAG_PRECISION} {precision} is a TFLite conversion here; pass {FLAG_RUNTIME} {RUNTIME_TFLITE}")
+    if golden_bound is not None and not (precision in QUANTIZED_PRECISIONS and 0 < golden_bound <= 1):
+        raise InsideError(f"{FLAG_GOLDEN_BOUND} is a probability error in (0, 1] for {', '.join(QUANTIZED_PRECISIONS)}")
 
 
 def check_interface(graph_def, manifest: dict, path: str) -> None:
@@ -229,6 +262,8 @@ class Predictor:
     def _check_golden(self) -> dict:
         """The golden check; passing it is this runtime running the graph, which settles the static
         findings that predicted it could not."""
+        if self.model.options.precision in QUANTIZED_PRECISIONS:
+            return self._check_quantized()
         summary = run_golden(self.golden_run, self.model_dir, self.judged, self.arrays, self.spec)
         for code, cause, fix in input_path_findings(summary.get("preprocessing")):
             self.diagnosis.add(code, cause, fix, severity=WARNING)
@@ -236,6 +271,24 @@ class Predictor:
             key, alone = self.outputs_only
             summary["predictions_model"] = check_outputs_only(alone, [key], self.model_dir, self.judged, self.arrays)
         self.diagnosis.ran("ran the golden probe")
+        return summary
+
+    def _check_quantized(self) -> dict:
+        """The quantized golden check (golden/quantized.py) on the predictions model: top-1 agreement and
+        the probability error within the model's bound, measured at conversion or declared."""
+        from ..golden import quantized
+        from ..golden.check import in_batches
+
+        options, record = self.model.options, self.model.artefact or {}
+        bound = quantized.resolve_bound(record.get("golden_bound"), options.golden_bound, options.precision,
+                                        f"{self.model_dir}'s {options.runtime}-{options.precision} conversion.json")
+        key, alone = self.outputs_only
+        values = in_batches(lambda batch: {"out": alone(batch)[key]}, self.arrays[self.manifest["golden"]["input_key"]],
+                            self.limit)["out"]
+        summary = quantized.check(bound, quantized.as_probabilities(self.arrays[key], self.softmax_needed),
+                                  quantized.as_probabilities(values, self.softmax_needed), self.model_dir,
+                                  f"{options.runtime} {options.precision}")
+        self.diagnosis.ran("ran the quantized golden check")
         return summary
 
     @property
@@ -289,12 +342,13 @@ def write_predictions(config: InferConfig, rows: list) -> None:
 
 
 def session_options(config: InferConfig, runtime: str) -> SessionOptions:
-    """infer's model session: the manifest's threads, grappler's idle passes skipped, a converted
+    """infer's model session: the host's threads (else the manifest's), grappler's idle passes skipped, a converted
     runtime on the model's own verified artefact."""
     return SessionOptions(runtime=runtime, precision=config.precision, bf16_tolerance=config.bf16_tolerance,
                           load_op_libraries=config.load_op_libraries,
                           allow_soft_placement=config.allow_soft_placement, quick_graph_optimization=True,
-                          artefact=True)
+                          artefact=True, allowed_ops=config.allowed_ops, threads=config.threads,
+                          xnnpack=config.xnnpack, golden_bound=config.golden_bound)
 
 
 def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
@@ -354,6 +408,7 @@ def infer(config: InferConfig, loader: Optional[ModelLoader] = None) -> dict:
     try:
         summary["golden"] = golden or verified_earlier(config, summary) or predictor.check_golden()
         summary["preflight_warnings"] = predictor.warnings
+        summary["allowed_ops"] = sorted(set(config.allowed_ops))  # the scan's override, recorded
         log(f"infer: golden probe ok ({summary['golden']['top1']['agree']}/{summary['golden']['top1']['count']} "
             f"top-1 agree{', kept from ' + str(summary['golden']['cached']['verified_at']) if 'cached' in summary['golden'] else ''})")
         if (summary["golden"].get("precision_rule") or {}).get("budget") is False:  # a manifest from before it
