@@ -16,6 +16,7 @@ from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PL
                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
                        FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
                        Code)
+from .engine.engine import CALL_TIMEOUT_S
 from .contract import (CALIBRATION_TARGETS, CONVERSION_TARGETS, FLAG_CALIBRATION_IMAGES, FLAG_GOLDEN_BOUND,
                        FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS, RUNTIME_TFLITE)
 
@@ -26,6 +27,10 @@ verbose = click.option("-v", "--verbose", count=True, help="More log output (rep
 quiet = click.option("-q", "--quiet", count=True, help="Less log output.")
 project = option("--project", type=PathType(file_okay=False), default=None, envvar="COLDCHAIN_PROJECT",
                  help="The coldchain checkout (default: found from the current directory).")
+docker_timeout = option("--docker-timeout", "docker_timeout_s", type=click.FloatRange(1, None), default=CALL_TIMEOUT_S,
+                        show_default=True, envvar="COLDCHAIN_DOCKER_TIMEOUT",
+                        help="Seconds one Docker API call may go unanswered before the daemon counts as stalled "
+                             "(exit 12). Builds, transfers and a container's run have their own limits.")
 json_output = click.option(FLAG_JSON, "as_json", is_flag=True, help="Write the result as JSON on stdout.")
 prefix = option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
                 help="Image name prefix; tests use a unique one per run.")
