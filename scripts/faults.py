@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""`make faults`: the fault suite with more rounds than CI runs, and three concurrent `make infer` from
+fresh clones, written to bench/faults.json (date, CPU, each fault's n/n survived and exit codes), the
+figures behind the README's "Faults survived" table. Needs a Docker daemon; takes about half an hour
+on two cores.
+
+Usage: .venv/bin/python scripts/faults.py [--rounds N] [--skip-infer] [--out FILE]"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (figure, test node id prefix): every test whose id starts with the prefix counts towards the figure.
+FAULTS = (
+    ("SIGTERM mid-freeze: container and staging removed, exit 143",
+     "tests/test_signals_docker.py::test_sigterm_mid_container"),
+    ("SIGKILL mid-freeze: the next run sweeps what it left",
+     "tests/test_signals_docker.py::test_what_a_killed_run_leaves"),
+    ("two concurrent freezes into one output directory (rounds)",
+     "tests/test_signals_docker.py::test_two_freezes_into_one_output_directory"),
+    ("daemon stalled (SIGSTOP): exit 12 at the call timeout",
+     "tests/test_daemon_faults_docker.py::test_a_stalled_daemon"),
+    ("daemon killed (SIGKILL) while the command waits on it: exit 12",
+     "tests/test_daemon_faults_docker.py::test_a_daemon_killed"),
+    ("disk full in the container: exit 16, previous model kept",
+     "tests/test_faults_docker.py::test_freeze_on_a_full_disk"),
+    ("container killed for memory: said so", "tests/test_faults_docker.py::test_a_step_killed_for_memory"),
+    ("disk full or read-only on the host: exit 16, nothing replaced", "tests/test_output_errors.py::"),
+    ("disk full writing a report: previous report kept", "tests/test_faults.py::"),
+    ("Ctrl-C mid drift-test, and two drift-tests at once", "tests/test_interrupt_docker.py::"),
+    ("hostile model directories: refused with exit 2 naming the file", "tests/test_hostile"),
+    ("requirement files (pip-compile, index options, URLs)", "tests/test_user_requirements.py::"),
+)
+
+
+class Collector:
+    """Each test's outcome and the properties it recorded (record_property: survived, exit_codes)."""
+
+    def __init__(self):
+        self.tests: dict[str, dict] = {}
+
+    def pytest_runtest_logreport(self, report):
+        entry = self.tests.setdefault(report.nodeid, {"outcome": "passed", "properties": {}})
+        entry["properties"].update(dict(report.user_properties))
+        if report.failed:
+            entry["outcome"] = "failed"
+        elif report.skipped and entry["outcome"] == "passed":
+            entry["outcome"] = "skipped"
+
+
+def figures(tests: dict[str, dict]) -> list[dict]:
+    rows = []
+    for label, prefix in FAULTS:
+        matched = {node: entry for node, entry in tests.items() if node.startswith(prefix)}
+        ran = [entry for entry in matched.values() if entry["outcome"] != "skipped"]
+        survived = [entry["properties"].get("survived") for entry in ran if "survived" in entry["properties"]]
+        row = {"fault": label, "tests": prefix, "skipped": len(matched) - len(ran),
+               "survived": survived[0] if len(survived) == 1 and len(ran) == 1 else
+               f"{sum(entry['outcome'] == 'passed' for entry in ran)}/{len(ran)}"}
+        codes = sorted({code for entry in ran for code in json.loads(entry["properties"].get("exit_codes", "[]"))})
+        if codes:
+            row["exit_codes"] = codes
+        rows.append(row)
+    return rows
+
+
+def machine() -> dict:
+    from coldchain import hostinfo
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+            "cpu": hostinfo.cpu_model(), "cpu_class": hostinfo.cpu_class(), "cpu_flags": hostinfo.numerics_flags(),
+            "cores": hostinfo.cores(), "python": platform.python_version()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/faults.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10, help="concurrent freeze pairs (CI runs 3)")
+    parser.add_argument("--skip-infer", action="store_true", help="skip the three concurrent make infer")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "faults.json")
+    args = parser.parse_args()
+    os.environ.update(CI="true", COLDCHAIN_FAULT_ROUNDS=str(args.rounds))  # a missing daemon fails, not skips
+    os.chdir(ROOT)
+    import pytest
+
+    collector = Collector()
+    files = sorted({prefix.split("::")[0] for _, prefix in FAULTS if "::" in prefix} |
+                   {str(path.relative_to(ROOT)) for path in ROOT.glob("tests/test_hostile*.py")})
+    code = pytest.main(["-q", "-p", "no:cacheprovider", *files], plugins=[collector])
+    result = {**machine(), "rounds": args.rounds, "pytest_exit": int(code), "faults": figures(collector.tests)}
+    write(args.out, result)
+    if not args.skip_infer:
+        ran = subprocess.run([sys.executable, str(ROOT / "scripts" / "concurrent-infer.py")], capture_output=True,
+                             text=True)
+        sys.stderr.write(ran.stderr)
+        infer = json.loads(ran.stdout) if ran.stdout.strip().startswith("{") else {"error": ran.stdout[-2000:]}
+        result["concurrent_make_infer"] = infer
+        result["faults"].append({"fault": "three concurrent make infer from two fresh clones, one daemon",
+                                 "tests": "scripts/concurrent-infer.py",
+                                 # One trial: every run exits 0, identical predictions, nothing stray.
+                                 "survived": "1/1" if infer.get("passed") else "0/1",
+                                 "exit_codes": sorted(set(infer.get("exit_codes", {}).values()))})
+        write(args.out, result)
+    print(json.dumps(result["faults"], indent=2))
+    return 0 if code == 0 and result.get("concurrent_make_infer", {}).get("passed", True) else 1
+
+
+def write(path: Path, result: dict) -> None:
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
