@@ -47,7 +47,7 @@ def predictions(checkout: Path) -> list:
 
 def stray(checkout: Path) -> list[str]:
     """Ignored files other than the outputs and the venv (staging, scratch, .venv.new-*, build leftovers)."""
-    listed = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--ignored", "--untracked-files=all"],
+    listed = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--ignored"],
                             capture_output=True, text=True, check=True).stdout.splitlines()
     found = []
     for line in listed:
