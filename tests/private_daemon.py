@@ -3,8 +3,10 @@ pid file and containerd, no bridge and no iptables rules, so the shared daemon n
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import tarfile
 import signal
 import subprocess
 import tempfile
@@ -15,6 +17,10 @@ import docker
 import pytest
 
 START_TIMEOUT_S = 120  # a cold dockerd and its containerd on a busy two-core machine
+# Coreutils' sleep and timeout with their libraries: a container that runs for as long as asked, under the
+# same `timeout` wrapper the kit's images run their steps under, without copying a kit image across.
+TINY_IMAGE = "coldchain-private-tiny:1"
+TINY_PROGRAMS = ("/usr/bin/sleep", "/usr/bin/timeout")
 
 
 class PrivateDaemon:
@@ -27,6 +33,8 @@ class PrivateDaemon:
         (self.root / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
         self.log_path = self.root / "dockerd.log"
         self.process: subprocess.Popen | None = None
+        # Its containers' cgroups apart from the shared daemon's (cgroupfs: one folder per controller).
+        self.cgroup_parent = f"coldchain-private-{self.root.name}"
 
     def start(self) -> None:
         with self.log_path.open("wb") as log:
@@ -34,8 +42,9 @@ class PrivateDaemon:
                 [shutil.which("dockerd"), "--config-file", str(self.root / "daemon.json"), "--host", self.host,
                  "--data-root", str(self.data_root), "--exec-root", str(self.root / "exec"),
                  "--pidfile", str(self.root / "dockerd.pid"), "--bridge=none", "--iptables=false",
-                 "--ip-masq=false", "--storage-driver=vfs", "--containerd-namespace", "coldchain-private",
-                 "--containerd-plugins-namespace", "coldchain-private-plugins"],
+                 "--ip-masq=false", "--storage-driver=vfs", "--cgroup-parent", f"/{self.cgroup_parent}",
+                 "--containerd-namespace", "coldchain-private", "--containerd-plugins-namespace",
+                 "coldchain-private-plugins"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.answers():
@@ -53,6 +62,11 @@ class PrivateDaemon:
         except (docker.errors.DockerException, OSError):
             return False
 
+    def import_tiny_image(self) -> str:
+        repository, tag = TINY_IMAGE.split(":")
+        self.client(timeout=60).api.import_image_from_data(tiny_rootfs(), repository=repository, tag=tag)
+        return TINY_IMAGE
+
     def stop(self) -> None:
         os.kill(self.process.pid, signal.SIGSTOP)  # stalled: connections are accepted into the backlog, never answered
 
@@ -67,19 +81,50 @@ class PrivateDaemon:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
 
     def close(self) -> None:
-        """Whatever state the test left it in: running, stopped or killed. Its containerd goes too, and any
-        mount it made (network namespaces) before its directories are removed."""
+        """Whatever state the test left it in: running, stopped or killed. Its containerd and shims go too
+        (their command lines name its exec root), its containers' processes (found by its cgroup parent),
+        and any mount it made (network namespaces) before its directories are removed."""
         if self.process is not None and self.process.poll() is None:
             self.resume()
             self.kill()
-        containerd_pid = self.root / "exec" / "containerd" / "containerd.pid"
-        if containerd_pid.is_file():
-            pid = int(containerd_pid.read_text().strip() or 0)
-            if pid and str(self.root) in _cmdline(pid):  # ours, not a recycled pid
+        for pid in _pids_naming(str(self.root)) + self._container_pids():
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._remove_cgroups()
         for mountpoint in sorted(_mounts_under(self.root, self.data_root), reverse=True):
             subprocess.run(["umount", "-l", mountpoint], check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _cgroups(self) -> list[Path]:
+        """Its cgroup folders, deepest first."""
+        found = [path for top in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}") for path in top.rglob("*")
+                 if path.is_dir()] + list(Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"))
+        return sorted(found, key=lambda path: len(path.parts), reverse=True)
+
+    def _container_pids(self) -> list[int]:
+        pids = set()
+        for folder in self._cgroups():
+            try:
+                pids.update(int(line) for line in (folder / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return sorted(pids)
+
+    def _remove_cgroups(self) -> None:
+        deadline = time.monotonic() + 30  # a killed process leaves its cgroup when the kernel has reaped it
+        for folder in self._cgroups():
+            while True:
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
 
 
 def _cmdline(pid: int) -> str:
@@ -87,6 +132,36 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def tiny_rootfs() -> bytes:
+    libraries = set()
+    for program in TINY_PROGRAMS:
+        listed = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+        libraries.update(word for line in listed.splitlines() for word in line.split() if word.startswith("/"))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folders = {"tmp"} | {str(Path(name).parent).lstrip("/") for name in (*TINY_PROGRAMS, *libraries)}
+        for folder in sorted(folders | {str(parent) for folder in folders for parent in Path(folder).parents
+                                        if str(parent) != "."}):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
+            tar.addfile(info)
+        for name in (*TINY_PROGRAMS, *sorted(libraries)):
+            real = os.path.realpath(name)
+            info = tar.gettarinfo(real, arcname=name.lstrip("/"))
+            with open(real, "rb") as handle:
+                tar.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def _pids_naming(text: str) -> list[int]:
+    """Processes whose command line contains `text` (the exec root only this daemon's processes name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and text in _cmdline(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 def _mounts_under(*roots: Path) -> list[str]:

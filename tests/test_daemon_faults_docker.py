@@ -1,19 +1,24 @@
-"""A real daemon that stalls or dies under a real `coldchain freeze`: a private dockerd (its own socket
-and data root: the shared daemon is never touched) is stopped with SIGSTOP, or killed with SIGKILL
-while the command waits on it. Either way the command ends with exit 12 and one message, no traceback,
-and nothing of it is left: no output, no staging directory, no container."""
+"""A real daemon that stalls or dies: a private dockerd (its own socket and data root: the shared daemon
+is never touched) is stopped with SIGSTOP, or killed with SIGKILL, while a real `coldchain freeze` waits
+on it, and while the engine waits for a running container. Each ends with exit 12 (DaemonUnavailable)
+and one message, no traceback; the command leaves no output, staging directory or container, and the
+container stalled under the engine ends at its limit."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from coldchain.contract import Exit
-from coldchain.engine.docker import GRACE_S
+from coldchain.engine import RunSpec
+from coldchain.engine import docker as docker_engine_module
+from coldchain.engine.docker import GRACE_S, TIMEOUT_EXIT, DockerEngine
+from coldchain.errors import DaemonUnavailable
 from coldchain.owner import PID_LABEL
 from conftest import ROOT
 from private_daemon import PrivateDaemon, connected_unix_sockets, usable
@@ -92,3 +97,76 @@ def test_a_daemon_killed_while_the_command_waits_on_it_ends_the_command_with_exi
     assert "Docker daemon" in stderr and "stalled" not in stderr, stderr[-2000:]
     assert "make docker" in stderr and "Traceback" not in stderr
     nothing_left(process, tmp_path, docker_engine)
+
+
+# The engine's own wait, with a running container: a short limit, a short grace (the real 60 s would
+# only make the test slower) and a short call timeout for the watchdog's kill.
+LIMIT_S, TEST_GRACE_S, CALL_S = 5, 3, 5
+
+
+@pytest.fixture
+def tiny_engine(private_daemon, monkeypatch):
+    image = private_daemon.import_tiny_image()
+    monkeypatch.setenv("DOCKER_HOST", private_daemon.host)
+    monkeypatch.setattr(docker_engine_module, "GRACE_S", TEST_GRACE_S)
+    return DockerEngine(timeout=CALL_S), image
+
+
+def run_in_background(engine: DockerEngine, image: str) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = engine.run(RunSpec(image=image, command=("sleep", "600"), timeout_s=LIMIT_S))
+        except Exception as error:  # noqa: BLE001 - the test asserts on whatever it was
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def when_a_container_runs(daemon: PrivateDaemon, thread: threading.Thread, outcome: dict):
+    client = daemon.client()
+    deadline = time.monotonic() + 120
+    while not client.containers.list(filters={"status": "running"}):
+        assert thread.is_alive(), outcome
+        assert time.monotonic() < deadline, "no container started"
+        time.sleep(0.1)
+    return client.containers.list(filters={"status": "running"})[0]
+
+
+def test_a_daemon_stalled_while_a_container_runs_ends_the_run_at_its_limit_plus_the_grace(private_daemon,
+                                                                                          tiny_engine,
+                                                                                          record_property):
+    engine, image = tiny_engine
+    thread, outcome = run_in_background(engine, image)
+    container = when_a_container_runs(private_daemon, thread, outcome)
+    private_daemon.stop()
+    # The limit, the grace, the watchdog's kill that waits one call timeout, and room for a busy machine.
+    thread.join(timeout=LIMIT_S + TEST_GRACE_S + CALL_S + 60)
+    assert not thread.is_alive(), "the run outlived its limit plus the grace on a stalled daemon"
+    error = outcome.get("error")
+    record_property("exit_codes", str([getattr(error, "exit_code", None)]))
+    assert isinstance(error, DaemonUnavailable) and error.exit_code == Exit.DAEMON, outcome
+    assert "stalled" in error.message and "restart the Docker daemon" in error.fix
+    private_daemon.resume()
+    # The container did not outlive its limit either: its own `timeout` (or the watchdog's kill the daemon
+    # received late) ended it while nobody watched. It is left to the next run's sweep; removed here.
+    status = private_daemon.client(timeout=60).api.wait(container.id, timeout=60)
+    assert status["StatusCode"] in (TIMEOUT_EXIT, 137), status
+    container.remove(force=True)
+
+
+def test_a_daemon_killed_while_a_container_runs_ends_the_run_with_exit_12(private_daemon, tiny_engine,
+                                                                          record_property):
+    engine, image = tiny_engine
+    thread, outcome = run_in_background(engine, image)
+    when_a_container_runs(private_daemon, thread, outcome)
+    private_daemon.kill()
+    thread.join(timeout=60)  # far less than the limit plus the grace: the broken connection says it at once
+    assert not thread.is_alive(), "the run waited on a dead daemon"
+    error = outcome.get("error")
+    record_property("exit_codes", str([getattr(error, "exit_code", None)]))
+    assert isinstance(error, DaemonUnavailable) and error.exit_code == Exit.DAEMON, outcome
+    assert "went away" in error.message and "stalled" not in error.message, error.message
