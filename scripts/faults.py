@@ -4,7 +4,7 @@ fresh clones, written to bench/faults.json (date, CPU, each fault's n/n survived
 figures behind the README's "Faults survived" table. Needs a Docker daemon; takes about half an hour
 on two cores.
 
-Usage: .venv/bin/python scripts/faults.py [--rounds N] [--skip-infer] [--out FILE]"""
+Usage: .venv/bin/python scripts/faults.py [--rounds N] [--skip-infer | --infer-only] [--out FILE]"""
 
 from __future__ import annotations
 
@@ -86,32 +86,50 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/faults.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="concurrent freeze pairs (CI runs 3)")
     parser.add_argument("--skip-infer", action="store_true", help="skip the three concurrent make infer")
+    parser.add_argument("--infer-only", action="store_true",
+                        help="only the three concurrent make infer, added to the results --out holds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "faults.json")
     args = parser.parse_args()
     os.environ.update(CI="true", COLDCHAIN_FAULT_ROUNDS=str(args.rounds))  # a missing daemon fails, not skips
     os.chdir(ROOT)
+    if args.infer_only:
+        result = json.loads(args.out.read_text())
+        code = result.get("pytest_exit", 0)
+    else:
+        code, result = run_tests(args.rounds)
+        write(args.out, result)
+    if not args.skip_infer:
+        result["faults"] = [row for row in result["faults"] if row["tests"] != INFER_SCRIPT]
+        result["concurrent_make_infer"] = concurrent_infer()
+        result["faults"].append({"fault": "three concurrent make infer from two fresh clones, one daemon",
+                                 "tests": INFER_SCRIPT,
+                                 # One trial: every run exits 0, identical predictions, nothing stray.
+                                 "survived": "1/1" if result["concurrent_make_infer"].get("passed") else "0/1",
+                                 "exit_codes": sorted(set(result["concurrent_make_infer"].get("exit_codes",
+                                                                                               {}).values()))})
+        write(args.out, result)
+    print(json.dumps(result["faults"], indent=2))
+    return 0 if code == 0 and result.get("concurrent_make_infer", {}).get("passed", True) else 1
+
+
+INFER_SCRIPT = "scripts/concurrent-infer.py"
+
+
+def run_tests(rounds: int) -> tuple[int, dict]:
     import pytest
 
     collector = Collector()
     files = sorted({prefix.split("::")[0] for _, prefix in FAULTS if "::" in prefix} |
                    {str(path.relative_to(ROOT)) for path in ROOT.glob("tests/test_hostile*.py")})
-    code = pytest.main(["-q", "-p", "no:cacheprovider", *files], plugins=[collector])
-    result = {**machine(), "rounds": args.rounds, "pytest_exit": int(code), "faults": figures(collector.tests)}
-    write(args.out, result)
-    if not args.skip_infer:
-        ran = subprocess.run([sys.executable, str(ROOT / "scripts" / "concurrent-infer.py")], capture_output=True,
-                             text=True)
-        sys.stderr.write(ran.stderr)
-        infer = json.loads(ran.stdout) if ran.stdout.strip().startswith("{") else {"error": ran.stdout[-2000:]}
-        result["concurrent_make_infer"] = infer
-        result["faults"].append({"fault": "three concurrent make infer from two fresh clones, one daemon",
-                                 "tests": "scripts/concurrent-infer.py",
-                                 # One trial: every run exits 0, identical predictions, nothing stray.
-                                 "survived": "1/1" if infer.get("passed") else "0/1",
-                                 "exit_codes": sorted(set(infer.get("exit_codes", {}).values()))})
-        write(args.out, result)
-    print(json.dumps(result["faults"], indent=2))
-    return 0 if code == 0 and result.get("concurrent_make_infer", {}).get("passed", True) else 1
+    code = int(pytest.main(["-q", "-p", "no:cacheprovider", *files], plugins=[collector]))
+    return code, {**machine(), "rounds": rounds, "pytest_exit": code, "faults": figures(collector.tests)}
+
+
+def concurrent_infer() -> dict:
+    ran = subprocess.run([sys.executable, str(ROOT / INFER_SCRIPT)], capture_output=True, text=True)
+    sys.stderr.write(ran.stderr)
+    return json.loads(ran.stdout) if ran.stdout.strip().startswith("{") else {"passed": False,
+                                                                             "error": ran.stdout[-2000:]}
 
 
 def write(path: Path, result: dict) -> None:
