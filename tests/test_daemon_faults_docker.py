@@ -113,7 +113,16 @@ def tiny_engine(private_daemon, monkeypatch):
 
 
 def run_in_background(engine: DockerEngine, image: str) -> tuple[threading.Thread, dict]:
-    outcome: dict = {}
+    """engine.run of a container that sleeps past its limit, on a thread; outcome["waiting"] is set once
+    the run has started the container and waits for its end (where a stall must not hang it)."""
+    outcome: dict = {"waiting": threading.Event()}
+    wait = engine._wait
+
+    def waiting(*args, **kwargs):
+        outcome["waiting"].set()
+        return wait(*args, **kwargs)
+
+    engine._wait = waiting
 
     def target():
         try:
@@ -129,7 +138,7 @@ def run_in_background(engine: DockerEngine, image: str) -> tuple[threading.Threa
 def when_a_container_runs(daemon: PrivateDaemon, thread: threading.Thread, outcome: dict):
     client = daemon.client()
     deadline = time.monotonic() + 120
-    while not client.containers.list(filters={"status": "running"}):
+    while not (outcome["waiting"].is_set() and client.containers.list(filters={"status": "running"})):
         assert thread.is_alive(), outcome
         assert time.monotonic() < deadline, "no container started"
         time.sleep(0.1)
