@@ -89,7 +89,11 @@ def main() -> int:
     parser.add_argument("--infer-only", action="store_true",
                         help="only the three concurrent make infer, added to the results --out holds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "faults.json")
+    parser.add_argument("--table", action="store_true", help="print --out's results as the README's table, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
     os.environ.update(CI="true", COLDCHAIN_FAULT_ROUNDS=str(args.rounds))  # a missing daemon fails, not skips
     os.chdir(ROOT)
     if args.infer_only:
@@ -130,6 +134,14 @@ def concurrent_infer() -> dict:
     sys.stderr.write(ran.stderr)
     return json.loads(ran.stdout) if ran.stdout.strip().startswith("{") else {"passed": False,
                                                                              "error": ran.stdout[-2000:]}
+
+
+def table(result: dict) -> str:
+    lines = [f"Measured {result['date']} on {result['cores']} cores of {result['cpu']} ({result['cpu_class']}), "
+             f"{result['rounds']} rounds of concurrent freezes:", "", "| fault | survived | exit codes |", "|---|---|---|"]
+    for row in result["faults"]:
+        lines.append(f"| {row['fault']} | {row['survived']} | {', '.join(map(str, row.get('exit_codes', []))) or '-'} |")
+    return "\n".join(lines)
 
 
 def write(path: Path, result: dict) -> None:
