@@ -21,33 +21,36 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # (figure, test node id prefix): every test whose id starts with the prefix counts towards the figure.
-FAULTS = (
+FAULTS = (  # the cheap ones first: a run cut short still has them
+    ("daemon stalled (SIGSTOP): exit 12 at the call timeout, or at the container's limit plus the grace",
+     "tests/test_daemon_faults_docker.py::test_a_daemon_stalled"),
+    ("daemon stalled (SIGSTOP) before a freeze's first call: exit 12 at the call timeout",
+     "tests/test_daemon_faults_docker.py::test_a_stalled_daemon"),
+    ("daemon killed (SIGKILL) while a freeze or a container run waits on it: exit 12",
+     "tests/test_daemon_faults_docker.py::test_a_daemon_killed"),
+    ("disk full or read-only on the host: exit 16, nothing replaced", "tests/test_output_errors.py::"),
+    ("disk full writing a report: previous report kept", "tests/test_faults.py::"),
+    ("hostile model directories: refused with exit 2 naming the file", "tests/test_hostile"),
+    ("requirement files (pip-compile, index options, URLs)", "tests/test_user_requirements.py::"),
     ("SIGTERM mid-freeze: container and staging removed, exit 143",
      "tests/test_signals_docker.py::test_sigterm_mid_container"),
     ("SIGKILL mid-freeze: the next run sweeps what it left",
      "tests/test_signals_docker.py::test_what_a_killed_run_leaves"),
     ("two concurrent freezes into one output directory (rounds)",
      "tests/test_signals_docker.py::test_two_freezes_into_one_output_directory"),
-    ("daemon stalled (SIGSTOP): exit 12 at the call timeout",
-     "tests/test_daemon_faults_docker.py::test_a_stalled_daemon"),
-    ("daemon killed (SIGKILL) while the command waits on it: exit 12",
-     "tests/test_daemon_faults_docker.py::test_a_daemon_killed"),
     ("disk full in the container: exit 16, previous model kept",
      "tests/test_faults_docker.py::test_freeze_on_a_full_disk"),
     ("container killed for memory: said so", "tests/test_faults_docker.py::test_a_step_killed_for_memory"),
-    ("disk full or read-only on the host: exit 16, nothing replaced", "tests/test_output_errors.py::"),
-    ("disk full writing a report: previous report kept", "tests/test_faults.py::"),
     ("Ctrl-C mid drift-test, and two drift-tests at once", "tests/test_interrupt_docker.py::"),
-    ("hostile model directories: refused with exit 2 naming the file", "tests/test_hostile"),
-    ("requirement files (pip-compile, index options, URLs)", "tests/test_user_requirements.py::"),
 )
 
 
 class Collector:
     """Each test's outcome and the properties it recorded (record_property: survived, exit_codes)."""
 
-    def __init__(self):
+    def __init__(self, on_update=lambda tests: None):
         self.tests: dict[str, dict] = {}
+        self.on_update = on_update  # each finished test is written at once: a cut-short run keeps its figures
 
     def pytest_runtest_logreport(self, report):
         entry = self.tests.setdefault(report.nodeid, {"outcome": "passed", "properties": {}})
@@ -56,6 +59,8 @@ class Collector:
             entry["outcome"] = "failed"
         elif report.skipped and entry["outcome"] == "passed":
             entry["outcome"] = "skipped"
+        if report.when == "teardown":
+            self.on_update(self.tests)
 
 
 def figures(tests: dict[str, dict]) -> list[dict]:
@@ -100,7 +105,7 @@ def main() -> int:
         result = json.loads(args.out.read_text())
         code = result.get("pytest_exit", 0)
     else:
-        code, result = run_tests(args.rounds)
+        code, result = run_tests(args.rounds, args.out)
         write(args.out, result)
     if not args.skip_infer:
         result["faults"] = [row for row in result["faults"] if row["tests"] != INFER_SCRIPT]
@@ -119,14 +124,20 @@ def main() -> int:
 INFER_SCRIPT = "scripts/concurrent-infer.py"
 
 
-def run_tests(rounds: int) -> tuple[int, dict]:
+def run_tests(rounds: int, out: Path) -> tuple[int, dict]:
     import pytest
 
-    collector = Collector()
-    files = sorted({prefix.split("::")[0] for _, prefix in FAULTS if "::" in prefix} |
-                   {str(path.relative_to(ROOT)) for path in ROOT.glob("tests/test_hostile*.py")})
+    header = {**machine(), "rounds": rounds}
+    collector = Collector(lambda tests: write(out, {**header, "complete": False, "faults": figures(tests)}))
+    files = []  # in FAULTS' order: the figures that matter most first
+    for _, prefix in FAULTS:
+        path = prefix.split("::")[0]
+        for found in ([path] if path.endswith(".py") else sorted(str(hit.relative_to(ROOT))
+                                                                 for hit in ROOT.glob(path + "*.py"))):
+            if found not in files:
+                files.append(found)
     code = int(pytest.main(["-q", "-p", "no:cacheprovider", *files], plugins=[collector]))
-    return code, {**machine(), "rounds": rounds, "pytest_exit": code, "faults": figures(collector.tests)}
+    return code, {**header, "complete": True, "pytest_exit": code, "faults": figures(collector.tests)}
 
 
 def concurrent_infer() -> dict:
