@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 # (figure, test node id prefix): every test whose id starts with the prefix counts towards the figure.
 FAULTS = (  # the cheap ones first: a run cut short still has them
-    ("daemon stalled (SIGSTOP): exit 12 at the call timeout, or at the container's limit plus the grace",
+    ("daemon stalled (SIGSTOP) while a container runs: exit 12 at its limit plus the grace; the container ends",
      "tests/test_daemon_faults_docker.py::test_a_daemon_stalled"),
     ("daemon stalled (SIGSTOP) before a freeze's first call: exit 12 at the call timeout",
      "tests/test_daemon_faults_docker.py::test_a_stalled_daemon"),
