@@ -30,7 +30,9 @@ endif
 ifneq ($(TRUST),)
 export COLDCHAIN_TRUST := $(TRUST)
 endif
-STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
+# Two `make` runs on one $(OUT) take turns step by step (flock, released when a run dies): a step's
+# input (out/run under freeze) is never swapped and removed under it by the other run's step.
+STEP = mkdir -p $(OUT) && flock $(OUT)/.steps.lock $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \

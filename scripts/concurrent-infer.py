@@ -24,6 +24,7 @@ MAKE_VARS = ["DATA_ARGS=--classes 3 --train-per-class 12 --val-per-class 4 --siz
 TIMEOUT_S = 3600
 EXPECTED_IN_OUT = ["data", "model", "predictions.jsonl", "run"]
 EXPECTED_IGNORED = {".venv", ".venv.lock"}  # what the bootstrap leaves beside the checkout's tracked files
+EXPECTED_IN_BUILD = {"base-python-versions.json", "golden-checks"}  # caches, kept on purpose; scratch is not
 
 
 def clone(into: Path) -> Path:
@@ -52,12 +53,15 @@ def stray(checkout: Path) -> list[str]:
     found = []
     for line in listed:
         name = line[3:].rstrip("/")
-        if name.split("/")[0] in EXPECTED_IGNORED or name.split("/")[0] == "out" or "__pycache__" in name:
+        if name.split("/")[0] in EXPECTED_IGNORED or name.split("/")[0] in ("out", "build") or "__pycache__" in name:
             continue
         found.append(line)
+    build = checkout / "build"
+    found += [f"build/{path.name}" for path in sorted(build.iterdir()) if path.name not in EXPECTED_IN_BUILD] \
+        if build.is_dir() else []
     out = checkout / "out"
     entries = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
-    found += [f"out/{name}" for name in entries if name not in EXPECTED_IN_OUT]
+    found += [f"out/{name}" for name in entries if name not in EXPECTED_IN_OUT and name != ".steps.lock"]
     found += [f"missing out/{name}" for name in EXPECTED_IN_OUT if name not in entries]
     return found
 

@@ -63,12 +63,15 @@ def test_concurrent_infer_names_what_a_run_left_behind(tmp_path):
         (checkout / name / "file").write_text("x")
     (checkout / "out" / "predictions.jsonl").write_text(json.dumps({"image": f"{checkout}/out/data/val/1.png"}) + "\n")
     (checkout / ".venv.lock").write_text("")
+    (checkout / "build" / "golden-checks").mkdir(parents=True)
+    (checkout / "build" / "golden-checks" / "a.json").write_text("{}")
     assert concurrent.stray(checkout) == []
     assert concurrent.predictions(checkout) == [{"image": "<clone>/out/data/val/1.png"}]
     (checkout / "out" / ".model.staging-x").mkdir()
     (checkout / ".venv.new-123").mkdir()
     (checkout / ".venv.new-123" / "file").write_text("x")
     (checkout / "out" / "run").rename(checkout / "out" / "elsewhere")
+    (checkout / "build" / "context-train-cpu-x").mkdir()
     left = concurrent.stray(checkout)
     assert "!! .venv.new-123/" in left and "out/.model.staging-x" in left and "out/elsewhere" in left
-    assert "missing out/run" in left
+    assert "missing out/run" in left and "build/context-train-cpu-x" in left
