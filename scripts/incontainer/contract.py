@@ -298,7 +298,7 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
-    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record",
+    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record, or its SBOM from its lock",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
