@@ -179,3 +179,14 @@ def test_images_verify_checks_the_sbom_against_the_lock(tiny_project, engine, mo
     assert outcome.exit_code == Exit.IMAGE_CORRUPT, outcome.output
     assert "or from their lock (SBOM)" in outcome.output
     assert "numpy==1.26.3, but requirements-infer.lock pins 1.26.4" in outcome.output
+
+
+def test_an_image_without_an_sbom_is_named_where_building_is_not_allowed(tiny_project, engine):
+    """A job that loaded or pulled images made before they carried an SBOM is told why they do not fit."""
+    from coldchain.errors import ImageNotAvailable
+
+    image = built(tiny_project, engine)
+    engine.images["kit-infer:cpu"] = replace(image.info, labels={key: value for key, value in image.info.labels.items()
+                                                                 if key != SBOM_FORMAT_LABEL})
+    with pytest.raises(ImageNotAvailable, match="its SBOM label .built before images carried one. differ"):
+        built(tiny_project, engine, build=False)
