@@ -190,3 +190,16 @@ def test_an_image_without_an_sbom_is_named_where_building_is_not_allowed(tiny_pr
                                                                  if key != SBOM_FORMAT_LABEL})
     with pytest.raises(ImageNotAvailable, match="its SBOM label .built before images carried one. differ"):
         built(tiny_project, engine, build=False)
+
+
+def test_containers_get_the_images_labels_without_the_sbom_itself(tiny_project, engine):
+    """The labels travel to every container (and into manifests and reports) as one environment string,
+    which exec refuses past 128 KiB: the SBOM's sha256 goes, the SBOM does not."""
+    from coldchain.contract import ENV_IMAGE_LABELS
+    from coldchain.steps.runner import Image, ModuleRun, spec_for
+
+    image = built(tiny_project, engine)
+    spec = spec_for(ModuleRun(image=Image.of(image), module="probe", arguments=()))
+    passed = json.loads(spec.environment[ENV_IMAGE_LABELS])
+    assert SBOM_LABEL not in passed and passed[SBOM_SHA256_LABEL] == image.info.labels[SBOM_SHA256_LABEL]
+    assert passed[FILES_LABEL] == RECORD_DIGEST
