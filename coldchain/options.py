@@ -43,6 +43,11 @@ force = click.option("--force", is_flag=True, help="Rebuild even when an image o
 verify_images = option("--verify", is_flag=True, envvar="COLDCHAIN_VERIFY_IMAGES",
                        help="Run each image and re-hash its files against the record made when it was built; "
                             "exit 20 on any difference.")
+image_ref = click.argument("image", metavar="IMAGE")
+sbom_lock = option("--lock", "lock", type=PathType(dir_okay=False, exists=True), default=None,
+                   envvar="COLDCHAIN_SBOM_LOCK",
+                   help="First check the image's SBOM against this hashed lock (every pin, version and wheel "
+                        "hash); exit 20 on any difference.")
 keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
                            help="Keep each image's install stage (its wheels and a second copy of the venv): "
                                 "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "

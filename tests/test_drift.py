@@ -337,9 +337,10 @@ NUMERICS = {"tensorflow": "2.14.1", "isa": "avx2", "threads_effective": [2, 2], 
             "onednn": {"enabled": True, "max_cpu_isa": "AVX2", "decided_by": "default"}}
 
 
-def run_fake_drift_test(tmp_path, monkeypatch, project) -> tuple[dict, list]:
+def run_fake_drift_test(tmp_path, monkeypatch, project, wrap=None, **extra) -> tuple[dict, list]:
     """run_drift_test through the fake engine: images found, one re-export, probe containers answered
-    by the case names in their plan (the 'silent' one's container fails)."""
+    by the case names in their plan (the 'silent' one's container fails). `wrap` may stand between the
+    containers and those answers; `extra` are more DriftOptions."""
     from types import SimpleNamespace
 
     from coldchain.contract import ProbeReport, error_line
@@ -369,10 +370,10 @@ def run_fake_drift_test(tmp_path, monkeypatch, project) -> tuple[dict, list]:
     model.mkdir()
     (model / "manifest.json").write_text(json.dumps({"model": {"sha256": "ab" * 32}, "golden": {"numerics": NUMERICS}}))
     engine = FakeEngine()
-    engine.run_handler = answer
+    engine.run_handler = wrap(answer) if wrap else answer
     monkeypatch.setattr("coldchain.environments.images.build_images", found)
     matrix = load_matrix(write(tmp_path, E2E_MATRIX))
-    options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2)
+    options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2, **extra)
     return run_drift_test(engine, project, matrix, options), engine.runs
 
 

@@ -134,6 +134,12 @@ ENV_PATH_MAP = "COLDCHAIN_PATH_MAP"  # JSON object: mount point -> the host path
 # JSON object {relative path: sha256} of the model directory's files the host verified against a trusted
 # signature; the container re-hashes the bytes it reads from the mount and refuses any other.
 ENV_SIGNED_FILES = "COLDCHAIN_SIGNED_FILES"
+# Where a container reads several model directories (the drift probe's /models/<variant>), the mount of the
+# one ENV_SIGNED_FILES is for; the others (variants made from it) are not checked against it. Unset: every
+# model directory the container reads (infer, doctor, reexport read one).
+ENV_SIGNED_MODEL_DIR = "COLDCHAIN_SIGNED_MODEL_DIR"
+# In the container's refusal of a signed directory whose mounted bytes differ: the host finds it by this.
+SIGNED_DIRECTORY_CHANGED = "the model directory changed after the host verified it"
 ENV_ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; the kit records what TF made of it
 
 # --- in-container modules the host runs (python -m ...) -----------------------------------------
@@ -298,7 +304,7 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
-    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record",
+    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record, or its SBOM from its lock",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
