@@ -116,7 +116,7 @@ def test_a_tampered_artefact_is_refused_before_any_prediction(run_id, runtimes_m
                           str(tmp_path), "--runtime", "openvino")
     assert completed.returncode == Exit.USAGE, completed.stderr[-2000:]
     assert f"{weights} changed since it was converted" in completed.stderr
-    assert "coldchain convert --runtime openvino" in completed.stderr and "Traceback" not in completed.stderr
+    assert "coldchain convert --target openvino" in completed.stderr and "Traceback" not in completed.stderr
     assert not output.exists()
 
 
