@@ -247,6 +247,8 @@ superseded = click.option("--superseded", is_flag=True,
 no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
 no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
 no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+no_tflite = click.option("--no-tflite", is_flag=True, help="Skip the TensorFlow Lite rows (fp32 with XNNPACK on "
+                                                           "and off, int8, beside TensorFlow fp32).")
 quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
                                                   "machinery and writes bench/results-quick.json, not the README's "
                                                   "numbers.")
