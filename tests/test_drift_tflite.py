@@ -143,7 +143,7 @@ def test_one_conversion_container_per_drift_run_calibrated_as_the_kit_does_and_r
     mounted = {mount.target: Path(mount.source) for mount in convert.mounts}
     assert mounted[contract.MOUNT_CALIBRATION].resolve() == (tmp_path / "out" / "data" / "train").resolve()
     root = (tmp_path / "drift" / "tflite" / "runtimes" / "default").resolve()
-    assert sorted(path.name for path in root.iterdir()) == ["tflite-fp32", "tflite-int8"]
+    assert sorted(path.name for path in root.iterdir()) == ["converted-on.json", "tflite-fp32", "tflite-int8"]
     (probe,) = [run for run in runs if run.command[2] == MODULES["probe"]]
     assert {mount.target: Path(mount.source) for mount in probe.mounts}["/converted/default"] == root
     assert {case["name"]: case["ok"] for case in report["cases"]} == {"fp32": True, "fp32-plain": True, "int8": True,
@@ -152,6 +152,10 @@ def test_one_conversion_container_per_drift_run_calibrated_as_the_kit_does_and_r
     # The next run finds them current: no conversion container.
     _, again = fake_drift(tmp_path, monkeypatch, project, kit_data=True)
     assert converts(again) == []
+    # Carried to another CPU class, they are converted again: the bound is measured where the case runs.
+    monkeypatch.setattr("coldchain.drift.tflite.cpu_class", lambda: "another-class")
+    _, elsewhere = fake_drift(tmp_path, monkeypatch, project, kit_data=True)
+    assert len(converts(elsewhere)) == 1
 
 
 def test_an_adopted_model_calibrates_int8_on_its_golden_inputs(tmp_path, monkeypatch, project):

@@ -2,10 +2,12 @@
 (all targets of a model in one container of the cases' environment, as make quantize does) into
 OUT/tflite/<env>/<variant>/<target>/ and reused while the model and the image's lock are unchanged.
 Full int8 is calibrated as the kit does (its training images beside the model), else, for an adopted
-model, on the golden inputs; the conversion measures the model's own bound either way."""
+model, on the golden inputs; the conversion measures the model's own bound either way, on this CPU
+class (artefacts carried from another one are converted again)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from ..engine import Engine
 from ..environments.images import BuiltImage
 from ..environments.matrix import CaseSpec
 from ..errors import ColdchainError
+from ..fsutil import atomic_write_text
+from ..hostinfo import cpu_class, numerics_flags
 from ..steps.convert import convert, stale_because
 from .options import DriftOptions
 
@@ -24,6 +28,7 @@ TFLITE_DIR = "tflite"
 CONVERSION_FIX = "fix the graph in TensorFlow first (the message names the op), or serve it with TensorFlow"
 
 Key = tuple[str, str]  # (environment, variant)
+CONVERTED_ON = "converted-on.json"  # the CPU the artefacts' bounds were measured on
 
 
 def needed_targets(cases) -> dict[Key, tuple[str, ...]]:
@@ -38,6 +43,19 @@ def needed_targets(cases) -> dict[Key, tuple[str, ...]]:
 
 def converted_root(options: DriftOptions, key: Key) -> Path:
     return (options.out / TFLITE_DIR / key[0] / key[1]).resolve()
+
+
+def this_cpu() -> dict:
+    return {"cpu_class": cpu_class(), "cpu_flags": numerics_flags()}
+
+
+def measured_elsewhere(root: Path) -> bool:
+    """The artefacts were converted, and their bounds measured, on another CPU class (an out/ folder
+    carried to another machine): converted again, so the expected outcome holds on every CPU."""
+    try:
+        return json.loads((root / CONVERTED_ON).read_text()) != this_cpu()
+    except (OSError, ValueError):
+        return True
 
 
 def kit_calibration(model: Path) -> Path | None:
@@ -56,7 +74,8 @@ def convert_for_cases(engine: Engine, project: Project, cases, options: DriftOpt
         if isinstance(model, str):
             continue  # the variant is not applicable: so are its cases
         root, image = converted_root(options, key), images[key[0]]
-        stale = tuple(target for target in targets if stale_because(model, target, image, root))
+        elsewhere = measured_elsewhere(root)
+        stale = tuple(target for target in targets if elsewhere or stale_because(model, target, image, root))
         if stale:
             calibration = kit_calibration(model)
             on_golden = calibration is None and any(target in CALIBRATION_TARGETS for target in stale)
@@ -68,6 +87,7 @@ def convert_for_cases(engine: Engine, project: Project, cases, options: DriftOpt
             except ColdchainError as failure:
                 converted[key] = failure.message
                 continue
+            atomic_write_text(root / CONVERTED_ON, json.dumps(this_cpu()))
         else:
             log.info("tflite: %s's %s conversions are current", key[1], ", ".join(targets))
         converted[key] = root
