@@ -111,7 +111,8 @@ runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTE
                  help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx), OpenVINO or TensorFlow Lite "
                       "(LiteRT; converted/tflite-<precision>/); the conversion is cached in MODEL/converted/ and "
                       f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
-                      "--precision and timed at batch 8, the fastest used (the summary says which and why).")
+                      "--precision and timed at batch 8, the fastest used (the summary says which and why); with a "
+                      "quantized --precision (int8, fp16, dynamic), TFLite's artefact: int8 only when declared.")
 converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
                            multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
                                                "(tflite-int8: full integer, calibrated on --calibration-images); "
@@ -257,6 +258,8 @@ superseded = click.option("--superseded", is_flag=True,
 no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
 no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
 no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+no_tflite = click.option("--no-tflite", is_flag=True, help="Skip the TensorFlow Lite rows (fp32 with XNNPACK on "
+                                                           "and off, int8, beside TensorFlow fp32).")
 quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
                                                   "machinery and writes bench/results-quick.json, not the README's "
                                                   "numbers.")

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from ..contract import ENV_SIGNED_MODEL_DIR, SIGNED_DIRECTORY_CHANGED
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS,
-                        FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION,
-                        FLAG_PREPROCESSING, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16,
-                        PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport, allow_op_arguments)
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_CONVERTED,
+                        FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL,
+                        FLAG_NO_XNNPACK, FLAG_PLAN, FLAG_PRECISION, FLAG_PREPROCESSING, FLAG_RUNTIME,
+                        MOUNT_CONVERSIONS, MOUNT_CONVERTED, MOUNT_MODELS, PRECISION_BF16, PRECISION_FP32,
+                        RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport, allow_op_arguments)
 from ..engine import Engine, Mount
 from ..environments.images import BuiltImage
 from ..environments.matrix import DEFAULT_VARIANT, CaseSpec, EnvSpec
@@ -26,6 +27,11 @@ CASE_TIMEOUT_S = 900.0
 
 def model_mount(variant: str) -> str:
     return f"{MOUNT_MODELS}/{variant}"
+
+
+def converted_mount(variant: str) -> str:
+    """Where a TFLite case's artefacts (converted once per drift run, drift/tflite.py) are mounted."""
+    return f"{MOUNT_CONVERTED}/{variant}"
 
 
 def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
@@ -47,6 +53,8 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
         arguments += [FLAG_PRECISION, settings.precision]
     if settings.precision == PRECISION_BF16:
         arguments += [FLAG_BF16_TOLERANCE, str(settings.bf16_tolerance)]
+    if settings.tflite_target is not None:
+        arguments += [FLAG_CONVERTED, converted_mount(case.variant)] + ([] if settings.xnnpack else [FLAG_NO_XNNPACK])
     return tuple(arguments)
 
 
@@ -69,10 +77,13 @@ def conversions(options: DriftOptions) -> Path:
 
 
 def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: BuiltImage, models: dict[str, Path],
-                options: DriftOptions) -> tuple[dict[str, dict], str | None, float | None]:
+                options: DriftOptions, converted: dict | None = None) -> tuple[dict[str, dict], str | None, float | None]:
     """Probe the cases in one container (one TensorFlow import): (each case's report by name, why
-    there are none, the container's seconds)."""
+    there are none, the container's seconds). `converted`: {(env, variant): folder} of TFLite artefacts."""
     first = cases[0]
+    inputs = {model_mount(case.variant): models[case.variant] for case in cases}
+    inputs.update({converted_mount(case.variant): (converted or {})[(case.env, case.variant)]
+                   for case in cases if case.settings.tflite_target is not None})
     kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
     plan = [{"name": case.name, "args": [*probe_arguments(case), *allow_op_arguments(options.allowed_ops),
                                          *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
@@ -80,7 +91,7 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     run = ModuleRun(image=Image.of(image), module="probe", arguments=(FLAG_PLAN, json.dumps(plan)),
                     output=Mount(kept, MOUNT_CONVERSIONS, False) if kept else None,
                     what=f"drift case{'s' if len(cases) > 1 else ''} {', '.join(case.name for case in cases)}",
-                    inputs={model_mount(case.variant): models[case.variant] for case in cases},
+                    inputs=inputs,
                     environment={**dict(first.settings.environment), **signed_environment(cases, options)},
                     memory=memory_for(first.settings.runtime, options.memory),
                     timeout_s=CASE_TIMEOUT_S * len(cases), gpus=env.device == "cuda" and engine.gpu_runtime(),

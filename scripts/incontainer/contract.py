@@ -63,6 +63,8 @@ TFLITE_PRECISIONS = (PRECISION_FP32, PRECISION_FP16, PRECISION_DYNAMIC, PRECISIO
 QUANTIZED_PRECISIONS = (PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)  # judged by golden/quantized.py
 INFER_RUNTIMES = RUNTIMES + (RUNTIME_TFLITE,)  # infer's --runtime (the drift probe and bench: RUNTIMES)
 INFER_PRECISIONS = PRECISIONS + QUANTIZED_PRECISIONS
+# The drift probe's runtimes: TFLite's artefacts are converted once per drift run, by the host's step.
+PROBE_RUNTIMES = INFER_RUNTIMES
 
 
 def tflite_target(precision: str) -> str:
@@ -120,6 +122,7 @@ MOUNT_CALIBRATION = "/calibration"  # convert: representative images (full int8)
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
 MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
+MOUNT_CONVERTED = "/converted"  # drift probe: /converted/<variant>/tflite-<precision>/, made once per drift run
 MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
 
 # Every file of an image's venv and /opt/coldchain with its sha256 (sha256sum's format, sorted), written
@@ -179,6 +182,8 @@ FLAG_PREPROCESSING = "--preprocessing"
 FLAG_CALIBRATION_IMAGES = "--calibration-images"  # convert: representative images for full int8
 FLAG_NO_XNNPACK = "--no-xnnpack"  # infer --runtime tflite: the builtin kernels, without XNNPACK
 FLAG_GOLDEN_BOUND = "--golden-bound"  # infer: a quantized model's declared probability-error bound
+FLAG_CONVERTED = "--converted"  # drift probe: the folder holding this run's tflite-<precision>/ artefacts
+FLAG_CALIBRATE_ON_GOLDEN = "--calibrate-on-golden"  # convert: full int8 calibrated on the golden inputs
 FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
 FLAG_INTRA_OP_THREADS = "--intra-op-threads"
 FLAG_INTER_OP_THREADS = "--inter-op-threads"
