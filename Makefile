@@ -30,19 +30,21 @@ endif
 ifneq ($(TRUST),)
 export COLDCHAIN_TRUST := $(TRUST)
 endif
-STEP = $(COLDCHAIN) $(1) --device $(DEVICE)
+# Two `make` runs on one $(OUT) take turns step by step (flock, released when a run dies): a step's
+# input (out/run under freeze) is never swapped and removed under it by the other run's step.
+STEP = mkdir -p $(OUT) && flock $(OUT)/.steps.lock $(COLDCHAIN) $(1) --device $(DEVICE)
 
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
 	REEXPORT_ARGS MODEL CHECKPOINT CALIBRATION PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX \
-	SIGN_KEY TRUST
+	SIGN_KEY TRUST ROUNDS
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
 .PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
-	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit bench \
+	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit faults bench \
 	prune clean clean-all
 
 help: ## List the targets
@@ -155,6 +157,9 @@ test: venv docker lock-check ## All tests, the Docker ones included (they build 
 
 test-unit: venv ## Unit tests only (no Docker daemon needed)
 	$(VENV)/bin/python -m pytest -m "not docker" $(PYTEST_ARGS)
+
+faults: venv docker lock-check ## Fault suite, ROUNDS=10 concurrent freeze pairs (CI: 3), 3 concurrent make infer from fresh clones -> bench/faults.json
+	$(VENV)/bin/python scripts/faults.py --rounds $(or $(ROUNDS),10)
 
 bench: $(OUT)/model/manifest.json | venv docker lock-check ## Inference speed, image costs, adopt, reproducibility across CPU classes -> bench/results.json (BENCH_ARGS=--quick)
 	$(COLDCHAIN) bench --run $(OUT)/run $(BENCH_ARGS)

@@ -16,6 +16,7 @@ from .contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PL
                        FLAG_PREPROCESSING, FLAG_PREPROCESSING_FIELD, FLAG_REPEATS, FLAG_RUN, FLAG_RUNTIME,
                        FLAG_STRIP_DEFAULT_ATTRS, FLAG_THREADS, PRECISION_FP32, RUNTIME_FASTEST, RUNTIME_TENSORFLOW,
                        Code)
+from .engine.engine import CALL_TIMEOUT_S
 from .contract import (CALIBRATION_TARGETS, CONVERSION_TARGETS, FLAG_CALIBRATION_IMAGES, FLAG_GOLDEN_BOUND,
                        FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS, RUNTIME_TFLITE)
 
@@ -26,6 +27,10 @@ verbose = click.option("-v", "--verbose", count=True, help="More log output (rep
 quiet = click.option("-q", "--quiet", count=True, help="Less log output.")
 project = option("--project", type=PathType(file_okay=False), default=None, envvar="COLDCHAIN_PROJECT",
                  help="The coldchain checkout (default: found from the current directory).")
+docker_timeout = option("--docker-timeout", "docker_timeout_s", type=click.FloatRange(1, None), default=CALL_TIMEOUT_S,
+                        show_default=True, envvar="COLDCHAIN_DOCKER_TIMEOUT",
+                        help="Seconds one Docker API call may go unanswered before the daemon counts as stalled "
+                             "(exit 12). Builds, transfers and a container's run have their own limits.")
 json_output = click.option(FLAG_JSON, "as_json", is_flag=True, help="Write the result as JSON on stdout.")
 prefix = option("--prefix", default="coldchain", show_default=True, envvar="COLDCHAIN_PREFIX",
                 help="Image name prefix; tests use a unique one per run.")
@@ -38,6 +43,11 @@ force = click.option("--force", is_flag=True, help="Rebuild even when an image o
 verify_images = option("--verify", is_flag=True, envvar="COLDCHAIN_VERIFY_IMAGES",
                        help="Run each image and re-hash its files against the record made when it was built; "
                             "exit 20 on any difference.")
+image_ref = click.argument("image", metavar="IMAGE")
+sbom_lock = option("--lock", "lock", type=PathType(dir_okay=False, exists=True), default=None,
+                   envvar="COLDCHAIN_SBOM_LOCK",
+                   help="First check the image's SBOM against this hashed lock (every pin, version and wheel "
+                        "hash); exit 20 on any difference.")
 keep_build_stages = option("--keep-build-stages", is_flag=True, envvar="COLDCHAIN_KEEP_BUILD_STAGES",
                            help="Keep each image's install stage (its wheels and a second copy of the venv): "
                                 "rebuilds after editing scripts/ skip pip, at 2.2 GB (CPU) or 7.6 GB (CUDA) "
@@ -101,7 +111,8 @@ runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTE
                  help="Run the model in TensorFlow, or converted for ONNX Runtime (tf2onnx), OpenVINO or TensorFlow Lite "
                       "(LiteRT; converted/tflite-<precision>/); the conversion is cached in MODEL/converted/ and "
                       f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
-                      "--precision and timed at batch 8, the fastest used (the summary says which and why).")
+                      "--precision and timed at batch 8, the fastest used (the summary says which and why); with a "
+                      "quantized --precision (int8, fp16, dynamic), TFLite's artefact: int8 only when declared.")
 converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
                            multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
                                                "(tflite-int8: full integer, calibrated on --calibration-images); "
@@ -247,6 +258,8 @@ superseded = click.option("--superseded", is_flag=True,
 no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
 no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")
 no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
+no_tflite = click.option("--no-tflite", is_flag=True, help="Skip the TensorFlow Lite rows (fp32 with XNNPACK on "
+                                                           "and off, int8, beside TensorFlow fp32).")
 quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
                                                   "machinery and writes bench/results-quick.json, not the README's "
                                                   "numbers.")

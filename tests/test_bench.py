@@ -124,3 +124,32 @@ def test_the_fastest_runtime_is_picked_among_golden_passes_per_precision():
     variants["openvino_bf16"] = {**_variant({8: 26.0}), **runtime("fp32", "bf16")}
     summary = summarize_inference(variants, {"intra0_inter0": _variant({8: 1.0})}, 64, {}, {"gflops": 100.0}, 2)
     assert summary["fastest_bf16_at_batch_8"] is None and summary["fastest_fp32_at_batch_8"]["variant"] == "onnxruntime"
+
+
+def tflite_row(speed: float, precision: str, xnnpack: bool | None, ok: bool = True, held: tuple = (97, 100)) -> dict:
+    runtime = {"name": "tflite" if xnnpack is not None else "tensorflow", "precision_declared": precision,
+               "precision_effective": precision, **({"xnnpack": {"enabled": xnnpack}} if xnnpack is not None else {})}
+    return {"golden": {"ok": ok}, "runtime": runtime,
+            "batches": [{"batch": b, "images_per_second": speed * b ** 0.1, "p50_ms": 1.0} for b in (1, 8, 32)],
+            "top1_agreement_vs_tensorflow_fp32": {"golden_images": 1.0, "golden_image_count": 10,
+                                                  "held_out": {"agree": held[0], "images": held[1],
+                                                               "agreement": held[0] / held[1]}}}
+
+
+def test_tflite_rows_sit_beside_tensorflow_fp32_and_int8_is_set_against_it():
+    from coldchain.bench.page import render
+    from coldchain.bench.results import stamp
+    from coldchain.bench.tflite import summarize_tflite
+
+    rows = {"tensorflow_fp32": tflite_row(50.0, "fp32", None), "tflite_fp32": tflite_row(40.0, "fp32", True),
+            "tflite_fp32_no_xnnpack": tflite_row(10.0, "fp32", False), "tflite_int8": tflite_row(150.0, "int8", True)}
+    summary = summarize_tflite(rows, 224)
+    best = summary["fastest_int8_at_batch_8"]
+    assert best["variant"] == "tflite_int8" and best["over_tensorflow_fp32"] == 3.0
+    # An int8 row that failed its golden check is never the fastest: it was not timed as right.
+    failed = summarize_tflite({**rows, "tflite_int8": tflite_row(150.0, "int8", True, ok=False)}, 224)
+    assert failed["fastest_int8_at_batch_8"] is None
+    page = render({"tflite": stamp({"full": summary})}, [])
+    assert "| tflite_int8 | int8 | on | ok | 1 | 97/100 |" in page
+    assert "| tflite_fp32_no_xnnpack | fp32 | off | ok |" in page and "3x TensorFlow fp32" in page
+    assert "date not recorded" not in page

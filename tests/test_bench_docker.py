@@ -43,6 +43,18 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
         assert model["kept_check_median"] and "golden_s" not in model["kept_check_median"], name
     assert quick["tensorflow_profile_top_ops"] and quick["tensorflow_profile_top_ops"][0]["share"] > 0
     assert results["meta"]["cores"] >= 1
+    # TFLite beside TensorFlow fp32 from the same run: every row golden-checked, XNNPACK and the computed
+    # precision read back, top-1 agreement with TensorFlow fp32 on held-out images beside the speed.
+    tflite = results["tflite"]["quick"]
+    assert set(tflite["rows"]) == {"tensorflow_fp32", "tflite_fp32", "tflite_int8"}
+    for name, row in tflite["rows"].items():
+        assert row["golden_ok"], (name, row.get("error"))
+        assert row["batches"] and all(speed["images_per_second"] > 0 for speed in row["batches"].values())
+    assert tflite["rows"]["tflite_fp32"]["runtime"]["xnnpack"]["enabled"] is True
+    assert tflite["rows"]["tflite_int8"]["runtime"]["precision_effective"] == "int8"
+    held = tflite["rows"]["tflite_int8"]["top1_agreement_vs_tensorflow_fp32"]["held_out"]
+    assert held["images"] > 0 and 0 <= held["agreement"] <= 1
+    assert tflite["fastest_int8_at_batch_8"]["variant"] == "tflite_int8"
     # Portable training gives the same model under both simulated CPU classes; the default mode really
     # computed differently under them (the forced oneDNN state shows in what each run recorded).
     reproducibility = results["reproducibility"]["quick"]

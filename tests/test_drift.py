@@ -282,8 +282,10 @@ def test_cases_share_a_container_unless_their_settings_would_leak():
     assert [case.name for group in groups for case in group if len(group) == 1 and case.settings.load_op_libraries] \
         == ["custom-op-loaded", "custom-op-other-tf", "onnxruntime-custom-op"]
     openvino = next(group for group in groups if any(case.name == "openvino-fp32" for case in group))
+    # TFLite runs artefacts converted beforehand, with nothing left in the process: it shares the container.
     assert {case.name for case in openvino} == {"openvino-fp32", "openvino-default-precision", "openvino-bf16-declared",
-                                                "openvino-training-mode", "openvino-custom-op"}
+                                                "openvino-training-mode", "openvino-custom-op", "tflite-fp32-xnnpack",
+                                                "tflite-fp32-no-xnnpack", "tflite-int8"}
     # tf2onnx needs a container of its own size: each ONNX Runtime case runs alone.
     assert all(len(group) == 1 for group in groups for case in group if case.settings.runtime == "onnxruntime")
     assert sorted(case.name for group in groups for case in group) == sorted(case.name for case in matrix.cases)
@@ -337,9 +339,10 @@ NUMERICS = {"tensorflow": "2.14.1", "isa": "avx2", "threads_effective": [2, 2], 
             "onednn": {"enabled": True, "max_cpu_isa": "AVX2", "decided_by": "default"}}
 
 
-def run_fake_drift_test(tmp_path, monkeypatch, project) -> tuple[dict, list]:
+def run_fake_drift_test(tmp_path, monkeypatch, project, wrap=None, **extra) -> tuple[dict, list]:
     """run_drift_test through the fake engine: images found, one re-export, probe containers answered
-    by the case names in their plan (the 'silent' one's container fails)."""
+    by the case names in their plan (the 'silent' one's container fails). `wrap` may stand between the
+    containers and those answers; `extra` are more DriftOptions."""
     from types import SimpleNamespace
 
     from coldchain.contract import ProbeReport, error_line
@@ -369,10 +372,10 @@ def run_fake_drift_test(tmp_path, monkeypatch, project) -> tuple[dict, list]:
     model.mkdir()
     (model / "manifest.json").write_text(json.dumps({"model": {"sha256": "ab" * 32}, "golden": {"numerics": NUMERICS}}))
     engine = FakeEngine()
-    engine.run_handler = answer
+    engine.run_handler = wrap(answer) if wrap else answer
     monkeypatch.setattr("coldchain.environments.images.build_images", found)
     matrix = load_matrix(write(tmp_path, E2E_MATRIX))
-    options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2)
+    options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2, **extra)
     return run_drift_test(engine, project, matrix, options), engine.runs
 
 

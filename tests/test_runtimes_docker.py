@@ -157,6 +157,25 @@ def test_conversion_failures_name_the_op_and_the_converter():
         assert "unsupported op ColdchainTemperatureScale;" in case["load_error"] and converter in case["load_error"]
 
 
+def test_tflite_cases_record_xnnpack_the_precision_computed_and_the_model_s_bound():
+    """From the drift report `make drift-test` wrote: TFLite fp32 with XNNPACK on and off and full int8,
+    each as expected, with XNNPACK's state, the precision read back and int8's measured bound."""
+    report_path = made_by_make_drift_test()
+    if report_path is None:
+        if IN_CI:
+            pytest.fail("CI runs make drift-test before the tests; its report is missing or stale")
+        pytest.skip("needs a current out/drift report: run make drift-test")
+    cases = {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+    for name, enabled, precision in (("tflite-fp32-xnnpack", True, "fp32"), ("tflite-fp32-no-xnnpack", False, "fp32"),
+                                     ("tflite-int8", True, "int8")):
+        case = cases[name]
+        assert case["ok"], case["reasons"]
+        assert case["runtime"]["xnnpack"]["enabled"] is enabled and case["runtime"]["precision_effective"] == precision
+    int8 = cases["tflite-int8"]
+    assert int8["golden"]["kind"] == "quantized" and int8["golden"]["bound"]["source"] == "measured"
+    assert int8["runtime"]["artefact"]["calibration"]["source"] == "images"  # make's data/train, as make quantize
+
+
 def test_fastest_picks_a_golden_passing_runtime_and_says_why(run_id, runtimes_model, tmp_path):
     summary = golden_only(run_id, runtimes_model, tmp_path, "--runtime", "fastest")
     choice = summary["runtime_choice"]

@@ -64,6 +64,8 @@ def unsharded(docker_engine, run_id, session_tags, kit_images, tiny_chain, tmp_p
     if made is not None:
         # The variants make drift-test made (up to date for this model): the shards reuse them.
         (out / "models").symlink_to(made.parent / "models", target_is_directory=True)
+        if (made.parent / "tflite").is_dir():  # and its TFLite conversions (made on this CPU): reused, not redone
+            (out / "tflite").symlink_to(made.parent / "tflite", target_is_directory=True)
         return ["--model", "out/model"], json.loads(made.read_text()), "coldchain", out
     model_args = ["--model", str(tiny_chain / "model"), "--run", str(tiny_chain / "run")]
     code, stdout, stderr = finish(coldchain(["drift-test", *model_args, "--out", str(out), "--json"], run_id))

@@ -187,7 +187,7 @@ def test_the_container_rehashes_the_mounted_files(signed, monkeypatch):
     model, _, public, *_ = signed
     files = verify_directory(model, (public,)).files
     monkeypatch.setenv("COLDCHAIN_SIGNED_FILES", json.dumps(files))
-    assert signed_files() == files
+    assert signed_files(str(model)) == files
     verify_signed(str(model), files, {})
     model_pb = str((model / "model.pb").resolve())
     with pytest.raises(InsideError, match="model.pb: sha256 differs"):

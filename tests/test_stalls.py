@@ -98,8 +98,69 @@ def test_the_container_runs_its_command_under_coreutils_timeout_at_the_limit_plu
     assert kwargs["labels"][PID_LABEL] == str(Owner.current().pid)  # the sweep's mark
 
 
+class MadeClient:
+    """What docker.from_env returns: with no version given it asks the daemon for one (api_version)."""
+
+    def __init__(self, timeout, version=None):
+        self.timeout, self.version = timeout, version
+        self.api = type("Api", (), {"api_version": version or "1.41"})()
+
+
 def test_ordinary_and_long_calls_have_their_own_client_timeouts(monkeypatch):
     made = []
-    monkeypatch.setattr(docker_engine_module.docker, "from_env", lambda timeout: made.append(timeout) or object())
+    monkeypatch.setattr(docker_engine_module.docker, "from_env", lambda **kwargs: made.append(MadeClient(**kwargs))
+                        or made[-1])
     DockerEngine()
-    assert made == [CALL_TIMEOUT_S, LONG_TIMEOUT_S] and CALL_TIMEOUT_S < LONG_TIMEOUT_S
+    assert [client.timeout for client in made] == [CALL_TIMEOUT_S, LONG_TIMEOUT_S] and CALL_TIMEOUT_S < LONG_TIMEOUT_S
+    # Only the ordinary client asks the daemon its API version: a stalled daemon would hold the long
+    # client's question for LONG_TIMEOUT_S.
+    assert [client.version for client in made] == [None, "1.41"]
+
+
+def test_a_daemon_that_accepts_and_never_answers_is_called_stalled_at_the_call_timeout(monkeypatch):
+    def from_env(timeout, version=None):
+        raise docker_engine_module.DockerException("Error while fetching server API version: "
+                                                   "UnixHTTPConnectionPool(host='localhost', port=None): Read timed out. "
+                                                   f"(read timeout={timeout})")
+
+    monkeypatch.setattr(docker_engine_module.docker, "from_env", from_env)
+    with pytest.raises(DaemonUnavailable) as caught:
+        DockerEngine(timeout=7)
+    assert caught.value.exit_code == Exit.DAEMON
+    assert "did not answer within 7 s" in caught.value.message and "stalled" in caught.value.message
+    assert "restart the Docker daemon" in caught.value.fix
+
+
+def test_no_daemon_at_all_is_not_called_stalled(monkeypatch):
+    def from_env(timeout, version=None):
+        raise docker_engine_module.DockerException("Error while fetching server API version: "
+                                                   "('Connection aborted.', FileNotFoundError(2, 'No such file'))")
+
+    monkeypatch.setattr(docker_engine_module.docker, "from_env", from_env)
+    with pytest.raises(DaemonUnavailable) as caught:
+        DockerEngine()
+    assert caught.value.message.startswith("no Docker daemon answers") and "make docker" in caught.value.fix
+
+
+def test_docker_timeout_reaches_the_engine_from_the_option_and_its_environment_variable(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from coldchain.cli import main
+
+    made = []
+
+    def from_env(timeout, version=None):
+        made.append(timeout)
+        raise docker_engine_module.DockerException("Read timed out.")
+
+    monkeypatch.setattr(docker_engine_module.docker, "from_env", from_env)
+    runner = CliRunner()
+    (tmp_path / "run").mkdir()
+    arguments = ["freeze", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "model")]
+    by_option = runner.invoke(main, [*arguments[:1], "--docker-timeout", "3", *arguments[1:]])
+    by_variable = runner.invoke(main, arguments, env={"COLDCHAIN_DOCKER_TIMEOUT": "4"})
+    default = runner.invoke(main, arguments, env={"COLDCHAIN_DOCKER_TIMEOUT": None})
+    assert made == [3, 4, CALL_TIMEOUT_S]
+    assert [result.exit_code for result in (by_option, by_variable, default)] == [Exit.DAEMON] * 3
+    assert "did not answer within 3 s" in by_option.output
+    assert "COLDCHAIN_DOCKER_TIMEOUT" in runner.invoke(main, ["freeze", "--help"]).output

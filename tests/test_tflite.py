@@ -106,7 +106,9 @@ def test_an_unknown_target_is_refused_by_name(kit, tmp_path):
 # --- infer's options --------------------------------------------------------------------------
 @pytest.mark.parametrize("runtime, precision, expected", [
     ("tflite", "int8", ("tflite-int8",)), ("tflite", "fp32", ("tflite-fp32",)),
-    ("onnxruntime", "fp32", ("onnxruntime",)), ("fastest", "fp32", contract.CONVERTED_RUNTIMES)])
+    ("onnxruntime", "fp32", ("onnxruntime",)), ("fastest", "fp32", contract.CONVERTED_RUNTIMES),
+    # fastest considers a quantized model only where its precision is declared: then TFLite's alone.
+    ("fastest", "bf16", contract.CONVERTED_RUNTIMES), ("fastest", "int8", ("tflite-int8",))])
 def test_each_runtime_and_precision_reads_its_own_conversion(runtime, precision, expected):
     assert conversion_targets(InferRequest(model=Path("m"), runtime=runtime, precision=precision)) == expected
 

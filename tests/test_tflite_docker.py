@@ -95,3 +95,13 @@ def test_int8_predicts_within_its_bound_and_a_tighter_one_is_refused(run_id, tfl
     refused = infer(run_id, tflite_model, tmp_path, "int8", FLAG_GOLDEN_BOUND, repr(error / 2), "--golden-only")
     assert refused.returncode == Exit.GOLDEN_MISMATCH, refused.stderr[-3000:]
     assert "golden check failed at stage run (tflite int8)" in refused.stderr and "declared bound" in refused.stderr
+
+
+def test_fastest_considers_int8_only_where_it_is_declared(run_id, tflite_model, tmp_path):
+    completed = coldchain(run_id, "infer", "--model", str(tflite_model), "--no-golden-cache", "--runtime", "fastest",
+                          "--precision", "int8", "--golden-only", "--output", str(tmp_path / "p.jsonl"))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    choice = summary["runtime_choice"]
+    assert choice["picked"] == "tflite" == summary["runtime"]["name"] and summary["golden"]["kind"] == "quantized"
+    assert {c["runtime"] for c in choice["candidates"] if "skipped" in c} == {"tensorflow", "onnxruntime", "openvino"}

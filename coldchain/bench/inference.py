@@ -48,11 +48,15 @@ class InferenceBenchOptions:
     run_id: str = "coldchain-bench"
 
 
-def bench_models(engine: Engine, project: Project, options: InferenceBenchOptions, train, size: int) -> dict[str, Path]:
-    """The plain and the folded+stripped graph at the benchmark size, frozen once per run and image."""
+def bench_models(engine: Engine, project: Project, options: InferenceBenchOptions, train, size: int,
+                 names: tuple[str, ...] = ("plain", "folded")) -> dict[str, Path]:
+    """The plain and the folded+stripped graph at the benchmark size (those `names`), frozen once per run
+    and image."""
     run_fingerprint = tree_fingerprint(options.run)
     models = {}
     for name, extra in (("plain", ()), ("folded", (FLAG_FOLD_BATCH_NORM, FLAG_STRIP_UNUSED))):
+        if name not in names:
+            continue
         step = freeze_step(options.run.resolve(), (options.out / f"model-{size}-{name}").resolve(),
                            (FLAG_INPUT_SIZE, str(size), *extra), prefix=options.prefix, run_id=options.run_id)
         key = {"image": image_identity(train.info.labels, train.info.id), "args": list(step.arguments),

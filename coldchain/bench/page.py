@@ -79,6 +79,36 @@ def inference(section: dict) -> list[str]:
     return lines
 
 
+def tflite(section: dict) -> list[str]:
+    """TFLite rows beside TensorFlow fp32 from the same run: speed, what the runtime computed in, XNNPACK,
+    and top-1 agreement with TensorFlow fp32 on the golden and the held-out images."""
+    lines = []
+    for mode, entry in sorted(section.items()):
+        if not isinstance(entry, dict) or "rows" not in entry:
+            continue
+        sizes = sorted({int(size) for row in entry["rows"].values() for size in row.get("batches", {})})
+        lines += [f"### TensorFlow Lite ({mode}): ResNet v1 50 at {entry.get('input_size')} px", "",
+                  f"Measured {_when(entry, 'rows')}.", "",
+                  "| row | precision | XNNPACK | golden | top-1 vs TF fp32, golden | top-1 vs TF fp32, held-out | "
+                  + " | ".join(f"batch {s} images/s" for s in sizes) + " |", "|---|---|---|---|---|---|" + "---|" * len(sizes)]
+        for name, row in entry["rows"].items():
+            runtime, agreement = row.get("runtime") or {}, row.get("top1_agreement_vs_tensorflow_fp32") or {}
+            xnnpack = (runtime.get("xnnpack") or {}).get("enabled")
+            held = agreement.get("held_out") or {}
+            batches = row.get("batches", {})
+            lines.append(f"| {name} | {precision(row)} | {'-' if xnnpack is None else 'on' if xnnpack else 'off'} | "
+                         f"{'ok' if row.get('golden_ok') else 'FAILED'} | {fmt(agreement.get('golden_images'))} | "
+                         + (f"{held.get('agree')}/{held.get('images')}" if held else "-") + " | "
+                         + " | ".join(fmt(batches[str(s)]["images_per_second"]) if str(s) in batches else "-"
+                                      for s in sizes) + " |")
+        best = entry.get("fastest_int8_at_batch_8")
+        lines += ["", f"Fastest int8 at batch 8 (what `infer --runtime fastest --precision int8` considers): "
+                      f"{best['variant']}, {fmt(best['images_per_second'])} images/s, "
+                      f"{fmt(best['over_tensorflow_fp32'])}x TensorFlow fp32." if best else
+                  "No int8 row passed its golden check.", ""]
+    return lines
+
+
 def first_prediction(first: dict) -> list[str]:
     """Start to first prediction per model: the run that ran the golden probe, and the median run that
     used the golden check kept from it, phase by phase."""
@@ -232,7 +262,8 @@ def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:
              "Written by `coldchain bench` (`make bench`) from `bench/results.json` and the CI timings in "
              "`bench/ci-*.json`; do not edit by hand (a test compares it with the files). Every value is shown "
              "with the date and the CPU flags it was measured with; values from separate runs keep their own.", ""]
-    for title, key, section in (("Inference", "inference", inference), ("Images", "images", images),
+    for title, key, section in (("Inference", "inference", inference), ("TensorFlow Lite", "tflite", tflite),
+                                ("Images", "images", images),
                                 ("Drift test", "drift", drift), ("Reproducibility", "reproducibility", reproducibility),
                                 ("Adopt", "adopt", adopt), ("Images across CI jobs", "transfer", transfer),
                                 ("Signing", "signing", signing)):

@@ -23,6 +23,7 @@ class BenchRequest:
     cold: bool = True
     images: bool = True
     inference: bool = True
+    tflite: bool = True  # TFLite fp32 (XNNPACK on, off) and int8 beside TensorFlow fp32: a section of its own
     reproducibility: bool = True
     adopt: bool = True
     drift: bool = True
@@ -58,6 +59,11 @@ def measure(engine: Engine, project: Project, request: BenchRequest) -> dict:
             prefix=prefix)))
     if request.inference:
         results["inference"] = stamp({mode: bench_inference(engine, project, InferenceBenchOptions(
+            run=paths.run, out=paths.out, quick=quick, prefix=prefix))})
+    if request.tflite:
+        from .tflite import TfliteBenchOptions, bench_tflite
+
+        results["tflite"] = stamp({mode: bench_tflite(engine, project, TfliteBenchOptions(
             run=paths.run, out=paths.out, quick=quick, prefix=prefix))})
     if request.reproducibility:
         from .reproducibility import ReproducibilityOptions, bench_reproducibility

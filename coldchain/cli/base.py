@@ -47,9 +47,11 @@ def command(function):
     @options.verbose
     @options.quiet
     @options.project
+    @options.docker_timeout
     @functools.wraps(function)
-    def wrapper(verbose: int, quiet: int, project: Path | None, **kwargs):
+    def wrapper(verbose: int, quiet: int, project: Path | None, docker_timeout_s: float, **kwargs):
         _setup_logging(verbose, quiet)
+        click.get_current_context().meta[CALL_TIMEOUT_KEY] = docker_timeout_s  # connect()'s, when a step asks
         try:
             with terminating_raises():
                 found = Project.find(project)
@@ -97,6 +99,9 @@ def _internal(error: Exception, verbose: int) -> None:
     sys.exit(Exit.INTERNAL)
 
 
+CALL_TIMEOUT_KEY = "coldchain.docker_timeout_s"  # in click's context meta: --docker-timeout, for connect()
+
+
 def connect():
     """The Docker engine, once it answers, with the containers of dead runs removed. Commands pass this
     function on (not an engine), so a request is checked before the daemon is asked; tests replace it
@@ -104,7 +109,9 @@ def connect():
     from ..engine.docker import DockerEngine
     from ..steps.sweep import sweep_containers
 
-    engine = DockerEngine()
+    context = click.get_current_context(silent=True)
+    engine = DockerEngine(**({"timeout": context.meta[CALL_TIMEOUT_KEY]}
+                             if context is not None and CALL_TIMEOUT_KEY in context.meta else {}))
     engine.ping()
     sweep_containers(engine)
     return engine

@@ -1,4 +1,4 @@
-"""The environment commands: lock, lock-check, wheels, base, images, and clean."""
+"""The environment commands: lock, lock-check, wheels, base, images, an image's SBOM, and clean."""
 
 from __future__ import annotations
 
@@ -79,6 +79,20 @@ def images_command(project: Project, images: tuple[str, ...], device: str, prefi
     emit(results, as_json, "\n".join(f"{r['tag']}  {r['id'][:19]}  {r['size'] / 1e9:.2f} GB"
                                      f"{'  (up to date)' if r['reused'] else ''}"
                                      f"{'  (files verified)' if r.get('verified') else ''}" for r in results))
+
+
+@main.command("sbom")
+@options.image_ref
+@options.sbom_lock
+@command
+def sbom_command(project: Project, image: str, lock):
+    """Print the CycloneDX SBOM (JSON) that IMAGE carries in its labels, made from the hashed lock it was
+    built from; --lock checks it against a lock first. 'images --verify' checks the kit's images."""
+    import click
+
+    from ..steps.environment import image_sbom_document
+
+    click.echo(image_sbom_document(base.connect(), image, lock).decode("utf-8"))
 
 
 @main.command("clean")

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 from ..config import RUN_LABEL, Project
 from ..engine import Engine
 from ..steps.model_argument import matrix_model, resolve_model
-from ..steps.signing import signature_status, verify_if_trusted
+from ..steps.signing import container_environment, signature_status, verify_if_trusted
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def drift_test(connect: Callable[[], Engine], project: Project, request: DriftTe
     options = DriftOptions(model=model, run=run, out=request.out, prefix=request.prefix,
                            run_id=new_run_id(request.prefix), jobs=request.jobs or default_jobs(),
                            memory=request.memory, shard=chosen, costs=request.costs, isolate=request.isolate,
-                           allowed_ops=request.allowed_ops)
+                           allowed_ops=request.allowed_ops,
+                           signed_environment=tuple(container_environment(signed).items()))
     try:
         report = run_drift_test(engine, project, matrix, options)
     finally:

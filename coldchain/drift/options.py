@@ -23,6 +23,9 @@ class DriftOptions:
     costs: Path | None = None  # an earlier report whose measured case times balance the shards
     isolate: bool = False  # one container per case, even where cases could share one
     allowed_ops: tuple[str, ...] = ()  # --allow-op: ops every case's graph scan lets through
+    # --trust: what the host verified (steps.signing.container_environment), for the containers that read
+    # the signed model directory itself (the default variant's probes, re-exports made from it).
+    signed_environment: tuple[tuple[str, str], ...] = ()
 
 
 def default_jobs() -> int:

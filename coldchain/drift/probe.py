@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS,
-                        FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION,
-                        FLAG_PREPROCESSING, FLAG_RUNTIME, MOUNT_CONVERSIONS, MOUNT_MODELS, PRECISION_BF16,
-                        PRECISION_FP32, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport, allow_op_arguments)
+from ..contract import ENV_SIGNED_MODEL_DIR, SIGNED_DIRECTORY_CHANGED
+from ..contract import (FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE, FLAG_CONVERSION_CACHE, FLAG_CONVERTED,
+                        FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL,
+                        FLAG_NO_XNNPACK, FLAG_PLAN, FLAG_PRECISION, FLAG_PREPROCESSING, FLAG_RUNTIME,
+                        MOUNT_CONVERSIONS, MOUNT_CONVERTED, MOUNT_MODELS, PRECISION_BF16, PRECISION_FP32,
+                        RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, ProbeReport, allow_op_arguments)
 from ..engine import Engine, Mount
 from ..environments.images import BuiltImage
-from ..environments.matrix import CaseSpec, EnvSpec
-from ..errors import ColdchainError
+from ..environments.matrix import DEFAULT_VARIANT, CaseSpec, EnvSpec
+from ..errors import ColdchainError, SignatureError
 from ..fsutil import writing
 from ..steps.convert import memory_for
 from ..steps.runner import Image, ModuleRun, hand_to_container_user, run_module
@@ -25,6 +27,11 @@ CASE_TIMEOUT_S = 900.0
 
 def model_mount(variant: str) -> str:
     return f"{MOUNT_MODELS}/{variant}"
+
+
+def converted_mount(variant: str) -> str:
+    """Where a TFLite case's artefacts (converted once per drift run, drift/tflite.py) are mounted."""
+    return f"{MOUNT_CONVERTED}/{variant}"
 
 
 def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
@@ -46,6 +53,8 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
         arguments += [FLAG_PRECISION, settings.precision]
     if settings.precision == PRECISION_BF16:
         arguments += [FLAG_BF16_TOLERANCE, str(settings.bf16_tolerance)]
+    if settings.tflite_target is not None:
+        arguments += [FLAG_CONVERTED, converted_mount(case.variant)] + ([] if settings.xnnpack else [FLAG_NO_XNNPACK])
     return tuple(arguments)
 
 
@@ -68,10 +77,13 @@ def conversions(options: DriftOptions) -> Path:
 
 
 def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: BuiltImage, models: dict[str, Path],
-                options: DriftOptions) -> tuple[dict[str, dict], str | None, float | None]:
+                options: DriftOptions, converted: dict | None = None) -> tuple[dict[str, dict], str | None, float | None]:
     """Probe the cases in one container (one TensorFlow import): (each case's report by name, why
-    there are none, the container's seconds)."""
+    there are none, the container's seconds). `converted`: {(env, variant): folder} of TFLite artefacts."""
     first = cases[0]
+    inputs = {model_mount(case.variant): models[case.variant] for case in cases}
+    inputs.update({converted_mount(case.variant): (converted or {})[(case.env, case.variant)]
+                   for case in cases if case.settings.tflite_target is not None})
     kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
     plan = [{"name": case.name, "args": [*probe_arguments(case), *allow_op_arguments(options.allowed_ops),
                                          *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}
@@ -79,8 +91,8 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     run = ModuleRun(image=Image.of(image), module="probe", arguments=(FLAG_PLAN, json.dumps(plan)),
                     output=Mount(kept, MOUNT_CONVERSIONS, False) if kept else None,
                     what=f"drift case{'s' if len(cases) > 1 else ''} {', '.join(case.name for case in cases)}",
-                    inputs={model_mount(case.variant): models[case.variant] for case in cases},
-                    environment=dict(first.settings.environment),
+                    inputs=inputs,
+                    environment={**dict(first.settings.environment), **signed_environment(cases, options)},
                     memory=memory_for(first.settings.runtime, options.memory),
                     timeout_s=CASE_TIMEOUT_S * len(cases), gpus=env.device == "cuda" and engine.gpu_runtime(),
                     run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120])
@@ -93,5 +105,17 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     except (ValueError, IndexError):
         error = "the probe printed no whole report"
     except ColdchainError as failure:
+        if SIGNED_DIRECTORY_CHANGED in failure.message:  # not a case's outcome: the whole run is refused
+            raise SignatureError(failure.message, fix="copy the model directory again from where it was signed, "
+                                                      "then rerun") from None
         error = failure.message
     return probes, error, container_s
+
+
+def signed_environment(cases: list[CaseSpec], options: DriftOptions) -> dict[str, str]:
+    """With --trust, for a container that reads the signed directory (the default variant): what the host
+    verified, for that mount only. The other variants beside it were made by this run from the training
+    run or from the model, so its signature does not cover them."""
+    if not options.signed_environment or all(case.variant != DEFAULT_VARIANT for case in cases):
+        return {}
+    return {**dict(options.signed_environment), ENV_SIGNED_MODEL_DIR: model_mount(DEFAULT_VARIANT)}

@@ -171,11 +171,25 @@ def describe_runtime(runtime: dict | None) -> str:
         return ""
     versions = ", ".join(f"{name} {version}" for name, version in sorted((runtime.get("versions") or {}).items()))
     effective = runtime.get("precision_effective") or "not reached"
-    return f"{runtime['name']} ({versions or 'versions unknown'}): {effective}, declared {runtime.get('precision_declared')}"
+    xnnpack = runtime.get("xnnpack")
+    delegate = f", XNNPACK {'on' if xnnpack.get('enabled') else 'off'}" if isinstance(xnnpack, dict) else ""
+    return (f"{runtime['name']} ({versions or 'versions unknown'}): {effective}, declared "
+            f"{runtime.get('precision_declared')}{delegate}")
+
+
+def describe_quantized(golden: dict | None) -> str:
+    """A quantized case's check against the model's own bound: 'probability error 0.012 (bound 0.036, measured)'."""
+    if not golden or golden.get("kind") != "quantized":
+        return ""
+    bound = golden.get("bound") or {}
+    return (f"probability error {fmt(golden.get('max_prob_error'), 3)} (bound {fmt(bound.get('max_prob_error'), 3)}, "
+            f"{bound.get('source', '?')}), top-1 {fmt(golden.get('top1_agreement'), 3)} "
+            f"(bound {fmt(bound.get('min_top1_agreement'), 3)})")
 
 
 def _numerics(case: dict) -> str:
-    runtime = describe_runtime(case.get("runtime"))
+    runtime = ", ".join(part for part in (describe_runtime(case.get("runtime")), describe_quantized(case.get("golden")))
+                        if part)
     return f"{runtime}; {case.get('numerics_summary') or '-'}" if runtime else (case.get("numerics_summary") or "-")
 
 

@@ -20,22 +20,32 @@ from .judging import CaseResult, lock_drift, not_applicable_result, probe_result
 from .options import DriftOptions, default_jobs  # noqa: F401 (the CLI imports default_jobs from here)
 from .probe import group_cases, probe_group
 from .shards import assign, measured_costs
+from .tflite import conversion_failed_probe, convert_for_cases
 from .variants import build_environments, make_variants, needed, with_model_environment
 
 log = logging.getLogger(__name__)
 
 
 def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvSpec, image: BuiltImage,
-              models: dict[str, Path | str], options: DriftOptions) -> list[CaseResult]:
-    """The group's cases in one container (one TensorFlow import); not-applicable ones need none."""
+              models: dict[str, Path | str], options: DriftOptions,
+              converted: dict | None = None) -> list[CaseResult]:
+    """The group's cases in one container (one TensorFlow import); not-applicable ones need none, nor
+    do TFLite cases whose artefact could not be converted (conversion-failed, the converter's message)."""
+    converted = converted or {}
     results = [not_applicable_result(case, env, image, models[case.variant])
                for case in group if isinstance(models[case.variant], str)]
-    runnable = [case for case in group if not isinstance(models[case.variant], str)]
+    failed = [case for case in group if case.settings.tflite_target is not None
+              and not isinstance(models[case.variant], str) and isinstance(converted.get((case.env, case.variant)), str)]
+    if failed:
+        drift = lock_drift(project, env)
+        results += [probe_result(case, env, image, conversion_failed_probe(case, converted[(case.env, case.variant)]),
+                                 models[case.variant], drift, None, seconds=0.0) for case in failed]
+    runnable = [case for case in group if not isinstance(models[case.variant], str) and case not in failed]
     if not runnable:
         return results
     started = time.perf_counter()
     drift = lock_drift(project, env)
-    probes, error, container_s = probe_group(engine, runnable, env, image, models, options)
+    probes, error, container_s = probe_group(engine, runnable, env, image, models, options, converted)
     seconds = time.perf_counter() - started
     # Docker's create/start/wait/remove and the interpreter's start: what sharing a container saves.
     inside = sum(float(probe.get("seconds") or 0.0) for probe in probes.values())
@@ -48,11 +58,12 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
 
 
 def run_cases(engine: Engine, project: Project, matrix: Matrix, options: DriftOptions,
-              images: dict[str, BuiltImage], models: dict[str, Path | str]) -> list[CaseResult]:
+              images: dict[str, BuiltImage], models: dict[str, Path | str],
+              converted: dict | None = None) -> list[CaseResult]:
     results: list[CaseResult] = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
     futures = [pool.submit(run_group, engine, project, group, matrix.envs[group[0].env], images[group[0].env], models,
-                           options) for group in group_cases(matrix.cases, options.isolate)]
+                           options, converted) for group in group_cases(matrix.cases, options.isolate)]
     try:
         for future in concurrent.futures.as_completed(futures):
             for result in future.result():
@@ -89,7 +100,11 @@ def run_drift_test(engine: Engine, project: Project, matrix: Matrix, options: Dr
     models = make_variants(engine, project, matrix, options, variant_names, images)
     phases["variants_s"] = round(time.perf_counter() - mark, 1)
     mark = time.perf_counter()
-    results = run_cases(engine, project, matrix, options, images, models)
+    converted = convert_for_cases(engine, project, matrix.cases, options, images, models)
+    if converted:
+        phases["tflite_conversions_s"] = round(time.perf_counter() - mark, 1)
+    mark = time.perf_counter()
+    results = run_cases(engine, project, matrix, options, images, models, converted)
     phases["cases_s"] = round(time.perf_counter() - mark, 1)
     report = assemble_report(project, matrix, options, images, models, [result.to_json() for result in results],
                              env_names, {**phases, "total_s": round(time.perf_counter() - started, 1),

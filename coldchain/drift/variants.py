@@ -99,7 +99,9 @@ def reexport_step(variant: VariantSpec, source: Path, target: Path, options: Dri
     arguments = (FLAG_MODEL, MOUNT_MODEL) + ((FLAG_STRIP_DEFAULT_ATTRS,) if variant.strip_default_attrs else ())
     return StepConfig(name="reexport", role="infer", module="reexport", output=target, inputs={MOUNT_MODEL: source},
                       arguments=arguments, memory=options.memory, prefix=options.prefix, run_id=options.run_id,
-                      timeout_s=VARIANT_TIMEOUT_S)
+                      timeout_s=VARIANT_TIMEOUT_S,
+                      # Made from the signed directory itself: the container re-hashes what it reads of it.
+                      environment=dict(options.signed_environment) if variant.source == DEFAULT_VARIANT else {})
 
 
 def with_model_environment(matrix: Matrix, model: Path) -> Matrix:

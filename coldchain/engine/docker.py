@@ -19,12 +19,10 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from ..errors import BaseImageError, BuildError, ContainerError, DaemonUnavailable, EngineError
 from ..owner import Owner
-from .engine import ContainerInfo, DiskSpace, Engine, ImageInfo, LogSink, RunResult, RunSpec
+from .engine import CALL_TIMEOUT_S, ContainerInfo, DiskSpace, Engine, ImageInfo, LogSink, RunResult, RunSpec
 
 log = log_module = logging.getLogger(__name__)  # `log` is also run()'s parameter: the container's sink
 LOG_TAIL_LINES = 40
-# A call that is not streaming answers in seconds; a daemon silent this long has stalled.
-CALL_TIMEOUT_S = 120
 # One read of a build's, a load's or a push's stream (a wheel install may be silent for minutes).
 LONG_TIMEOUT_S = 3600
 # A container with a time limit: the host waits for its end this long past the limit (the watchdog's
@@ -35,6 +33,7 @@ KILL_AFTER_S = 10  # `timeout`'s SIGKILL after its SIGTERM
 TIMEOUT_EXIT = 124  # coreutils `timeout`: the limit passed
 NO_SPACE = "no space left on device"
 DAEMON_FIX = "run 'make docker' (scripts/ensure-docker.sh), which starts or installs a daemon where it can"
+STALLED_FIX = "restart the Docker daemon ('systemctl restart docker', or 'make docker'), then rerun"
 
 
 _FROM_STEP = re.compile(r"^Step \d+/\d+ : FROM\b", re.IGNORECASE)
@@ -154,18 +153,28 @@ class DockerEngine(Engine):
     """Two clients: `client` for ordinary calls, which a stalled daemon ends after CALL_TIMEOUT_S, and
     `long_client` for the calls that stream for long (build, save, load, push, pull, a log stream)."""
 
-    def __init__(self, timeout: int = CALL_TIMEOUT_S, long_timeout: int = LONG_TIMEOUT_S):
+    def __init__(self, timeout: float = CALL_TIMEOUT_S, long_timeout: float = LONG_TIMEOUT_S):
+        self.timeout = timeout
         try:
             self.client = docker.from_env(timeout=timeout)
-            self.long_client = docker.from_env(timeout=long_timeout)
-        except DockerException as error:
-            raise DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX) from None
+            # The API version the first client asked for: the long client must not ask again (a stalled
+            # daemon would hold that question for the long timeout).
+            self.long_client = docker.from_env(timeout=long_timeout, version=self.client.api.api_version)
+        except (DockerException, OSError) as error:
+            raise self._unanswered(error) from None
 
     def ping(self) -> str:
         try:
             return self.client.version()["Version"]
         except (DockerException, OSError) as error:
-            raise DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX) from None
+            raise self._unanswered(error) from None
+
+    def _unanswered(self, error: Exception) -> DaemonUnavailable:
+        """No daemon, or one that accepts the connection and then says nothing (stopped, or hung)."""
+        if "timed out" in str(error).lower():
+            return DaemonUnavailable(f"the Docker daemon did not answer within {self.timeout:g} s: it accepts "
+                                     f"connections but has stalled ({error})", fix=STALLED_FIX)
+        return DaemonUnavailable(f"no Docker daemon answers: {error}", fix=DAEMON_FIX)
 
     @_translated("inspect image")
     def inspect_image(self, ref: str) -> ImageInfo | None:
@@ -348,8 +357,7 @@ class DockerEngine(Engine):
         limit = f"its time limit ({spec.timeout_s:.0f} s) plus {GRACE_S} s" if spec.timeout_s else \
             f"{LONG_TIMEOUT_S} s"
         return DaemonUnavailable(f"the Docker daemon stalled: it did not report the end of {' '.join(spec.command[:4])} "
-                                 f"within {limit}", fix="restart the Docker daemon ('systemctl restart docker', or "
-                                 "'make docker'), then rerun; the container is removed by the next run")
+                                 f"within {limit}", fix=STALLED_FIX + "; the container is removed by the next run")
 
     def _follow_in_background(self, container, sink: LogSink) -> threading.Thread:
         follower = threading.Thread(target=self._follow, args=(container, sink), daemon=True, name="container-log")

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Callable
 
 LogSink = Callable[[str], None]
+# A call that is not streaming answers in seconds; a daemon silent this long has stalled (exit 12).
+# The CLI's --docker-timeout (COLDCHAIN_DOCKER_TIMEOUT) changes it.
+CALL_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def raise_if_corrupt(results: list[Verified]) -> None:
         shown = "; ".join(f"{result.tag}: {', '.join(result.mismatches[:5])}"
                           f"{f' (+{len(result.mismatches) - 5} more)' if len(result.mismatches) > 5 else ''}"
                           for result in bad)
-        raise ImageCorrupt(f"{len(bad)} of {len(results)} images differ from their build-time file record: {shown}",
+        sbom = any(mismatch.startswith("SBOM: ") for result in bad for mismatch in result.mismatches)
+        raise ImageCorrupt(f"{len(bad)} of {len(results)} images differ from their build-time file record"
+                           f"{' or from their lock (SBOM)' if sbom else ''}: {shown}",
                            fix="rebuild them without Docker's layer cache: 'coldchain images --force' "
                                "(a corrupted layer survives a cached rebuild)")

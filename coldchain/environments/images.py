@@ -14,6 +14,7 @@ from .bases import ResolvedBase, resolve_base
 from ..config import BASES, KIT_LABEL, ImageSpec, Project
 from .context import BuildContext
 from .files_record import label_with_record
+from .image_sbom import SBOM_FORMAT, SBOM_FORMAT_LABEL, sbom_labels
 from ..engine import Engine, ImageInfo
 from ..errors import BuildError, ImageNotAvailable
 from ..fsutil import writing
@@ -78,6 +79,7 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         "io.coldchain.numpy.version": lock.version("numpy") or "",
         "io.coldchain.python.version": base.python_version,
         **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
+        SBOM_FORMAT_LABEL: SBOM_FORMAT,  # the SBOM itself is added after the build, with the file record's label
     }
 
 
@@ -116,6 +118,7 @@ LABEL_MEANINGS = {
     "io.coldchain.python.version": "its Python",
     "io.coldchain.tensorflow.version": "its TensorFlow",
     "io.coldchain.train.image": "the training image it was compiled against",
+    SBOM_FORMAT_LABEL: "its SBOM label (built before images carried one)",
 }
 
 
@@ -230,7 +233,8 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
     return build_context(engine, project, BuildRequest(spec=spec, tag=plan.tag, context=context, labels=plan.labels,
                                                        buildargs=buildargs, fingerprint_files=known, base=base,
                                                        description=f"{lock_spec.lock} on {base.ref} ({len(wheels)} "
-                                                                   "wheels)", hint_lock=lock_spec.lock), options)
+                                                                   "wheels)", hint_lock=lock_spec.lock,
+                                                       lock=project.path(lock_spec.lock)), options)
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,7 @@ class BuildRequest:
     description: str
     fingerprint_files: dict = None  # arcname -> known sha256 (wheels hashed while verifying)
     hint_lock: str = ""
+    lock: Path | None = None  # the hashed lock it installs: its SBOM goes into the image's labels
 
 
 def build_context(engine: Engine, project: Project, request: BuildRequest, options: BuildOptions) -> BuiltImage:
@@ -261,6 +266,8 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
     with writing(project.build_dir):
         project.build_dir.mkdir(parents=True, exist_ok=True)
     previous = engine.inspect_image(tag)
+    # Made before the build, so a lock cyclonedx-py cannot read fails before minutes of building.
+    finishing = {**labels, **(sbom_labels(request.lock) if request.lock else {})}
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"context-{request.spec.name}-{Owner.current().mark}-") as tmp:
         tarball = Path(tmp) / "context.tar"
         with writing(tarball):
@@ -271,7 +278,7 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
                                 tag=tag, log=_build_log(request.spec.name),
                                 nocache=options.nocache, keep_stages=options.keep_stages)
-            info = label_with_record(engine, info, tag, labels)
+            info = label_with_record(engine, info, tag, finishing)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)
             if "DO NOT MATCH THE HASHES" in (error.log_tail or ""):

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..config import IMAGES, LOCKS, ImageSpec, LockSpec, Project
 from ..contract import (DEFAULT_BF16_TOLERANCE, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FAILURE_CLASSES, OUTCOMES,
-                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_TENSORFLOW, RUNTIMES, WARNING_CODES)
+                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, PROBE_RUNTIMES, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, TFLITE_PRECISIONS, WARNING_CODES, tflite_target)
 from ..errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -86,6 +86,12 @@ class Settings:
     runtime: str = RUNTIME_TENSORFLOW
     precision: str = PRECISION_FP32
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
+    xnnpack: bool = True  # tflite: LiteRT's default delegate on, or its builtin kernels alone
+
+    @property
+    def tflite_target(self) -> str | None:
+        """The TFLite artefact the case runs (converted once per drift run), None for other runtimes."""
+        return tflite_target(self.precision) if self.runtime == RUNTIME_TFLITE else None
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,8 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
     where = f"[[cases]] #{index + 1}" + (f" ({data['name']})" if "name" in data else "")
     _check_keys(path, data, ("name", "env", "variant", "expect", "expect_findings", "description", "scenario",
                              "environment", "intra_op_threads", "inter_op_threads", "allow_soft_placement",
-                             "load_op_libraries", "preprocessing", "runtime", "precision", "bf16_tolerance"), where)
+                             "load_op_libraries", "preprocessing", "runtime", "precision", "bf16_tolerance",
+                             "xnnpack"), where)
     for key in ("name", "env", "expect"):
         if key not in data:
             raise UsageError(f"{path}: {where} has no {key}", fix=f"add {key} = ...")
@@ -288,14 +295,28 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
                         allow_soft_placement=bool(data.get("allow_soft_placement", False)),
                         load_op_libraries=bool(data.get("load_op_libraries", False)),
                         preprocessing=tuple(str(item) for item in preprocessing), runtime=runtime,
-                        precision=precision, bf16_tolerance=float(tolerance))
+                        precision=precision, bf16_tolerance=float(tolerance), xnnpack=_xnnpack(path, data, runtime, where))
     return CaseSpec(name=str(data["name"]), env=env, variant=variant, expect=expect,
                     description=str(data.get("description", "")), settings=settings,
                     scenario=str(data.get("scenario", "")), expect_findings=tuple(str(code) for code in findings))
 
 
+def _xnnpack(path: Path, data: dict, runtime: str, where: str) -> bool:
+    value = data.get("xnnpack", True)
+    if not isinstance(value, bool):
+        raise UsageError(f"{path}: {where} xnnpack must be true or false", fix="e.g. xnnpack = false")
+    if "xnnpack" in data and runtime != RUNTIME_TFLITE:
+        raise UsageError(f"{path}: {where}: xnnpack is a {RUNTIME_TFLITE} setting, the case runs {runtime}",
+                         fix=f'add runtime = "{RUNTIME_TFLITE}", or drop xnnpack')
+    return value
+
+
 def _runtime_and_precision(path: Path, data: dict, where: str) -> tuple[str, str]:
-    runtime = known(path, "runtime", str(data.get("runtime", RUNTIME_TENSORFLOW)), RUNTIMES, f" in {where}")
+    runtime = known(path, "runtime", str(data.get("runtime", RUNTIME_TENSORFLOW)), PROBE_RUNTIMES, f" in {where}")
+    if runtime == RUNTIME_TFLITE:
+        # One artefact per precision, converted once per drift run; quantized ones judged by the model's bound.
+        return runtime, known(path, "precision", str(data.get("precision", PRECISION_FP32)), TFLITE_PRECISIONS,
+                              f" (a {RUNTIME_TFLITE} precision) in {where}")
     precision = known(path, "precision", str(data.get("precision", PRECISION_FP32)),
                       PRECISIONS + (PRECISION_RUNTIME_DEFAULT,), f" in {where}")
     if runtime in (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME) and precision != PRECISION_FP32:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from ..config import RUNTIMES_IMAGE, Project
 from ..confine import read_manifest
-from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATION_IMAGES, FLAG_MODEL,
-                        FLAG_RUNTIME, MOUNT_CALIBRATION, MOUNT_MODEL, RUNTIME_ONNXRUNTIME)
+from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATE_ON_GOLDEN,
+                        FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_RUNTIME, MOUNT_CALIBRATION, MOUNT_MODEL,
+                        RUNTIME_ONNXRUNTIME)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -49,14 +50,15 @@ def runtimes_image(engine: Engine, project: Project, prefix: str) -> BuiltImage:
     return ensure_image(engine, project, RUNTIMES_IMAGE, BuildOptions(prefix=prefix))
 
 
-def converted_dir(model: Path, runtime: str) -> Path:
-    return model / CONVERTED_DIR / runtime
+def converted_dir(model: Path, runtime: str, into: Path | None = None) -> Path:
+    """converted/<runtime>/ beside the model, or <into>/<runtime>/ (the drift test's own conversions)."""
+    return (into if into is not None else model / CONVERTED_DIR) / runtime
 
 
-def stale_because(model: Path, runtime: str, image: BuiltImage) -> str | None:
+def stale_because(model: Path, runtime: str, image: BuiltImage, into: Path | None = None) -> str | None:
     """Why MODEL's conversion for `runtime` must be made again, or None when it is current. The
     container re-checks every file's sha256 before using it."""
-    record_path = converted_dir(model, runtime) / CONVERSION_FILE
+    record_path = converted_dir(model, runtime, into) / CONVERSION_FILE
     try:
         record = json.loads(record_path.read_text())
         manifest = read_manifest(model) or {}
@@ -88,15 +90,21 @@ def calibration_images(model: Path, target: str, given: Path | None) -> Path | N
 
 
 def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple[str, ...], image: BuiltImage, *,
-            memory: str, prefix: str, timeout_s: float | None, calibration: Path | None = None) -> str:
-    """Convert the model in the runtimes image into MODEL/converted/<target>/ (each swapped in whole);
-    `runtimes` names runtimes or TFLite targets (contract.CONVERSION_TARGETS), several in one container."""
+            memory: str, prefix: str, timeout_s: float | None, calibration: Path | None = None,
+            into: Path | None = None, on_golden: bool = False) -> str:
+    """Convert the model in the runtimes image into MODEL/converted/<target>/ (or `into`/<target>/),
+    each swapped in whole; `runtimes` names runtimes or TFLite targets (contract.CONVERSION_TARGETS),
+    several in one container. on_golden: without `calibration`, full int8 calibrates on the golden inputs."""
     model = model_directory(model)
     targets = tuple(dict.fromkeys((runtimes,) if isinstance(runtimes, str) else runtimes))
-    output = converted_dir(model, targets[0]) if len(targets) == 1 else model / CONVERTED_DIR / BATCH_DIR
+    root = into if into is not None else model / CONVERTED_DIR
+    output = converted_dir(model, targets[0], root) if len(targets) == 1 else root / BATCH_DIR
     inputs, arguments = {MOUNT_MODEL: model}, (FLAG_MODEL, MOUNT_MODEL)
     for target in targets:
         arguments += (FLAG_RUNTIME, target)
+        if on_golden and calibration is None and target in CALIBRATION_TARGETS:
+            arguments += () if FLAG_CALIBRATE_ON_GOLDEN in arguments else (FLAG_CALIBRATE_ON_GOLDEN,)
+            continue
         images = calibration_images(model, target, calibration)
         if images is not None and MOUNT_CALIBRATION not in inputs:
             inputs[MOUNT_CALIBRATION] = images
@@ -112,7 +120,7 @@ def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple
                          f"({error})", fix="copy the model directory somewhere writable, or make it writable") from None
     if len(targets) > 1:
         for target in targets:  # the container wrote out/<target>/ for each
-            replace_output(output / target, converted_dir(model, target))
+            replace_output(output / target, converted_dir(model, target, root))
         shutil.rmtree(output, ignore_errors=True)
     return stdout
 

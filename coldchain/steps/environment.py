@@ -72,7 +72,7 @@ class ImagesRequest:
 def build_named_images(engine: Engine, project: Project, request: ImagesRequest) -> list[dict]:
     """Build (or find up to date) the images the request names; what each is, as data. With `verify`,
     each image's files are then re-hashed in it; any difference raises ImageCorrupt (exit 20)."""
-    from ..environments.files_record import raise_if_corrupt, verify_image
+    from ..environments.files_record import raise_if_corrupt
 
     chosen = request.names or tuple(name for name, spec in IMAGES.items() if spec.device == request.device)
     # A forced rebuild skips Docker's layer cache too: a layer corrupted on disk would survive a cached one.
@@ -84,10 +84,47 @@ def build_named_images(engine: Engine, project: Project, request: ImagesRequest)
     if request.verify:
         checks = []
         for result in results:
-            log.info("verifying the files of %s", result["tag"])
-            checks.append(verify_image(engine, result["tag"]))
-            log.info("%s: %s", result["tag"], "files as recorded" if checks[-1].files_ok else
-                     f"{len(checks[-1].mismatches)} differ from the record")
+            log.info("verifying the files and the SBOM of %s", result["tag"])
+            checks.append(_verify(engine, project, result))
+            log.info("%s: %s", result["tag"], "files as recorded, SBOM as its lock" if checks[-1].files_ok else
+                     f"{len(checks[-1].mismatches)} differ from the record or the lock")
             result["verified"] = checks[-1].files_ok
         raise_if_corrupt(checks)
     return results
+
+
+def _verify(engine: Engine, project: Project, result: dict):
+    """The image's files against their record, and its SBOM (labels) against the lock it was built from."""
+    from dataclasses import replace
+
+    from ..environments.files_record import verify_image
+    from ..environments.image_sbom import read_lock, sbom_mismatches
+
+    files = verify_image(engine, result["tag"])
+    info = engine.inspect_image(result["tag"])
+    if info is None:
+        return files
+    sbom = sbom_mismatches(info, result["tag"], read_lock(project.path(IMAGES[result["image"]].locked.lock)))
+    return replace(files, files_ok=files.files_ok and not sbom, mismatches=files.mismatches + sbom)
+
+
+def image_sbom_document(engine: Engine, ref: str, lock=None) -> bytes:
+    """The CycloneDX SBOM (JSON) the image `ref` carries in its labels; with `lock` (a path), first checked
+    against that lock: any difference raises ImageCorrupt (exit 20)."""
+    from ..environments.image_sbom import image_sbom, read_lock, sbom_mismatches
+    from ..errors import ImageCorrupt, UsageError
+
+    info = engine.inspect_image(ref)
+    if info is None:
+        raise UsageError(f"{ref}: no such image on this Docker daemon",
+                         fix="name an image 'docker images' lists (e.g. coldchain-infer:cpu), or build it: "
+                             "'coldchain images'")
+    document = image_sbom(info, ref)
+    if lock is not None:
+        differ = sbom_mismatches(info, ref, read_lock(lock))
+        if differ:
+            raise ImageCorrupt(f"{ref}: its SBOM is not {lock}'s: {'; '.join(differ[:5])}"
+                               f"{f' (+{len(differ) - 5} more)' if len(differ) > 5 else ''}",
+                               fix="rebuild the image from this lock ('coldchain images --force', or the command "
+                                   "that made it), or name the lock it was built from")
+    return document

@@ -72,9 +72,10 @@ def runtime_image(engine: Engine, project: Project, request: InferRequest, model
 
 
 def conversion_targets(request: InferRequest) -> tuple[str, ...]:
-    """The conversions a request reads: every converted runtime for fastest, tflite-<precision> for TFLite."""
+    """The conversions a request reads: every converted runtime for fastest (a declared quantized
+    precision: TFLite's artefact alone, the one runtime here with one), tflite-<precision> for TFLite."""
     if request.runtime == RUNTIME_FASTEST:
-        return CONVERTED_RUNTIMES
+        return (tflite_target(request.precision),) if request.precision in QUANTIZED_PRECISIONS else CONVERTED_RUNTIMES
     if request.runtime == RUNTIME_TFLITE:
         if request.precision not in TFLITE_PRECISIONS:
             raise UsageError(f"--runtime {RUNTIME_TFLITE} has no {request.precision} conversion",

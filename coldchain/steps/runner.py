@@ -17,6 +17,7 @@ from ..config import KIT_LABEL, RUN_LABEL
 from ..contract import (ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_PATH_MAP, EXIT_MEANINGS, MODULES, Exit,
                         is_progress, last_error)
 from ..engine import Engine, Mount, RunResult, RunSpec
+from ..environments.image_sbom import SBOM_LABEL
 from ..errors import ContainerError, ContainerTimeout
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,10 @@ def spec_for(run: ModuleRun) -> RunSpec:
     mounts = [Mount(Path(path).resolve(), target, read_only=True) for target, path in sorted(run.inputs.items())]
     if run.output is not None:
         mounts.append(run.output)
-    environment = {ENV_IMAGE_ID: run.image.id, ENV_IMAGE_LABELS: json.dumps(run.image.labels, sort_keys=True),
+    # Not the SBOM itself (60 KB or more; its sha256 label names it): an environment string over 128 KiB
+    # fails the container's exec, and the labels go into every manifest and report.
+    labels = {key: value for key, value in run.image.labels.items() if key != SBOM_LABEL}
+    environment = {ENV_IMAGE_ID: run.image.id, ENV_IMAGE_LABELS: json.dumps(labels, sort_keys=True),
                    ENV_LOCK_SHA256: run.image.labels.get("io.coldchain.lock.sha256", ""),
                    ENV_PATH_MAP: json.dumps(path_map(run), sort_keys=True), **run.environment}
     extra = {"tmpfs": run.tmpfs} if run.tmpfs is not None else {}

@@ -63,6 +63,8 @@ TFLITE_PRECISIONS = (PRECISION_FP32, PRECISION_FP16, PRECISION_DYNAMIC, PRECISIO
 QUANTIZED_PRECISIONS = (PRECISION_FP16, PRECISION_DYNAMIC, PRECISION_INT8)  # judged by golden/quantized.py
 INFER_RUNTIMES = RUNTIMES + (RUNTIME_TFLITE,)  # infer's --runtime (the drift probe and bench: RUNTIMES)
 INFER_PRECISIONS = PRECISIONS + QUANTIZED_PRECISIONS
+# The drift probe's runtimes: TFLite's artefacts are converted once per drift run, by the host's step.
+PROBE_RUNTIMES = INFER_RUNTIMES
 
 
 def tflite_target(precision: str) -> str:
@@ -120,6 +122,7 @@ MOUNT_CALIBRATION = "/calibration"  # convert: representative images (full int8)
 MOUNT_IMAGES = "/images"
 MOUNT_ENVIRONMENT = "/environment"  # a user's resolved environment (lock and its source), copied into the model
 MOUNT_CONVERSIONS = "/conversions"  # drift probe: converted graphs kept between runs (writable)
+MOUNT_CONVERTED = "/converted"  # drift probe: /converted/<variant>/tflite-<precision>/, made once per drift run
 MOUNT_GOLDEN_VERIFIED = "/golden-verified.json"  # infer: an earlier passing golden check of this model in this image
 
 # Every file of an image's venv and /opt/coldchain with its sha256 (sha256sum's format, sorted), written
@@ -134,6 +137,12 @@ ENV_PATH_MAP = "COLDCHAIN_PATH_MAP"  # JSON object: mount point -> the host path
 # JSON object {relative path: sha256} of the model directory's files the host verified against a trusted
 # signature; the container re-hashes the bytes it reads from the mount and refuses any other.
 ENV_SIGNED_FILES = "COLDCHAIN_SIGNED_FILES"
+# Where a container reads several model directories (the drift probe's /models/<variant>), the mount of the
+# one ENV_SIGNED_FILES is for; the others (variants made from it) are not checked against it. Unset: every
+# model directory the container reads (infer, doctor, reexport read one).
+ENV_SIGNED_MODEL_DIR = "COLDCHAIN_SIGNED_MODEL_DIR"
+# In the container's refusal of a signed directory whose mounted bytes differ: the host finds it by this.
+SIGNED_DIRECTORY_CHANGED = "the model directory changed after the host verified it"
 ENV_ONEDNN = "TF_ENABLE_ONEDNN_OPTS"  # TensorFlow's own switch; the kit records what TF made of it
 
 # --- in-container modules the host runs (python -m ...) -----------------------------------------
@@ -173,6 +182,8 @@ FLAG_PREPROCESSING = "--preprocessing"
 FLAG_CALIBRATION_IMAGES = "--calibration-images"  # convert: representative images for full int8
 FLAG_NO_XNNPACK = "--no-xnnpack"  # infer --runtime tflite: the builtin kernels, without XNNPACK
 FLAG_GOLDEN_BOUND = "--golden-bound"  # infer: a quantized model's declared probability-error bound
+FLAG_CONVERTED = "--converted"  # drift probe: the folder holding this run's tflite-<precision>/ artefacts
+FLAG_CALIBRATE_ON_GOLDEN = "--calibrate-on-golden"  # convert: full int8 calibrated on the golden inputs
 FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
 FLAG_INTRA_OP_THREADS = "--intra-op-threads"
 FLAG_INTER_OP_THREADS = "--inter-op-threads"
@@ -298,7 +309,7 @@ EXIT_MEANINGS = {
     Exit.TIMEOUT: "a container hung past its time limit and was killed",
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
-    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record",
+    Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record, or its SBOM from its lock",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",

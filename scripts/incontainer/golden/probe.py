@@ -16,10 +16,11 @@ from typing import Dict, Optional, Sequence
 
 from ..common import InsideError, emit_json, log, quiet_tensorflow_logs, run_main
 from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_PLACEMENT, FLAG_BF16_TOLERANCE,
-                        FLAG_CONVERSION_CACHE, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_LOAD_OP_LIBRARIES,
-                        FLAG_MODEL, FLAG_PLAN, FLAG_PRECISION, FLAG_PREPROCESSING, FLAG_RUNTIME, MODULES,
-                        OUTCOME_BIT_EXACT, OUTCOME_PASS, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS,
-                        RUNTIME_TENSORFLOW, RUNTIMES, STAGE_RUN, Code, ProbeReport)
+                        FLAG_CONVERSION_CACHE, FLAG_CONVERTED, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS,
+                        FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_PLAN, FLAG_PRECISION,
+                        FLAG_PREPROCESSING, FLAG_RUNTIME, INFER_PRECISIONS, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
+                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PROBE_RUNTIMES, QUANTIZED_PRECISIONS,
+                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STAGE_RUN, Code, ProbeReport)
 from ..data.preprocess import differing_fields, with_fields
 from ..diagnosis.findings import WARNING
 from ..graph.graphdef import classify_run_error, first_line
@@ -62,9 +63,14 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser.add_argument("--latency-runs", type=int, default=3)
     parser.add_argument(FLAG_CONVERSION_CACHE, dest="conversion_cache", default=None,
                         help="a writable directory where ONNX conversions are kept between runs")
-    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=RUNTIMES, default=RUNTIME_TENSORFLOW,
-                        help="convert the graph in this process and run it in ONNX Runtime or OpenVINO")
-    parser.add_argument(FLAG_PRECISION, dest="precision", choices=PRECISIONS + (PRECISION_RUNTIME_DEFAULT,),
+    parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=PROBE_RUNTIMES, default=RUNTIME_TENSORFLOW,
+                        help="convert the graph in this process and run it in ONNX Runtime or OpenVINO; tflite: "
+                             f"run the artefact the drift run converted ({FLAG_CONVERTED})")
+    parser.add_argument(FLAG_CONVERTED, dest="converted", default=None,
+                        help="tflite: the folder holding tflite-<precision>/ (conversion.json and model.tflite)")
+    parser.add_argument(FLAG_NO_XNNPACK, dest="xnnpack", action="store_false",
+                        help="tflite: the builtin kernels alone, without XNNPACK")
+    parser.add_argument(FLAG_PRECISION, dest="precision", choices=INFER_PRECISIONS + (PRECISION_RUNTIME_DEFAULT,),
                         default=PRECISION_FP32, help=f"{PRECISION_RUNTIME_DEFAULT}: leave the runtime's own choice "
                                                      "and judge it at fp32 tolerances")
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE)
@@ -73,11 +79,16 @@ def parse_args(argv: Optional[Sequence[str]]):
 
 def session_options(args) -> SessionOptions:
     """The probe's model session: the case's threads and soft placement, a converted runtime converted
-    here (the mounts are read-only), kept in the conversion cache where there is one."""
+    here (the mounts are read-only), kept in the conversion cache where there is one; TFLite the artefact
+    the drift run converted once for all its cases."""
+    tflite = args.runtime == RUNTIME_TFLITE
+    if tflite and not args.converted:
+        raise InsideError(f"{FLAG_RUNTIME} {RUNTIME_TFLITE} runs an artefact converted beforehand: pass {FLAG_CONVERTED}")
     return SessionOptions(runtime=args.runtime, precision=args.precision, bf16_tolerance=args.bf16_tolerance,
                           load_op_libraries=args.load_op_libraries, allow_soft_placement=args.allow_soft_placement,
                           threads=(args.intra_op_threads, args.inter_op_threads),
-                          conversion_cache=args.conversion_cache, allowed_ops=tuple(args.allow_op))
+                          conversion_cache=args.conversion_cache, allowed_ops=tuple(args.allow_op),
+                          artefact=tflite, converted_root=args.converted if tflite else None, xnnpack=args.xnnpack)
 
 
 def probe(args, first: bool = True, loaded: Optional[Dict[str, ModelLoader]] = None) -> ProbeReport:
@@ -159,6 +170,9 @@ def open_runtime(args, model: ModelSession, report: ProbeReport) -> Optional[tup
     backend = model.backend
     if model.conversion is not None:
         backend.details["conversion"] = model.conversion
+    if model.artefact is not None:  # converted beforehand: how (calibration, the model's own bound)
+        backend.details["artefact"] = {key: model.artefact.get(key) for key in (
+            "runtime", "files", "calibration", "golden_measured", "golden_bound", "conversion_s")}
     report.runtime = backend.describe()
     if backend.precision_effective != PRECISION_FP32 and args.precision == PRECISION_RUNTIME_DEFAULT:
         diagnosis.add(Code.REDUCED_PRECISION, f"{args.runtime} computed in {backend.precision_effective} "
@@ -174,6 +188,12 @@ def run_golden(args, model: ModelSession, report: ProbeReport, errors: tuple) ->
     diagnosis = model.diagnosis
     try:
         mark = time.perf_counter()
+        if args.precision in QUANTIZED_PRECISIONS:
+            # Judged by the model's own bound; a quantized model's batch invariance is not fp32's (the
+            # fp32 cases of the same model check that).
+            report.golden = quantized_golden(model, args.precision)
+            report.timing["golden_s"] = round(time.perf_counter() - mark, 3)
+            return None
         report.golden = evaluate(model.golden_run, model.judged, model.arrays)
         report.timing["golden_s"] = round(time.perf_counter() - mark, 3)
         invariance = batch_invariance(model.golden_run, model.judged, model.arrays)
@@ -189,6 +209,19 @@ def run_golden(args, model: ModelSession, report: ProbeReport, errors: tuple) ->
                           "runtime's project")
         report.diagnosis, report.outcome = diagnosis.to_json(), diagnosis.outcome
         return None
+
+
+def quantized_golden(model: ModelSession, precision: str) -> dict:
+    """The quantized golden check (golden/quantized.py) as data: top-1 agreement and the probability
+    error on the golden images, within the bound recorded when the artefact was converted."""
+    from . import quantized
+
+    bound = quantized.resolve_bound((model.artefact or {}).get("golden_bound"), None, precision,
+                                    f"the {RUNTIME_TFLITE}-{precision} conversion.json")
+    key = model.output_key
+    values = in_batches(model.predict, model.arrays[model.manifest["golden"]["input_key"]], model.limit)["out"]
+    return quantized.summarize(bound, quantized.as_probabilities(model.arrays[key], model.softmax_needed),
+                               quantized.as_probabilities(values, model.softmax_needed))
 
 
 def latency(args, model: ModelSession, report: ProbeReport) -> None:

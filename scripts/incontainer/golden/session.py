@@ -36,6 +36,7 @@ class SessionOptions:
     allowed_ops: tuple = ()  # --allow-op: ops the doctor's graph scan lets through
     xnnpack: bool = True  # TFLite: XNNPACK on (LiteRT's default), or the builtin kernels alone
     golden_bound: Optional[float] = None  # a quantized model's declared probability-error bound
+    converted_root: Optional[str] = None  # artefact: read <root>/<target>/, not the model's converted/
 
 
 def artefact_target(runtime: str, precision: str) -> str:
@@ -192,7 +193,7 @@ class ModelSession:
 
         runtime, tensors = self.options.runtime, self.tensors
         target = artefact_target(runtime, self.options.precision)
-        directory, record = load_record(self.model_dir, target, self.manifest)
+        directory, record = load_record(self.model_dir, target, self.manifest, self.options.converted_root)
         unknown = sorted(set(tensors.values()) - set(record.get("tensors", {}).values()))
         if unknown or record.get("input") != self.input_tensor:
             raise InsideError(f"{directory} was converted with other inputs/outputs than the manifest names "

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..common import InsideError, sha256_bytes
-from ..contract import ENV_SIGNED_FILES, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE, Code
+from ..contract import (ENV_SIGNED_FILES, ENV_SIGNED_MODEL_DIR, MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE,
+                        SIGNED_DIRECTORY_CHANGED, Code)
 from .graphdef import model_path, read_model_bytes
 from .manifest import ManifestInvalid, Problem, load_golden_arrays, read_manifest, validate, validate_directory
 
@@ -43,10 +44,14 @@ def read_verified_model(model_dir: str, manifest: dict) -> bytes:
     return data
 
 
-def signed_files() -> Optional[Dict[str, str]]:
-    """The (file -> sha256) list the host verified against a trusted signature, or None (no --trust)."""
+def signed_files(model_dir: str) -> Optional[Dict[str, str]]:
+    """The (file -> sha256) list the host verified against a trusted signature, or None: no --trust, or
+    `model_dir` is not the signed one (the drift probe's variants, made from it, are read beside it)."""
     text = os.environ.get(ENV_SIGNED_FILES)
-    return json.loads(text) if text else None
+    scope = os.environ.get(ENV_SIGNED_MODEL_DIR)
+    if not text or (scope and os.path.normpath(scope) != os.path.normpath(model_dir)):
+        return None
+    return json.loads(text)
 
 
 def _files_on_disk(model_dir: str) -> List[str]:
@@ -64,7 +69,7 @@ def verify_signed(model_dir: str, signed: Dict[str, str], read: Dict[str, bytes]
     """Every file of the mounted directory against the list the host verified: the bytes this process
     already read (`read`, by real path: the model) hashed as they are, the rest read again. Closes the gap
     between the host's check and the mount: a file changed, added or removed in between is refused."""
-    fix = "the model directory changed after the host verified it; copy it again from where it was signed"
+    fix = f"{SIGNED_DIRECTORY_CHANGED}; copy it again from where it was signed"
     for name in sorted(set(signed) | set(_files_on_disk(model_dir))):
         path = os.path.join(model_dir, name)
         if name not in signed:
@@ -190,7 +195,7 @@ class ModelLoader:
             if not files.problems:
                 files.manifest = raw
                 self._read_model(files)
-        signed = signed_files()
+        signed = signed_files(self.model_dir)
         if signed is not None:
             read = {os.path.realpath(files.verified_path): files.model_bytes} if files.model_bytes is not None else {}
             verify_signed(self.model_dir, signed, read)

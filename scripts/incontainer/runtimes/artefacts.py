@@ -96,10 +96,11 @@ def converted_dir(model_dir: str, runtime: str) -> str:
     return os.path.join(model_dir, CONVERTED_DIR, runtime)
 
 
-def load_record(model_dir: str, runtime: str, manifest: dict) -> Tuple[str, dict]:
-    """The verified converted artefact for `runtime`: (directory, conversion record). Refuses one made
-    from another model.pb, or whose files changed since conversion."""
-    directory = converted_dir(model_dir, runtime)
+def load_record(model_dir: str, runtime: str, manifest: dict, root: Optional[str] = None) -> Tuple[str, dict]:
+    """The verified converted artefact for `runtime` (in `root`/<runtime>/ where given: the drift
+    test's own conversions): (directory, conversion record). Refuses one made from another model.pb,
+    or whose files changed since conversion."""
+    directory = os.path.join(root, runtime) if root else converted_dir(model_dir, runtime)
     path = os.path.join(directory, CONVERSION_FILE)
     fix = f"convert it again: coldchain convert --target {runtime} {model_dir}"
     try:

@@ -104,5 +104,31 @@ def tflite_backend(model: bytes, tensors: Dict[str, str], precision: str, xnnpac
             engine.invoke()
             return {key: np.array(engine.get_tensor(index_of[tensors[key]])) for key in keys}
         return run
-    return Backend(RUNTIME_TFLITE, fetching(list(tensors)), fetching, precision, precision, versions(),
-                   {"xnnpack": {"enabled": bool(xnnpack), "op_resolver": resolver}})
+    dtypes = tensor_dtypes(engine)
+    return Backend(RUNTIME_TFLITE, fetching(list(tensors)), fetching, precision, precision_read_back(precision, dtypes),
+                   versions(), {"xnnpack": {"enabled": bool(xnnpack), "op_resolver": resolver},
+                                "tensor_dtypes": dtypes})
+
+
+def tensor_dtypes(engine) -> Dict[str, int]:
+    """How many of the interpreter's tensors hold each element type: what the artefact computes in."""
+    counts: Dict[str, int] = {}
+    try:
+        details = engine.get_tensor_details()
+    except (RuntimeError, ValueError):  # nothing to read back: the declared precision stands
+        return counts
+    for detail in details:
+        name = np.dtype(detail["dtype"]).name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def precision_read_back(declared: str, dtypes: Dict[str, int]) -> str:
+    """The precision the artefact's tensors show: int8 tensors for dynamic-range and full int8, float16
+    ones for fp16 weights, float32 alone for fp32. The declared one where they agree, else what they show."""
+    if not dtypes:
+        return declared
+    shown = PRECISION_INT8 if dtypes.get("int8") or dtypes.get("uint8") else \
+        PRECISION_FP16 if dtypes.get("float16") else PRECISION_FP32
+    agrees = shown == declared or (declared == PRECISION_DYNAMIC and shown == PRECISION_INT8)
+    return declared if agrees else shown

@@ -54,7 +54,26 @@ def golden_probabilities(model, run) -> Tuple[np.ndarray, np.ndarray]:
             quantized.as_probabilities(values, model.softmax_needed))
 
 
-def convert_target(model_dir: str, target: str, out_dir: str, calibration: Optional[str]) -> dict:
+def calibration_for(model, target: str, calibration: Optional[str], on_golden: bool) -> Tuple[Callable, dict]:
+    """(representative dataset, its record): the images given, else (on_golden) the golden inputs, which
+    are preprocessed already; these are also what the bound is measured on, so the record says so."""
+    if calibration:
+        files = calibration_files(calibration)
+        return representative_dataset(model.spec, files), {"source": "images", "images": len(files),
+                                                           "max_images": CALIBRATION_MAX_IMAGES}
+    if not on_golden:
+        raise InsideError(f"{target} needs representative images: {FLAG_CALIBRATION_IMAGES} DIR (the model's "
+                          "training images, preprocessed as its manifest says)")
+    inputs = model.arrays[model.manifest["golden"]["input_key"]][:CALIBRATION_MAX_IMAGES]
+
+    def batches():
+        for image in inputs:
+            yield [np.asarray(image, dtype=np.float32)[None]]
+    return batches, {"source": "golden", "images": int(len(inputs)), "max_images": CALIBRATION_MAX_IMAGES}
+
+
+def convert_target(model_dir: str, target: str, out_dir: str, calibration: Optional[str],
+                   on_golden: bool = False) -> dict:
     """Write out_dir/model.tflite for `target`, measure it on the golden images, then conversion.json
     (the record, returned)."""
     from ..golden.session import ModelSession
@@ -66,12 +85,7 @@ def convert_target(model_dir: str, target: str, out_dir: str, calibration: Optio
     start = time.perf_counter()
     representative, extra = None, {"precision": precision}
     if precision == PRECISION_INT8:
-        if not calibration:
-            raise InsideError(f"{target} needs representative images: {FLAG_CALIBRATION_IMAGES} DIR (the model's "
-                              "training images, preprocessed as its manifest says)")
-        files = calibration_files(calibration)
-        representative = representative_dataset(model.spec, files)
-        extra["calibration"] = {"images": len(files), "max_images": CALIBRATION_MAX_IMAGES}
+        representative, extra["calibration"] = calibration_for(model, target, calibration, on_golden)
     data = convert_tflite(model.files.verified_path, model.input_tensor,
                           list(dict.fromkeys(model.tensors.values())), precision, representative)
     atomic_write_bytes(os.path.join(out_dir, TFLITE_FILE), data)

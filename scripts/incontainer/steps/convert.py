@@ -10,7 +10,7 @@ import os
 from typing import Optional, Sequence
 
 from ..common import emit_json, log, quiet_tensorflow_logs, run_main
-from ..contract import (CONVERSION_TARGETS, FLAG_ALLOW_OP, FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME,
+from ..contract import (CONVERSION_TARGETS, FLAG_ALLOW_OP, FLAG_CALIBRATE_ON_GOLDEN, FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_OUT, FLAG_RUNTIME,
                         MODULES, TFLITE_TARGETS)
 from ..runtimes.artefacts import convert, refuse_dangerous_ops
 
@@ -23,6 +23,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
                         help="a runtime or TFLite target (repeatable: several write --out/<target>/ each)")
     parser.add_argument(FLAG_CALIBRATION_IMAGES, dest="calibration", default=None,
                         help="representative images for full int8 (preprocessed as the manifest says)")
+    parser.add_argument(FLAG_CALIBRATE_ON_GOLDEN, dest="on_golden", action="store_true",
+                        help="without representative images: calibrate full int8 on the golden inputs (the drift "
+                             "test's conversion of a model with no training images beside it)")
     parser.add_argument(FLAG_OUT, required=True, help="directory for the artefact (the model's converted/<runtime>/)")
     parser.add_argument(FLAG_ALLOW_OP, dest="allow_op", action="append", default=[], metavar="OP",
                         help="convert even though the graph holds this op (repeatable)")
@@ -30,16 +33,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     targets = list(dict.fromkeys(args.runtimes))
     refuse_dangerous_ops(args.model, tuple(args.allow_op))
     records = {target: convert_one(args.model, target, args.out if len(targets) == 1 else os.path.join(
-        args.out, target), args.calibration) for target in targets}
+        args.out, target), args.calibration, args.on_golden) for target in targets}
     emit_json(records[targets[0]] if len(targets) == 1 else records)
     return 0
 
 
-def convert_one(model: str, target: str, out: str, calibration: Optional[str]) -> dict:
+def convert_one(model: str, target: str, out: str, calibration: Optional[str], on_golden: bool = False) -> dict:
     if target in TFLITE_TARGETS:
         from ..runtimes.tflite_conversion import convert_target
 
-        record = convert_target(model, target, out, calibration)
+        record = convert_target(model, target, out, calibration, on_golden)
     else:
         record = convert(model, target, out)
     log(f"convert: {target} artefact written ({', '.join(sorted(record['files']))}) in {record['conversion_s']} s")

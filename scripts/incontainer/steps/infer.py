@@ -122,7 +122,7 @@ def check_runtime_precision(runtime: str, precision: str, golden_bound: Optional
     """fp16/dynamic/int8 are TFLite's; TFLite computes none of bf16; a bound applies to those alone."""
     if runtime == RUNTIME_TFLITE and precision not in TFLITE_PRECISIONS:
         raise InsideError(f"{FLAG_RUNTIME} {RUNTIME_TFLITE} converts to {', '.join(TFLITE_PRECISIONS)}, not {precision}")
-    if runtime != RUNTIME_TFLITE and precision in QUANTIZED_PRECISIONS:
+    if runtime not in (RUNTIME_TFLITE, RUNTIME_FASTEST) and precision in QUANTIZED_PRECISIONS:
         raise InsideError(f"{FLAG_PRECISION} {precision} is a TFLite conversion here; pass {FLAG_RUNTIME} {RUNTIME_TFLITE}")
     if golden_bound is not None and not (precision in QUANTIZED_PRECISIONS and 0 < golden_bound <= 1):
         raise InsideError(f"{FLAG_GOLDEN_BOUND} is a probability error in (0, 1] for {', '.join(QUANTIZED_PRECISIONS)}")
@@ -355,9 +355,15 @@ def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
     """Every runtime that can compute at the declared precision, golden-checked, then timed at batch 8:
     the fastest that passed, and why (each candidate's result)."""
     candidates, kept = [], {}
-    for runtime in RUNTIMES:
-        if config.precision != PRECISION_FP32 and runtime != RUNTIME_OPENVINO:
-            candidates.append({"runtime": runtime, "skipped": f"computes fp32 only, {config.precision} declared"})
+    # A quantized model is a candidate only where the user declared its precision: never to win on speed alone.
+    quantized = config.precision in QUANTIZED_PRECISIONS
+    for runtime in INFER_RUNTIMES if quantized else RUNTIMES:
+        skipped = (f"has no {config.precision} model here (TensorFlow Lite's converter makes it)"
+                   if quantized and runtime != RUNTIME_TFLITE else
+                   f"computes fp32 only, {config.precision} declared"
+                   if not quantized and config.precision != PRECISION_FP32 and runtime != RUNTIME_OPENVINO else None)
+        if skipped:
+            candidates.append({"runtime": runtime, "skipped": skipped})
             continue
         try:
             predictor = Predictor(loader, session_options(config, runtime))

@@ -19,6 +19,7 @@ from ..common import InsideError, log, quiet_tensorflow_logs, run_main, sha256_b
 from ..contract import (FLAG_CLEAR_DEVICES, FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_OUT, FLAG_STRIP_DEFAULT_ATTRS,
                         MANIFEST_FILE, MODULES, Code)
 from ..graph.graphdef import model_path, parse_graph_def, read_model_bytes
+from ..graph.model_files import signed_files, verify_signed
 
 
 def strip_default_attrs(graph_def) -> int:
@@ -79,7 +80,11 @@ def reexport(model: str, out: str, strip: bool, clear: bool, load_op_libraries: 
     from ..runtime import describe
 
     model_file, model_dir = model_path(model)
-    graph_def = parse_graph_def(read_model_bytes(model_file, "pass a frozen model.pb or its directory"), model_file)
+    source = read_model_bytes(model_file, "pass a frozen model.pb or its directory")
+    signed = signed_files(model_dir)
+    if signed is not None:  # --trust: the mounted directory is the one the host verified, the bytes read included
+        verify_signed(model_dir, signed, {os.path.realpath(model_file): source})
+    graph_def = parse_graph_def(source, model_file)
     edits = {}
     if not (strip or clear):
         graph_def = reserialize(graph_def, model, load_op_libraries)
