@@ -20,7 +20,7 @@ from coldchain.engine import docker as docker_engine_module
 from coldchain.engine.docker import GRACE_S, TIMEOUT_EXIT, DockerEngine
 from coldchain.errors import DaemonUnavailable
 from coldchain.owner import PID_LABEL
-from conftest import ROOT
+from conftest import IN_CI, ROOT
 from private_daemon import PrivateDaemon, connected_unix_sockets, usable
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
@@ -31,6 +31,8 @@ STALL_TIMEOUT_S = 5  # --docker-timeout for the stalled daemon: the default 120 
 def private_daemon(tmp_path):
     reason = usable()
     if reason:
+        if IN_CI:  # under CI a fault test that cannot run is a failure, as every docker test is
+            pytest.fail(f"CI=true but a private dockerd cannot run here: {reason}")
         pytest.skip(reason)
     daemon = PrivateDaemon(tmp_path / "daemon-data")
     try:  # cleanup is owed from the moment the process may exist
