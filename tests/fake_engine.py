@@ -1,4 +1,5 @@
-"""An in-memory Engine for unit tests: records what was asked, builds nothing."""
+"""An in-memory Engine for unit tests: records what was asked, builds nothing; and the real DockerEngine
+over a fake SDK client that hands out one container, for the engine's own waiting and cleanup."""
 
 from __future__ import annotations
 
@@ -150,3 +151,18 @@ class FakeEngine(Engine):
 
     def gpu_runtime(self) -> bool:
         return False
+
+
+def docker_engine_with(container):
+    """The real DockerEngine whose SDK clients (ordinary and long) create `container` and nothing else."""
+    from coldchain.engine.docker import DockerEngine
+
+    class Client:
+        class containers:
+            @staticmethod
+            def create(image, **kwargs):
+                return container
+
+    engine = DockerEngine.__new__(DockerEngine)
+    engine.client = engine.long_client = Client()
+    return engine

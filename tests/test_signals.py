@@ -11,8 +11,8 @@ import pytest
 
 from coldchain.contract import EXIT_MEANINGS, Exit
 from coldchain.engine import RunSpec
-from coldchain.engine.docker import DockerEngine
 from coldchain.signals import Terminated, terminating_raises
+from fake_engine import docker_engine_with
 from test_model_argument import engine, model_dir, run_cli  # noqa: F401 - fixtures: the CLI on the fake engine
 
 
@@ -83,15 +83,7 @@ class Container:
 
 def test_the_docker_engine_removes_the_running_container_on_sigterm():
     container = Container()
-
-    class Client:
-        class containers:
-            @staticmethod
-            def create(image, **kwargs):
-                return container
-
-    engine = DockerEngine.__new__(DockerEngine)
-    engine.client = engine.long_client = Client()
+    engine = docker_engine_with(container)
     with pytest.raises(Terminated):
         with terminating_raises():
             engine.run(RunSpec(image="img", command=("python", "-m", "incontainer.steps.freeze"), timeout_s=600))

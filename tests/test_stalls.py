@@ -16,6 +16,7 @@ from coldchain.engine import docker as docker_engine_module
 from coldchain.engine.docker import CALL_TIMEOUT_S, GRACE_S, LONG_TIMEOUT_S, DockerEngine, container_kwargs
 from coldchain.errors import DaemonUnavailable
 from coldchain.owner import PID_LABEL, Owner
+from fake_engine import docker_engine_with
 
 SPEC = RunSpec(image="img", command=("python", "-m", "incontainer.steps.freeze"), timeout_s=1800)
 
@@ -47,23 +48,11 @@ class StalledContainer:
         self.asked.append("remove")
 
 
-def engine_with(container) -> DockerEngine:
-    class Client:
-        class containers:
-            @staticmethod
-            def create(image, **kwargs):
-                return container
-
-    engine = DockerEngine.__new__(DockerEngine)
-    engine.client = engine.long_client = Client()
-    return engine
-
-
 def test_a_stalled_daemon_ends_the_run_at_its_limit_plus_the_grace_as_a_daemon_error(monkeypatch):
     monkeypatch.setattr(docker_engine_module, "GRACE_S", 0.05)
     container = StalledContainer()
     with pytest.raises(DaemonUnavailable) as caught:
-        engine_with(container).run(RunSpec(image="img", command=SPEC.command, timeout_s=0.05))
+        docker_engine_with(container).run(RunSpec(image="img", command=SPEC.command, timeout_s=0.05))
     assert caught.value.exit_code == Exit.DAEMON == 12
     assert "stalled" in caught.value.message and "restart the Docker daemon" in caught.value.fix
     waits = [entry for entry in container.asked if isinstance(entry, tuple)]
@@ -85,7 +74,7 @@ def test_a_daemon_that_answers_gets_the_container_removed():
             self.attrs = {"State": {"OOMKilled": False}}
 
     container = Finished()
-    result = engine_with(container).run(SPEC)
+    result = docker_engine_with(container).run(SPEC)
     assert result.timed_out and result.exit_code == 124
     assert container.asked[-1] == "remove"
     assert container.asked[1] == ("wait", pytest.approx(SPEC.timeout_s + GRACE_S, abs=5))
