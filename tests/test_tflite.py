@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from coldchain import contract
 from coldchain.cli import main
-from coldchain.config import IMAGES, Project
+from coldchain.config import IMAGES
 from coldchain.engine import ImageInfo, RunResult
 from coldchain.environments.bases import ResolvedBase
 from coldchain.environments.images import BuiltImage
@@ -23,6 +23,7 @@ from coldchain.steps.convert import BATCH_DIR, calibration_images
 from coldchain.steps.infer import InferRequest, conversion_targets, runtime_arguments
 from conftest import ROOT
 from fake_engine import FakeEngine
+from test_infer import project  # noqa: F401 - fixture: a checkout of its own (infer's scratch under its build/)
 
 sys.path.insert(0, str(ROOT / "scripts"))  # the container side's plain-Python modules (no numpy needed)
 from incontainer.common import GoldenMismatch, InsideError  # noqa: E402
@@ -30,15 +31,6 @@ from incontainer.golden import quantized  # noqa: E402
 
 IMAGE = BuiltImage(IMAGES["infer-cpu"], "t-bench:cpu", ImageInfo("sha256:abc", ("t-bench:cpu",), {}, 1),
                    ResolvedBase("b", "sha256:b", "local", "3.11.2"), False)
-
-
-@pytest.fixture
-def project(tmp_path) -> Project:
-    """A checkout of its own (infer's scratch files go under its build/)."""
-    root = tmp_path / "checkout"
-    (root / "coldchain").mkdir(parents=True)
-    (root / "requirements.in").write_text("")
-    return Project(root)
 
 
 @pytest.fixture
