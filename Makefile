@@ -113,10 +113,11 @@ convert: $(MODEL_OR_CHAIN) | venv docker lock-check ## Convert MODEL (default ou
 	$(COLDCHAIN) convert --runtime $(RUNTIME) $(or $(MODEL),$(OUT)/model)
 
 TFLITE_TARGETS := tflite-fp32 tflite-fp16 tflite-dynamic tflite-int8
+INT8_TARGETS := openvino-int8 onnxruntime-int8
 CALIBRATION ?=
 
-quantize: $(MODEL_OR_CHAIN) | venv docker lock-check ## TFLite fp32/fp16/dynamic/int8 of MODEL (default out/model), in one container; int8 calibrated on CALIBRATION=DIR (default out/data/train)
-	$(COLDCHAIN) convert $(foreach target,$(TFLITE_TARGETS),--target $(target)) \
+quantize: $(MODEL_OR_CHAIN) | venv docker lock-check ## TFLite fp32/fp16/dynamic/int8, OpenVINO and ONNX Runtime int8 of MODEL (default out/model), in one container; int8 calibrated on CALIBRATION=DIR (default out/data/train)
+	$(COLDCHAIN) convert $(foreach target,$(TFLITE_TARGETS) $(INT8_TARGETS),--target $(target)) \
 		$(if $(or $(CALIBRATION),$(MODEL)),$(if $(CALIBRATION),--calibration-images "$(CALIBRATION)"),--calibration-images $(OUT)/data/train) \
 		$(or $(MODEL),$(OUT)/model)
 

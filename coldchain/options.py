@@ -112,11 +112,13 @@ runtime = option(FLAG_RUNTIME, type=click.Choice(INFER_RUNTIMES + (RUNTIME_FASTE
                       "(LiteRT; converted/tflite-<precision>/); the conversion is cached in MODEL/converted/ and "
                       f"golden-checked before any prediction. {RUNTIME_FASTEST}: each runtime golden-checked at "
                       "--precision and timed at batch 8, the fastest used (the summary says which and why); with a "
-                      "quantized --precision (int8, fp16, dynamic), TFLite's artefact: int8 only when declared.")
+                      "quantized --precision (int8, fp16, dynamic), the artefacts that compute it (int8: TFLite's, "
+                      "OpenVINO's and ONNX Runtime's): int8 only when declared.")
 converted_runtime = option(FLAG_RUNTIME, "--target", "runtime", type=click.Choice(CONVERSION_TARGETS), required=True,
-                           multiple=True, help="What to convert the model for: a runtime, or a TFLite precision "
-                                               "(tflite-int8: full integer, calibrated on --calibration-images); "
-                                               "repeatable: several are made in one container.")
+                           multiple=True, help="What to convert the model for: a runtime, a TFLite precision "
+                                               "(tflite-int8: full integer, calibrated on --calibration-images), or "
+                                               "int8 for OpenVINO (NNCF) or ONNX Runtime (static QDQ), calibrated "
+                                               "on the same images; repeatable: several are made in one container.")
 calibration_images = option(FLAG_CALIBRATION_IMAGES, "calibration", type=PathType(file_okay=False, exists=True),
                             default=None, envvar="COLDCHAIN_CALIBRATION_IMAGES",
                             help=f"Representative images for {', '.join(CALIBRATION_TARGETS)}, preprocessed as the "

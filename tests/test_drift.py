@@ -282,12 +282,15 @@ def test_cases_share_a_container_unless_their_settings_would_leak():
     assert [case.name for group in groups for case in group if len(group) == 1 and case.settings.load_op_libraries] \
         == ["custom-op-loaded", "custom-op-other-tf", "onnxruntime-custom-op"]
     openvino = next(group for group in groups if any(case.name == "openvino-fp32" for case in group))
-    # TFLite runs artefacts converted beforehand, with nothing left in the process: it shares the container.
+    # TFLite and the int8 cases run artefacts converted beforehand, with nothing left in the process: they
+    # share the container.
     assert {case.name for case in openvino} == {"openvino-fp32", "openvino-default-precision", "openvino-bf16-declared",
                                                 "openvino-training-mode", "openvino-custom-op", "tflite-fp32-xnnpack",
-                                                "tflite-fp32-no-xnnpack", "tflite-int8"}
-    # tf2onnx needs a container of its own size: each ONNX Runtime case runs alone.
-    assert all(len(group) == 1 for group in groups for case in group if case.settings.runtime == "onnxruntime")
+                                                "tflite-fp32-no-xnnpack", "tflite-int8", "openvino-int8",
+                                                "onnxruntime-int8"}
+    # tf2onnx needs a container of its own size: each ONNX Runtime case that converts in the probe runs alone.
+    assert all(len(group) == 1 for group in groups for case in group
+               if case.settings.runtime == "onnxruntime" and case.settings.per_run_target is None)
     assert sorted(case.name for group in groups for case in group) == sorted(case.name for case in matrix.cases)
     assert len(groups) < 0.6 * len(matrix.cases)
     assert [len(group) for group in group_cases(matrix.cases, isolate=True)] == [1] * len(matrix.cases)

@@ -99,13 +99,18 @@ def test_an_unknown_target_is_refused_by_name(kit, tmp_path):
 @pytest.mark.parametrize("runtime, precision, expected", [
     ("tflite", "int8", ("tflite-int8",)), ("tflite", "fp32", ("tflite-fp32",)),
     ("onnxruntime", "fp32", ("onnxruntime",)), ("fastest", "fp32", contract.CONVERTED_RUNTIMES),
-    # fastest considers a quantized model only where its precision is declared: then TFLite's alone.
-    ("fastest", "bf16", contract.CONVERTED_RUNTIMES), ("fastest", "int8", ("tflite-int8",))])
+    ("openvino", "int8", ("openvino-int8",)), ("onnxruntime", "int8", ("onnxruntime-int8",)),
+    # fastest considers a quantized model only where its precision is declared: then the artefacts that
+    # compute it (int8: TFLite's, OpenVINO's and ONNX Runtime's; fp16: TFLite's alone).
+    ("fastest", "bf16", contract.CONVERTED_RUNTIMES),
+    ("fastest", "int8", ("tflite-int8", "onnxruntime-int8", "openvino-int8")),
+    ("fastest", "fp16", ("tflite-fp16",))])
 def test_each_runtime_and_precision_reads_its_own_conversion(runtime, precision, expected):
     assert conversion_targets(InferRequest(model=Path("m"), runtime=runtime, precision=precision)) == expected
 
 
-@pytest.mark.parametrize("runtime, precision, fix", [("tflite", "bf16", "fp32"), ("openvino", "int8", "tflite")])
+@pytest.mark.parametrize("runtime, precision, fix", [("tflite", "bf16", "fp32"), ("openvino", "fp16", "tflite"),
+                                                     ("onnxruntime", "dynamic", "tflite")])
 def test_a_precision_the_runtime_has_no_conversion_for_is_refused(runtime, precision, fix):
     with pytest.raises(UsageError) as caught:
         conversion_targets(InferRequest(model=Path("m"), runtime=runtime, precision=precision))

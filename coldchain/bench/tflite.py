@@ -1,7 +1,8 @@
-"""TensorFlow Lite in the bench: the bench's plain graph converted (tflite-fp32 and full int8, calibrated
-as make quantize does, in one container) and timed with XNNPACK on and off, and int8, beside TensorFlow
-fp32 in the same run; each row with its top-1 agreement with TensorFlow fp32 (golden and held-out
-images). A section of its own, so it can be measured alone (bench --no-inference --no-images ...)."""
+"""TensorFlow Lite and int8 in the bench: the bench's plain graph converted (tflite-fp32, and full int8
+for TFLite, OpenVINO (NNCF) and ONNX Runtime (static QDQ), calibrated as make quantize does, in one
+container) and timed (TFLite with XNNPACK on and off) beside TensorFlow fp32 in the same run; each row
+with its top-1 agreement with TensorFlow fp32 (golden and held-out images). A section of its own, so it
+can be measured alone (bench --no-inference --no-images ...)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from ..config import BENCH_IMAGE, IMAGES, Project
 from ..contract import (FLAG_BATCH, FLAG_IMAGES, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_PRECISION, FLAG_REPEATS,
-                        FLAG_RUNTIME, MOUNT_IMAGES, MOUNT_MODEL, PRECISION_FP32, PRECISION_INT8, RUNTIME_TENSORFLOW,
-                        RUNTIME_TFLITE, tflite_target)
+                        FLAG_RUNTIME, MOUNT_IMAGES, MOUNT_MODEL, PRECISION_FP32, PRECISION_INT8, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, per_run_target)
 from ..engine import Engine
 from ..environments.images import BuildOptions, build_images, ensure_image
 from ..errors import ColdchainError
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 ROWS = (("tensorflow_fp32", RUNTIME_TENSORFLOW, PRECISION_FP32, True),
         ("tflite_fp32", RUNTIME_TFLITE, PRECISION_FP32, True),
         ("tflite_fp32_no_xnnpack", RUNTIME_TFLITE, PRECISION_FP32, False),
-        ("tflite_int8", RUNTIME_TFLITE, PRECISION_INT8, True))
+        ("tflite_int8", RUNTIME_TFLITE, PRECISION_INT8, True),
+        ("openvino_int8", RUNTIME_OPENVINO, PRECISION_INT8, True),
+        ("onnxruntime_int8", RUNTIME_ONNXRUNTIME, PRECISION_INT8, True))
 QUICK_ROWS = ("tensorflow_fp32", "tflite_fp32", "tflite_int8")
 CONVERSION_TIMEOUT_S = 3600.0
 
@@ -42,11 +45,15 @@ class TfliteBenchOptions:
     run_id: str = "coldchain-bench"
 
 
+def rows(quick: bool) -> tuple:
+    return tuple(row for row in ROWS if not quick or row[0] in QUICK_ROWS)
+
+
 def converted(engine: Engine, project: Project, model: Path, image, options: TfliteBenchOptions) -> None:
-    """tflite-fp32 and tflite-int8 of the bench model in one container, where missing or stale; int8
-    calibrated on the run's training images (the kit's), else on the golden inputs."""
-    targets = tuple(target for target in (tflite_target(PRECISION_FP32), tflite_target(PRECISION_INT8))
-                    if stale_because(model, target, image))
+    """The artefacts the rows run (tflite-fp32, the int8 ones) of the bench model in one container, where
+    missing or stale; int8 calibrated on the run's training images (the kit's), else on the golden inputs."""
+    wanted = dict.fromkeys(per_run_target(runtime, precision) for _, runtime, precision, _ in rows(options.quick))
+    targets = tuple(target for target in wanted if target and stale_because(model, target, image))
     if not targets:
         return
     train = options.run.parent / "data" / "train"
@@ -65,15 +72,13 @@ def bench_tflite(engine: Engine, project: Project, options: TfliteBenchOptions) 
     converted(engine, project, model, bench_image, options)
     held_out = options.run.parent / "data" / "val"
     batches = (1, 2) if options.quick else options.batches
-    rows = {}
-    for name, runtime, precision, xnnpack in ROWS:
-        if options.quick and name not in QUICK_ROWS:
-            continue
+    measured = {}
+    for name, runtime, precision, xnnpack in rows(options.quick):
         arguments = [FLAG_MODEL, MOUNT_MODEL, FLAG_RUNTIME, runtime, FLAG_PRECISION, precision, FLAG_REPEATS,
                      str(2 if options.quick else options.repeats), *[arg for b in batches for arg in (FLAG_BATCH, str(b))],
                      *([] if xnnpack else [FLAG_NO_XNNPACK])]
         inputs = {MOUNT_MODEL: model}
-        if runtime == RUNTIME_TFLITE and held_out.is_dir():
+        if per_run_target(runtime, precision) and held_out.is_dir():
             inputs[MOUNT_IMAGES] = held_out
             arguments += [FLAG_IMAGES, MOUNT_IMAGES]
         image = infer if runtime == RUNTIME_TENSORFLOW else bench_image
@@ -81,11 +86,11 @@ def bench_tflite(engine: Engine, project: Project, options: TfliteBenchOptions) 
         run = ModuleRun(image=Image.of(image), module="bench", arguments=tuple(arguments), what=f"bench {name}",
                         inputs=inputs, run_id=options.run_id, timeout_s=3600.0)
         try:
-            rows[name] = last_json(run_module(engine, run), run)
+            measured[name] = last_json(run_module(engine, run), run)
         except ColdchainError as error:  # one broken row must not hide the others
             log.warning("bench: %s failed: %s", name, error.message)
-            rows[name] = {"error": error.message, "golden": {"ok": False}, "batches": []}
-    return summarize_tflite(rows, size)
+            measured[name] = {"error": error.message, "golden": {"ok": False}, "batches": []}
+    return summarize_tflite(measured, size)
 
 
 def summarize_tflite(rows: dict, size: int) -> dict:

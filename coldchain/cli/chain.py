@@ -111,14 +111,17 @@ def convert_command(project: Project, model: Path, runtime: tuple[str, ...], cal
                     prefix: str, timeout_s, extra):
     """Convert MODEL (a model directory, or the model.pb in it) for ONNX Runtime (tf2onnx), OpenVINO (its
     TensorFlow frontend, saved as fp32 IR) or TensorFlow Lite (TensorFlow's converter: tflite-fp32, -fp16,
-    -dynamic, -int8) into MODEL/converted/<target>/, in the runtimes image, with each file's sha256, the
-    source model's sha256 and the converter versions in conversion.json (TFLite: the probability error
-    and top-1 agreement measured on the golden images, and the quantized golden bound). infer --runtime
-    does this by itself when the conversion is missing or stale."""
-    from ..steps.convert import convert, runtimes_image
+    -dynamic, -int8), or int8 for OpenVINO (NNCF: openvino-int8) and ONNX Runtime (static QDQ:
+    onnxruntime-int8), into MODEL/converted/<target>/, in the runtimes image, with each file's sha256,
+    the source model's sha256 and the converter versions in conversion.json (quantized: the probability
+    error and top-1 agreement measured on the golden images, and the quantized golden bound; int8 also
+    the top-1 agreement on the held-out images, data/val beside the model folder). infer --runtime does
+    this by itself when the conversion is missing or stale."""
+    from ..steps.convert import convert, held_out_images, runtimes_image
 
     if extra:
         raise UsageError(f"unexpected arguments: {' '.join(extra)}", fix="see coldchain convert --help")
     engine = base.connect()
     click.echo(convert(engine, project, model, runtime, runtimes_image(engine, project, prefix), memory=memory,
-                       prefix=prefix, timeout_s=timeout_s, calibration=calibration).strip())
+                       prefix=prefix, timeout_s=timeout_s, calibration=calibration,
+                       held_out=held_out_images(model, runtime)).strip())

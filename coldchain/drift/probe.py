@@ -53,7 +53,7 @@ def probe_arguments(case: CaseSpec) -> tuple[str, ...]:
         arguments += [FLAG_PRECISION, settings.precision]
     if settings.precision == PRECISION_BF16:
         arguments += [FLAG_BF16_TOLERANCE, str(settings.bf16_tolerance)]
-    if settings.tflite_target is not None:
+    if settings.per_run_target is not None:
         arguments += [FLAG_CONVERTED, converted_mount(case.variant)] + ([] if settings.xnnpack else [FLAG_NO_XNNPACK])
     return tuple(arguments)
 
@@ -83,7 +83,7 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
     first = cases[0]
     inputs = {model_mount(case.variant): models[case.variant] for case in cases}
     inputs.update({converted_mount(case.variant): (converted or {})[(case.env, case.variant)]
-                   for case in cases if case.settings.tflite_target is not None})
+                   for case in cases if case.settings.per_run_target is not None})
     kept = conversions(options) if first.settings.runtime == RUNTIME_ONNXRUNTIME else None
     plan = [{"name": case.name, "args": [*probe_arguments(case), *allow_op_arguments(options.allowed_ops),
                                          *((FLAG_CONVERSION_CACHE, MOUNT_CONVERSIONS) if kept else ())]}

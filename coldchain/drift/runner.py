@@ -34,7 +34,7 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
     converted = converted or {}
     results = [not_applicable_result(case, env, image, models[case.variant])
                for case in group if isinstance(models[case.variant], str)]
-    failed = [case for case in group if case.settings.tflite_target is not None
+    failed = [case for case in group if case.settings.per_run_target is not None
               and not isinstance(models[case.variant], str) and isinstance(converted.get((case.env, case.variant)), str)]
     if failed:
         drift = lock_drift(project, env)

@@ -35,7 +35,7 @@ def needed_targets(cases) -> dict[Key, tuple[str, ...]]:
     """The TFLite targets each (environment, variant) needs, in a stable order."""
     wanted: dict[Key, list[str]] = {}
     for case in cases:
-        target = case.settings.tflite_target
+        target = case.settings.per_run_target
         if target is not None and target not in wanted.setdefault((case.env, case.variant), []):
             wanted[(case.env, case.variant)].append(target)
     return {key: tuple(sorted(targets)) for key, targets in wanted.items()}

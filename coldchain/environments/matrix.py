@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IMAGES, LOCKS, ImageSpec, LockSpec, Project
-from ..contract import (DEFAULT_BF16_TOLERANCE, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE, FAILURE_CLASSES, OUTCOMES,
-                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PRECISIONS, PROBE_RUNTIMES, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, TFLITE_PRECISIONS, WARNING_CODES, tflite_target)
+from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE,
+                        FAILURE_CLASSES, OUTCOMES, PRECISION_FP32, PRECISION_INT8, PRECISION_RUNTIME_DEFAULT, PRECISIONS,
+                        PROBE_RUNTIMES, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, TFLITE_PRECISIONS,
+                        WARNING_CODES, per_run_target)
 from ..errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -89,9 +90,10 @@ class Settings:
     xnnpack: bool = True  # tflite: LiteRT's default delegate on, or its builtin kernels alone
 
     @property
-    def tflite_target(self) -> str | None:
-        """The TFLite artefact the case runs (converted once per drift run), None for other runtimes."""
-        return tflite_target(self.precision) if self.runtime == RUNTIME_TFLITE else None
+    def per_run_target(self) -> str | None:
+        """The artefact the case runs that is converted once per drift run (TFLite's, the int8 ones),
+        None where the probe converts the graph itself."""
+        return per_run_target(self.runtime, self.precision)
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,9 @@ class CaseSpec:
         """Cases with the same key can share one probe container: the same environment and environment
         variables (TensorFlow reads them once, when it loads). A case that loads an op library runs
         alone: the ops it registers would stay registered for the next case in the process. So does an
-        ONNX Runtime case: tf2onnx's conversion needs a container of its own size (steps/convert.py)."""
-        alone = self.settings.load_op_libraries or self.settings.runtime == RUNTIME_ONNXRUNTIME
+        ONNX Runtime case that converts in the probe: tf2onnx needs a container of its own size (steps/convert.py)."""
+        alone = self.settings.load_op_libraries or (self.settings.runtime == RUNTIME_ONNXRUNTIME
+                                                    and self.settings.per_run_target is None)
         return (self.env, self.settings.environment, self.name if alone else "")
 
 
@@ -317,9 +320,11 @@ def _runtime_and_precision(path: Path, data: dict, where: str) -> tuple[str, str
         # One artefact per precision, converted once per drift run; quantized ones judged by the model's bound.
         return runtime, known(path, "precision", str(data.get("precision", PRECISION_FP32)), TFLITE_PRECISIONS,
                               f" (a {RUNTIME_TFLITE} precision) in {where}")
+    # OpenVINO and ONNX Runtime at int8: their post-training int8 artefact, converted once per drift run.
+    int8 = (PRECISION_INT8,) if runtime in CONVERTED_RUNTIMES else ()
     precision = known(path, "precision", str(data.get("precision", PRECISION_FP32)),
-                      PRECISIONS + (PRECISION_RUNTIME_DEFAULT,), f" in {where}")
-    if runtime in (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME) and precision != PRECISION_FP32:
+                      PRECISIONS + (PRECISION_RUNTIME_DEFAULT,) + int8, f" in {where}")
+    if runtime in (RUNTIME_TENSORFLOW, RUNTIME_ONNXRUNTIME) and precision not in (PRECISION_FP32,) + int8:
         raise UsageError(f"{path}: {where}: {runtime} runs the graph in fp32 only here, not {precision}",
                          fix='use runtime = "openvino" for bf16 or its default precision')
     return runtime, precision

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..config import RUNTIMES_IMAGE, Project
 from ..confine import read_manifest
 from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATE_ON_GOLDEN,
-                        FLAG_CALIBRATION_IMAGES, FLAG_MODEL, FLAG_RUNTIME, MOUNT_CALIBRATION, MOUNT_MODEL,
-                        RUNTIME_ONNXRUNTIME)
+                        FLAG_CALIBRATION_IMAGES, FLAG_HELD_OUT_IMAGES, FLAG_MODEL, FLAG_RUNTIME, INT8_TARGETS,
+                        MOUNT_CALIBRATION, MOUNT_IMAGES, MOUNT_MODEL, RUNTIME_ONNXRUNTIME, int8_target)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
 from ..errors import UsageError
@@ -25,6 +25,7 @@ LOCK_LABEL = "io.coldchain.lock.sha256"
 # tf2onnx runs Grappler over the whole graph and holds several copies of the weights: converting an
 # ImageNet ResNet v1 50 (1000 classes) peaked at 10 GB resident here, past the kit's default 8g.
 ONNX_CONVERSION_MEMORY = "16g"
+ONNX_CONVERTERS = (RUNTIME_ONNXRUNTIME, int8_target(RUNTIME_ONNXRUNTIME))  # the steps that run tf2onnx
 BATCH_DIR = ".batch"  # converted/.batch/<target>/: several targets made in one container, then moved
 _UNITS = {"": 1, "b": 1, "k": 2 ** 10, "m": 2 ** 20, "g": 2 ** 30}
 
@@ -41,7 +42,7 @@ def memory_bytes(memory: str) -> int:
 
 def memory_for(runtime: str, memory: str) -> str:
     """The container memory a step running `runtime` gets: the caller's, raised where the converter needs it."""
-    if runtime == RUNTIME_ONNXRUNTIME and memory_bytes(memory) < memory_bytes(ONNX_CONVERSION_MEMORY):
+    if runtime in ONNX_CONVERTERS and memory_bytes(memory) < memory_bytes(ONNX_CONVERSION_MEMORY):
         return ONNX_CONVERSION_MEMORY
     return memory
 
@@ -89,12 +90,20 @@ def calibration_images(model: Path, target: str, given: Path | None) -> Path | N
                      fix=f"pass {FLAG_CALIBRATION_IMAGES} DIR: a folder of images like the model's training data")
 
 
+def held_out_images(model: Path, targets: tuple[str, ...]) -> Path | None:
+    """The kit's held-out images (data/val beside the model folder) where an int8 target measures its
+    top-1 agreement on them, else None."""
+    held_out = model_directory(model).resolve().parent / "data" / "val"
+    return held_out if held_out.is_dir() and any(target in INT8_TARGETS for target in targets) else None
+
+
 def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple[str, ...], image: BuiltImage, *,
             memory: str, prefix: str, timeout_s: float | None, calibration: Path | None = None,
-            into: Path | None = None, on_golden: bool = False) -> str:
+            into: Path | None = None, on_golden: bool = False, held_out: Path | None = None) -> str:
     """Convert the model in the runtimes image into MODEL/converted/<target>/ (or `into`/<target>/),
-    each swapped in whole; `runtimes` names runtimes or TFLite targets (contract.CONVERSION_TARGETS),
-    several in one container. on_golden: without `calibration`, full int8 calibrates on the golden inputs."""
+    each swapped in whole; `runtimes` names runtimes, TFLite or int8 targets (contract.CONVERSION_TARGETS),
+    several in one container. on_golden: without `calibration`, full int8 calibrates on the golden inputs.
+    held_out: images the int8 targets measure top-1 agreement on besides the golden ones."""
     model = model_directory(model)
     targets = tuple(dict.fromkeys((runtimes,) if isinstance(runtimes, str) else runtimes))
     root = into if into is not None else model / CONVERTED_DIR
@@ -109,6 +118,9 @@ def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple
         if images is not None and MOUNT_CALIBRATION not in inputs:
             inputs[MOUNT_CALIBRATION] = images
             arguments += (FLAG_CALIBRATION_IMAGES, MOUNT_CALIBRATION)
+    if held_out is not None:
+        inputs[MOUNT_IMAGES] = held_out
+        arguments += (FLAG_HELD_OUT_IMAGES, MOUNT_IMAGES)
     step = StepConfig(name="convert", role="runtimes", module="convert", output=output, inputs=inputs,
                       arguments=arguments, memory=max((memory_for(target, memory) for target in targets),
                                                       key=memory_bytes), prefix=prefix,

@@ -21,7 +21,7 @@ from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_S
                         FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_ON_BAD_IMAGE, FLAG_PRECISION,
                         FLAG_RUNTIME, FLAG_TOP_K, MOUNT_GOLDEN_VERIFIED, MOUNT_INPUTS, MOUNT_MODEL, PRECISION_FP32,
                         QUANTIZED_PRECISIONS, RUNTIME_FASTEST, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STARTUP_KEY,
-                        TFLITE_PRECISIONS, tflite_target)
+                        TFLITE_PRECISIONS, artefact_target, quantized_runtimes)
 from . import signing
 from ..engine import Engine
 from ..environments.images import BuiltImage
@@ -73,18 +73,21 @@ def runtime_image(engine: Engine, project: Project, request: InferRequest, model
 
 def conversion_targets(request: InferRequest) -> tuple[str, ...]:
     """The conversions a request reads: every converted runtime for fastest (a declared quantized
-    precision: TFLite's artefact alone, the one runtime here with one), tflite-<precision> for TFLite."""
+    precision: the artefacts of the runtimes that compute it), tflite-<precision> for TFLite,
+    <runtime>-int8 for OpenVINO and ONNX Runtime at int8."""
     if request.runtime == RUNTIME_FASTEST:
-        return (tflite_target(request.precision),) if request.precision in QUANTIZED_PRECISIONS else CONVERTED_RUNTIMES
+        if request.precision in QUANTIZED_PRECISIONS:
+            return tuple(artefact_target(runtime, request.precision) for runtime in quantized_runtimes(request.precision))
+        return CONVERTED_RUNTIMES
     if request.runtime == RUNTIME_TFLITE:
         if request.precision not in TFLITE_PRECISIONS:
             raise UsageError(f"--runtime {RUNTIME_TFLITE} has no {request.precision} conversion",
                              fix=f"declare {FLAG_PRECISION} {' or '.join(TFLITE_PRECISIONS)}")
-        return (tflite_target(request.precision),)
-    if request.precision in QUANTIZED_PRECISIONS:
-        raise UsageError(f"{FLAG_PRECISION} {request.precision} is a TensorFlow Lite conversion here",
+    elif request.precision in QUANTIZED_PRECISIONS and request.runtime not in quantized_runtimes(request.precision):
+        raise UsageError(f"{FLAG_PRECISION} {request.precision} is a conversion for "
+                         f"{' or '.join(quantized_runtimes(request.precision))} here",
                          fix=f"add {FLAG_RUNTIME} {RUNTIME_TFLITE}")
-    return (request.runtime,)
+    return (artefact_target(request.runtime, request.precision),)
 
 
 def runtime_arguments(request: InferRequest) -> list[str]:
@@ -104,8 +107,10 @@ def kept_check(project: Project, request: InferRequest, model: Path, image: Buil
         return None
     return cache_file(project, model, image.info.id, {"name": request.runtime, "precision": request.precision,
                                                       "bf16_tolerance": request.bf16_tolerance,
-                                                      **({"xnnpack": request.xnnpack, "golden_bound": request.golden_bound}
-                                                         if request.runtime == RUNTIME_TFLITE else {})})
+                                                      **({"xnnpack": request.xnnpack} if request.runtime == RUNTIME_TFLITE
+                                                         else {}),
+                                                      **({"golden_bound": request.golden_bound}
+                                                         if request.precision in QUANTIZED_PRECISIONS else {})})
 
 
 def split_images(extra: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[str, ...]]:

@@ -73,8 +73,36 @@ def tflite_target(precision: str) -> str:
 
 
 TFLITE_TARGETS = tuple(tflite_target(precision) for precision in TFLITE_PRECISIONS)
-CONVERSION_TARGETS = CONVERTED_RUNTIMES + TFLITE_TARGETS  # coldchain convert --target
-CALIBRATION_TARGETS = (tflite_target(PRECISION_INT8),)  # these need representative images
+
+
+def int8_target(runtime: str) -> str:
+    """OpenVINO's (NNCF) and ONNX Runtime's (static QDQ) post-training int8: openvino-int8."""
+    return f"{runtime}-{PRECISION_INT8}"
+
+
+INT8_TARGETS = tuple(int8_target(runtime) for runtime in CONVERTED_RUNTIMES)
+CONVERSION_TARGETS = CONVERTED_RUNTIMES + TFLITE_TARGETS + INT8_TARGETS  # coldchain convert --target
+CALIBRATION_TARGETS = (tflite_target(PRECISION_INT8),) + INT8_TARGETS  # these need representative images
+
+
+def artefact_target(runtime: str, precision: str) -> str:
+    """The converted/ folder a runtime and precision read: tflite-<precision>, <runtime>-int8, else <runtime>."""
+    if runtime == RUNTIME_TFLITE:
+        return tflite_target(precision)
+    return int8_target(runtime) if precision == PRECISION_INT8 and runtime in CONVERTED_RUNTIMES else runtime
+
+
+def quantized_runtimes(precision: str) -> tuple:
+    """The runtimes with an artefact computing a quantized precision: TFLite's three, int8 also OpenVINO's
+    and ONNX Runtime's."""
+    return (RUNTIME_TFLITE,) + (CONVERTED_RUNTIMES if precision == PRECISION_INT8 else ())
+
+
+def per_run_target(runtime: str, precision: str) -> Optional[str]:
+    """The artefact a drift case or bench row runs that is converted once per run, beforehand (TFLite's,
+    the int8 ones); None where the probe converts in its own process (ONNX Runtime, OpenVINO at fp32/bf16)."""
+    target = artefact_target(runtime, precision)
+    return target if target in TFLITE_TARGETS + INT8_TARGETS else None
 # A quantized model's golden check: top-1 agreement with the golden on every golden image the
 # conversion agreed on, and each probability within a bound. The bound is the model's: measured at
 # conversion (its largest probability error on the golden images) times this factor, at least the
@@ -184,6 +212,7 @@ FLAG_NO_XNNPACK = "--no-xnnpack"  # infer --runtime tflite: the builtin kernels,
 FLAG_GOLDEN_BOUND = "--golden-bound"  # infer: a quantized model's declared probability-error bound
 FLAG_CONVERTED = "--converted"  # drift probe: the folder holding this run's tflite-<precision>/ artefacts
 FLAG_CALIBRATE_ON_GOLDEN = "--calibrate-on-golden"  # convert: full int8 calibrated on the golden inputs
+FLAG_HELD_OUT_IMAGES = "--held-out-images"  # convert int8: top-1 agreement with TF fp32 measured on these too
 FLAG_PREPROCESSING_FIELD = "--preprocessing-field"
 FLAG_INTRA_OP_THREADS = "--intra-op-threads"
 FLAG_INTER_OP_THREADS = "--inter-op-threads"
@@ -497,6 +526,9 @@ class KeptGolden:
 # container and for the host of a drift report or benchmark (hostinfo).
 NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
                   "amx_int8")
+# The instructions that multiply-add u8 x s8 into int32 without an int16 step, which 8-bit weights can
+# saturate: int8 results may depend on them (golden/quantized.py names them when an int8 check misses).
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 # Those on which TensorFlow turns oneDNN on by itself unless TF_ENABLE_ONEDNN_OPTS says otherwise: the
 # container names the ones that decided a run, the host classes its CPU by them.
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")

@@ -19,8 +19,9 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_P
                         FLAG_CONVERSION_CACHE, FLAG_CONVERTED, FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS,
                         FLAG_LOAD_OP_LIBRARIES, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_PLAN, FLAG_PRECISION,
                         FLAG_PREPROCESSING, FLAG_RUNTIME, INFER_PRECISIONS, MODULES, OUTCOME_BIT_EXACT, OUTCOME_PASS,
-                        PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, PROBE_RUNTIMES, QUANTIZED_PRECISIONS,
-                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STAGE_RUN, Code, ProbeReport)
+                        PRECISION_FP32, PRECISION_INT8, PRECISION_RUNTIME_DEFAULT, PROBE_RUNTIMES,
+                        QUANTIZED_PRECISIONS, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, STAGE_RUN, Code, ProbeReport,
+                        per_run_target)
 from ..data.preprocess import differing_fields, with_fields
 from ..diagnosis.findings import WARNING
 from ..graph.graphdef import classify_run_error, first_line
@@ -81,14 +82,16 @@ def session_options(args) -> SessionOptions:
     """The probe's model session: the case's threads and soft placement, a converted runtime converted
     here (the mounts are read-only), kept in the conversion cache where there is one; TFLite the artefact
     the drift run converted once for all its cases."""
-    tflite = args.runtime == RUNTIME_TFLITE
-    if tflite and not args.converted:
-        raise InsideError(f"{FLAG_RUNTIME} {RUNTIME_TFLITE} runs an artefact converted beforehand: pass {FLAG_CONVERTED}")
+    beforehand = per_run_target(args.runtime, args.precision)
+    if beforehand and not args.converted:
+        raise InsideError(f"{FLAG_RUNTIME} {args.runtime} {FLAG_PRECISION} {args.precision} runs an artefact "
+                          f"converted beforehand ({beforehand}): pass {FLAG_CONVERTED}")
     return SessionOptions(runtime=args.runtime, precision=args.precision, bf16_tolerance=args.bf16_tolerance,
                           load_op_libraries=args.load_op_libraries, allow_soft_placement=args.allow_soft_placement,
                           threads=(args.intra_op_threads, args.inter_op_threads),
                           conversion_cache=args.conversion_cache, allowed_ops=tuple(args.allow_op),
-                          artefact=tflite, converted_root=args.converted if tflite else None, xnnpack=args.xnnpack)
+                          artefact=bool(beforehand), converted_root=args.converted if beforehand else None,
+                          xnnpack=args.xnnpack)
 
 
 def probe(args, first: bool = True, loaded: Optional[Dict[str, ModelLoader]] = None) -> ProbeReport:
@@ -172,7 +175,8 @@ def open_runtime(args, model: ModelSession, report: ProbeReport) -> Optional[tup
         backend.details["conversion"] = model.conversion
     if model.artefact is not None:  # converted beforehand: how (calibration, the model's own bound)
         backend.details["artefact"] = {key: model.artefact.get(key) for key in (
-            "runtime", "files", "calibration", "golden_measured", "golden_bound", "conversion_s")}
+            "runtime", "files", "calibration", "golden_measured", "golden_bound", "conversion_s", "quantization",
+            "held_out") if key in model.artefact or key not in ("quantization", "held_out")}
     report.runtime = backend.describe()
     if backend.precision_effective != PRECISION_FP32 and args.precision == PRECISION_RUNTIME_DEFAULT:
         diagnosis.add(Code.REDUCED_PRECISION, f"{args.runtime} computed in {backend.precision_effective} "
@@ -193,6 +197,11 @@ def run_golden(args, model: ModelSession, report: ProbeReport, errors: tuple) ->
             # fp32 cases of the same model check that).
             report.golden = quantized_golden(model, args.precision)
             report.timing["golden_s"] = round(time.perf_counter() - mark, 3)
+            if args.precision == PRECISION_INT8 and not report.golden["ok"]:
+                from .quantized import cpu_dependence
+
+                diagnosis.add(Code.NUMERICS_DIFFER, *cpu_dependence(args.runtime, model.artefact or {},
+                                                                    report.numerics.get("isa", [])), severity=WARNING)
             return None
         report.golden = evaluate(model.golden_run, model.judged, model.arrays)
         report.timing["golden_s"] = round(time.perf_counter() - mark, 3)
@@ -217,7 +226,7 @@ def quantized_golden(model: ModelSession, precision: str) -> dict:
     from . import quantized
 
     bound = quantized.resolve_bound((model.artefact or {}).get("golden_bound"), None, precision,
-                                    f"the {RUNTIME_TFLITE}-{precision} conversion.json")
+                                    f"the {(model.artefact or {}).get('runtime')} conversion.json")
     key = model.output_key
     values = in_batches(model.predict, model.arrays[model.manifest["golden"]["input_key"]], model.limit)["out"]
     return quantized.summarize(bound, quantized.as_probabilities(model.arrays[key], model.softmax_needed),

@@ -4,10 +4,11 @@ a bound on the probability error. The bound belongs to the model: measured when 
 (bound_from_measurement, recorded as golden_bound in conversion.json) or declared by the user."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..common import GoldenMismatch, InsideError
-from ..contract import FLAG_GOLDEN_BOUND, QUANTIZED_BOUND_FACTOR, QUANTIZED_BOUND_FLOOR, STAGE_RUN, Code
+from ..contract import (FLAG_GOLDEN_BOUND, INT8_DOT_FLAGS, QUANTIZED_BOUND_FACTOR, QUANTIZED_BOUND_FLOOR, RUNTIME_ONNXRUNTIME,
+                        RUNTIME_OPENVINO, STAGE_RUN, Code)
 
 BOUND_MEASURED = "measured"
 BOUND_DECLARED = "declared"
@@ -102,3 +103,24 @@ def check(bound: dict, reference: Rows, actual: Rows, model_dir: str, what: str,
                          f"CPU's kernels compute the quantized model differently from where it was converted: convert "
                          f"it again here, run it at fp32, or declare a looser bound with {FLAG_GOLDEN_BOUND}",
                          code=Code.GOLDEN_MISMATCH)
+
+
+def cpu_dependence(runtime: str, record: dict, isa: Sequence[str]) -> Tuple[str, str]:
+    """(cause, fix) for an int8 artefact past its bound: which int8 dot-product instructions this CPU
+    has (without VNNI/AMX, x86 sums u8 x s8 pairs in int16, which 8-bit weights can saturate), how the
+    artefact was quantized, and the setting that keeps every CPU's integers the same."""
+    have = [flag for flag in INT8_DOT_FLAGS if flag in isa]
+    cpu = f"this CPU has {', '.join(have)}" if have else f"this CPU has none of {', '.join(INT8_DOT_FLAGS)} (int16 " \
+        "intermediate sums: u8 x s8 products saturate with 8-bit weights)"
+    settings = record.get("quantization") or {}
+    cause = f"{runtime} int8 misses the bound its conversion measured; {cpu}; quantized with " + \
+        (", ".join(f"{key}={value}" for key, value in sorted(settings.items())) or "unrecorded settings")
+    if runtime == RUNTIME_ONNXRUNTIME:
+        fix = ("quantize with reduce_range=True and per_channel=True (7-bit weights cannot saturate; coldchain "
+               "convert --target onnxruntime-int8 does), or convert again on this CPU")
+    elif runtime == RUNTIME_OPENVINO:
+        fix = ("quantize with NNCF's overflow_fix=ENABLE (7-bit weights on every layer; coldchain convert --target "
+               "openvino-int8 does), or convert again on this CPU")
+    else:
+        fix = "convert again on this CPU, or declare a looser bound with " + FLAG_GOLDEN_BOUND
+    return cause, fix

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from ..common import InsideError
 from ..contract import (DEFAULT_BF16_TOLERANCE, MODEL_FILE, PRECISION_BF16, PRECISION_FP32, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, tflite_target)
+                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, artefact_target)
 from ..data.preprocess import PreprocessSpec
 from ..diagnosis.doctor import Diagnosis, DoctorOptions, diagnose
 from ..graph import manifest as manifests
@@ -37,11 +37,6 @@ class SessionOptions:
     xnnpack: bool = True  # TFLite: XNNPACK on (LiteRT's default), or the builtin kernels alone
     golden_bound: Optional[float] = None  # a quantized model's declared probability-error bound
     converted_root: Optional[str] = None  # artefact: read <root>/<target>/, not the model's converted/
-
-
-def artefact_target(runtime: str, precision: str) -> str:
-    """The converted/ folder a runtime and precision read: tflite-<precision> for TFLite."""
-    return tflite_target(precision) if runtime == RUNTIME_TFLITE else runtime
 
 
 class ModelSession:

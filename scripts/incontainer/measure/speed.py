@@ -23,7 +23,7 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, ENV_ONEDNN, FLAG_BATCH, FLAG_BF1
                         FLAG_INTER_OP_THREADS, FLAG_INTRA_OP_THREADS, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_PEAK,
                         FLAG_PRECISION, FLAG_PROFILE, FLAG_REPEATS, FLAG_RUNTIME, GOLDEN_INPUT_KEY, GOLDEN_LOGITS_KEY,
                         GOLDEN_PROBABILITIES_KEY, INFER_PRECISIONS, INFER_RUNTIMES, MODULES, PRECISION_FP32,
-                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE)
+                        RUNTIME_TENSORFLOW, RUNTIME_TFLITE, per_run_target)
 from ..golden.session import ModelSession, SessionOptions
 from ..graph.manifest import tensor_of
 from ..graph.model_files import ModelLoader
@@ -33,11 +33,12 @@ def parse_args(argv: Optional[Sequence[str]]):
     parser = argparse.ArgumentParser(prog=f"python -m {MODULES['bench']}", description=__doc__)
     parser.add_argument(FLAG_MODEL, required=True)
     parser.add_argument(FLAG_RUNTIME, dest="runtime", choices=INFER_RUNTIMES, default=RUNTIME_TENSORFLOW,
-                        help=f"{RUNTIME_TFLITE}: the model's converted/tflite-<precision>/ artefact")
+                        help=f"{RUNTIME_TFLITE}: the model's converted/tflite-<precision>/ artefact; openvino or "
+                             "onnxruntime at int8: converted/<runtime>-int8/")
     parser.add_argument(FLAG_PRECISION, dest="precision", choices=INFER_PRECISIONS, default=PRECISION_FP32)
     parser.add_argument(FLAG_NO_XNNPACK, dest="xnnpack", action="store_false", help="tflite: without XNNPACK")
     parser.add_argument(FLAG_IMAGES, dest="images", default=None,
-                        help="tflite: held-out images, top-1 agreement with TensorFlow fp32 measured on them")
+                        help="tflite, int8: held-out images, top-1 agreement with TensorFlow fp32 measured on them")
     parser.add_argument(FLAG_BF16_TOLERANCE, dest="bf16_tolerance", type=float, default=DEFAULT_BF16_TOLERANCE)
     parser.add_argument(FLAG_BATCH, type=int, action="append", default=[], help="batch size (repeatable)")
     parser.add_argument(FLAG_REPEATS, type=int, default=10, help="timed runs per batch size")
@@ -226,6 +227,8 @@ def bench_tflite(args, model: ModelSession) -> dict:
     agreement = {"golden_images": quantized.measure(reference, actual)["top1_agreement"],
                  "golden_image_count": len(reference)}
     if args.images:
+        from ..golden.held_out import held_out_agreement
+
         agreement["held_out"] = held_out_agreement(model, alone, key, args.images)
     report = {"golden": golden, "top1_agreement_vs_tensorflow_fp32": agreement, "runtime": backend.describe(),
               "conversion": {name: (model.artefact or {}).get(name) for name in ("calibration", "golden_bound",
@@ -235,40 +238,17 @@ def bench_tflite(args, model: ModelSession) -> dict:
     return report
 
 
-def held_out_agreement(model: ModelSession, alone, key: str, directory: str, batch: int = 8) -> dict:
-    """Top-1 of the artefact against TensorFlow fp32 on the same graph, on images the golden never saw
-    (the kit's data/val), preprocessed as the manifest says."""
-    from ..data.image_files import decode_image_file, for_spec, list_image_files
-    from ..golden.check import in_batches
-
-    files = list_image_files(directory)
-    if not files:
-        raise InsideError(f"{directory} holds no images to measure top-1 agreement on")
-    inputs = np.stack([model.spec.apply(decode_image_file(path, **for_spec(model.spec))) for path in files])
-    inputs = inputs.astype(np.float32)
-    reference = ModelSession(model.files, SessionOptions(allow_soft_placement=False, threads=model.threads))
-    reference.open()
-    try:
-        wanted = reference.predict
-        ours = np.concatenate([in_batches(lambda b: {"out": alone(b)[key]}, inputs[i:i + batch], model.limit)["out"]
-                               for i in range(0, len(inputs), batch)])
-        theirs = np.concatenate([in_batches(wanted, inputs[i:i + batch], model.limit)["out"]
-                                 for i in range(0, len(inputs), batch)])
-    finally:
-        reference.close()
-    same = (ours.reshape(len(ours), -1).argmax(axis=1) == theirs.reshape(len(theirs), -1).argmax(axis=1))
-    return {"images": int(len(same)), "agree": int(same.sum()), "agreement": round(float(same.mean()), 4)}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     quiet_tensorflow_logs()
     args = parse_args(argv)
     import tensorflow as tf
 
     # What is timed needs the model and its golden; labels or a preprocessing field edited since do not matter.
+    # TFLite's and the int8 artefacts are the model's converted/<target>/, made beforehand.
+    beforehand = per_run_target(args.runtime, args.precision) is not None
     model = ModelSession(ModelLoader.for_model(args.model).files().require(consistent=False), SessionOptions(
         runtime=args.runtime, precision=args.precision, bf16_tolerance=args.bf16_tolerance, allow_soft_placement=False,
-        threads=(args.intra_op_threads, args.inter_op_threads), artefact=args.runtime == RUNTIME_TFLITE,
+        threads=(args.intra_op_threads, args.inter_op_threads), artefact=beforehand,
         xnnpack=args.xnnpack))
     manifest = model.manifest
     height, width = manifest["inputs"][0]["shape"][1:3]
@@ -285,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
             report.update(bench_tensorflow(args, model))
             if args.peak:
                 report["peak_fp32"] = measured_peak()
-        elif args.runtime == RUNTIME_TFLITE:
+        elif beforehand:
             report.update(bench_tflite(args, model))
         else:
             report.update(bench_converted(args, model))

@@ -13,8 +13,8 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from ..common import InsideError, atomic_write_bytes, log
-from ..contract import (PRECISION_BF16, PRECISION_FP32, PRECISION_RUNTIME_DEFAULT, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_OPENVINO, Code)
+from ..contract import (PRECISION_BF16, PRECISION_FP32, PRECISION_INT8, PRECISION_RUNTIME_DEFAULT,
+                        RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, Code)
 
 ONNX_OPSET = 17
 ONNX_FILE = "model.onnx"
@@ -22,7 +22,11 @@ OPENVINO_FILES = ("model.xml", "model.bin")
 # OpenVINO's names for the element types its INFERENCE_PRECISION_HINT reports.
 OPENVINO_PRECISIONS = {"f32": PRECISION_FP32, "float32": PRECISION_FP32, "bf16": PRECISION_BF16,
                        "bfloat16": PRECISION_BF16, "f16": "fp16", "float16": "fp16"}
-OPENVINO_HINTS = {PRECISION_FP32: "f32", PRECISION_BF16: "bf16"}
+# int8: the quantized layers run in int8 whatever the hint; the rest stays fp32 (not bf16 on AMX).
+OPENVINO_HINTS = {PRECISION_FP32: "f32", PRECISION_BF16: "bf16", PRECISION_INT8: "f32"}
+# What ONNX Runtime's CPU provider runs in integers once it has fused the QDQ pairs.
+ONNX_INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd",
+                    "QLinearGlobalAveragePool")
 
 
 class ConversionFailed(InsideError):
@@ -149,7 +153,12 @@ def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str]
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
-    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    effective, details = PRECISION_FP32, {}
+    if precision == PRECISION_INT8:
+        session, details["optimized_ops"] = onnx_session_read_back(model, options)
+        effective = PRECISION_INT8 if any(details["optimized_ops"].get(op) for op in ONNX_INTEGER_OPS) else PRECISION_FP32
+    else:
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     keys = list(tensors)
 
     def fetching(keys: Sequence[str]) -> Runner:
@@ -158,8 +167,26 @@ def onnxruntime_backend(model: bytes, input_tensor: str, tensors: Dict[str, str]
         def run(batch: np.ndarray) -> Dict[str, np.ndarray]:
             return dict(zip(keys, session.run(names, {input_tensor: batch.astype(np.float32, copy=False)})))
         return run
-    return Backend(RUNTIME_ONNXRUNTIME, fetching(keys), fetching, precision, PRECISION_FP32,
-                   versions(RUNTIME_ONNXRUNTIME), {"providers": session.get_providers(), "opset": ONNX_OPSET})
+    return Backend(RUNTIME_ONNXRUNTIME, fetching(keys), fetching, precision, effective,
+                   versions(RUNTIME_ONNXRUNTIME), {"providers": session.get_providers(), "opset": ONNX_OPSET, **details})
+
+
+def onnx_session_read_back(model: bytes, options) -> tuple:
+    """The session, and the op types of the graph it runs: ONNX Runtime writes its optimized graph
+    (QDQ pairs fused into QLinearConv where its kernels compute in integers) where told to."""
+    import tempfile
+
+    import onnx
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
+        options.optimized_model_filepath = os.path.join(scratch, "optimized.onnx")
+        session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    counts: Dict[str, int] = {}
+    for node in optimized.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return session, dict(sorted(counts.items()))
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------
@@ -196,6 +223,10 @@ def openvino_backend(model, tensors: Dict[str, str], precision: str, intra_op_th
     hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
     named = re.findall(r"[a-z]+[0-9]+", hint.lower())
     effective = OPENVINO_PRECISIONS.get(named[-1] if named else hint, hint)
+    details = {}
+    if precision == PRECISION_INT8:
+        details["layer_precisions"] = openvino_layer_precisions(compiled)
+        effective = PRECISION_INT8 if any(kind in ("i8", "u8") for kind in details["layer_precisions"]) else effective
 
     def runner(compiled_model, keys: Sequence[str]) -> Runner:
         ports = {key: compiled_model.output(tensors[key]) for key in keys}
@@ -212,5 +243,25 @@ def openvino_backend(model, tensors: Dict[str, str], precision: str, intra_op_th
         return runner(core.compile_model(alone, "CPU", config), keys)
     return Backend(RUNTIME_OPENVINO, runner(compiled, list(tensors)), outputs_only, precision, effective,
                    versions(RUNTIME_OPENVINO),
-                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}})
+                   {"inference_precision_hint": hint, "config": {k: str(v) for k, v in config.items()}, **details})
+
+
+def openvino_layer_precisions(compiled) -> Dict[str, int]:
+    """How many convolutions and matrix products the compiled model runs in each precision: its runtime
+    model's layers carry the precision the CPU plugin chose (runtimePrecision: i8/u8 where quantized)."""
+    counts: Dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        try:
+            layer, kind = (_any_text(info[name]) for name in ("layerType", "runtimePrecision"))
+        except (KeyError, RuntimeError, IndexError):
+            continue
+        if layer in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution"):
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _any_text(value) -> str:
+    """An OpenVINO rt_info value (OVAny) as text."""
+    return str(value.astype(str) if hasattr(value, "astype") else value).strip().lower()
 

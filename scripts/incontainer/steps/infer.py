@@ -22,7 +22,7 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_P
                         RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
                         seconds_since_process_start)
 from ..contract import (FLAG_GOLDEN_BOUND, FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS,
-                        RUNTIME_TFLITE, TFLITE_PRECISIONS)
+                        RUNTIME_TFLITE, TFLITE_PRECISIONS, quantized_runtimes)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
 from ..golden.check import check_outputs_only, input_path_findings, run_golden
@@ -119,11 +119,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> InferConfig:
 
 
 def check_runtime_precision(runtime: str, precision: str, golden_bound: Optional[float]) -> None:
-    """fp16/dynamic/int8 are TFLite's; TFLite computes none of bf16; a bound applies to those alone."""
+    """fp16/dynamic are TFLite's, int8 also OpenVINO's and ONNX Runtime's; TFLite computes none of bf16;
+    a bound applies to the quantized precisions alone."""
     if runtime == RUNTIME_TFLITE and precision not in TFLITE_PRECISIONS:
         raise InsideError(f"{FLAG_RUNTIME} {RUNTIME_TFLITE} converts to {', '.join(TFLITE_PRECISIONS)}, not {precision}")
-    if runtime not in (RUNTIME_TFLITE, RUNTIME_FASTEST) and precision in QUANTIZED_PRECISIONS:
-        raise InsideError(f"{FLAG_PRECISION} {precision} is a TFLite conversion here; pass {FLAG_RUNTIME} {RUNTIME_TFLITE}")
+    computing = quantized_runtimes(precision)
+    if runtime not in computing + (RUNTIME_FASTEST,) and precision in QUANTIZED_PRECISIONS:
+        raise InsideError(f"{FLAG_PRECISION} {precision} is a conversion for {' or '.join(computing)} here; pass "
+                          f"{FLAG_RUNTIME} {computing[0]}")
     if golden_bound is not None and not (precision in QUANTIZED_PRECISIONS and 0 < golden_bound <= 1):
         raise InsideError(f"{FLAG_GOLDEN_BOUND} is a probability error in (0, 1] for {', '.join(QUANTIZED_PRECISIONS)}")
 
@@ -359,7 +362,7 @@ def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
     quantized = config.precision in QUANTIZED_PRECISIONS
     for runtime in INFER_RUNTIMES if quantized else RUNTIMES:
         skipped = (f"has no {config.precision} model here (TensorFlow Lite's converter makes it)"
-                   if quantized and runtime != RUNTIME_TFLITE else
+                   if quantized and runtime not in quantized_runtimes(config.precision) else
                    f"computes fp32 only, {config.precision} declared"
                    if not quantized and config.precision != PRECISION_FP32 and runtime != RUNTIME_OPENVINO else None)
         if skipped:
