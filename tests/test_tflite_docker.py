@@ -104,4 +104,6 @@ def test_fastest_considers_int8_only_where_it_is_declared(run_id, tflite_model, 
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     choice = summary["runtime_choice"]
     assert choice["picked"] == "tflite" == summary["runtime"]["name"] and summary["golden"]["kind"] == "quantized"
-    assert {c["runtime"] for c in choice["candidates"] if "skipped" in c} == {"tensorflow", "onnxruntime", "openvino"}
+    assert {c["runtime"] for c in choice["candidates"] if "skipped" in c} == {"tensorflow"}
+    # OpenVINO and ONNX Runtime compute int8 too, from artefacts calibrated on images this copy has none of.
+    assert {c["runtime"] for c in choice["candidates"] if "refused" in c} == {"onnxruntime", "openvino"}

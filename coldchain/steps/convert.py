@@ -142,6 +142,7 @@ def ensure_converted(engine: Engine, project: Project, model: Path, runtime: str
     reason = stale_because(model_directory(model), runtime, image)
     if reason:
         log.info("converting %s for %s: %s", model, runtime, reason)
-        convert(engine, project, model, runtime, image, memory=memory, prefix=prefix, timeout_s=timeout_s)
+        convert(engine, project, model, runtime, image, memory=memory, prefix=prefix, timeout_s=timeout_s,
+                held_out=held_out_images(model, (runtime,)))
     else:
         log.info("%s conversion of %s is current", runtime, model)

@@ -256,12 +256,12 @@ def openvino_layer_precisions(compiled) -> Dict[str, int]:
             layer, kind = (_any_text(info[name]) for name in ("layerType", "runtimePrecision"))
         except (KeyError, RuntimeError, IndexError):
             continue
-        if layer in ("Convolution", "FullyConnected", "MatMul", "GroupConvolution"):
+        if layer in ("convolution", "fullyconnected", "matmul", "groupconvolution"):
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
 
 
 def _any_text(value) -> str:
-    """An OpenVINO rt_info value (OVAny) as text."""
+    """An OpenVINO rt_info value (OVAny, whose str() is its class) as lower-case text."""
     return str(value.astype(str) if hasattr(value, "astype") else value).strip().lower()
 
