@@ -58,7 +58,8 @@ def test_int8_targets_calibrate_on_the_kit_s_training_images_and_measure_its_hel
     assert held_out_images(kit, ("openvino-int8",)) is None  # the kit fixture has no data/val
     (kit.parent / "data" / "val").mkdir()
     assert held_out_images(kit, ("tflite-int8", "onnxruntime-int8")) == (kit.parent / "data" / "val").resolve()
-    assert held_out_images(kit, ("tflite-int8", "openvino")) is None  # only the int8 targets measure them
+    assert held_out_images(kit, ("tflite-int8", "openvino")) == (kit.parent / "data" / "val").resolve()
+    assert held_out_images(kit, ("tflite-fp32", "openvino")) is None  # only the full int8 targets measure them
     alone = tmp_path / "adopted"
     alone.mkdir()
     with pytest.raises(UsageError) as caught:

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import RUNTIMES_IMAGE, Project
 from ..confine import read_manifest
 from ..contract import (CALIBRATION_TARGETS, CONVERSION_FILE, CONVERTED_DIR, FLAG_CALIBRATE_ON_GOLDEN,
-                        FLAG_CALIBRATION_IMAGES, FLAG_HELD_OUT_IMAGES, FLAG_MODEL, FLAG_RUNTIME, INT8_TARGETS,
+                        FLAG_CALIBRATION_IMAGES, FLAG_HELD_OUT_IMAGES, FLAG_MODEL, FLAG_RUNTIME,
                         MOUNT_CALIBRATION, MOUNT_IMAGES, MOUNT_MODEL, RUNTIME_ONNXRUNTIME, int8_target)
 from ..engine import Engine
 from ..environments.images import BuildOptions, BuiltImage, ensure_image
@@ -91,10 +91,10 @@ def calibration_images(model: Path, target: str, given: Path | None) -> Path | N
 
 
 def held_out_images(model: Path, targets: tuple[str, ...]) -> Path | None:
-    """The kit's held-out images (data/val beside the model folder) where an int8 target measures its
-    top-1 agreement on them, else None."""
+    """The kit's held-out images (data/val beside the model folder) where a full int8 target measures
+    its top-1 agreement on them, else None."""
     held_out = model_directory(model).resolve().parent / "data" / "val"
-    return held_out if held_out.is_dir() and any(target in INT8_TARGETS for target in targets) else None
+    return held_out if held_out.is_dir() and any(target in CALIBRATION_TARGETS for target in targets) else None
 
 
 def convert(engine: Engine, project: Project, model: Path, runtimes: str | tuple[str, ...], image: BuiltImage, *,

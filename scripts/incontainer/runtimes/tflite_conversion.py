@@ -73,9 +73,9 @@ def calibration_for(model, target: str, calibration: Optional[str], on_golden: b
 
 
 def convert_target(model_dir: str, target: str, out_dir: str, calibration: Optional[str],
-                   on_golden: bool = False) -> dict:
-    """Write out_dir/model.tflite for `target`, measure it on the golden images, then conversion.json
-    (the record, returned)."""
+                   on_golden: bool = False, held_out: Optional[str] = None) -> dict:
+    """Write out_dir/model.tflite for `target`, measure it on the golden images (and full int8 on the
+    held-out images, where given), then conversion.json (the record, returned)."""
     from ..golden.session import ModelSession
     from ..graph.model_files import ModelLoader
 
@@ -95,6 +95,13 @@ def convert_target(model_dir: str, target: str, out_dir: str, calibration: Optio
     extra["golden_measured"] = {key: measured[key] for key in ("max_prob_error", "top1_agreement", "images")}
     if precision in QUANTIZED_PRECISIONS:
         extra["golden_bound"] = quantized.bound_from_measurement(measured, precision)
+    if held_out and precision == PRECISION_INT8:
+        from ..golden.held_out import held_out_agreement
+
+        key = model.output_key
+        extra["held_out"] = held_out_agreement(model, backend.outputs_only([key]), key, held_out)
+        log(f"convert: {target}: top-1 agreement {extra['held_out']['agreement']:.3f} on "
+            f"{extra['held_out']['images']} held-out images")
     log(f"convert: {target}: probability error {measured['max_prob_error']:.3g}, top-1 agreement "
         f"{measured['top1_agreement']:.3f} on {measured['images']} golden images")
     return write_record(out_dir, model.manifest, target, [TFLITE_FILE], versions(), time.perf_counter() - start,

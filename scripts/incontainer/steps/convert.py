@@ -24,7 +24,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser.add_argument(FLAG_CALIBRATION_IMAGES, dest="calibration", default=None,
                         help="representative images for full int8 (preprocessed as the manifest says)")
     parser.add_argument(FLAG_HELD_OUT_IMAGES, dest="held_out", default=None,
-                        help="<runtime>-int8: images the model never saw; top-1 agreement with TensorFlow fp32 "
+                        help="full int8 targets: images the model never saw; top-1 agreement with TensorFlow fp32 "
                              "measured on them and recorded")
     parser.add_argument(FLAG_CALIBRATE_ON_GOLDEN, dest="on_golden", action="store_true",
                         help="without representative images: calibrate full int8 on the golden inputs (the drift "
@@ -46,7 +46,7 @@ def convert_one(model: str, target: str, out: str, calibration: Optional[str], o
     if target in TFLITE_TARGETS:
         from ..runtimes.tflite_conversion import convert_target
 
-        record = convert_target(model, target, out, calibration, on_golden)
+        record = convert_target(model, target, out, calibration, on_golden, held_out)
     elif target in INT8_TARGETS:
         from ..runtimes.int8_conversion import convert_int8
 
