@@ -1,5 +1,6 @@
-"""TFLite in the drift test: every TFLite artefact the selected cases run, converted once per drift run
-(all targets of a model in one container of the cases' environment, as make quantize does) into
+"""TFLite and int8 in the drift test: every artefact the selected cases run that is converted beforehand
+(TFLite's targets, OpenVINO's and ONNX Runtime's int8: contract.per_run_target), converted once per drift
+run (all targets of a model in one container of the cases' environment, as make quantize does) into
 OUT/tflite/<env>/<variant>/<target>/ and reused while the model and the image's lock are unchanged.
 Full int8 is calibrated as the kit does (its training images beside the model), else, for an adopted
 model, on the golden inputs; the conversion measures the model's own bound either way, on this CPU
@@ -32,7 +33,8 @@ CONVERTED_ON = "converted-on.json"  # the CPU the artefacts' bounds were measure
 
 
 def needed_targets(cases) -> dict[Key, tuple[str, ...]]:
-    """The TFLite targets each (environment, variant) needs, in a stable order."""
+    """The targets converted beforehand (TFLite's, the int8 ones) each (environment, variant) needs, in a
+    stable order."""
     wanted: dict[Key, list[str]] = {}
     for case in cases:
         target = case.settings.per_run_target
@@ -66,7 +68,7 @@ def kit_calibration(model: Path) -> Path | None:
 
 def convert_for_cases(engine: Engine, project: Project, cases, options: DriftOptions,
                       images: dict[str, BuiltImage], models: dict[str, Path | str]) -> dict[Key, Path | str]:
-    """Each (environment, variant)'s folder of TFLite artefacts, or why there is none (the converter's
+    """Each (environment, variant)'s folder of artefacts converted beforehand, or why there is none (the converter's
     message: those cases' outcome is conversion-failed). Stale targets only, all in one container."""
     converted: dict[Key, Path | str] = {}
     for key, targets in needed_targets(cases).items():
