@@ -153,3 +153,24 @@ def test_tflite_rows_sit_beside_tensorflow_fp32_and_int8_is_set_against_it():
     assert "| tflite_int8 | int8 | on | ok | 1 | 97/100 |" in page
     assert "| tflite_fp32_no_xnnpack | fp32 | off | ok |" in page and "3x TensorFlow fp32" in page
     assert "date not recorded" not in page
+
+
+def test_openvino_and_onnxruntime_int8_rows_compete_with_tflite_s_and_are_converted_with_it(tmp_path, monkeypatch):
+    from coldchain.bench import tflite as section
+
+    rows = {"tensorflow_fp32": tflite_row(50.0, "fp32", None), "tflite_int8": tflite_row(150.0, "int8", True),
+            "openvino_int8": {**tflite_row(200.0, "int8", None), "runtime": {
+                "name": "openvino", "precision_declared": "int8", "precision_effective": "int8"}},
+            # Declared int8 but read back as fp32 (no int8 kernels ran): not an int8 row, however fast.
+            "onnxruntime_int8": {**tflite_row(400.0, "int8", None), "runtime": {
+                "name": "onnxruntime", "precision_declared": "int8", "precision_effective": "fp32"}}}
+    best = section.summarize_tflite(rows, 224)["fastest_int8_at_batch_8"]
+    assert best["variant"] == "openvino_int8" and best["over_tensorflow_fp32"] == 4.0
+    asked = []
+    monkeypatch.setattr(section, "stale_because", lambda model, target, image: "no conversion yet")
+    monkeypatch.setattr(section, "convert", lambda engine, project, model, targets, image, **kwargs: asked.append(targets))
+    section.converted(None, None, tmp_path, None, section.TfliteBenchOptions(run=tmp_path / "run", out=tmp_path))
+    assert asked == [("tflite-fp32", "tflite-int8", "openvino-int8", "onnxruntime-int8")]
+    section.converted(None, None, tmp_path, None, section.TfliteBenchOptions(run=tmp_path / "run", out=tmp_path,
+                                                                              quick=True))
+    assert asked[-1] == ("tflite-fp32", "tflite-int8")  # CI's quick bench keeps its rows

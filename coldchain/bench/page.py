@@ -80,14 +80,14 @@ def inference(section: dict) -> list[str]:
 
 
 def tflite(section: dict) -> list[str]:
-    """TFLite rows beside TensorFlow fp32 from the same run: speed, what the runtime computed in, XNNPACK,
+    """TFLite and int8 rows beside TensorFlow fp32 from the same run: speed, what the runtime computed in, XNNPACK,
     and top-1 agreement with TensorFlow fp32 on the golden and the held-out images."""
     lines = []
     for mode, entry in sorted(section.items()):
         if not isinstance(entry, dict) or "rows" not in entry:
             continue
         sizes = sorted({int(size) for row in entry["rows"].values() for size in row.get("batches", {})})
-        lines += [f"### TensorFlow Lite ({mode}): ResNet v1 50 at {entry.get('input_size')} px", "",
+        lines += [f"### TensorFlow Lite and int8 ({mode}): ResNet v1 50 at {entry.get('input_size')} px", "",
                   f"Measured {_when(entry, 'rows')}.", "",
                   "| row | precision | XNNPACK | golden | top-1 vs TF fp32, golden | top-1 vs TF fp32, held-out | "
                   + " | ".join(f"batch {s} images/s" for s in sizes) + " |", "|---|---|---|---|---|---|" + "---|" * len(sizes)]
