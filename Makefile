@@ -109,7 +109,7 @@ adopt: venv docker lock-check ## Adopt a frozen graph made elsewhere: MODEL=path
 	@test -n "$(MODEL)" || { echo "make adopt: set MODEL=path/to/frozen_graph.pb (ADOPT_ARGS: --labels, --preprocessing, --images, --requirements ...)" >&2; exit 2; }
 	$(COLDCHAIN) adopt "$(MODEL)" --out $(OUT)/adopted $(ADOPT_ARGS)
 
-convert: $(MODEL_OR_CHAIN) | venv docker lock-check ## Convert MODEL (default out/model) for RUNTIME=openvino|onnxruntime -> MODEL/converted/RUNTIME
+convert: $(MODEL_OR_CHAIN) | venv docker lock-check ## Convert MODEL (default out/model) for RUNTIME=openvino|onnxruntime (or openvino-int8, onnxruntime-int8, tflite-...) -> MODEL/converted/RUNTIME
 	$(COLDCHAIN) convert --runtime $(RUNTIME) $(or $(MODEL),$(OUT)/model)
 
 TFLITE_TARGETS := tflite-fp32 tflite-fp16 tflite-dynamic tflite-int8

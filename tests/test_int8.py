@@ -193,3 +193,16 @@ def test_an_int8_case_past_its_bound_fails_its_pass_expectation(tmp_path, monkey
 def test_an_int8_miss_names_the_cpu_s_int8_instructions_and_the_fix(runtime, isa, named, fix):
     cause, remedy = quantized.cpu_dependence(runtime, {"quantization": {"reduce_range": False}}, isa)
     assert named in cause and "reduce_range=False" in cause and fix in remedy
+
+
+def test_infer_s_int8_refusal_names_the_stage_the_cpu_s_int8_instructions_and_the_fix():
+    from incontainer.common import GoldenMismatch
+
+    bound = {"max_prob_error": 0.05, "min_top1_agreement": 1.0, "source": "measured"}
+    reference, flipped = [[0.7, 0.3], [0.2, 0.8]], [[0.45, 0.55], [0.2, 0.8]]
+    advice = quantized.cpu_dependence("onnxruntime", {"quantization": {"reduce_range": True}}, ["avx2"])
+    with pytest.raises(GoldenMismatch) as caught:
+        quantized.check(bound, reference, flipped, "m", "onnxruntime int8", advice=advice)
+    message = str(caught.value)
+    assert "golden check failed at stage run (onnxruntime int8)" in message
+    assert "none of avx512_vnni, avx_vnni, amx_int8" in message and "fix: quantize with reduce_range=True" in message

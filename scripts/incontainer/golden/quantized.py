@@ -83,9 +83,10 @@ def summarize(bound: dict, reference: Rows, actual: Rows, stage: str = STAGE_RUN
 
 
 def check(bound: dict, reference: Rows, actual: Rows, model_dir: str, what: str,
-          stage: str = STAGE_RUN) -> dict:
+          stage: str = STAGE_RUN, advice: Optional[Tuple[str, str]] = None) -> dict:
     """The quantized golden check's summary; GoldenMismatch (exit 4) naming the stage and `what` (the
-    runtime and precision) when top-1 agreement or the probability error is past the bound."""
+    runtime and precision) when top-1 agreement or the probability error is past the bound; `advice`
+    (cause, fix: cpu_dependence's for int8) is added to the message."""
     summary = summarize(bound, reference, actual, stage)
     if summary["ok"]:
         return summary
@@ -99,6 +100,8 @@ def check(bound: dict, reference: Rows, actual: Rows, model_dir: str, what: str,
     if disagree:
         reasons.append(f"top-1 agrees on {measured['top1_agreement']:.3f} of the golden images, the bound asks "
                        f"{bound['min_top1_agreement']:.3f}")
+    if advice:
+        reasons.append(f"{advice[0]}; fix: {advice[1]}")
     raise GoldenMismatch(f"{model_dir}: golden check failed at stage {stage} ({what}): {'; '.join(reasons)}; this "
                          f"CPU's kernels compute the quantized model differently from where it was converted: convert "
                          f"it again here, run it at fp32, or declare a looser bound with {FLAG_GOLDEN_BOUND}",

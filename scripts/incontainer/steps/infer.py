@@ -21,8 +21,8 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_P
                         FLAG_PRECISION, FLAG_RUNTIME, FLAG_TOP_K, MODEL_FILE, MODULES, PRECISION_FP32,
                         RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
                         seconds_since_process_start)
-from ..contract import (FLAG_GOLDEN_BOUND, FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, QUANTIZED_PRECISIONS,
-                        RUNTIME_TFLITE, TFLITE_PRECISIONS, quantized_runtimes)
+from ..contract import (FLAG_GOLDEN_BOUND, FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, PRECISION_INT8,
+                        QUANTIZED_PRECISIONS, RUNTIME_TFLITE, TFLITE_PRECISIONS, quantized_runtimes)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
 from ..golden.check import check_outputs_only, input_path_findings, run_golden
@@ -288,9 +288,14 @@ class Predictor:
         key, alone = self.outputs_only
         values = in_batches(lambda batch: {"out": alone(batch)[key]}, self.arrays[self.manifest["golden"]["input_key"]],
                             self.limit)["out"]
+        advice = None
+        if options.precision == PRECISION_INT8:  # which int8 instructions this CPU has, and the fix
+            from ..runtime import cpu_flags
+
+            advice = quantized.cpu_dependence(options.runtime, record, cpu_flags())
         summary = quantized.check(bound, quantized.as_probabilities(self.arrays[key], self.softmax_needed),
                                   quantized.as_probabilities(values, self.softmax_needed), self.model_dir,
-                                  f"{options.runtime} {options.precision}")
+                                  f"{options.runtime} {options.precision}", advice=advice)
         self.diagnosis.ran("ran the quantized golden check")
         return summary
 
