@@ -176,6 +176,25 @@ def test_tflite_cases_record_xnnpack_the_precision_computed_and_the_model_s_boun
     assert int8["runtime"]["artefact"]["calibration"]["source"] == "images"  # make's data/train, as make quantize
 
 
+def test_openvino_and_onnxruntime_int8_cases_record_the_precision_computed_the_bound_and_the_cpu():
+    """From the drift report `make drift-test` wrote: OpenVINO (NNCF) and ONNX Runtime (static QDQ) int8,
+    each within the bound its conversion measured, computing in int8 as the runtime reports, with the
+    CPU's instructions recorded (the int8 outcome must not depend on them: 7-bit weights)."""
+    report_path = made_by_make_drift_test()
+    if report_path is None:
+        if IN_CI:
+            pytest.fail("CI runs make drift-test before the tests; its report is missing or stale")
+        pytest.skip("needs a current out/drift report: run make drift-test")
+    cases = {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+    for name in ("openvino-int8", "onnxruntime-int8"):
+        case = cases[name]
+        assert case["ok"], case["reasons"]
+        assert case["runtime"]["precision_declared"] == "int8" == case["runtime"]["precision_effective"]
+        assert case["golden"]["kind"] == "quantized" and case["golden"]["bound"]["source"] == "measured"
+        assert case["runtime"]["artefact"]["calibration"]["source"] == "images"
+        assert "avx2" in case["numerics"]["isa"]  # every x86-64 CI machine; VNNI/AMX recorded where present
+
+
 def test_fastest_picks_a_golden_passing_runtime_and_says_why(run_id, runtimes_model, tmp_path):
     summary = golden_only(run_id, runtimes_model, tmp_path, "--runtime", "fastest")
     choice = summary["runtime_choice"]
