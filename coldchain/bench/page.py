@@ -262,7 +262,7 @@ def render(results: dict, ci_runs: list[tuple[str, dict]]) -> str:
              "Written by `coldchain bench` (`make bench`) from `bench/results.json` and the CI timings in "
              "`bench/ci-*.json`; do not edit by hand (a test compares it with the files). Every value is shown "
              "with the date and the CPU flags it was measured with; values from separate runs keep their own.", ""]
-    for title, key, section in (("Inference", "inference", inference), ("TensorFlow Lite", "tflite", tflite),
+    for title, key, section in (("Inference", "inference", inference), ("TensorFlow Lite and int8", "tflite", tflite),
                                 ("Images", "images", images),
                                 ("Drift test", "drift", drift), ("Reproducibility", "reproducibility", reproducibility),
                                 ("Adopt", "adopt", adopt), ("Images across CI jobs", "transfer", transfer),
