@@ -9,8 +9,8 @@ import time
 from typing import Dict, Optional, Tuple
 
 from ..common import InsideError, PreflightFailed, atomic_write_bytes, atomic_write_json, sha256_bytes
-from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, MODEL_FILE, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_OPENVINO, TFLITE_TARGETS, Code)
+from ..contract import (CONVERSION_FILE, CONVERTED_DIR, ENV_LOCK_SHA256, INT8_TARGETS, MODEL_FILE,
+                        RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, TFLITE_TARGETS, Code)
 from ..graph import manifest as manifests
 from ..graph.model_files import read_verified_model
 from .backends import ONNX_FILE, OPENVINO_FILES, convert_onnx, read_openvino, versions
@@ -61,7 +61,7 @@ def write_record(out_dir: str, manifest: dict, runtime: str, written: list, conv
 
 def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
     """Convert the verified model for ONNX Runtime or OpenVINO into out_dir (TFLite targets:
-    tflite_conversion.py). The host's step stages out_dir and swaps it in whole."""
+    tflite_conversion.py; int8: int8_conversion.py). The host's step stages out_dir and swaps it in whole."""
     from ..graph.graphdef import parse_graph_def
 
     manifest = manifests.load_manifest(model_dir)
@@ -82,8 +82,8 @@ def convert(model_dir: str, runtime: str, out_dir: str) -> dict:
         openvino.save_model(model, os.path.join(out_dir, OPENVINO_FILES[0]), compress_to_fp16=False)
         written = list(OPENVINO_FILES)
     else:
-        raise InsideError(f"no converter for {runtime!r}; choose {RUNTIME_ONNXRUNTIME}, {RUNTIME_OPENVINO} or "
-                          f"{', '.join(TFLITE_TARGETS)}")
+        raise InsideError(f"no converter for {runtime!r}; choose {RUNTIME_ONNXRUNTIME}, {RUNTIME_OPENVINO}, "
+                          f"{', '.join(INT8_TARGETS)} or {', '.join(TFLITE_TARGETS)}")
     return write_record(out_dir, manifest, runtime, written, versions(runtime), time.perf_counter() - start)
 
 
