@@ -21,6 +21,7 @@ class FakeEngine(Engine):
         self.labelled: list[str] = []  # tags given their file record's label after the build
         self.runs: list[RunSpec] = []
         self.imports: list[str] = []
+        self.import_platforms: list = []
         self.removed: list[str] = []  # image ids removed because nothing named them any more
         self.in_use: set[str] = set()  # image ids a container still uses
         self.disk = None
@@ -48,19 +49,21 @@ class FakeEngine(Engine):
             raise BaseImageError(f"could not pull {ref}: no registry")
         return self._store(ref)
 
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str], *, platform=None) -> ImageInfo:
         self.imports.append(ref)
+        self.import_platforms.append(platform)
         return self._store(ref)
 
     def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False,
-              keep_stages=False) -> ImageInfo:
+              keep_stages=False, platform=None) -> ImageInfo:
         if self._labelling(context):
             # files_record.label_with_record: a label-only build on the image just built; Docker keeps the
             # unlabelled one as its hidden parent, not as a nameless image.
             self.labelled.append(tag)
             return self._store(tag, labels)
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
-                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache})
+                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache,
+                            "platform": platform})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
         if tag in self.images and not any(ref != tag and info.id == self.images[tag].id

@@ -136,6 +136,8 @@ def container_kwargs(spec: RunSpec) -> dict:
     )
     if spec.user:
         kwargs["user"] = spec.user
+    if spec.platform:
+        kwargs["platform"] = spec.platform
     if spec.gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
@@ -191,10 +193,16 @@ class DockerEngine(Engine):
                                  fix="check the registry, or let coldchain build a local base") from None
 
     @_translated("import a root filesystem as")
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str], *, platform: str | None = None) -> ImageInfo:
         repository, tag = _split_tag(ref)
+        api = self.long_client.api
+        # import_image_from_data's own request, plus the platform it cannot pass (API 1.32+): without it
+        # an arm64 root file system would be recorded as the daemon's amd64.
+        params = {"repo": repository, "tag": tag, "fromSrc": "-", "changes": changes,
+                  **({"platform": platform} if platform else {})}
         with tarball.open("rb") as handle:
-            self.long_client.api.import_image_from_data(handle, repository=repository, tag=tag, changes=changes)
+            api._result(api._post(api._url("/images/create"), data=handle, params=params,
+                                  headers={"Content-Type": "application/tar"}, timeout=None))
         found = self.inspect_image(ref)
         if found is None:
             raise BaseImageError(f"docker import of {tarball} did not produce {ref}")
@@ -202,12 +210,12 @@ class DockerEngine(Engine):
 
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
               labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
-              keep_stages: bool = False) -> ImageInfo:
+              keep_stages: bool = False, platform: str | None = None) -> ImageInfo:
         steps: list[str] = []  # the Step and ---> lines: which image ended which stage
         finished = False
         try:
             image_id = self._build(context, dockerfile=dockerfile, buildargs=buildargs, labels=labels, tag=tag,
-                                   log=log, nocache=nocache, steps=steps)
+                                   log=log, nocache=nocache, steps=steps, platform=platform)
             self.tag(image_id, tag)
             finished = True
         finally:
@@ -219,7 +227,7 @@ class DockerEngine(Engine):
         return info
 
     def _build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str], labels: dict[str, str],
-               tag: str, log: LogSink, nocache: bool, steps: list[str]) -> str:
+               tag: str, log: LogSink, nocache: bool, steps: list[str], platform: str | None = None) -> str:
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         image_id = None
         try:
@@ -227,7 +235,7 @@ class DockerEngine(Engine):
                 stream = self.long_client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
                                                buildargs=buildargs, labels=labels, rm=True, forcerm=True,
                                                pull=False, decode=True, nocache=nocache,
-                                               network_mode="none")
+                                               network_mode="none", platform=platform)
                 for event in stream:
                     if "stream" in event:
                         for line in event["stream"].splitlines():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import KIT_LABEL, BaseSpec, Project
 from ..engine import Engine, RunSpec
+from .emulation import emulated, set_up as set_up_emulation
 from ..errors import BaseImageError
 from ..fsutil import atomic_write_text
 from ..owner import Owner
@@ -64,7 +65,9 @@ def _read_cache(cache: Path | None) -> dict:
 
 def resolve_base(engine: Engine, project: Project, spec: BaseSpec, override: str | None = None,
                  *, allow_pull: bool = True) -> ResolvedBase:
-    """Choose the base, logging which one and why."""
+    """Choose the base, logging which one and why. A base for another machine first makes sure this
+    host can emulate it (environments/emulation.py: installs and registers qemu as root, or refuses)."""
+    set_up_emulation(spec)
     if override:
         info = engine.inspect_image(override) or (engine.pull(override) if allow_pull else None)
         if info is None:
@@ -128,11 +131,7 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
     project.build_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"rootfs-{spec.suite}-{Owner.current().mark}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
-        if mirror:
-            command.append(mirror)
-        log.info("debootstrap %s (about a minute)", spec.suite)
-        _run(command, f"debootstrap {spec.suite}", rootfs / "debootstrap" / "debootstrap.log")
+        _debootstrap(spec, rootfs, mirror)
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
@@ -142,8 +141,24 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
              "packing the root filesystem")
         changes = [
             f'LABEL {KIT_LABEL}=coldchain io.coldchain.base.suite={spec.suite} io.coldchain.base.builder=debootstrap '
-            f'io.coldchain.base.name={spec.name}',
+            f'io.coldchain.base.name={spec.name} io.coldchain.platform={spec.platform}',
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
             'CMD ["/bin/bash"]',
         ]
-        return engine.import_rootfs(tarball, spec.local_image, changes)
+        return engine.import_rootfs(tarball, spec.local_image, changes, platform=spec.platform)
+
+
+def _debootstrap(spec: BaseSpec, rootfs: Path, mirror: str | None) -> None:
+    """Another machine's root file system in two stages: unpack here, then configure its packages by
+    running its own binaries under qemu (the binfmt handler's F flag serves them inside the chroot)."""
+    foreign = emulated(spec)
+    command = ["debootstrap", "--variant=minbase", f"--arch={spec.arch}", *(["--foreign"] if foreign else []),
+               f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
+    if mirror:
+        command.append(mirror)
+    log.info("debootstrap %s %s (about a minute%s)", spec.suite, spec.arch,
+             "; then its second stage under emulation, several more" if foreign else "")
+    _run(command, f"debootstrap {spec.suite} ({spec.arch})", rootfs / "debootstrap" / "debootstrap.log")
+    if foreign:
+        _run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"],
+             f"debootstrap's second stage for {spec.arch} (under qemu)", rootfs / "debootstrap" / "debootstrap.log")

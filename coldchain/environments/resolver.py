@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .bases import resolve_base
+from .emulation import emulated
 from ..config import BASES, KIT_LABEL, LOCKS, LockSpec, Project
 from ..contract import MOUNT_OUT
 from ..engine import Engine, Mount, RunSpec
@@ -50,9 +51,16 @@ def _ca_bundle() -> Path | None:
     return None
 
 
+def resolved_in_base(spec: LockSpec) -> bool:
+    """A lock for another Python or another machine: pip-compile judges markers (python_version,
+    platform_machine: aarch64's tensorflow needs tensorflow-cpu-aws) by the interpreter it runs under,
+    so it runs under the base's own python3, emulated where the base is another machine's."""
+    return spec.python != host_python() or emulated(BASES[spec.base])
+
+
 def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, upgrade: bool = False) -> Path:
     """pip-compile `spec` inside its base image (which needs the network while resolving)."""
-    if spec.python == host_python():
+    if not resolved_in_base(spec):
         raise LockError(f"{spec.lock} targets this host's Python {spec.python}; resolve it on the host")
     base = resolve_base(engine, project, BASES[spec.base])
     target = project.path(spec.lock)
