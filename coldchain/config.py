@@ -10,6 +10,8 @@ from .errors import UsageError
 
 KIT_LABEL = "io.coldchain.kit"
 RUN_LABEL = "io.coldchain.run"
+# The platform an image (or a base) is for, e.g. linux/arm64: runs pass it, so Docker need not guess.
+PLATFORM_LABEL = "io.coldchain.platform"
 
 
 @dataclass(frozen=True)

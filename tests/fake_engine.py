@@ -21,7 +21,6 @@ class FakeEngine(Engine):
         self.labelled: list[str] = []  # tags given their file record's label after the build
         self.runs: list[RunSpec] = []
         self.imports: list[str] = []
-        self.import_platforms: list = []
         self.removed: list[str] = []  # image ids removed because nothing named them any more
         self.in_use: set[str] = set()  # image ids a container still uses
         self.disk = None
@@ -49,9 +48,8 @@ class FakeEngine(Engine):
             raise BaseImageError(f"could not pull {ref}: no registry")
         return self._store(ref)
 
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str], *, platform=None) -> ImageInfo:
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
         self.imports.append(ref)
-        self.import_platforms.append(platform)
         return self._store(ref)
 
     def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False,

@@ -193,16 +193,10 @@ class DockerEngine(Engine):
                                  fix="check the registry, or let coldchain build a local base") from None
 
     @_translated("import a root filesystem as")
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str], *, platform: str | None = None) -> ImageInfo:
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
         repository, tag = _split_tag(ref)
-        api = self.long_client.api
-        # import_image_from_data's own request, plus the platform it cannot pass (API 1.32+): without it
-        # an arm64 root file system would be recorded as the daemon's amd64.
-        params = {"repo": repository, "tag": tag, "fromSrc": "-", "changes": changes,
-                  **({"platform": platform} if platform else {})}
         with tarball.open("rb") as handle:
-            api._result(api._post(api._url("/images/create"), data=handle, params=params,
-                                  headers={"Content-Type": "application/tar"}, timeout=None))
+            self.long_client.api.import_image_from_data(handle, repository=repository, tag=tag, changes=changes)
         found = self.inspect_image(ref)
         if found is None:
             raise BaseImageError(f"docker import of {tarball} did not produce {ref}")

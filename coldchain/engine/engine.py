@@ -89,9 +89,9 @@ class Engine(ABC):
         """Pull from a registry; raises BaseImageError when none answers."""
 
     @abstractmethod
-    def import_rootfs(self, tarball: Path, ref: str, changes: list[str], *, platform: str | None = None) -> ImageInfo:
-        """Create an image from a root filesystem tarball (docker import), for `platform` (default: the
-        daemon's own, e.g. linux/amd64) when its binaries are another machine's."""
+    def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
+        """Create an image from a root filesystem tarball (docker import), for the daemon's own platform
+        (another machine's root file system is loaded as an image archive: environments/rootfs_image.py)."""
 
     @abstractmethod
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],

@@ -12,11 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import KIT_LABEL, BaseSpec, Project
+from ..config import KIT_LABEL, PLATFORM_LABEL, BaseSpec, Project
 from ..engine import Engine, RunSpec
 from .emulation import emulated, set_up as set_up_emulation
 from ..errors import BaseImageError
 from ..fsutil import atomic_write_text
+from .rootfs_image import write_archive
 from ..owner import Owner
 
 log = logging.getLogger(__name__)
@@ -139,13 +140,22 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
         tarball = Path(tmp) / "rootfs.tar"
         _run(["tar", "--sort=name", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."],
              "packing the root filesystem")
-        changes = [
-            f'LABEL {KIT_LABEL}=coldchain io.coldchain.base.suite={spec.suite} io.coldchain.base.builder=debootstrap '
-            f'io.coldchain.base.name={spec.name} io.coldchain.platform={spec.platform}',
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
-            'CMD ["/bin/bash"]',
-        ]
-        return engine.import_rootfs(tarball, spec.local_image, changes, platform=spec.platform)
+        labels = {KIT_LABEL: "coldchain", "io.coldchain.base.suite": spec.suite,
+                  "io.coldchain.base.builder": "debootstrap", "io.coldchain.base.name": spec.name,
+                  PLATFORM_LABEL: spec.platform}
+        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
+        if emulated(spec):  # docker import would call it this daemon's architecture
+            archive = Path(tmp) / "image.tar"
+            write_archive(tarball, archive, ref=spec.local_image, platform=spec.platform, labels=labels, env=env,
+                          cmd=["/bin/bash"])
+            engine.load_images(archive)
+            info = engine.inspect_image(spec.local_image)
+            if info is None:
+                raise BaseImageError(f"docker load of the {spec.name} root file system did not produce {spec.local_image}")
+            return info
+        changes = ["LABEL " + " ".join(f"{key}={value}" for key, value in labels.items()),
+                   "ENV " + " ".join(env), 'CMD ["/bin/bash"]']
+        return engine.import_rootfs(tarball, spec.local_image, changes)
 
 
 def _debootstrap(spec: BaseSpec, rootfs: Path, mirror: str | None) -> None:

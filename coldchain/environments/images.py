@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from .bases import ResolvedBase, resolve_base
-from ..config import BASES, KIT_LABEL, ImageSpec, Project
+from ..config import BASES, KIT_LABEL, PLATFORM_LABEL, ImageSpec, Project
 from .context import BuildContext
 from .files_record import label_with_record
 from .image_sbom import SBOM_FORMAT, SBOM_FORMAT_LABEL, sbom_labels
@@ -78,7 +78,7 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
         "io.coldchain.numpy.version": lock.version("numpy") or "",
         "io.coldchain.python.version": base.python_version,
-        "io.coldchain.platform": BASES[spec.base].platform,
+        PLATFORM_LABEL: BASES[spec.base].platform,
         **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
         SBOM_FORMAT_LABEL: SBOM_FORMAT,  # the SBOM itself is added after the build, with the file record's label
     }
