@@ -43,7 +43,7 @@ ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
+.PHONY: help venv docker lock lock-check base base-arm64 wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
 	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit faults bench \
 	prune clean clean-all
 
@@ -67,6 +67,9 @@ lock-check: venv ## Fail, naming the file, if a lock is stale or the locks disag
 
 base: venv docker ## The base image: official python slim if a registry answers, else debootstrap
 	$(COLDCHAIN) base
+
+base-arm64: venv docker ## The arm64 base (debootstrap, second stage under qemu); sets up the emulation it needs where missing (as root)
+	$(COLDCHAIN) base --suite bookworm-arm64
 
 wheels: venv lock-check ## Fetch the wheels the image locks pin and verify their hashes
 	$(COLDCHAIN) wheels

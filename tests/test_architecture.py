@@ -51,7 +51,6 @@ def contract_strings() -> dict[str, str]:
 TENSOR_NAME = re.compile(r"^(input|logits|probabilities|top_k):\d+$")
 # Literals that spell a contract value but belong to another program: pip's own --report, docker save's index.
 NOT_THE_CONTRACT = {("coldchain/environments/requirements.py", "--report"),
-                    # docker save's own index of an image archive, not the model's manifest
                     ("coldchain/environments/rootfs_image.py", "manifest.json")}
 
 

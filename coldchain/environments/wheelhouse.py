@@ -97,15 +97,27 @@ class Wheelhouse:
             wheels.append(Wheel(pin, candidates[0], self._hash(candidates[0])))
         return wheels
 
-    def _download(self, spec: LockSpec, pins: list[Pin]) -> None:
+    def fetch_for_hashing(self, spec: LockSpec, pins: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """The sha256 of this machine's wheels of each (name, version), fetched where missing: how a
+        lock resolved for another machine gets its hashes (foreign_lock.py)."""
+        missing = [(name, version) for name, version in pins
+                   if not self._present(Pin(normalize(name), version, frozenset(), 0))]
+        if missing:
+            self._download(spec, [f"{name}=={version}\n" for name, version in missing], require_hashes=False)
+        return {(normalize(name), version): [self._hash(path) for path in
+                                             self._present(Pin(normalize(name), version, frozenset(), 0))]
+                for name, version in pins}
+
+    def _download(self, spec: LockSpec, pins: list[Pin] | list[str], *, require_hashes: bool = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.directory.parent, prefix=".download-") as tmp:
             requirements = Path(tmp) / "requirements.txt"
             requirements.write_text("".join(
                 f"{pin.name}=={pin.version} " + " ".join(f"--hash={h}" for h in sorted(pin.hashes)) + "\n"
-                for pin in pins))
+                if isinstance(pin, Pin) else pin for pin in pins))
             target = Path(tmp) / "wheels"
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            command = [sys.executable, "-m", "pip", "download", "--no-deps",
+                       *(["--require-hashes"] if require_hashes else []),
                        "--progress-bar", "off", "--dest", str(target), "-r", str(requirements),
                        *platform_args(self.base.python, self.base.glibc, self.base.machine)]
             result = subprocess.run(command, capture_output=True, text=True, check=False, shell=False,
