@@ -72,10 +72,31 @@ def test_no_apt_and_no_qemu_is_refused():
         plan(ARM64, dataclasses.replace(BARE, apt=False))
 
 
-def test_a_machine_it_cannot_emulate_is_refused():
+def test_only_aarch64_is_set_up_other_machines_are_left_to_the_host():
+    # An amd64 image on an arm64 host, or riscv64: the kit manages no such emulation and refuses none.
     riscv = dataclasses.replace(ARM64, name="riscv", platform="linux/riscv64")
-    with pytest.raises(EmulationUnavailable, match="cannot emulate"):
-        plan(riscv, READY)
+    assert plan(riscv, dataclasses.replace(BARE, is_root=False)) == ()
+    assert plan(BASES["bookworm"], dataclasses.replace(BARE, machine="aarch64", is_root=False)) == ()
+
+
+@pytest.mark.parametrize("machine, host", [("arm64", "aarch64"), ("aarch64", "aarch64"), ("AMD64", "x86_64"),
+                                           ("x86_64", "x86_64")])
+def test_the_hosts_machine_is_named_as_linux_names_it(monkeypatch, machine, host):
+    monkeypatch.setattr(emulation.platform, "machine", lambda: machine)
+    assert emulation.host_machine() == host
+    assert emulation.emulated(ARM64) is (host != "aarch64")
+
+
+@pytest.mark.parametrize("system, docker_host, elsewhere", [("Darwin", "", True), ("Linux", "tcp://build:2376", True),
+                                                            ("Linux", "unix:///run/docker.sock", False),
+                                                            ("Linux", "", False)])
+def test_docker_desktop_or_a_remote_daemon_needs_nothing_set_up_here(monkeypatch, system, docker_host, elsewhere):
+    monkeypatch.setattr(emulation.platform, "system", lambda: system)
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    assert emulation.daemon_elsewhere() is elsewhere
+    if elsewhere:  # not root, no binfmt_misc: still nothing refused
+        monkeypatch.setattr(emulation, "host_state", lambda binfmt: dataclasses.replace(BARE, is_root=False))
+        assert emulation.set_up(ARM64) == ()
 
 
 @pytest.mark.parametrize("text, usable", [(REGISTERED_F, True), (REGISTERED_WITHOUT_F, False), (None, False),
@@ -94,6 +115,7 @@ def test_set_up_registers_with_f_and_says_what_it_did(tmp_path, monkeypatch, cap
         registered = (binfmt / "register").read_text().endswith(":F")
         return dataclasses.replace(READY, handler=REGISTERED_F if registered else REGISTERED_WITHOUT_F)
 
+    monkeypatch.setattr(emulation, "daemon_elsewhere", lambda: False)
     monkeypatch.setattr(emulation, "host_state", fake_state)
     monkeypatch.setattr(emulation, "_interpreter", lambda: "/usr/bin/qemu-aarch64-static")
     caplog.set_level("INFO")
@@ -105,6 +127,7 @@ def test_set_up_registers_with_f_and_says_what_it_did(tmp_path, monkeypatch, cap
 
 
 def test_set_up_refuses_when_the_handler_still_lacks_f_afterwards(tmp_path, monkeypatch):
+    monkeypatch.setattr(emulation, "daemon_elsewhere", lambda: False)
     monkeypatch.setattr(emulation, "host_state", lambda binfmt: dataclasses.replace(READY, handler=None))
     monkeypatch.setattr(emulation, "_register", lambda binfmt: None)
     with pytest.raises(EmulationUnavailable, match="still not enabled with the F flag"):

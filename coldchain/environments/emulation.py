@@ -57,12 +57,8 @@ def handler_usable(text: str | None) -> bool:
 def plan(target: BaseSpec, state: HostState) -> tuple[str, ...]:
     """The root actions that make `target`'s binaries run here, in order; () where nothing is missing.
     Raises EmulationUnavailable, naming what is missing and how to get it, where this host cannot."""
-    if target.machine == state.machine:
-        return ()
-    if target.machine != "aarch64":
-        raise EmulationUnavailable(f"{target.name} is for {target.platform}, which this {state.machine} host "
-                                   "cannot emulate (the kit sets up aarch64 only)",
-                                   fix=f"run it on a {target.machine} machine")
+    if target.machine == state.machine or target.machine != "aarch64":
+        return ()  # the kit sets up aarch64 only; another emulation, where present, is the host's own
     actions = []
     if state.interpreter is None:
         actions.append(INSTALL)
@@ -101,7 +97,7 @@ def host_state(binfmt: Path = BINFMT_DIR) -> HostState:
         handler = handler_file.read_text()
     except OSError:
         handler = None
-    return HostState(machine=platform.machine(), is_root=os.geteuid() == 0, binfmt_supported=supported,
+    return HostState(machine=host_machine(), is_root=os.geteuid() == 0, binfmt_supported=supported,
                      binfmt_mounted=(binfmt / "register").exists(), handler=handler,
                      interpreter=_interpreter(), apt=shutil.which("apt-get") is not None)
 
@@ -127,8 +123,23 @@ def _register(binfmt: Path) -> None:
     (binfmt / "register").write_text(f":{HANDLER}:M:0:{AARCH64_MAGIC}:{AARCH64_MASK}:{interpreter}:F")
 
 
+def host_machine() -> str:
+    """uname -m, with macOS's and Windows' names for the same machines."""
+    machine = platform.machine()
+    return {"arm64": "aarch64", "AMD64": "x86_64", "amd64": "x86_64"}.get(machine, machine)
+
+
+def daemon_elsewhere() -> bool:
+    """Docker Desktop (its own VM emulates) or a remote daemon: this kernel's binfmt_misc is not the
+    one that runs the containers, so there is nothing to set up here."""
+    remote = os.environ.get("DOCKER_HOST", "")
+    return platform.system() != "Linux" or bool(remote and not remote.startswith("unix://"))
+
+
 def set_up(target: BaseSpec, binfmt: Path = BINFMT_DIR) -> tuple[str, ...]:
     """Make `target`'s binaries run on this host; what it did, each step logged as it is done."""
+    if daemon_elsewhere():
+        return ()
     actions = plan(target, host_state(binfmt))
     for action in actions:
         if action == INSTALL:
@@ -145,11 +156,11 @@ def set_up(target: BaseSpec, binfmt: Path = BINFMT_DIR) -> tuple[str, ...]:
     if actions and not handler_usable(host_state(binfmt).handler):
         raise EmulationUnavailable(f"{binfmt / HANDLER} is still not enabled with the F flag after setting up",
                                    fix=f"check 'cat {binfmt / HANDLER}'; update-binfmts --enable {HANDLER}")
-    if target.machine != platform.machine():
+    if emulated(target):
         log.info("%s (%s) runs here under qemu emulation: slow, and its speeds are not %s speeds",
                  target.name, target.platform, target.machine)
     return actions
 
 
 def emulated(target: BaseSpec) -> bool:
-    return target.machine != platform.machine()
+    return target.machine != host_machine()
