@@ -378,7 +378,7 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
             diagnosis.findings.append(Finding(
                 Code.OP_LIBRARY_ARCH, architecture_message(name, machine),
                 f"compile {name} for {platform.machine()} (against this TensorFlow's headers, in an image of this "
-                "platform) and ship it beside the model, or run inference on a "
+                "platform) and ship it beside the model, or run inference on an "
                 f"{machine} machine", op=",".join(ops)))
             continue
         compatible = abi_compatible(compiled, tf.__version__)
