@@ -116,6 +116,7 @@ def test_set_up_registers_with_f_and_says_what_it_did(tmp_path, monkeypatch, cap
         return dataclasses.replace(READY, handler=REGISTERED_F if registered else REGISTERED_WITHOUT_F)
 
     monkeypatch.setattr(emulation, "daemon_elsewhere", lambda: False)
+    monkeypatch.setattr(emulation, "host_machine", lambda: "x86_64")
     monkeypatch.setattr(emulation, "host_state", fake_state)
     monkeypatch.setattr(emulation, "_interpreter", lambda: "/usr/bin/qemu-aarch64-static")
     caplog.set_level("INFO")
@@ -128,6 +129,7 @@ def test_set_up_registers_with_f_and_says_what_it_did(tmp_path, monkeypatch, cap
 
 def test_set_up_refuses_when_the_handler_still_lacks_f_afterwards(tmp_path, monkeypatch):
     monkeypatch.setattr(emulation, "daemon_elsewhere", lambda: False)
+    monkeypatch.setattr(emulation, "host_machine", lambda: "x86_64")
     monkeypatch.setattr(emulation, "host_state", lambda binfmt: dataclasses.replace(READY, handler=None))
     monkeypatch.setattr(emulation, "_register", lambda binfmt: None)
     with pytest.raises(EmulationUnavailable, match="still not enabled with the F flag"):

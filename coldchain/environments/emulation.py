@@ -138,7 +138,7 @@ def daemon_elsewhere() -> bool:
 
 def set_up(target: BaseSpec, binfmt: Path = BINFMT_DIR) -> tuple[str, ...]:
     """Make `target`'s binaries run on this host; what it did, each step logged as it is done."""
-    if daemon_elsewhere():
+    if not emulated(target) or daemon_elsewhere():
         return ()
     actions = plan(target, host_state(binfmt))
     for action in actions:
