@@ -52,6 +52,8 @@ def test_the_image_is_aarch64_and_says_so(docker_engine, arm64_image):
 def test_an_x86_64_library_is_the_named_architecture_finding_not_a_crash(docker_engine, arm64_image, tmp_path):
     library = tmp_path / "libx86_ops.so"
     shutil.copyfile(X86_LIBRARY, library)
+    tmp_path.chmod(0o755)  # the image's unprivileged user reads it
+    library.chmod(0o644)
     code, out, err = python_in(docker_engine, arm64_image,
                                "from incontainer.graph.oplibs import OpLibraryError, load_op_library\n"
                                "try:\n    load_op_library('/ops/libx86_ops.so')\n"
