@@ -37,13 +37,13 @@ STEP = mkdir -p $(OUT) && flock $(OUT)/.steps.lock $(COLDCHAIN) $(1) --device $(
 # A mistyped variable (make train TRIAN_ARGS=...) would be silently ignored; refuse it instead.
 KNOWN_VARS := PYTHON OUT DEVICE DATA_ARGS TRAIN_ARGS FREEZE_ARGS INFER_ARGS DRIFT_ARGS DOCTOR_ARGS ADOPT_ARGS \
 	REEXPORT_ARGS MODEL CHECKPOINT CALIBRATION PYTEST_ARGS BENCH_ARGS SHARD SHARDS PARTIALS RUNTIME ARCHIVE REGISTRY INDEX \
-	SIGN_KEY TRUST ROUNDS
+	SIGN_KEY TRUST ROUNDS PROFILE
 UNKNOWN_VARS := $(foreach var,$(.VARIABLES),$(if $(filter command line,$(origin $(var))),$(filter-out $(KNOWN_VARS),$(var))))
 ifneq ($(strip $(UNKNOWN_VARS)),)
 $(error $(shell python3 scripts/nearest-make-var.py $(UNKNOWN_VARS) -- $(KNOWN_VARS)))
 endif
 
-.PHONY: help venv docker lock lock-check base wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
+.PHONY: help venv docker lock lock-check base base-arm64 wheels images images-cuda data train finetune freeze infer adopt reexport convert quantize \
 	drift-test drift-plan drift-merge images-save images-load images-push images-pull doctor test test-unit faults bench \
 	prune clean clean-all
 
@@ -67,6 +67,9 @@ lock-check: venv ## Fail, naming the file, if a lock is stale or the locks disag
 
 base: venv docker ## The base image: official python slim if a registry answers, else debootstrap
 	$(COLDCHAIN) base
+
+base-arm64: venv docker ## The arm64 base (debootstrap, second stage under qemu); sets up the emulation it needs where missing (as root)
+	$(COLDCHAIN) base --suite bookworm-arm64
 
 wheels: venv lock-check ## Fetch the wheels the image locks pin and verify their hashes
 	$(COLDCHAIN) wheels
@@ -125,9 +128,12 @@ reexport: venv docker lock-check ## Re-export MODEL with a fix: REEXPORT_ARGS="-
 	@test -n "$(MODEL)" || { echo "make reexport: set MODEL=path/to/model (REEXPORT_ARGS=--clear-devices)" >&2; exit 2; }
 	$(COLDCHAIN) reexport "$(MODEL)" --out $(OUT)/reexported $(REEXPORT_ARGS)
 
-drift-test: $(MODEL_OR_CHAIN) | venv docker lock-check ## Run the model (MODEL=DIR, default out/model) in every drift/matrix.toml environment (SHARD=I/N: one shard; DRIFT_ARGS=...)
-	$(COLDCHAIN) drift-test --model $(or $(MODEL),$(OUT)/model) $(if $(MODEL),,--run $(OUT)/run) --out $(OUT)/drift \
-		$(if $(SHARD),--shard $(SHARD)) $(DRIFT_ARGS)
+# PROFILE=arm64: drift/matrix-arm64.toml, the cases run under qemu emulation on x86-64 (README, "An edge device: arm64").
+DRIFT_MATRIX = $(if $(PROFILE),--matrix drift/matrix-$(PROFILE).toml)
+
+drift-test: $(MODEL_OR_CHAIN) | venv docker lock-check ## Run the model (MODEL=DIR, default out/model) in every drift/matrix.toml environment (SHARD=I/N: one shard; PROFILE=arm64: drift/matrix-arm64.toml; DRIFT_ARGS=...)
+	$(COLDCHAIN) drift-test --model $(or $(MODEL),$(OUT)/model) $(if $(MODEL),,--run $(OUT)/run) \
+		--out $(OUT)/drift$(if $(PROFILE),-$(PROFILE)) $(DRIFT_MATRIX) $(if $(SHARD),--shard $(SHARD)) $(DRIFT_ARGS)
 
 drift-plan: venv ## Print how SHARDS=N shards split the drift matrix, as JSON for a CI job matrix
 	@$(COLDCHAIN) drift-plan -q --shards $(or $(SHARDS),2) $(if $(MODEL),--model "$(MODEL)")

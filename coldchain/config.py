@@ -10,6 +10,8 @@ from .errors import UsageError
 
 KIT_LABEL = "io.coldchain.kit"
 RUN_LABEL = "io.coldchain.run"
+# The platform an image (or a base) is for, e.g. linux/arm64: runs pass it, so Docker need not guess.
+PLATFORM_LABEL = "io.coldchain.platform"
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,27 @@ class BaseSpec:
     glibc: str  # newest manylinux tag the suite's glibc accepts
     packages: tuple[str, ...] = ("python3", "python3-venv")  # what debootstrap installs
     tag: str = ""  # local image tag; defaults to the name
+    # The machine its binaries are for: another than the host's runs under qemu user emulation
+    # (environments/emulation.py), the same image runs natively on such a machine.
+    platform: str = "linux/amd64"
 
     @property
     def local_image(self) -> str:
         return f"coldchain-base:{self.tag or self.name}"
+
+    @property
+    def arch(self) -> str:
+        """Debian's name for the architecture (debootstrap --arch, Docker's platform)."""
+        return self.platform.split("/")[1]
+
+    @property
+    def machine(self) -> str:
+        """The kernel's name for it (uname -m, wheel platform tags, ELF e_machine's meaning)."""
+        return MACHINES.get(self.arch, self.arch)
+
+
+# Docker/Debian architecture -> uname -m.
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,10 @@ LOCKS: dict[str, LockSpec] = {
                  base="bullseye"),
         LockSpec("drift-infer-numpy-drift", "drift/locks/infer-numpy-drift.in",
                  "drift/locks/infer-numpy-drift.lock", "3.11"),
+        # The edge device: the inference lock's own input resolved for aarch64 (inside the arm64 base,
+        # so markers such as tensorflow's tensorflow-cpu-aws dependency are judged by an aarch64 Python).
+        LockSpec("drift-arm64", "requirements-infer.in", "drift/locks/arm64-py3.11.lock", "3.11",
+                 agrees_with=("infer-cpu",), base="bookworm-arm64"),
     )
 }
 
@@ -95,6 +118,8 @@ BASES: dict[str, BaseSpec] = {
         BaseSpec("bookworm", "bookworm", "3.11", "python:3.11-slim-bookworm", "2_36"),
         BaseSpec("bullseye", "bullseye", "3.9", "python:3.9-slim-bullseye", "2_31"),
         BaseSpec("trixie", "trixie", "3.13", "python:3.13-slim-trixie", "2_41"),
+        BaseSpec("bookworm-arm64", "bookworm", "3.11", "arm64v8/python:3.11-slim-bookworm", "2_36",
+                 platform="linux/arm64"),
         # For compiling custom TF ops against the training image's headers: bookworm plus g++.
         BaseSpec("bookworm-devel", "bookworm", "3.11", "python:3.11-bookworm", "2_36",
                  packages=("python3", "python3-venv", "g++")),

@@ -70,6 +70,12 @@ class BaseImageError(ColdchainError):
     exit_code = Exit.BASE_IMAGE
 
 
+class EmulationUnavailable(ColdchainError):
+    """An image for another machine (arm64 on x86-64) needs qemu emulation this host lacks and cannot set up."""
+
+    exit_code = Exit.EMULATION
+
+
 class BuildError(ColdchainError):
     """`docker build` failed; carries the image, the failing step and the log tail."""
 

@@ -53,14 +53,15 @@ class FakeEngine(Engine):
         return self._store(ref)
 
     def build(self, context: Path, *, dockerfile, buildargs, labels, tag, log, nocache=False,
-              keep_stages=False) -> ImageInfo:
+              keep_stages=False, platform=None) -> ImageInfo:
         if self._labelling(context):
             # files_record.label_with_record: a label-only build on the image just built; Docker keeps the
             # unlabelled one as its hidden parent, not as a nameless image.
             self.labelled.append(tag)
             return self._store(tag, labels)
         self.builds.append({"context": context.read_bytes(), "dockerfile": dockerfile, "buildargs": buildargs,
-                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache})
+                            "labels": labels, "tag": tag, "keep_stages": keep_stages, "nocache": nocache,
+                            "platform": platform})
         if self.fail_build:
             raise BuildError(f"building {tag} failed", image=tag, log_tail=self.fail_build)
         if tag in self.images and not any(ref != tag and info.id == self.images[tag].id

@@ -49,8 +49,9 @@ def contract_strings() -> dict[str, str]:
 
 
 TENSOR_NAME = re.compile(r"^(input|logits|probabilities|top_k):\d+$")
-# Literals that spell a contract value but belong to another program: pip's own --report.
-NOT_THE_CONTRACT = {("coldchain/environments/requirements.py", "--report")}
+# Literals that spell a contract value but belong to another program: pip's own --report, docker save's index.
+NOT_THE_CONTRACT = {("coldchain/environments/requirements.py", "--report"),
+                    ("coldchain/environments/rootfs_image.py", "manifest.json")}
 
 
 def string_literals(path: Path):

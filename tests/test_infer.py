@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,22 @@ def test_with_trust_a_tampered_model_is_refused_before_any_container(engine, pro
                    str(public))
     assert result.exit_code == Exit.USAGE and "model.pb: changed after signing" in result.output
     assert engine.runs == [] and not output.exists()
+
+
+def test_with_env_the_drift_environments_image_runs_the_model(engine, project, model, pictures, monkeypatch):
+    """--env arm64: the image of that matrix environment (built from its own lock), not infer-cpu."""
+    (project.root / "drift").mkdir()
+    shutil.copyfile(ROOT / "drift" / "matrix.toml", project.root / "drift" / "matrix.toml")
+    asked = []
+    monkeypatch.setattr("coldchain.steps.infer.ensure_image",
+                        lambda engine, project, spec, options: asked.append(spec) or IMAGE)
+    result = infer(project, "--env", "arm64", "--model", str(model), "--output", str(project.root / "p.jsonl"),
+                   str(pictures))
+    assert result.exit_code == 0, result.output
+    assert [(spec.lock, spec.base, spec.env) for spec in asked] == [("drift-arm64", "bookworm-arm64", "arm64")]
+
+
+def test_env_with_another_runtime_is_refused(engine, project, model, pictures):
+    result = CliRunner().invoke(main, ["infer", "--project", str(project.root), "--env", "arm64", "--runtime",
+                                       "onnxruntime", "--model", str(model), str(pictures)])
+    assert result.exit_code == Exit.USAGE and "--env arm64 runs TensorFlow" in result.output

@@ -73,10 +73,12 @@ def freeze_command(project: Project, run: Path, out: Path, sign_key: Path | None
 @options.allow_op
 @options.trust
 @options.infer_threads
+@options.env_name
+@options.matrix
 def infer_command(project: Project, model: Path, output: Path | None, inputs: tuple[Path, ...], runtime: str, precision: str,
                   bf16_tolerance: float, no_xnnpack: bool, golden_bound: float | None, golden_cache: bool,
-                  allowed_ops: tuple[str, ...], trust: tuple[Path, ...], threads, device: str, memory: str, prefix: str,
-                  timeout_s, extra):
+                  allowed_ops: tuple[str, ...], trust: tuple[Path, ...], threads, env_name: str | None, matrix_path: Path,
+                  device: str, memory: str, prefix: str, timeout_s, extra):
     """Predict in the inference container (no network, read-only model), after checking the model's
     sha256, its manifest, the runtime (doctor) and the golden probe. With --runtime onnxruntime or
     openvino, in the runtimes image, on the model's conversion (made or remade first when missing or
@@ -97,8 +99,8 @@ def infer_command(project: Project, model: Path, output: Path | None, inputs: tu
     images, arguments = split_images(extra)
     request = InferRequest(model=model, output=output, inputs=inputs + images, runtime=runtime, precision=precision,
                            bf16_tolerance=bf16_tolerance, golden_cache=golden_cache, entered=entered, trust=trust,
-                           threads=threads, xnnpack=not no_xnnpack, golden_bound=golden_bound,
-                           settings=step_settings(device, memory, prefix, timeout_s,
+                           threads=threads, xnnpack=not no_xnnpack, golden_bound=golden_bound, env_name=env_name,
+                           matrix_path=matrix_path, settings=step_settings(device, memory, prefix, timeout_s,
                                                   arguments + allow_op_arguments(allowed_ops)))
     click.echo(infer(base.connect, project, request))
 

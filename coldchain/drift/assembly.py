@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import IMAGES, Project
+from ..config import BASES, IMAGES, Project
 from ..confine import read_manifest
 from ..contract import (FLAG_REPORT, GOLDEN_LOGITS_KEY, MOUNT_REPORT, OUTCOME_NOT_APPLICABLE,
                         describe_numerics)
 from ..engine import Engine
+from ..environments.emulation import emulated
 from ..environments.images import BuildOptions, ensure_image
 from ..environments.matrix import DEFAULT_VARIANT, Matrix
 from ..fsutil import file_sha256
@@ -32,6 +33,7 @@ def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, ima
                               "lock": env.image_spec().locked.lock, "device": env.device,
                               "tensorflow": image.info.labels.get("io.coldchain.tensorflow.version"),
                               "python": image.info.labels.get("io.coldchain.python.version"),
+                              **_platform(env),
                               "must_match_training_lock": env.must_match_training_lock}
     return {
         "matrix": str(matrix.path.relative_to(project.root)) if matrix.path.is_relative_to(project.root)
@@ -52,6 +54,13 @@ def assemble_report(project: Project, matrix: Matrix, options: DriftOptions, ima
         "host_cpu_flags": numerics_flags(),
         "host_cpu_class": cpu_class(),
     }
+
+
+def _platform(env) -> dict:
+    """Which machine the environment's image is for, and whether this host ran it under qemu: emulated
+    times are this host's, never that machine's speed."""
+    base = BASES[env.image_spec().base]
+    return {"platform": base.platform, "emulated": emulated(base)}
 
 
 def summarise(cases: list[dict]) -> dict:

@@ -136,6 +136,8 @@ def container_kwargs(spec: RunSpec) -> dict:
     )
     if spec.user:
         kwargs["user"] = spec.user
+    if spec.platform:
+        kwargs["platform"] = spec.platform
     if spec.gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     return kwargs
@@ -202,12 +204,12 @@ class DockerEngine(Engine):
 
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
               labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
-              keep_stages: bool = False) -> ImageInfo:
+              keep_stages: bool = False, platform: str | None = None) -> ImageInfo:
         steps: list[str] = []  # the Step and ---> lines: which image ended which stage
         finished = False
         try:
             image_id = self._build(context, dockerfile=dockerfile, buildargs=buildargs, labels=labels, tag=tag,
-                                   log=log, nocache=nocache, steps=steps)
+                                   log=log, nocache=nocache, steps=steps, platform=platform)
             self.tag(image_id, tag)
             finished = True
         finally:
@@ -219,7 +221,7 @@ class DockerEngine(Engine):
         return info
 
     def _build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str], labels: dict[str, str],
-               tag: str, log: LogSink, nocache: bool, steps: list[str]) -> str:
+               tag: str, log: LogSink, nocache: bool, steps: list[str], platform: str | None = None) -> str:
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         image_id = None
         try:
@@ -227,7 +229,7 @@ class DockerEngine(Engine):
                 stream = self.long_client.api.build(fileobj=handle, custom_context=True, dockerfile=dockerfile,
                                                buildargs=buildargs, labels=labels, rm=True, forcerm=True,
                                                pull=False, decode=True, nocache=nocache,
-                                               network_mode="none")
+                                               network_mode="none", platform=platform)
                 for event in stream:
                     if "stream" in event:
                         for line in event["stream"].splitlines():

@@ -62,6 +62,7 @@ class RunSpec:
     # Not the container's random id: TensorFlow quotes the host name in its errors ("binary running on
     # ..."), and reports of the same run must read the same whichever container made them.
     hostname: str = "coldchain"
+    platform: str | None = None  # e.g. linux/arm64 for another machine's image (run under emulation)
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,15 @@ class Engine(ABC):
 
     @abstractmethod
     def import_rootfs(self, tarball: Path, ref: str, changes: list[str]) -> ImageInfo:
-        """Create an image from a root filesystem tarball (docker import)."""
+        """Create an image from a root filesystem tarball (docker import), for the daemon's own platform
+        (another machine's root file system is loaded as an image archive: environments/rootfs_image.py)."""
 
     @abstractmethod
     def build(self, context: Path, *, dockerfile: str, buildargs: dict[str, str],
               labels: dict[str, str], tag: str, log: LogSink, nocache: bool = False,
-              keep_stages: bool = False) -> ImageInfo:
-        """Build from a context tarball; tags only after the whole build succeeded.
+              keep_stages: bool = False, platform: str | None = None) -> ImageInfo:
+        """Build from a context tarball (for `platform`, e.g. linux/arm64, where not the daemon's own);
+        tags only after the whole build succeeded.
         Raises BuildError with the log tail. Unless `keep_stages`, the images that ended earlier
         build stages (an install stage's wheels and venv) are removed afterwards, failed or not."""
 

@@ -12,10 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import KIT_LABEL, BaseSpec, Project
+from ..config import KIT_LABEL, PLATFORM_LABEL, BaseSpec, Project
 from ..engine import Engine, RunSpec
+from .emulation import emulated, set_up as set_up_emulation
 from ..errors import BaseImageError
 from ..fsutil import atomic_write_text
+from .rootfs_image import write_archive
 from ..owner import Owner
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,9 @@ def _read_cache(cache: Path | None) -> dict:
 
 def resolve_base(engine: Engine, project: Project, spec: BaseSpec, override: str | None = None,
                  *, allow_pull: bool = True) -> ResolvedBase:
-    """Choose the base, logging which one and why."""
+    """Choose the base, logging which one and why. A base for another machine first makes sure this
+    host can emulate it (environments/emulation.py: installs and registers qemu as root, or refuses)."""
+    set_up_emulation(spec)
     if override:
         info = engine.inspect_image(override) or (engine.pull(override) if allow_pull else None)
         if info is None:
@@ -128,11 +132,7 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
     project.build_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=project.build_dir, prefix=f"rootfs-{spec.suite}-{Owner.current().mark}-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
-        if mirror:
-            command.append(mirror)
-        log.info("debootstrap %s (about a minute)", spec.suite)
-        _run(command, f"debootstrap {spec.suite}", rootfs / "debootstrap" / "debootstrap.log")
+        _debootstrap(spec, rootfs, mirror)
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / cache).glob("*"):
                 if entry.is_file():
@@ -140,10 +140,35 @@ def build_local_base(engine: Engine, project: Project, spec: BaseSpec):
         tarball = Path(tmp) / "rootfs.tar"
         _run(["tar", "--sort=name", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."],
              "packing the root filesystem")
-        changes = [
-            f'LABEL {KIT_LABEL}=coldchain io.coldchain.base.suite={spec.suite} io.coldchain.base.builder=debootstrap '
-            f'io.coldchain.base.name={spec.name}',
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
-            'CMD ["/bin/bash"]',
-        ]
+        labels = {KIT_LABEL: "coldchain", "io.coldchain.base.suite": spec.suite,
+                  "io.coldchain.base.builder": "debootstrap", "io.coldchain.base.name": spec.name,
+                  PLATFORM_LABEL: spec.platform}
+        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]
+        if emulated(spec):  # docker import would call it this daemon's architecture
+            archive = Path(tmp) / "image.tar"
+            write_archive(tarball, archive, ref=spec.local_image, platform=spec.platform, labels=labels, env=env,
+                          cmd=["/bin/bash"])
+            engine.load_images(archive)
+            info = engine.inspect_image(spec.local_image)
+            if info is None:
+                raise BaseImageError(f"docker load of the {spec.name} root file system did not produce {spec.local_image}")
+            return info
+        changes = ["LABEL " + " ".join(f"{key}={value}" for key, value in labels.items()),
+                   "ENV " + " ".join(env), 'CMD ["/bin/bash"]']
         return engine.import_rootfs(tarball, spec.local_image, changes)
+
+
+def _debootstrap(spec: BaseSpec, rootfs: Path, mirror: str | None) -> None:
+    """Another machine's root file system in two stages: unpack here, then configure its packages by
+    running its own binaries under qemu (the binfmt handler's F flag serves them inside the chroot)."""
+    foreign = emulated(spec)
+    command = ["debootstrap", "--variant=minbase", f"--arch={spec.arch}", *(["--foreign"] if foreign else []),
+               f"--include={','.join(spec.packages)}", spec.suite, str(rootfs)]
+    if mirror:
+        command.append(mirror)
+    log.info("debootstrap %s %s (about a minute%s)", spec.suite, spec.arch,
+             "; then its second stage under emulation, several more" if foreign else "")
+    _run(command, f"debootstrap {spec.suite} ({spec.arch})", rootfs / "debootstrap" / "debootstrap.log")
+    if foreign:
+        _run(["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"],
+             f"debootstrap's second stage for {spec.arch} (under qemu)", rootfs / "debootstrap" / "debootstrap.log")

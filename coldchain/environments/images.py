@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import __version__
 from .bases import ResolvedBase, resolve_base
-from ..config import BASES, KIT_LABEL, ImageSpec, Project
+from ..config import BASES, KIT_LABEL, PLATFORM_LABEL, ImageSpec, Project
 from .context import BuildContext
 from .files_record import label_with_record
 from .image_sbom import SBOM_FORMAT, SBOM_FORMAT_LABEL, sbom_labels
@@ -78,6 +78,7 @@ def image_labels(spec: ImageSpec, lock, base: ResolvedBase, revision: str) -> di
         "io.coldchain.tensorflow.version": lock.version("tensorflow") or "",
         "io.coldchain.numpy.version": lock.version("numpy") or "",
         "io.coldchain.python.version": base.python_version,
+        PLATFORM_LABEL: BASES[spec.base].platform,
         **({"io.coldchain.drift.env": spec.env} if spec.env else {}),
         SBOM_FORMAT_LABEL: SBOM_FORMAT,  # the SBOM itself is added after the build, with the file record's label
     }
@@ -229,6 +230,7 @@ def build_image(engine: Engine, project: Project, spec: ImageSpec, options: Buil
         "EXPECT_PYTHON": base_spec.python,
         "EXPECT_TENSORFLOW": lock.version("tensorflow") or "",
         "EXPECT_NUMPY": lock.version("numpy") or "",
+        "EXPECT_MACHINE": base_spec.machine,
     }
     return build_context(engine, project, BuildRequest(spec=spec, tag=plan.tag, context=context, labels=plan.labels,
                                                        buildargs=buildargs, fingerprint_files=known, base=base,
@@ -276,8 +278,8 @@ def build_context(engine: Engine, project: Project, request: BuildRequest, optio
         log.info("building %s from %s", tag, request.description)
         try:
             info = engine.build(tarball, dockerfile=request.spec.dockerfile, buildargs=request.buildargs, labels=labels,
-                                tag=tag, log=_build_log(request.spec.name),
-                                nocache=options.nocache, keep_stages=options.keep_stages)
+                                tag=tag, log=_build_log(request.spec.name), nocache=options.nocache,
+                                keep_stages=options.keep_stages, platform=BASES[request.spec.base].platform)
             info = label_with_record(engine, info, tag, finishing)
         except BuildError as error:
             error.fix = error.fix or _hint(error.log_tail or "", request.hint_lock)

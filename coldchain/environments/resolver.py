@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 from .bases import resolve_base
+from .emulation import emulated
+from .foreign_lock import hash_for_machine
 from ..config import BASES, KIT_LABEL, LOCKS, LockSpec, Project
 from ..contract import MOUNT_OUT
 from ..engine import Engine, Mount, RunSpec
@@ -29,7 +31,7 @@ _RESOLVE_SCRIPT = r"""
 python3 -m venv /tmp/resolver
 /tmp/resolver/bin/python -m pip install --quiet --disable-pip-version-check "pip>=23" "pip-tools==$1"
 cd /project
-exec /tmp/resolver/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+exec /tmp/resolver/bin/pip-compile --quiet ${5:+"$5"} --allow-unsafe --strip-extras \
     --no-emit-index-url --no-emit-find-links --no-emit-trusted-host --cache-dir /tmp/cache \
     --output-file "$4/$3" "$2"
 """
@@ -50,9 +52,16 @@ def _ca_bundle() -> Path | None:
     return None
 
 
+def resolved_in_base(spec: LockSpec) -> bool:
+    """A lock for another Python or another machine: pip-compile judges markers (python_version,
+    platform_machine: aarch64's tensorflow needs tensorflow-cpu-aws) by the interpreter it runs under,
+    so it runs under the base's own python3, emulated where the base is another machine's."""
+    return spec.python != host_python() or emulated(BASES[spec.base])
+
+
 def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, upgrade: bool = False) -> Path:
     """pip-compile `spec` inside its base image (which needs the network while resolving)."""
-    if spec.python == host_python():
+    if not resolved_in_base(spec):
         raise LockError(f"{spec.lock} targets this host's Python {spec.python}; resolve it on the host")
     base = resolve_base(engine, project, BASES[spec.base])
     target = project.path(spec.lock)
@@ -72,10 +81,15 @@ def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, up
         for name in ("PIP_INDEX_URL", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY"):
             if os.environ.get(name):
                 environment[name] = os.environ[name]
+        # Another machine's lock is hashed on the host (foreign_lock.py): under qemu, pip-tools' hashing
+        # of every file of every pinned version would take hours.
+        foreign = emulated(BASES[spec.base])
         run = RunSpec(image=base.image_id, command=("sh", "-ec", _RESOLVE_SCRIPT, "resolve", pip_tools_version(project),
-                                                    spec.source, target.name, MOUNT_OUT),
+                                                    spec.source, target.name, MOUNT_OUT,
+                                                    "" if foreign else "--generate-hashes"),
                       mounts=tuple(mounts), environment=environment, network="bridge", user="65534:65534",
-                      tmpfs={"/tmp": "rw,exec,size=4g"}, labels={KIT_LABEL: "coldchain"})
+                      tmpfs={"/tmp": "rw,exec,size=4g"}, labels={KIT_LABEL: "coldchain"},
+                      platform=BASES[spec.base].platform)
         log.info("resolving %s with Python %s inside %s", spec.source, base.python_version, base.ref)
         result = engine.run(run, log=lambda line: log.debug("resolver | %s", line))
         if result.exit_code != 0:
@@ -85,5 +99,7 @@ def compile_lock_in_base(engine: Engine, project: Project, spec: LockSpec, *, up
                             fix=f"fix the requirement in {spec.source} the log names; if the index is unreachable "
                                 "from containers, check PIP_CERT / proxy settings and rerun 'make lock'")
         text = (staging / target.name).read_text()
+        if foreign:
+            text = hash_for_machine(project, spec, BASES[spec.base], text)
         atomic_write_text(target, stamp_lock(text, input_sha256(project, spec)))
     return target

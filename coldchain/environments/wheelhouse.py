@@ -34,11 +34,14 @@ class Wheel:
     sha256: str  # "sha256:<hex>" of this file, verified to be one the lock pins
 
 
-def platform_args(python: str, glibc: str) -> list[str]:
-    """pip download flags for the image's interpreter and libc, not the host's."""
+def platform_args(python: str, glibc: str, machine: str = "x86_64") -> list[str]:
+    """pip download flags for the image's interpreter, libc and machine, not the host's."""
     major, newest = (int(x) for x in glibc.split("_"))
-    tags = [f"manylinux_{major}_{minor}_x86_64" for minor in range(5, newest + 1)]
-    tags += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    # manylinux2014 is the first to define aarch64 wheels (glibc 2.17).
+    oldest = 5 if machine == "x86_64" else 17
+    tags = [f"manylinux_{major}_{minor}_{machine}" for minor in range(oldest, newest + 1)]
+    legacy = ("manylinux2014", "manylinux2010", "manylinux1") if machine == "x86_64" else ("manylinux2014",)
+    tags += [f"{name}_{machine}" for name in legacy] + [f"linux_{machine}"]
     args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python]
     for tag in tags:
         args += ["--platform", tag]
@@ -48,7 +51,10 @@ def platform_args(python: str, glibc: str) -> list[str]:
 class Wheelhouse:
     def __init__(self, project: Project, base: BaseSpec):
         self.base = base
-        self.directory = project.wheelhouse / f"cp{base.python.replace('.', '')}"
+        # One directory per machine: a lock's pins carry the hashes of every platform's wheel, so an
+        # aarch64 numpy beside the x86-64 one would pass the hash check of either image.
+        suffix = "" if base.machine == "x86_64" else f"-{base.machine}"
+        self.directory = project.wheelhouse / f"cp{base.python.replace('.', '')}{suffix}"
         self._verified: dict[Path, str] = {}
 
     def _hash(self, path: Path) -> str:
@@ -91,17 +97,29 @@ class Wheelhouse:
             wheels.append(Wheel(pin, candidates[0], self._hash(candidates[0])))
         return wheels
 
-    def _download(self, spec: LockSpec, pins: list[Pin]) -> None:
+    def fetch_for_hashing(self, spec: LockSpec, pins: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """The sha256 of this machine's wheels of each (name, version), fetched where missing: how a
+        lock resolved for another machine gets its hashes (foreign_lock.py)."""
+        missing = [(name, version) for name, version in pins
+                   if not self._present(Pin(normalize(name), version, frozenset(), 0))]
+        if missing:
+            self._download(spec, [f"{name}=={version}\n" for name, version in missing], require_hashes=False)
+        return {(normalize(name), version): [self._hash(path) for path in
+                                             self._present(Pin(normalize(name), version, frozenset(), 0))]
+                for name, version in pins}
+
+    def _download(self, spec: LockSpec, pins: list[Pin] | list[str], *, require_hashes: bool = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.directory.parent, prefix=".download-") as tmp:
             requirements = Path(tmp) / "requirements.txt"
             requirements.write_text("".join(
                 f"{pin.name}=={pin.version} " + " ".join(f"--hash={h}" for h in sorted(pin.hashes)) + "\n"
-                for pin in pins))
+                if isinstance(pin, Pin) else pin for pin in pins))
             target = Path(tmp) / "wheels"
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            command = [sys.executable, "-m", "pip", "download", "--no-deps",
+                       *(["--require-hashes"] if require_hashes else []),
                        "--progress-bar", "off", "--dest", str(target), "-r", str(requirements),
-                       *platform_args(self.base.python, self.base.glibc)]
+                       *platform_args(self.base.python, self.base.glibc, self.base.machine)]
             result = subprocess.run(command, capture_output=True, text=True, check=False, shell=False,
                                     env=dict(os.environ, PIP_FIND_LINKS=""))
             if result.returncode != 0:

@@ -18,16 +18,16 @@ log = logging.getLogger(__name__)
 def compile_locks(connect: Callable[[], Engine], project: Project, names: tuple[str, ...], upgrade: bool) -> None:
     """pip-compile each named lock (default: all): on this host where it runs the lock's Python, else in
     the lock's base image (the engine is connected only then)."""
-    from ..environments.locks import compile_lock, host_python
-    from ..environments.resolver import compile_lock_in_base
+    from ..environments.locks import compile_lock
+    from ..environments.resolver import compile_lock_in_base, resolved_in_base
 
     for name in names or list(LOCKS):
         spec = LOCKS[name]
         log.info("resolving %s -> %s", spec.source, spec.lock)
-        if spec.python == host_python():
-            compile_lock(project, spec, upgrade=upgrade)
-        else:
+        if resolved_in_base(spec):
             compile_lock_in_base(connect(), project, spec, upgrade=upgrade)
+        else:
+            compile_lock(project, spec, upgrade=upgrade)
 
 
 def fetch_wheels(project: Project, names: tuple[str, ...]) -> None:

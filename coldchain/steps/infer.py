@@ -24,7 +24,8 @@ from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, FLAG_BATCH_S
                         TFLITE_PRECISIONS, artefact_target, quantized_runtimes)
 from . import signing
 from ..engine import Engine
-from ..environments.images import BuiltImage
+from ..environments.images import BuildOptions, BuiltImage, ensure_image
+from ..environments.matrix import environment_image_spec
 from ..errors import UsageError
 from ..fsutil import writing
 from ..owner import Owner
@@ -56,12 +57,20 @@ class InferRequest:
     trust: tuple[Path, ...] = ()  # public keys or certificates model.sig must verify against (--trust)
     entered: float | None = None  # seconds from the process's start to the command: the host's interpreter and imports
     threads: tuple[int, int] | None = None  # --threads: the user's; None: chosen by threads.choose_threads
+    env_name: str | None = None  # --env: a drift-matrix environment's image instead of infer-cpu (e.g. arm64)
+    matrix_path: Path = Path("drift/matrix.toml")
 
 
 def runtime_image(engine: Engine, project: Project, request: InferRequest, model: Path) -> tuple[BuiltImage, str]:
     """The image and role the runtime runs in; for a converted runtime, the model's conversions made
     (or made again) first where missing or stale."""
     settings = request.settings
+    if request.env_name:
+        if request.runtime != RUNTIME_TENSORFLOW:
+            raise UsageError(f"--env {request.env_name} runs TensorFlow; --runtime {request.runtime} has its own image",
+                             fix="drop --env, or use --runtime tensorflow")
+        spec = environment_image_spec(project, request.matrix_path, request.env_name, "--env")
+        return ensure_image(engine, project, spec, BuildOptions(prefix=settings.prefix)), "infer"
     if request.runtime == RUNTIME_TENSORFLOW:
         return ensure_images(engine, project, "infer", settings.device, settings.prefix), "infer"
     image = runtimes_image(engine, project, settings.prefix)

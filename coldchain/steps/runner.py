@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import KIT_LABEL, RUN_LABEL
+from ..config import KIT_LABEL, PLATFORM_LABEL, RUN_LABEL
 from ..contract import (ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_PATH_MAP, EXIT_MEANINGS, MODULES, Exit,
                         is_progress, last_error)
 from ..engine import Engine, Mount, RunResult, RunSpec
@@ -110,7 +110,8 @@ def spec_for(run: ModuleRun) -> RunSpec:
     return RunSpec(image=run.image.id, command=("python", "-m", MODULES[run.module], *run.arguments),
                    mounts=tuple(mounts), environment=environment, user=run.user or container_user(),
                    mem_limit=run.memory, gpus=run.gpus, labels={KIT_LABEL: "coldchain", RUN_LABEL: run.run_id},
-                   name=run.name, timeout_s=run.timeout_s, read_only_root=run.read_only_root, **extra)
+                   name=run.name, timeout_s=run.timeout_s, read_only_root=run.read_only_root,
+                   platform=run.image.labels.get(PLATFORM_LABEL), **extra)
 
 
 def progress(name: str) -> Callable[[str], None]:

@@ -313,6 +313,7 @@ class Exit:
     ENGINE = 18  # the container engine refused a request
     OUT_OF_MEMORY = 19  # a container was killed for exceeding its memory limit
     IMAGE_CORRUPT = 20  # images --verify: an image's files differ from the record made when it was built
+    EMULATION = 21  # an image for another machine needs qemu emulation this host lacks and cannot set up
     # The host CLI's own bug (an exception no handler knew): not 1, which a CI job reads as a drift verdict.
     # 70 is sysexits' EX_SOFTWARE. A container's internal error is CONTAINER (15), with its log tail.
     INTERNAL = 70
@@ -339,6 +340,7 @@ EXIT_MEANINGS = {
     Exit.ENGINE: "the Docker daemon refused a request",
     Exit.OUT_OF_MEMORY: "a container was killed for exceeding its memory limit",
     Exit.IMAGE_CORRUPT: "images --verify: an image's files differ from their build-time record, or its SBOM from its lock",
+    Exit.EMULATION: "an image for another machine (arm64) needs qemu emulation this host cannot set up (root)",
     Exit.INTERNAL: "an internal error of coldchain on the host (a bug: rerun with -v and report it)",
     Exit.HANGUP: "hung up (SIGHUP); the running container and staged outputs were removed",
     Exit.INTERRUPTED: "interrupted (Ctrl-C)",
@@ -368,6 +370,7 @@ class Code:
     GRAPH_TOO_NEW = "graph-too-new"
     GRAPH_TOO_OLD = "graph-too-old"
     BAD_CONSUMER = "bad-consumer"
+    OP_LIBRARY_ARCH = "op-library-wrong-architecture"  # an x86-64 .so on aarch64: no loader can map it
     OP_LIBRARY_ABI = "op-library-abi-mismatch"
     OP_LIBRARY_MISSING = "op-library-missing"
     OP_LIBRARY_LOAD = "op-library-load-failed"
@@ -398,7 +401,7 @@ class Code:
 
 FAILURE_CLASSES = (
     Code.NOT_A_GRAPH, Code.MODEL_UNREADABLE, Code.SHA256_MISMATCH, Code.MANIFEST_INVALID, Code.GRAPH_TOO_NEW,
-    Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
+    Code.GRAPH_TOO_OLD, Code.BAD_CONSUMER, Code.OP_LIBRARY_ARCH, Code.OP_LIBRARY_ABI, Code.OP_LIBRARY_MISSING, Code.OP_LIBRARY_LOAD,
     Code.UNREGISTERED_OP, Code.DANGEROUS_OP, Code.UNKNOWN_ATTR, Code.CONVERSION_FAILED, Code.BATCH_NORM_TRAINING,
     Code.TRAINING_OP, Code.REF_DTYPE,
     Code.DEVICE_CLUSTER, Code.DEVICE_UNAVAILABLE, Code.MISSING_NODE, Code.LOAD_ERROR, Code.RUN_ERROR,

@@ -42,12 +42,15 @@ def leading(version: str, parts: int) -> str:
     return ".".join(version.split(".")[:parts])
 
 
-def check_versions(expect_python: str | None, expect_tensorflow: str | None, expect_numpy: str | None) -> dict:
+def check_versions(expect_python: str | None, expect_tensorflow: str | None, expect_numpy: str | None,
+                   expect_machine: str | None = None) -> dict:
     import numpy
     import tensorflow as tf
 
-    found = {"python": platform.python_version(), "tensorflow": tf.__version__, "numpy": numpy.__version__}
-    wanted = {"python": expect_python, "tensorflow": expect_tensorflow, "numpy": expect_numpy}
+    found = {"python": platform.python_version(), "tensorflow": tf.__version__, "numpy": numpy.__version__,
+             "machine": platform.machine()}
+    wanted = {"python": expect_python, "tensorflow": expect_tensorflow, "numpy": expect_numpy,
+              "machine": expect_machine}
     problems = []
     for name, expected in wanted.items():
         if not expected:
@@ -110,11 +113,13 @@ def main(argv=None) -> int:
     parser.add_argument("--expect-python")
     parser.add_argument("--expect-tensorflow")
     parser.add_argument("--expect-numpy")
+    parser.add_argument("--expect-machine", help="uname -m the base promised (x86_64, aarch64)")
     parser.add_argument("--forbid", action="append", default=[],
                         help="a module that must NOT be importable here (e.g. tf_slim in inference)")
     args = parser.parse_args(argv)
     try:
-        report = {"versions": check_versions(args.expect_python, args.expect_tensorflow, args.expect_numpy)}
+        report = {"versions": check_versions(args.expect_python, args.expect_tensorflow, args.expect_numpy,
+                                               args.expect_machine)}
         for module in args.forbid:
             try:
                 __import__(module)

@@ -49,6 +49,11 @@ def onednn_state() -> Dict[str, Any]:
         pass
     if requested is not None and requested.strip().lower() in ("0", "1", "true", "false"):
         decided_by = ENV_ONEDNN
+    elif platform.machine() != "x86_64":
+        # aarch64's TensorFlow (tensorflow-cpu-aws) decides by its own build (oneDNN on the Arm Compute
+        # Library), not by x86 features; under qemu /proc/cpuinfo even lists the emulating host's.
+        decided_by = f"{platform.machine()} build"
+        deciding = []
     else:
         decided_by = "cpu: " + (", ".join(deciding) if deciding else "none of " + ", ".join(ONEDNN_DEFAULT_FLAGS))
     return {"enabled": enabled, "requested": requested, "decided_by": decided_by, "cpu_features": deciding,
@@ -64,7 +69,8 @@ def effective_numerics(intra_op_threads: int = 0, inter_op_threads: int = 0, dev
     return {
         "tensorflow": tf.__version__,
         "onednn": onednn_state(),
-        "isa": [flag for flag in NUMERICS_FLAGS if flag in set(cpu_flags())],
+        # x86 extensions only mean something to x86 kernels (under qemu an aarch64 container reads the host's).
+        "isa": [flag for flag in NUMERICS_FLAGS if flag in set(cpu_flags())] if platform.machine() == "x86_64" else [],
         "intra_op_threads": int(intra_op_threads),
         "inter_op_threads": int(inter_op_threads),
         "threads_effective": [int(intra_op_threads) or count, int(inter_op_threads) or count],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import platform
 import re
 from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence
@@ -33,7 +34,8 @@ from ..graph.graphdef import (ImportFailed, NotAFrozenGraph, UnreadableGraph, cl
                               import_graph, parse_graph_def, placeholder_shape, placeholders, read_model_bytes, sinks,
                               sniff_directory, sniff_name)
 from ..graph.model_files import ModelFiles, ModelLoader
-from ..graph.oplibs import OpLibraryError, abi_compatible, load_op_library, minor_version, read_marker
+from ..graph.oplibs import (OpLibraryError, abi_compatible, architecture_message, load_op_library, minor_version,
+                            read_marker, wrong_architecture)
 from ..runtime import TRACKED_PACKAGES, describe
 from . import opscan
 from .findings import ERROR, WARNING, Finding, blocking, group, outcome_of, where
@@ -358,9 +360,10 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
         candidates[path] = ("given", {})
     known = {}
     for path, (origin, entry) in candidates.items():
-        marker = None
+        marker = machine = None
         if os.path.isfile(path):  # bounded, and no link out of the model directory (confine.Refused)
-            marker = read_marker(read_bounded(path, "op-library", model_dir if origin == "shipped" else None))
+            data = read_bounded(path, "op-library", model_dir if origin == "shipped" else None)
+            marker, machine = read_marker(data), wrong_architecture(data)
         compiled = (marker or {}).get("tensorflow") or entry.get("compiled_against_tensorflow")
         ops = (marker or {}).get("ops") or entry.get("ops") or []
         known[path] = {"ops": ops, "compiled": compiled, "present": os.path.isfile(path)}
@@ -370,6 +373,13 @@ def _library_findings(diagnosis: Diagnosis, options: DoctorOptions, manifest: Op
                 Code.OP_LIBRARY_MISSING, op=",".join(ops),
                 cause=f"the manifest declares op library {name} (ops {ops}) but it is not at {path}",
                 fix="ship the library in the model directory's ops/ folder, as freeze wrote it"))
+            continue
+        if machine is not None:  # before the ABI: the right TensorFlow does not help the wrong machine
+            diagnosis.findings.append(Finding(
+                Code.OP_LIBRARY_ARCH, architecture_message(name, machine),
+                f"compile {name} for {platform.machine()} (against this TensorFlow's headers, in an image of this "
+                "platform) and ship it beside the model, or run inference on an "
+                f"{machine} machine", op=",".join(ops)))
             continue
         compatible = abi_compatible(compiled, tf.__version__)
         if compatible is False:

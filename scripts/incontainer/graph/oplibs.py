@@ -8,6 +8,7 @@ another with `undefined symbol: _ZN3tsl...`. coldchain's libraries embed a marke
 from __future__ import annotations
 
 import hashlib
+import platform
 import re
 from typing import Optional
 
@@ -36,6 +37,33 @@ def describe_library(data: bytes) -> dict:
             "compiled_against_tensorflow": marker.get("tensorflow"), "ops": marker.get("ops", [])}
 
 
+# ELF e_machine -> uname -m (the ELF specification's numbers).
+ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64le", 22: "s390x"}
+
+
+def elf_machine(data: bytes) -> Optional[str]:
+    """The machine an ELF shared library is for, from its header alone (never loaded); None where the
+    bytes are no ELF file. e_machine is the 16-bit field at offset 18, in the byte order EI_DATA names."""
+    if len(data) < 20 or data[:4] != b"\x7fELF":
+        return None
+    number = int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
+    return ELF_MACHINES.get(number, f"elf-machine-{number}")
+
+
+def wrong_architecture(data: bytes, here: Optional[str] = None) -> Optional[str]:
+    """The library's machine where it is not this one's (an x86-64 .so in an aarch64 container): no
+    loader maps it, whatever TensorFlow it was compiled against. None where it matches or is no ELF."""
+    here = here or platform.machine()
+    machine = elf_machine(data)
+    return machine if machine is not None and machine != here else None
+
+
+def architecture_message(name: str, machine: str) -> str:
+    return (f"op library {name} is compiled for {machine} but this runtime runs on {platform.machine()}: a shared "
+            f"library loads only on the machine it was compiled for; build it for {platform.machine()} (in "
+            f"an image of this platform) and ship that beside the model")
+
+
 def minor_version(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
@@ -60,6 +88,9 @@ def load_op_library(path: str):
                              Code.OP_LIBRARY_MISSING) from None
     marker = read_marker(data) or {}
     compiled = marker.get("tensorflow")
+    machine = wrong_architecture(data)
+    if machine is not None:  # dlopen would say only "wrong ELF class" or "cannot open shared object"
+        raise OpLibraryError(architecture_message(path, machine), Code.OP_LIBRARY_ARCH)
     try:
         return tf.load_op_library(path)
     except (tf.errors.NotFoundError, OSError) as error:
