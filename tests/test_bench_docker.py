@@ -54,7 +54,11 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     assert tflite["rows"]["tflite_int8"]["runtime"]["precision_effective"] == "int8"
     held = tflite["rows"]["tflite_int8"]["top1_agreement_vs_tensorflow_fp32"]["held_out"]
     assert held["images"] > 0 and 0 <= held["agreement"] <= 1
-    assert tflite["fastest_int8_at_batch_8"]["variant"] == "tflite_int8"
+    # Named fastest only while it keeps fp32's answers; else listed as too far, whatever its speed.
+    if held["agreement"] >= tflite["min_top1_agreement_for_speed"]:
+        assert tflite["fastest_int8_at_batch_8"]["variant"] == "tflite_int8"
+    else:
+        assert tflite["fastest_int8_at_batch_8"] is None and tflite["int8_too_far_from_fp32"] == ["tflite_int8"]
     # Portable training gives the same model under both simulated CPU classes; the default mode really
     # computed differently under them (the forced oneDNN state shows in what each run recorded).
     reproducibility = results["reproducibility"]["quick"]

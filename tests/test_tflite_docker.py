@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from coldchain.config import RUNTIMES_IMAGE
-from coldchain.contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_GOLDEN_BOUND, QUANTIZED_PRECISIONS, TFLITE_TARGETS,
+from coldchain.contract import (CONVERSION_FILE, CONVERTED_DIR, FLAG_GOLDEN_BOUND, QUANTIZED_MIN_TOP1_FOR_SPEED,
+                                QUANTIZED_PRECISIONS, TFLITE_TARGETS,
                                 Exit)
 from conftest import ROOT, TINY_CLASSES, TINY_TRAIN_PER_CLASS, TINY_VAL_PER_CLASS
 
@@ -100,6 +101,10 @@ def test_int8_predicts_within_its_bound_and_a_tighter_one_is_refused(run_id, tfl
 def test_fastest_considers_int8_only_where_it_is_declared(run_id, tflite_model, tmp_path):
     completed = coldchain(run_id, "infer", "--model", str(tflite_model), "--no-golden-cache", "--runtime", "fastest",
                           "--precision", "int8", "--golden-only", "--output", str(tmp_path / "p.jsonl"))
+    # Picked for speed only while it keeps fp32's top-1 on the golden images (what its conversion measured).
+    if record(tflite_model, "tflite-int8")["golden_measured"]["top1_agreement"] < QUANTIZED_MIN_TOP1_FOR_SPEED:
+        assert completed.returncode != 0 and "a model picked for speed needs" in completed.stderr, completed.stderr
+        return
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     choice = summary["runtime_choice"]

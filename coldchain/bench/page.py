@@ -105,7 +105,11 @@ def tflite(section: dict) -> list[str]:
         lines += ["", f"Fastest int8 at batch 8 (what `infer --runtime fastest --precision int8` considers): "
                       f"{best['variant']}, {fmt(best['images_per_second'])} images/s, "
                       f"{fmt(best['over_tensorflow_fp32'])}x TensorFlow fp32." if best else
-                  "No int8 row passed its golden check.", ""]
+                  "No int8 row passed its golden check and kept TensorFlow fp32's top-1 on "
+                  f"{entry.get('min_top1_agreement_for_speed', 1.0)} of the held-out images.", ""]
+        if entry.get("int8_too_far_from_fp32"):
+            lines[-1:-1] = [f"Not counted for speed (top-1 agreement with fp32 under "
+                            f"{entry.get('min_top1_agreement_for_speed')}): {', '.join(entry['int8_too_far_from_fp32'])}."]
     return lines
 
 

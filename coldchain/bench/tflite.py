@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..config import BENCH_IMAGE, IMAGES, Project
 from ..contract import (FLAG_BATCH, FLAG_IMAGES, FLAG_MODEL, FLAG_NO_XNNPACK, FLAG_PRECISION, FLAG_REPEATS,
-                        FLAG_RUNTIME, MOUNT_IMAGES, MOUNT_MODEL, PRECISION_FP32, PRECISION_INT8, RUNTIME_ONNXRUNTIME,
-                        RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, per_run_target)
+                        FLAG_RUNTIME, MOUNT_IMAGES, MOUNT_MODEL, PRECISION_FP32, PRECISION_INT8,
+                        QUANTIZED_MIN_TOP1_FOR_SPEED, RUNTIME_ONNXRUNTIME, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW,
+                        RUNTIME_TFLITE, per_run_target)
 from ..engine import Engine
 from ..environments.images import BuildOptions, build_images, ensure_image
 from ..errors import ColdchainError
@@ -111,8 +112,22 @@ def summarize_tflite(rows: dict, size: int) -> dict:
     tf32 = at_8("tensorflow_fp32")
     int8 = {name: at_8(name) for name in table
             if ((table[name].get("runtime") or {}).get("precision_effective") == PRECISION_INT8) and at_8(name)}
-    best = max(int8, key=int8.get) if int8 else None
-    return {"input_size": size, "rows": table,
+    # Speed counts only where the answers stay fp32's: a row passing just the bound it measured on itself
+    # can be fast and wrong.
+    agreeing = {name: speed for name, speed in int8.items()
+                if agreement_for_speed(table[name]) >= QUANTIZED_MIN_TOP1_FOR_SPEED}
+    best = max(agreeing, key=agreeing.get) if agreeing else None
+    return {"input_size": size, "rows": table, "min_top1_agreement_for_speed": QUANTIZED_MIN_TOP1_FOR_SPEED,
+            "int8_too_far_from_fp32": sorted(set(int8) - set(agreeing)),
             "fastest_int8_at_batch_8": {"variant": best, "images_per_second": int8[best],
                                         "over_tensorflow_fp32": round(int8[best] / tf32, 3) if tf32 else None}
             if best else None}
+
+
+def agreement_for_speed(row: dict) -> float:
+    """A row's top-1 agreement with TensorFlow fp32: on the held-out images where measured, else the golden."""
+    agreement = row.get("top1_agreement_vs_tensorflow_fp32") or {}
+    held = agreement.get("held_out") or {}
+    if held.get("images"):
+        return held["agree"] / held["images"]
+    return float(agreement.get("golden_images", 0.0))

@@ -22,7 +22,8 @@ from ..contract import (DEFAULT_BF16_TOLERANCE, FLAG_ALLOW_OP, FLAG_ALLOW_SOFT_P
                         RUNTIMES, RUNTIME_FASTEST, RUNTIME_OPENVINO, RUNTIME_TENSORFLOW, STARTUP_KEY, Code, KeptGolden,
                         seconds_since_process_start)
 from ..contract import (FLAG_GOLDEN_BOUND, FLAG_NO_XNNPACK, INFER_PRECISIONS, INFER_RUNTIMES, PRECISION_INT8,
-                        QUANTIZED_PRECISIONS, RUNTIME_TFLITE, TFLITE_PRECISIONS, quantized_runtimes)
+                        QUANTIZED_MIN_TOP1_FOR_SPEED, QUANTIZED_PRECISIONS, RUNTIME_TFLITE, TFLITE_PRECISIONS,
+                        quantized_runtimes)
 from ..data.image_files import BadImageError, decode_image_file, for_spec, list_image_files
 from ..diagnosis.findings import WARNING, group, summarize
 from ..golden.check import check_outputs_only, input_path_findings, run_golden
@@ -378,6 +379,12 @@ def fastest(model_dir: str, config: InferConfig, loader: ModelLoader):
             golden = predictor.check_golden()
         except InsideError as error:
             candidates.append({"runtime": runtime, "refused": str(error)})
+            continue
+        agreement = golden.get("top1_agreement", 1.0)
+        if quantized and agreement < QUANTIZED_MIN_TOP1_FOR_SPEED:
+            predictor.close()
+            candidates.append({"runtime": runtime, "refused": f"keeps fp32's top-1 on {agreement:.2f} of the golden "
+                               f"images, under the {QUANTIZED_MIN_TOP1_FOR_SPEED} a model picked for speed needs"})
             continue
         speed = predictor.images_per_second()
         candidates.append({"runtime": runtime, "golden_ok": golden["ok"], "images_per_second_batch_8": round(speed, 2),
