@@ -262,7 +262,8 @@ no_images = click.option("--no-images", is_flag=True, help="Skip the image build
 no_inference = click.option("--no-inference", is_flag=True, help="Skip the inference speed measurements.")
 no_tflite = click.option("--no-tflite", is_flag=True, help="Skip the TensorFlow Lite rows (fp32 with XNNPACK on "
                                                            "and off, int8, beside TensorFlow fp32).")
-quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds; checks the "
+quick = click.option("--quick", is_flag=True, help="CI mode: tiny input, few repeats, no cold builds, start to first "
+                                                  "prediction of the default model only; checks the "
                                                   "machinery and writes bench/results-quick.json, not the README's "
                                                   "numbers.")
 repeats = click.option(FLAG_REPEATS, type=click.IntRange(1, 50), default=3, show_default=True,

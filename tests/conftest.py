@@ -165,6 +165,21 @@ def tiny_chain(docker_engine, project, run_id, kit_images, tmp_path_factory):
     return work
 
 
+@pytest.fixture(scope="session")
+def quick_reproducibility(docker_engine, project, run_id, kit_images, tiny_chain):
+    """(options, section): `make bench`'s quick reproducibility runs on tiny_chain's data (each training
+    mode under both simulated CPU classes), made once a session in the folder the bench keeps them in.
+    The bench test's `make bench` finds them by their key instead of training four times more; the
+    numerics test compares the portable pair's bytes."""
+    from coldchain.bench.reproducibility import bench_reproducibility
+    from coldchain.bench.suite import BenchPaths, BenchRequest, reproducibility_options
+
+    paths = BenchPaths.of(project, BenchRequest(run=tiny_chain / "run", quick=True))
+    options = reproducibility_options(paths, quick=True, prefix=run_id)
+    shutil.rmtree(options.out, ignore_errors=True)  # trained by this session, never found from an earlier one
+    return options, bench_reproducibility(docker_engine, project, options)
+
+
 def newest_source_mtime() -> float:
     paths = [*ROOT.joinpath("coldchain").rglob("*.py"), *ROOT.joinpath("scripts").rglob("*.py"),
              ROOT / "drift" / "matrix.toml", *ROOT.glob("requirements*.lock"), *ROOT.glob("Dockerfile.*")]

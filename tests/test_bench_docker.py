@@ -15,7 +15,9 @@ pytestmark = pytest.mark.docker
 
 
 def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run_id, session_tags, kit_images,
-                                                    tiny_chain):
+                                                    tiny_chain, quick_reproducibility):
+    """The reproducibility runs are the session's (quick_reproducibility, the same function and folder):
+    the bench finds them by their key instead of training them again."""
     session_tags.append(f"{run_id}-bench:cpu")
     result_file = ROOT / "bench" / "results-quick.json"
     result_file.unlink(missing_ok=True)
@@ -38,6 +40,7 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     assert quick["variants"]["openvino_bf16"]["runtime"]["precision_declared"] == "bf16"
     assert quick["variants"]["openvino_bf16"]["runtime"]["precision_effective"] in ("bf16", "fp32")
     assert quick["recommended_threads"] in quick["threads"]
+    assert quick["first_prediction"]["models"]
     for name, model in quick["first_prediction"]["models"].items():  # the CLI as typed, phase by phase
         assert model["probe_run"]["golden_s"] > 0 and model["probe_run"]["total_s"] > 0, name
         assert model["kept_check_median"] and "golden_s" not in model["kept_check_median"], name
@@ -68,3 +71,4 @@ def test_make_bench_quick_writes_a_valid_result_file(docker_engine, project, run
     portable = reproducibility["runs"]["portable"]
     assert all("oneDNN off" in run["numerics"] and "threads 2/2" in run["numerics"] for run in portable.values())
     assert reproducibility["measured"]["runs"]["cpu_flags"], "dated, with the CPU flags that measured it"
+    assert reproducibility["runs"] == quick_reproducibility[1]["runs"]

@@ -2,7 +2,7 @@
 other class is simulated by forcing TF_ENABLE_ONEDNN_OPTS when the golden is made. Either way every
 oneDNN and thread case must end as expected, because expectations compare the case's effective
 numerics with the golden's. And each training mode is byte-stable with itself; the portable one
-also under both simulated classes."""
+also under both simulated classes (the pair the bench's reproducibility section trains, shared)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from coldchain.bench.reproducibility import SIMULATED_CLASSES
 from coldchain.contract import ENV_ONEDNN
 from coldchain.environments.matrix import load_matrix
 from coldchain.drift.runner import DriftOptions, run_drift_test
@@ -55,28 +56,40 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("mode", ["deterministic", "portable"])
-def test_a_training_mode_gives_the_same_bytes_twice(docker_engine, project, run_id, kit_images, tiny_chain, tmp_path,
-                                                    mode):
-    """Deterministic and portable runs, each twice; the portable pair under both simulated CPU classes
-    (oneDNN forced on for one, off for the other), which portable mode overrides."""
-    classes = ({ENV_ONEDNN: "0"}, {ENV_ONEDNN: "1"}) if mode == "portable" else ({}, {})
-    models = []
-    for index, environment in enumerate(classes):
+def assert_same_bytes(first: tuple[Path, Path], second: tuple[Path, Path]) -> None:
+    """(run, model) twice: every checkpoint file and the frozen graph, byte for byte."""
+    (first_run, first_model), (second_run, second_model) = first, second
+    checkpoint = sorted(path.name for path in first_run.glob("model.ckpt-*"))
+    assert checkpoint and checkpoint == sorted(path.name for path in second_run.glob("model.ckpt-*"))
+    for name in checkpoint:
+        assert digest(first_run / name) == digest(second_run / name), name
+    assert digest(first_model / "model.pb") == digest(second_model / "model.pb")
+
+
+def test_deterministic_training_gives_the_same_bytes_twice(docker_engine, project, run_id, kit_images, tiny_chain,
+                                                           tmp_path):
+    runs = []
+    for index in range(2):
         run, model = tmp_path / f"run{index}", tmp_path / f"model{index}"
         step(docker_engine, project, run_id, kit_images["train"], "train", "train", run, {"/data": tiny_chain / "data"},
-             ("--data", "/data", "--numerics", mode, *TINY_TRAIN), environment)
+             ("--data", "/data", "--numerics", "deterministic", *TINY_TRAIN))
         step(docker_engine, project, run_id, kit_images["train"], "freeze", "freeze", model, {"/run": run},
              ("--run", "/run"))
         numerics = json.loads((run / "config.json").read_text())["numerics"]
-        assert numerics["mode"] == mode
-        if mode == "portable":
-            assert numerics["onednn"]["enabled"] is False and numerics["onednn"]["max_cpu_isa"] == "AVX2"
-            assert numerics["threads_effective"] == [2, 2]
-        else:
-            assert numerics["threads_effective"] == [1, 1]
-        models.append((run, model))
-    (first_run, first_model), (second_run, second_model) = models
-    for name in ("model.ckpt-4.data-00000-of-00001", "model.ckpt-4.index"):
-        assert digest(first_run / name) == digest(second_run / name), name
-    assert digest(first_model / "model.pb") == digest(second_model / "model.pb")
+        assert numerics["mode"] == "deterministic" and numerics["threads_effective"] == [1, 1]
+        runs.append((run, model))
+    assert_same_bytes(*runs)
+
+
+def test_portable_training_gives_the_same_bytes_under_both_simulated_cpu_classes(quick_reproducibility):
+    """The portable pair `make bench --quick` trains (the session's one): oneDNN forced off with its ISA
+    capped at AVX2 for one, forced on for the other; portable mode overrides both."""
+    options, _ = quick_reproducibility
+    runs = [options.run_and_model("portable", simulated) for simulated in SIMULATED_CLASSES]
+    assert {environment[ENV_ONEDNN] for environment in SIMULATED_CLASSES.values()} == {"0", "1"}
+    for run, _ in runs:
+        numerics = json.loads((run / "config.json").read_text())["numerics"]
+        assert numerics["mode"] == "portable"
+        assert numerics["onednn"]["enabled"] is False and numerics["onednn"]["max_cpu_isa"] == "AVX2"
+        assert numerics["threads_effective"] == [2, 2]
+    assert_same_bytes(*runs)

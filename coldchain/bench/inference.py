@@ -114,9 +114,11 @@ def bench_inference(engine: Engine, project: Project, options: InferenceBenchOpt
     threads = {f"intra{intra}_inter{inter}": measure(f"threads intra={intra} inter={inter}", infer, "plain",
                                                     threads=(intra, inter), sizes=middle)
                for intra, inter in thread_grid}
-    first_prediction = _first_prediction(project, {
-        f"default model ({options.run.parent.name}/model)": options.run.parent / "model",
-        f"bench model, {size} px": models["plain"]}, options)
+    # Quick mode times the default model alone: the bench model's runs are the same phases on another size.
+    timed = {f"default model ({options.run.parent.name}/model)": options.run.parent / "model"}
+    if not options.quick:
+        timed[f"bench model, {size} px"] = models["plain"]
+    first_prediction = _first_prediction(project, timed, options)
     # The roofline's ceiling is measured in the run (a GEMM in the inference image); the one derived from
     # /proc/cpuinfo's clock is kept beside it where the clock is reported.
     peak = variants["tensorflow"].get("peak_fp32") or derived_peak_fp32()

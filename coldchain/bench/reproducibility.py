@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..cache import produce, tree_fingerprint
 from ..config import IMAGES, Project
-from ..contract import (ENV_ONEDNN, FLAG_DATA, FLAG_NUMERICS, MANIFEST_FILE, MOUNT_DATA, RUN_CONFIG_FILE,
-                        describe_numerics)
+from ..contract import (ENV_ONEDNN, FLAG_BATCH_SIZE, FLAG_DATA, FLAG_LOG_EVERY, FLAG_MAX_STEPS, FLAG_NUMERICS,
+                        MANIFEST_FILE, MOUNT_DATA, RUN_CONFIG_FILE, describe_numerics)
 from ..engine import Engine
 from ..environments.images import BuildOptions, ensure_image
 from ..hostinfo import cpu_class
@@ -29,6 +29,8 @@ SIMULATED_CLASSES = {
     "as-avx512-vnni": {ENV_ONEDNN: "1"},
 }
 MODES = ("default", "portable")
+# Quick mode (CI): a few steps, enough to compare bytes.
+QUICK_TRAIN_ARGS = (FLAG_MAX_STEPS, "4", FLAG_BATCH_SIZE, "8", FLAG_LOG_EVERY, "2")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class ReproducibilityOptions:
     prefix: str = "coldchain"
     run_id: str = "coldchain-bench"
 
+    def run_and_model(self, mode: str, simulated: str) -> tuple[Path, Path]:
+        """Where the run of `mode` under the `simulated` CPU class and its frozen model are kept."""
+        base = (self.out / f"{mode}-{simulated}").resolve()
+        return base / "run", base / "model"
+
 
 def bench_reproducibility(engine: Engine, project: Project, options: ReproducibilityOptions) -> dict:
     train = ensure_image(engine, project, IMAGES["train-cpu"], BuildOptions(prefix=options.prefix))
@@ -46,16 +53,16 @@ def bench_reproducibility(engine: Engine, project: Project, options: Reproducibi
     runs: dict = {}
     for mode in MODES:
         for simulated, environment in SIMULATED_CLASSES.items():
-            base = options.out / f"{mode}-{simulated}"
+            run, model = options.run_and_model(mode, simulated)
             arguments = (FLAG_DATA, MOUNT_DATA, FLAG_NUMERICS, mode, *options.train_args)
-            step = StepConfig(name="train", role="train", module="train", output=(base / "run").resolve(),
+            step = StepConfig(name="train", role="train", module="train", output=run,
                               inputs={MOUNT_DATA: options.data.resolve()}, arguments=arguments,
                               environment=environment, prefix=options.prefix, run_id=options.run_id, timeout_s=7200)
             key = {"image": train.info.labels.get("io.coldchain.context.sha256"), "args": list(arguments),
                    "environment": environment, "data": data_fingerprint}
             log.info("reproducibility: training in %s mode %s", mode, simulated)
             produce(step.output, key, lambda step=step: run_step(engine, project, step, train))
-            freeze = freeze_step(step.output, (base / "model").resolve(), prefix=options.prefix, run_id=options.run_id)
+            freeze = freeze_step(step.output, model, prefix=options.prefix, run_id=options.run_id)
             produce(freeze.output, {**key, "freeze": True}, lambda freeze=freeze: run_step(engine, project, freeze, train))
             manifest = json.loads((freeze.output / MANIFEST_FILE).read_text())
             numerics = json.loads((step.output / RUN_CONFIG_FILE).read_text())["numerics"]

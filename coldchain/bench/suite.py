@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Project
-from ..contract import FLAG_BATCH_SIZE, FLAG_LOG_EVERY, FLAG_MAX_STEPS
 from ..engine import Engine
 from .results import QUICK_RESULTS, RESULTS, drift_timing, stamp, write_results
 
@@ -66,12 +65,10 @@ def measure(engine: Engine, project: Project, request: BenchRequest) -> dict:
         results["tflite"] = stamp({mode: bench_tflite(engine, project, TfliteBenchOptions(
             run=paths.run, out=paths.out, quick=quick, prefix=prefix))})
     if request.reproducibility:
-        from .reproducibility import ReproducibilityOptions, bench_reproducibility
+        from .reproducibility import bench_reproducibility
 
-        tiny = (FLAG_MAX_STEPS, "4", FLAG_BATCH_SIZE, "8", FLAG_LOG_EVERY, "2") if quick else ()
-        results["reproducibility"] = stamp({mode: bench_reproducibility(engine, project, ReproducibilityOptions(
-            data=paths.run.parent / "data", out=paths.out / ("reproducibility-quick" if quick else "reproducibility"),
-            train_args=tiny, prefix=prefix))})
+        results["reproducibility"] = stamp({mode: bench_reproducibility(engine, project,
+                                                                        reproducibility_options(paths, quick, prefix))})
     if request.adopt:
         from .adopt import AdoptBenchOptions, bench_adopt
 
@@ -94,6 +91,15 @@ def measure(engine: Engine, project: Project, request: BenchRequest) -> dict:
             model=paths.model, out=paths.out / "signing", repeats=1 if quick else request.repeats))})
     results["drift_test"] = drift_timing(project)
     return results
+
+
+def reproducibility_options(paths: BenchPaths, quick: bool, prefix: str):
+    """The training runs the reproducibility measurement makes (and finds again by their key) for this run's data."""
+    from .reproducibility import QUICK_TRAIN_ARGS, ReproducibilityOptions
+
+    return ReproducibilityOptions(data=paths.run.parent / "data",
+                                  out=paths.out / ("reproducibility-quick" if quick else "reproducibility"),
+                                  train_args=QUICK_TRAIN_ARGS if quick else (), prefix=prefix)
 
 
 def run_bench(connect: Callable[[], Engine], project: Project, request: BenchRequest) -> list[str]:
