@@ -142,15 +142,20 @@ def test_bf16_is_refused_where_the_runtime_cannot_compute_it(run_id, runtimes_mo
     assert completed.returncode == Exit.USAGE and "fp32 only" in completed.stderr
 
 
-def test_conversion_failures_name_the_op_and_the_converter():
-    """From the drift report `make drift-test` wrote (CI runs it before the tests): the custom op that
-    neither tf2onnx nor OpenVINO can convert."""
+def drift_report_cases() -> dict:
+    """The cases of the report `make drift-test` wrote (CI runs it before the tests), by name."""
     report_path = made_by_make_drift_test()
     if report_path is None:
         if IN_CI:
             pytest.fail("CI runs make drift-test before the tests; its report is missing or stale")
         pytest.skip("needs a current out/drift report: run make drift-test")
-    cases = {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+    return {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+
+
+def test_conversion_failures_name_the_op_and_the_converter():
+    """From the drift report `make drift-test` wrote (CI runs it before the tests): the custom op that
+    neither tf2onnx nor OpenVINO can convert."""
+    cases = drift_report_cases()
     for name, converter in (("onnxruntime-custom-op", "tf2onnx"), ("openvino-custom-op", "openvino")):
         case = cases[name]
         assert case["outcome"] == "conversion-failed" and case["ok"], case["reasons"]
@@ -160,12 +165,7 @@ def test_conversion_failures_name_the_op_and_the_converter():
 def test_tflite_cases_record_xnnpack_the_precision_computed_and_the_model_s_bound():
     """From the drift report `make drift-test` wrote: TFLite fp32 with XNNPACK on and off and full int8,
     each as expected, with XNNPACK's state, the precision read back and int8's measured bound."""
-    report_path = made_by_make_drift_test()
-    if report_path is None:
-        if IN_CI:
-            pytest.fail("CI runs make drift-test before the tests; its report is missing or stale")
-        pytest.skip("needs a current out/drift report: run make drift-test")
-    cases = {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+    cases = drift_report_cases()
     for name, enabled, precision in (("tflite-fp32-xnnpack", True, "fp32"), ("tflite-fp32-no-xnnpack", False, "fp32"),
                                      ("tflite-int8", True, "int8")):
         case = cases[name]
@@ -180,12 +180,7 @@ def test_openvino_and_onnxruntime_int8_cases_record_the_precision_computed_the_b
     """From the drift report `make drift-test` wrote: OpenVINO (NNCF) and ONNX Runtime (static QDQ) int8,
     each within the bound its conversion measured, computing in int8 as the runtime reports, with the
     CPU's instructions recorded (the int8 outcome must not depend on them: 7-bit weights)."""
-    report_path = made_by_make_drift_test()
-    if report_path is None:
-        if IN_CI:
-            pytest.fail("CI runs make drift-test before the tests; its report is missing or stale")
-        pytest.skip("needs a current out/drift report: run make drift-test")
-    cases = {case["name"]: case for case in json.loads(report_path.read_text())["cases"]}
+    cases = drift_report_cases()
     for name in ("openvino-int8", "onnxruntime-int8"):
         case = cases[name]
         assert case["ok"], case["reasons"]
