@@ -29,7 +29,7 @@ from .tflite_conversion import calibration_for, golden_probabilities
 # unreduced (only the last count % chunk images counted) and raises "No data is collected" when the
 # count is a multiple of the chunk (an adopted model's 16 golden inputs against a chunk of 8).
 ORT_SETTINGS = {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": True,
-                "reduce_range": True, "calibrate_method": "MinMax"}
+                "reduce_range": True, "calibrate_method": "MinMax", "moving_average": True}
 # NNCF: symmetric weights and activations (PERFORMANCE), the 7-bit overflow fix on every layer.
 NNCF_SETTINGS = {"preset": "PERFORMANCE", "overflow_fix": "ENABLE", "fast_bias_correction": True}
 
@@ -59,7 +59,8 @@ def quantize_onnx(model, samples: List[np.ndarray], out_dir: str) -> List[str]:
             quantize_static(float_path, int8_path, Reader(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=ORT_SETTINGS["per_channel"], reduce_range=ORT_SETTINGS["reduce_range"],
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"CalibMovingAverage": ORT_SETTINGS["moving_average"]})
         except Exception as error:  # the quantizer raises bare Exceptions, ValueErrors and ORT's own
             raise ConversionFailed(conversion_message(int8_target(RUNTIME_ONNXRUNTIME), source, error,
                                                       versions(RUNTIME_ONNXRUNTIME))) from None
