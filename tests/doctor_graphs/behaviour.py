@@ -23,8 +23,10 @@ def behaviour(path, soft):
     except Exception:  # noqa: BLE001 - any refusal is the behaviour being recorded
         return "import fails"
     consumed = {name.lstrip("^").split(":")[0] for node in graph_def.node for name in node.input}
+    # A variable's initializer (Assign) is an unconsumed node too; fetched beside the output it would race
+    # the variable's read in one run, so an unfrozen graph would work or fail by scheduling.
     outputs = [graph.get_operation_by_name(node.name).outputs[0] for node in graph_def.node
-               if node.name not in consumed and node.op not in ("Const", "NoOp")
+               if node.name not in consumed and node.op not in ("Const", "NoOp") and not node.op.startswith("Assign")
                and graph.get_operation_by_name(node.name).outputs]
     placeholder = next(node for node in graph_def.node if node.op == "Placeholder")
     dims = [d.size if d.size > 0 else 2 for d in placeholder.attr["shape"].shape.dim] or [2, 8, 8, 3]
