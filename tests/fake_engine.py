@@ -167,3 +167,13 @@ def docker_engine_with(container):
     engine = DockerEngine.__new__(DockerEngine)
     engine.client = engine.long_client = Client()
     return engine
+
+
+def found_images(engine, project, specs, options):
+    """A build_images stand-in: every image already there, TF 2.14.1 on Python 3.11.2 by its labels."""
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(spec=spec, tag=f"{options.prefix}-{spec.name}", reused=True, info=ImageInfo(
+        id=f"sha256:{spec.name}", tags=(), size=7, labels={"io.coldchain.tensorflow.version": "2.14.1",
+                                                           "io.coldchain.python.version": "3.11.2"}))
+            for spec in specs]

@@ -346,18 +346,10 @@ def run_fake_drift_test(tmp_path, monkeypatch, project, wrap=None, **extra) -> t
     """run_drift_test through the fake engine: images found, one re-export, probe containers answered
     by the case names in their plan (the 'silent' one's container fails). `wrap` may stand between the
     containers and those answers; `extra` are more DriftOptions."""
-    from types import SimpleNamespace
-
     from coldchain.contract import ProbeReport, error_line
     from coldchain.drift.runner import DriftOptions, run_drift_test
-    from coldchain.engine import ImageInfo, RunResult
-    from fake_engine import FakeEngine
-
-    def found(engine, project, specs, options):
-        return [SimpleNamespace(spec=spec, tag=f"{options.prefix}-{spec.name}", reused=True, info=ImageInfo(
-            id=f"sha256:{spec.name}", tags=(), size=7, labels={"io.coldchain.tensorflow.version": "2.14.1",
-                                                               "io.coldchain.python.version": "3.11.2"}))
-                for spec in specs]
+    from coldchain.engine import RunResult
+    from fake_engine import FakeEngine, found_images
 
     def answer(spec):
         if spec.command[2] != MODULES["probe"]:
@@ -376,7 +368,7 @@ def run_fake_drift_test(tmp_path, monkeypatch, project, wrap=None, **extra) -> t
     (model / "manifest.json").write_text(json.dumps({"model": {"sha256": "ab" * 32}, "golden": {"numerics": NUMERICS}}))
     engine = FakeEngine()
     engine.run_handler = wrap(answer) if wrap else answer
-    monkeypatch.setattr("coldchain.environments.images.build_images", found)
+    monkeypatch.setattr("coldchain.environments.images.build_images", found_images)
     matrix = load_matrix(write(tmp_path, E2E_MATRIX))
     options = DriftOptions(model=model, run=None, out=tmp_path / "drift", prefix="t", run_id="t-1", jobs=2, **extra)
     return run_drift_test(engine, project, matrix, options), engine.runs

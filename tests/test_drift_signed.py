@@ -63,7 +63,7 @@ def test_a_directory_changed_after_the_hosts_check_refuses_the_run(tmp_path, mon
     """drift_test itself: the host verifies model.sig, hands the list to the probe of the signed mount,
     whose container finds a file changed since; exit 2 naming it, and no report."""
     from coldchain.drift.commands import DriftTestRequest, drift_test
-    from fake_engine import FakeEngine
+    from fake_engine import FakeEngine, found_images
     from test_drift import E2E_MATRIX, write
 
     model, _, public, *_ = signed
@@ -88,17 +88,6 @@ def test_a_directory_changed_after_the_hosts_check_refuses_the_run(tmp_path, mon
                                                              matrix_path=write(tmp_path, E2E_MATRIX)))
     assert caught.value.exit_code == Exit.USAGE == 2
     assert not list(out.glob("drift-report*")) and any(ENV_SIGNED_MODEL_DIR in run.environment for run in engine.runs)
-
-
-def found_images(engine, project, specs, options):
-    from types import SimpleNamespace
-
-    from coldchain.engine import ImageInfo
-
-    return [SimpleNamespace(spec=spec, tag=f"{options.prefix}-{spec.name}", reused=True, info=ImageInfo(
-        id=f"sha256:{spec.name}", tags=(), size=7, labels={"io.coldchain.tensorflow.version": "2.14.1",
-                                                           "io.coldchain.python.version": "3.11.2"}))
-            for spec in specs]
 
 
 def test_the_container_applies_the_list_to_the_scoped_mount_only(monkeypatch):
