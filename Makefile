@@ -171,7 +171,7 @@ faults: venv docker lock-check ## Fault suite, ROUNDS=10 concurrent freeze pairs
 bench: $(OUT)/model/manifest.json | venv docker lock-check ## Inference speed, image costs, adopt, reproducibility across CPU classes -> bench/results.json (BENCH_ARGS=--quick)
 	$(COLDCHAIN) bench --run $(OUT)/run $(BENCH_ARGS)
 
-prune: venv docker ## Remove the kit's superseded images: no name left, no container (each rebuild after an edit leaves one)
+prune: venv docker ## Remove the kit's images this checkout no longer uses: superseded, built from other inputs, or left by killed test sessions
 	$(COLDCHAIN) clean --superseded
 
 clean: ## Remove the kit's containers, images and build leftovers (found by label)

@@ -12,6 +12,15 @@ KIT_LABEL = "io.coldchain.kit"
 RUN_LABEL = "io.coldchain.run"
 # The platform an image (or a base) is for, e.g. linux/arm64: runs pass it, so Docker need not guess.
 PLATFORM_LABEL = "io.coldchain.platform"
+# The tag prefix of one test session's images: cctest-<pid>-<6 hex>. `make prune` removes the tags of
+# sessions whose process is gone (killed before their cleanup ran); a live session's stay.
+TEST_SESSION_PREFIX = "cctest"
+
+
+def test_session_prefix() -> str:
+    import os
+    import uuid
+    return f"{TEST_SESSION_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)

@@ -254,8 +254,9 @@ with_env = click.option("--with", "with_env", default=None,
 
 clean_all = click.option("--all", "everything", is_flag=True, help="Also remove base images and the wheelhouse.")
 superseded = click.option("--superseded", is_flag=True,
-                          help="Only the kit's images that no tag names any more and no container uses (what each "
-                               "rebuild after an edit leaves behind); nothing else.")
+                          help="Only what this checkout no longer uses: the kit's names on images built from "
+                               "another Dockerfile, lock or scripts/incontainer, tags of test sessions that were "
+                               "killed, then every kit image no tag names and no container uses; nothing else.")
 
 no_cold = click.option("--no-cold", is_flag=True, help="Skip the cold (no layer cache) builds.")
 no_images = click.option("--no-images", is_flag=True, help="Skip the image build measurements.")

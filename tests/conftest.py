@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -44,7 +43,8 @@ def project_copy(tmp_path: Path) -> Project:
 @pytest.fixture(scope="session")
 def run_id() -> str:
     """Unique per test session, so parallel runs never share image tags or containers."""
-    return f"cctest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    from coldchain.config import test_session_prefix
+    return test_session_prefix()
 
 
 @pytest.fixture(scope="session")
@@ -67,15 +67,21 @@ def docker_engine():
 def session_tags(docker_engine, run_id):
     """Image tags created by this session, removed at the end. An image that only this session's
     tag holds is a kit image built from this checkout's inputs (a CUDA one is 5 GB and minutes of
-    building): it is kept under the kit's own name when that name is free, as `make images` would
-    have left it, so the next run finds it by its inputs instead of building it again."""
+    building): it is kept under the kit's own name unless that name holds an image of the same inputs,
+    as `make images` would have left it, so the next run finds it by its inputs instead of building it
+    again."""
+    from coldchain.environments.images import SOURCE_LABEL
+
     tags: list[str] = []
     yield tags
     for tag in tags:
         info = docker_engine.inspect_image(tag)
         if info is not None and info.tags == (tag,) and info.labels.get(KIT_LABEL) == "coldchain":
             kit_tag = "coldchain-" + tag.removeprefix(f"{run_id}-")
-            if docker_engine.inspect_image(kit_tag) is None:
+            held = docker_engine.inspect_image(kit_tag)
+            # A name held by an image of other inputs (an older commit's) moves, as a rebuild moves it:
+            # the old image is then superseded, and `make prune` can free its space.
+            if held is None or held.labels.get(SOURCE_LABEL) != info.labels.get(SOURCE_LABEL):
                 docker_engine.tag(info.id, kit_tag)
         docker_engine.remove_image(tag)
 

@@ -193,15 +193,47 @@ def plan_image(engine: Engine, project: Project, spec: ImageSpec, options: Build
     # A lock outside LOCKS has no partner it must agree with; its freshness and hashes still count.
     lock = check_fresh(project, lock_spec) if spec.lock_spec else check_all(project, [spec.lock])[spec.lock]
     base = base or resolve_base(engine, project, BASES[spec.base], options.base_image, allow_pull=options.allow_pull)
+    context, lock_name = source_context(project, spec)
+    labels = image_labels(spec, lock, base, git_revision(project.root))
+    labels[SOURCE_LABEL] = context.fingerprint()
+    return PlannedImage(spec, spec.tag(options.prefix), lock, base, context, lock_name, labels)
+
+
+def source_context(project: Project, spec: ImageSpec) -> tuple[BuildContext, str]:
+    """The build context without the wheels (Dockerfile, lock, scripts/incontainer), whose fingerprint
+    is an image's SOURCE_LABEL; and the name the lock has in it."""
+    lock_spec = spec.locked
     context = BuildContext()
     context.add_file(spec.dockerfile, project.path(spec.dockerfile))
     # A lock that travels with a model lies outside the project: it enters the context under a fixed name.
     lock_name = f"locks/{lock_spec.name}.lock" if Path(lock_spec.lock).is_absolute() else lock_spec.lock
     context.add_file(lock_name, project.path(lock_spec.lock))
     context.add_tree(CONTAINER_SCRIPTS, project.path(CONTAINER_SCRIPTS))
-    labels = image_labels(spec, lock, base, git_revision(project.root))
-    labels[SOURCE_LABEL] = context.fingerprint()
-    return PlannedImage(spec, spec.tag(options.prefix), lock, base, context, lock_name, labels)
+    return context, lock_name
+
+
+def untag_stale(engine: Engine, project: Project, specs: list[ImageSpec]) -> list[str]:
+    """Take the kit's own names (coldchain-*) from images that this checkout would not build: their
+    Dockerfile, lock or scripts/incontainer differ from these files. Nothing rebuilds an image under
+    that name until someone asks for it (a CUDA image only in the tests), so without this the old one
+    keeps 5 GB for good; untagged, it goes with the superseded ones. The tags taken, in order."""
+    taken = []
+    for spec in specs:
+        tag = spec.tag()
+        found = engine.inspect_image(tag)
+        if found is None or found.labels.get(KIT_LABEL) != "coldchain":
+            continue
+        try:
+            current = source_context(project, spec)[0].fingerprint()
+        except OSError as error:  # a lock this checkout no longer has: nothing to compare with, keep it
+            log.debug("kept %s: %s", tag, error)
+            continue
+        if found.labels.get(SOURCE_LABEL) != current:
+            engine.remove_image(tag)
+            taken.append(tag)
+            log.info("%s (%s, %.2f GB) was built from another Dockerfile, lock or scripts/incontainer than "
+                     "this checkout's: name removed", tag, found.id[:19], found.size / 1e9)
+    return taken
 
 
 def build_image(engine: Engine, project: Project, spec: ImageSpec, options: BuildOptions,
