@@ -190,6 +190,20 @@ def test_openvino_and_onnxruntime_int8_cases_record_the_precision_computed_the_b
         assert "avx2" in case["numerics"]["isa"]  # every x86-64 CI machine; VNNI/AMX recorded where present
 
 
+def test_the_int8_artefacts_pass_as_an_emulated_avx2_cpu_with_the_same_artefact_and_bound():
+    """From the drift report `make drift-test` wrote: the same int8 artefacts run as a Haswell under qemu
+    (AVX2, no AVX-512, no VNNI: int16 sums), on whatever CPU this machine has, and the report says which
+    CPU the kernels saw, not the host's."""
+    cases = drift_report_cases()
+    for name in ("openvino-int8", "onnxruntime-int8"):
+        native, emulated = cases[name], cases[f"{name}-avx2"]
+        assert emulated["ok"] and emulated["outcome"] == "pass", emulated["reasons"]
+        assert emulated["numerics"]["emulated_cpu"] == "Haswell-v4"
+        assert emulated["numerics"]["isa"] == ["avx", "avx2", "fma"]
+        assert emulated["runtime"]["artefact"]["files"] == native["runtime"]["artefact"]["files"]
+        assert emulated["golden"]["bound"] == native["golden"]["bound"]
+
+
 def test_fastest_picks_a_golden_passing_runtime_and_says_why(run_id, runtimes_model, tmp_path):
     summary = golden_only(run_id, runtimes_model, tmp_path, "--runtime", "fastest")
     choice = summary["runtime_choice"]

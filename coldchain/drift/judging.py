@@ -142,11 +142,12 @@ def judge(case: CaseSpec, outcome: str | None, finding_codes: set[str], differen
     return resolved, not reasons, reasons
 
 
-def not_applicable_result(case: CaseSpec, env: EnvSpec, image: BuiltImage, why: str) -> CaseResult:
-    """A case whose variant could not be made: no container, not a failure."""
+def not_applicable_result(case: CaseSpec, env: EnvSpec, image: BuiltImage, why: str, what: str = "") -> CaseResult:
+    """A case whose variant could not be made (or that this host cannot run, `what`): no container, not a
+    failure."""
     return CaseResult(case=case, env=env, image=image.tag, image_labels=image.info.labels, expected=case.expect,
                       resolved=case.expect, outcome=OUTCOME_NOT_APPLICABLE, ok=True, probe=None, lock_drift=[],
-                      seconds=0.0, reasons=[f"not applicable: variant {case.variant}: {why}"])
+                      seconds=0.0, reasons=[f"not applicable: {what or f'variant {case.variant}'}: {why}"])
 
 
 def probe_result(case: CaseSpec, env: EnvSpec, image: BuiltImage, probe: dict | None, model: Path, drift: list[str],

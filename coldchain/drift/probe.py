@@ -77,9 +77,11 @@ def conversions(options: DriftOptions) -> Path:
 
 
 def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: BuiltImage, models: dict[str, Path],
-                options: DriftOptions, converted: dict | None = None) -> tuple[dict[str, dict], str | None, float | None]:
+                options: DriftOptions, converted: dict | None = None, emulator: tuple[Path, str] | None = None
+                ) -> tuple[dict[str, dict], str | None, float | None]:
     """Probe the cases in one container (one TensorFlow import): (each case's report by name, why
-    there are none, the container's seconds). `converted`: {(env, variant): folder} of TFLite artefacts."""
+    there are none, the container's seconds). `converted`: {(env, variant): folder} of TFLite artefacts;
+    `emulator`: the cases' emulated CPU (emulator_for)."""
     first = cases[0]
     inputs = {model_mount(case.variant): models[case.variant] for case in cases}
     inputs.update({converted_mount(case.variant): (converted or {})[(case.env, case.variant)]
@@ -95,7 +97,8 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
                     environment={**dict(first.settings.environment), **signed_environment(cases, options)},
                     memory=memory_for(first.settings.runtime, options.memory),
                     timeout_s=CASE_TIMEOUT_S * len(cases), gpus=env.device == "cuda" and engine.gpu_runtime(),
-                    run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120])
+                    run_id=options.run_id, name=f"{options.run_id}-drift-{first.name}"[:120],
+                    emulator=emulator)
     probes, error, container_s = {}, None, None
     try:
         result = run_module(engine, run)
@@ -110,6 +113,16 @@ def probe_group(engine: Engine, cases: list[CaseSpec], env: EnvSpec, image: Buil
                                                       "then rerun") from None
         error = failure.message
     return probes, error, container_s
+
+
+def emulator_for(case: CaseSpec) -> tuple[Path, str] | None:
+    """A case run as another x86-64 CPU model (emulate_cpu): the host's qemu for it, set up where missing;
+    EmulationUnavailable where this host cannot."""
+    if case.settings.emulate_cpu is None:
+        return None
+    from ..environments.emulation import x86_emulator
+
+    return x86_emulator(case.settings.emulate_cpu), case.settings.emulate_cpu
 
 
 def signed_environment(cases: list[CaseSpec], options: DriftOptions) -> dict[str, str]:

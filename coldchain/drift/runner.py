@@ -13,12 +13,13 @@ from pathlib import Path
 
 from ..config import RUN_LABEL, Project
 from ..engine import Engine
+from ..errors import EmulationUnavailable
 from ..environments.images import BuiltImage
 from ..environments.matrix import CaseSpec, EnvSpec, Matrix
 from .assembly import assemble_report, render_heatmap  # noqa: F401 (the CLI imports render_heatmap from here)
 from .judging import CaseResult, lock_drift, not_applicable_result, probe_result
 from .options import DriftOptions, default_jobs  # noqa: F401 (the CLI imports default_jobs from here)
-from .probe import group_cases, probe_group
+from .probe import emulator_for, group_cases, probe_group
 from .shards import assign, measured_costs
 from .tflite import conversion_failed_probe, convert_for_cases
 from .variants import build_environments, make_variants, needed, with_model_environment
@@ -43,9 +44,16 @@ def run_group(engine: Engine, project: Project, group: list[CaseSpec], env: EnvS
     runnable = [case for case in group if not isinstance(models[case.variant], str) and case not in failed]
     if not runnable:
         return results
+    try:
+        emulator = emulator_for(runnable[0])  # the group shares its emulate_cpu (CaseSpec.container_key)
+    except EmulationUnavailable as refused:
+        # Another CPU class is a check this host cannot make (not root, no qemu): said, not failed.
+        log.warning("%s: %s (fix: %s)", ", ".join(case.name for case in runnable), refused.message, refused.fix)
+        return results + [not_applicable_result(case, env, image, f"{refused.message}; {refused.fix}",
+                                                what="this host") for case in runnable]
     started = time.perf_counter()
     drift = lock_drift(project, env)
-    probes, error, container_s = probe_group(engine, runnable, env, image, models, options, converted)
+    probes, error, container_s = probe_group(engine, runnable, env, image, models, options, converted, emulator)
     seconds = time.perf_counter() - started
     # Docker's create/start/wait/remove and the interpreter's start: what sharing a container saves.
     inside = sum(float(probe.get("seconds") or 0.0) for probe in probes.values())

@@ -87,8 +87,9 @@ def groups(matrix: Matrix) -> dict[str, list[CaseSpec]]:
     the container again), named from what groups them, never from file positions."""
     out: dict[str, list[CaseSpec]] = {}
     for case in matrix.cases:
-        env, variables, alone = case.container_key
-        name = env + "".join(f" {k}={v}" for k, v in variables) + (f" [{alone}]" if alone else "")
+        env, variables, cpu, alone = case.container_key
+        name = (env + "".join(f" {k}={v}" for k, v in variables) + (f" cpu={cpu}" if cpu else "")
+                + (f" [{alone}]" if alone else ""))
         out.setdefault(name, []).append(case)
     return out
 

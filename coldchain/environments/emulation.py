@@ -5,6 +5,9 @@ That needs three things, each a root action: qemu-user-static installed, binfmt_
 the aarch64 handler registered with the F flag (the kernel opens the interpreter when registering,
 so it works inside containers, whose file system has no qemu). What to do is decided from the host's
 state alone (plan), so the decisions are tested without root; set_up carries them out.
+
+Another x86-64 CPU model (an AVX2-only one on an AMX host) is emulated without binfmt: x86_emulator
+gives the static qemu-x86_64 that a drift case's container mounts and starts its Python with.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +168,38 @@ def set_up(target: BaseSpec, binfmt: Path = BINFMT_DIR) -> tuple[str, ...]:
 
 def emulated(target: BaseSpec) -> bool:
     return target.machine != host_machine()
+
+
+X86_EMULATOR = Path("/usr/bin/qemu-x86_64-static")
+_INSTALLING = threading.Lock()  # drift groups run in threads: one apt-get at a time
+
+
+def x86_emulator(cpu: str, path: Path = X86_EMULATOR) -> Path:
+    """The static qemu-x86_64 that runs a container's Python as another x86-64 CPU model (`cpu`): mounted
+    into the container and named in its command, not registered (binfmt for the host's own machine
+    would take over every program). Installed as root where missing; refused where it cannot be."""
+    if host_machine() != "x86_64":
+        raise EmulationUnavailable(f"emulating the x86-64 CPU model {cpu} needs an x86-64 host, this one is "
+                                   f"{host_machine()}", fix="run the case on an x86-64 machine, or select the others "
+                                                            "(drift-test --case NAME)")
+    if daemon_elsewhere():
+        raise EmulationUnavailable(f"emulating {cpu} mounts this host's qemu into the container, and the Docker "
+                                   "daemon runs elsewhere (DOCKER_HOST or Docker Desktop)",
+                                   fix="run the case where the daemon runs, or select the others (drift-test "
+                                       "--case NAME)")
+    with _INSTALLING:
+        return _installed(cpu, path)
+
+
+def _installed(cpu: str, path: Path) -> Path:
+    if not os.access(path, os.X_OK):
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise EmulationUnavailable(f"emulating the x86-64 CPU model {cpu} needs {path}",
+                                       fix=f"install it once: sudo apt-get install {QEMU_PACKAGE}")
+        log.info("emulation: installing %s (runs a case as the x86-64 CPU model %s)", QEMU_PACKAGE, cpu)
+        _run(["apt-get", "update", "-qq"], "apt-get update")
+        _run(["apt-get", "install", "-y", "-qq", QEMU_PACKAGE], f"apt-get install {QEMU_PACKAGE}")
+        if not os.access(path, os.X_OK):
+            raise EmulationUnavailable(f"{QEMU_PACKAGE} is installed but {path} is not there",
+                                       fix=f"reinstall {QEMU_PACKAGE}")
+    return path

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import IMAGES, LOCKS, ImageSpec, LockSpec, Project
-from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE,
+from ..config import BASES, IMAGES, LOCKS, ImageSpec, LockSpec, Project
+from ..contract import (CONVERTED_RUNTIMES, DEFAULT_BF16_TOLERANCE, EMULATED_CPUS, EXPECT_AS_PRECISION, EXPECT_AS_REFERENCE,
                         FAILURE_CLASSES, OUTCOMES, PRECISION_FP32, PRECISION_INT8, PRECISION_RUNTIME_DEFAULT, PRECISIONS,
                         PROBE_RUNTIMES, RUNTIME_ONNXRUNTIME, RUNTIME_TENSORFLOW, RUNTIME_TFLITE, TFLITE_PRECISIONS,
                         WARNING_CODES, per_run_target)
@@ -88,6 +88,8 @@ class Settings:
     precision: str = PRECISION_FP32
     bf16_tolerance: float = DEFAULT_BF16_TOLERANCE
     xnnpack: bool = True  # tflite: LiteRT's default delegate on, or its builtin kernels alone
+    # Run as this x86-64 CPU model under qemu (contract.EMULATED_CPUS): another CPU class's kernels here.
+    emulate_cpu: str | None = None
 
     @property
     def per_run_target(self) -> str | None:
@@ -115,7 +117,7 @@ class CaseSpec:
         ONNX Runtime case that converts in the probe: tf2onnx needs a container of its own size (steps/convert.py)."""
         alone = self.settings.load_op_libraries or (self.settings.runtime == RUNTIME_ONNXRUNTIME
                                                     and self.settings.per_run_target is None)
-        return (self.env, self.settings.environment, self.name if alone else "")
+        return (self.env, self.settings.environment, self.settings.emulate_cpu or "", self.name if alone else "")
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
     _check_keys(path, data, ("name", "env", "variant", "expect", "expect_findings", "description", "scenario",
                              "environment", "intra_op_threads", "inter_op_threads", "allow_soft_placement",
                              "load_op_libraries", "preprocessing", "runtime", "precision", "bf16_tolerance",
-                             "xnnpack"), where)
+                             "xnnpack", "emulate_cpu"), where)
     for key in ("name", "env", "expect"):
         if key not in data:
             raise UsageError(f"{path}: {where} has no {key}", fix=f"add {key} = ...")
@@ -298,10 +300,22 @@ def _case(path: Path, index: int, data: dict, envs: dict, variants: dict) -> Cas
                         allow_soft_placement=bool(data.get("allow_soft_placement", False)),
                         load_op_libraries=bool(data.get("load_op_libraries", False)),
                         preprocessing=tuple(str(item) for item in preprocessing), runtime=runtime,
-                        precision=precision, bf16_tolerance=float(tolerance), xnnpack=_xnnpack(path, data, runtime, where))
+                        precision=precision, bf16_tolerance=float(tolerance), xnnpack=_xnnpack(path, data, runtime, where),
+                        emulate_cpu=_emulate_cpu(path, data, envs[env], where))
     return CaseSpec(name=str(data["name"]), env=env, variant=variant, expect=expect,
                     description=str(data.get("description", "")), settings=settings,
                     scenario=str(data.get("scenario", "")), expect_findings=tuple(str(code) for code in findings))
+
+
+def _emulate_cpu(path: Path, data: dict, env: EnvSpec, where: str) -> str | None:
+    if "emulate_cpu" not in data:
+        return None
+    cpu = known(path, "emulated CPU model", str(data["emulate_cpu"]), EMULATED_CPUS, f" (emulate_cpu) in {where}")
+    base = BASES[env.image_spec().base]
+    if base.machine != "x86_64":
+        raise UsageError(f"{path}: {where}: emulate_cpu runs an x86-64 CPU model, and environment {env.name} is "
+                         f"{base.platform}", fix="drop emulate_cpu, or use an x86-64 environment")
+    return cpu
 
 
 def _xnnpack(path: Path, data: dict, runtime: str, where: str) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import KIT_LABEL, PLATFORM_LABEL, RUN_LABEL
-from ..contract import (ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_PATH_MAP, EXIT_MEANINGS, MODULES, Exit,
-                        is_progress, last_error)
+from ..contract import (ENV_EMULATED_CPU, ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_PATH_MAP, EXIT_MEANINGS,
+                        MODULES, MOUNT_EMULATOR, VENV_PYTHON, Exit, is_progress, last_error)
 from ..engine import Engine, Mount, RunResult, RunSpec
 from ..environments.image_sbom import SBOM_LABEL
 from ..errors import ContainerError, ContainerTimeout
@@ -67,6 +67,8 @@ class ModuleRun:
     user: str | None = None  # default: container_user()
     read_only_root: bool = True
     tmpfs: dict | None = None
+    # (the host's static qemu-x86_64, an x86-64 CPU model): Python runs as that CPU under emulation.
+    emulator: tuple[Path, str] | None = None
 
     @property
     def label(self) -> str:
@@ -107,7 +109,13 @@ def spec_for(run: ModuleRun) -> RunSpec:
                    ENV_LOCK_SHA256: run.image.labels.get("io.coldchain.lock.sha256", ""),
                    ENV_PATH_MAP: json.dumps(path_map(run), sort_keys=True), **run.environment}
     extra = {"tmpfs": run.tmpfs} if run.tmpfs is not None else {}
-    return RunSpec(image=run.image.id, command=("python", "-m", MODULES[run.module], *run.arguments),
+    python: tuple[str, ...] = ("python",)
+    if run.emulator is not None:
+        qemu, cpu = run.emulator
+        mounts.append(Mount(Path(qemu), MOUNT_EMULATOR, read_only=True))
+        environment[ENV_EMULATED_CPU] = cpu
+        python = (MOUNT_EMULATOR, "-cpu", cpu, VENV_PYTHON)  # qemu-user runs a path; it does not search PATH
+    return RunSpec(image=run.image.id, command=(*python, "-m", MODULES[run.module], *run.arguments),
                    mounts=tuple(mounts), environment=environment, user=run.user or container_user(),
                    mem_limit=run.memory, gpus=run.gpus, labels={KIT_LABEL: "coldchain", RUN_LABEL: run.run_id},
                    name=run.name, timeout_s=run.timeout_s, read_only_root=run.read_only_root,
@@ -126,7 +134,7 @@ def run_module(engine: Engine, run: ModuleRun, *, check: bool = True, sink: Call
                ) -> RunResult:
     """Run the module; with `check`, a non-zero exit raises the ContainerError it means."""
     spec = spec_for(run)
-    log.debug("%s: %s in %s", run.label, " ".join(spec.command[2:]), run.image.tag)
+    log.debug("%s: %s in %s", run.label, " ".join(spec.command), run.image.tag)
     result = engine.run(spec, log=sink or progress(run.label))
     if result.timed_out or (check and result.exit_code != 0):
         raise failure(run, spec, result)

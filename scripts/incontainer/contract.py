@@ -536,6 +536,13 @@ NUMERICS_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
 # The instructions that multiply-add u8 x s8 into int32 without an int16 step, which 8-bit weights can
 # saturate: int8 results may depend on them (golden/quantized.py names them when an int8 check misses).
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+# x86-64 CPU models a drift case may run under (qemu user emulation, `emulate_cpu`), each with the CPU
+# flags its CPUID shows (qemu 7.2's TCG has no AVX-512 at all): another CPU class's int8 kernels on this
+# machine. The container reads /proc/cpuinfo, which stays the host's, so it takes these instead.
+EMULATED_CPUS = {"Haswell-v4": ("avx", "avx2", "fma")}
+ENV_EMULATED_CPU = "COLDCHAIN_EMULATED_CPU"  # set by the host for a run under emulation: the CPU model
+MOUNT_EMULATOR = "/opt/coldchain-emulator/qemu-x86_64"  # the host's static qemu-x86_64, mounted read-only
+VENV_PYTHON = "/opt/venv/bin/python"  # every kit image's Python (Dockerfile.train, Dockerfile.infer)
 # Those on which TensorFlow turns oneDNN on by itself unless TF_ENABLE_ONEDNN_OPTS says otherwise: the
 # container names the ones that decided a run, the host classes its CPU by them.
 ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
@@ -565,7 +572,9 @@ def describe_numerics(numerics: Optional[dict]) -> str:
     onednn = numerics.get("onednn") or {}
     state = {True: "on", False: "off", None: "unknown"}[onednn.get("enabled")]
     intra, inter = numerics.get("threads_effective") or ["?", "?"]
-    return f"TF {numerics.get('tensorflow')}, oneDNN {state} ({onednn.get('decided_by')}), threads {intra}/{inter}"
+    emulated = f", emulated CPU {numerics['emulated_cpu']} (qemu)" if numerics.get("emulated_cpu") else ""
+    return (f"TF {numerics.get('tensorflow')}, oneDNN {state} ({onednn.get('decided_by')}), threads {intra}/{inter}"
+            f"{emulated}")
 
 
 

@@ -11,7 +11,8 @@ import os
 import platform
 from typing import Any, Dict, List, Optional
 
-from .contract import ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_ONEDNN, NUMERICS_FLAGS, ONEDNN_DEFAULT_FLAGS
+from .contract import (EMULATED_CPUS, ENV_EMULATED_CPU, ENV_IMAGE_ID, ENV_IMAGE_LABELS, ENV_LOCK_SHA256, ENV_ONEDNN,
+                       NUMERICS_FLAGS, ONEDNN_DEFAULT_FLAGS)
 
 # Packages whose version changes what a frozen graph computes or how it loads.
 TRACKED_PACKAGES = ("tensorflow", "numpy", "protobuf", "pillow")
@@ -19,7 +20,11 @@ ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own cap on the instructions its k
 
 
 def cpu_flags() -> List[str]:
-    """All ISA extensions /proc/cpuinfo lists (AVX-512 vs AVX2 kernels round differently)."""
+    """All ISA extensions /proc/cpuinfo lists (AVX-512 vs AVX2 kernels round differently); under an
+    emulated CPU model (ENV_EMULATED_CPU), the flags its CPUID shows, which the kernels chose by."""
+    emulated = os.environ.get(ENV_EMULATED_CPU)
+    if emulated:
+        return sorted(EMULATED_CPUS.get(emulated, ()))
     try:
         with open("/proc/cpuinfo", "r", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -77,6 +82,7 @@ def effective_numerics(intra_op_threads: int = 0, inter_op_threads: int = 0, dev
         "cores": count,
         "device": device,
         "machine": platform.machine(),
+        **({"emulated_cpu": os.environ[ENV_EMULATED_CPU]} if os.environ.get(ENV_EMULATED_CPU) else {}),
     }
 
 
