@@ -54,7 +54,7 @@ def freeze_against(daemon: PrivateDaemon, run_id: str, tmp_path, docker_timeout_
 
 def nothing_left(process: subprocess.Popen, tmp_path, docker_engine) -> None:
     assert sorted(path.name for path in (tmp_path / "work").iterdir()) == ["run"], "no output, no staging"
-    assert docker_engine.client.containers.list(all=True, filters={"label": f"{PID_LABEL}={process.pid}"}) == [], \
+    assert docker_engine.list_containers(f"{PID_LABEL}={process.pid}") == [], \
         "the shared daemon was never asked"
 
 

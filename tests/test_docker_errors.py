@@ -122,3 +122,34 @@ def test_a_full_disk_during_a_build_says_so_with_the_free_space_and_the_fix(tmp_
     assert "disk is full" in caught.value.message and "GB free now" in caught.value.message
     assert "make clean" in caught.value.fix
     assert "No space left on device" in caught.value.log_tail
+
+
+class VanishingApi:
+    """Two containers listed; the first is auto-removed before docker-py inspects it, as a run's own
+    cleanup does while another run sweeps."""
+
+    removed = []
+
+    def containers(self, **kwargs):
+        return [{"Id": "gone"}, {"Id": "kept"}]
+
+    def inspect_container(self, container_id):
+        if container_id == "gone":
+            raise NotFound(f"No such container: {container_id}")
+        return {"Id": container_id, "Config": {"Labels": {"io.coldchain.pid": "1"}}}
+
+    def remove_container(self, container_id, **kwargs):
+        self.removed.append(container_id)
+
+
+class VanishingClient:
+    def __init__(self):
+        from docker.models.containers import ContainerCollection
+        self.api = VanishingApi()
+        self.containers = ContainerCollection(client=self)
+
+
+def test_a_container_removed_while_listing_is_left_out_not_an_error():
+    engine = engine_with(VanishingClient())
+    assert [c.id for c in engine.list_containers("io.coldchain.pid")] == ["kept"]
+    assert engine.remove_containers("io.coldchain.pid") == 1 and VanishingApi.removed == ["kept"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.docker
 
 
 def _ours(engine, prefix: str) -> list:
-    return [c for c in engine.client.containers.list(all=True, filters={"label": KIT_LABEL})
+    return [c for c in engine.client.containers.list(all=True, filters={"label": KIT_LABEL}, ignore_removed=True)
             if c.name.startswith(f"{prefix}-")]
 
 

@@ -30,7 +30,7 @@ def freeze(run_id: str, tiny_chain, out) -> subprocess.Popen:
 
 
 def containers_of(engine, pid: int) -> list:
-    return engine.client.containers.list(all=True, filters={"label": f"{PID_LABEL}={pid}"})
+    return engine.list_containers(f"{PID_LABEL}={pid}")
 
 
 def when_its_container_runs(engine, process: subprocess.Popen) -> None:

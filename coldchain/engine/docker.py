@@ -483,7 +483,7 @@ class DockerEngine(Engine):
     @_translated("list containers labelled")
     def remove_containers(self, label: str) -> int:
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": label}):
+        for container in self._containers(label):
             try:
                 container.remove(force=True)
                 removed += 1
@@ -496,8 +496,12 @@ class DockerEngine(Engine):
 
     @_translated("list containers labelled")
     def list_containers(self, label: str) -> list[ContainerInfo]:
-        return [ContainerInfo(container.id, dict(container.labels or {}))
-                for container in self.client.containers.list(all=True, filters={"label": label})]
+        return [ContainerInfo(container.id, dict(container.labels or {})) for container in self._containers(label)]
+
+    def _containers(self, label: str) -> list:
+        # docker-py inspects each listed container in turn: one that another run's auto-remove takes away in
+        # between would otherwise fail the whole listing with a 404.
+        return self.client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
 
     @_translated("remove container")
     def remove_container(self, container_id: str) -> None:

@@ -31,11 +31,9 @@ def clean(engine: Engine, project: Project, request: CleanRequest) -> None:
         from ..environments.images import remove_superseded, untag_stale
 
         untag_dead_sessions(engine)
-        taken = untag_stale(engine, project, kit_specs(project))
-        untag_stale_opbuild(engine, project)
+        untag_stale(engine, project, kit_specs(project))  # logs each name it takes
+        untag_stale_opbuild(engine)
         removed, freed = remove_superseded(engine)
-        if taken:
-            log.info("names taken from images of other inputs: %s", ", ".join(taken))
         log.info("removed %d superseded images (%.2f GB)", removed, freed / 1e9)
         return
     removed = engine.remove_containers(KIT_LABEL)
@@ -76,7 +74,7 @@ def kit_specs(project: Project) -> list[ImageSpec]:
     return list(specs.values())
 
 
-def untag_stale_opbuild(engine: Engine, project: Project) -> None:
+def untag_stale_opbuild(engine: Engine) -> None:
     """The custom-op build image is made from the training image: stale once the kit's training image is
     another one (or none is left under its name)."""
     from ..cache import image_identity
