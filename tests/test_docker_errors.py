@@ -128,7 +128,8 @@ class VanishingApi:
     """Two containers listed; the first is auto-removed before docker-py inspects it, as a run's own
     cleanup does while another run sweeps."""
 
-    removed = []
+    def __init__(self):
+        self.removed = []
 
     def containers(self, **kwargs):
         return [{"Id": "gone"}, {"Id": "kept"}]
@@ -152,4 +153,4 @@ class VanishingClient:
 def test_a_container_removed_while_listing_is_left_out_not_an_error():
     engine = engine_with(VanishingClient())
     assert [c.id for c in engine.list_containers("io.coldchain.pid")] == ["kept"]
-    assert engine.remove_containers("io.coldchain.pid") == 1 and VanishingApi.removed == ["kept"]
+    assert engine.remove_containers("io.coldchain.pid") == 1 and engine.client.api.removed == ["kept"]
